@@ -1,0 +1,128 @@
+"""The adapter contract: what every producer and consumer implements.
+
+An adapter is small. It declares the tool it wraps, the tool's real installed
+version, and the features (from ``corpus/features.txt``) it claims; then a
+producer turns a case into a SEG file and a consumer turns a SEG file (plus its
+source series) into the canonical decoded form (:mod:`conformance.decoded`).
+
+The harness never calls an adapter in its own process: every call runs in a
+child process (:mod:`conformance.child`) with a timeout and a memory limit.
+Adapters are named by the builtin registry below, or by ``module:Class`` for
+adapters that live elsewhere (the tests' misbehaving fakes, a vendor's module).
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from conformance.case import Case
+from conformance.decoded import DecodedWriter
+from conformance.truth import Truth
+
+__all__ = [
+    "Adapter",
+    "Consumer",
+    "Producer",
+    "ReadRequest",
+    "WriteRequest",
+    "BUILTIN",
+    "missing_features",
+    "resolve",
+]
+
+Role = Literal["producer", "consumer"]
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    """What a producer gets: the case, its truth (with the masks) and the source series."""
+
+    case_id: str
+    case: Case
+    truth: Truth
+    output: Path
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """What a consumer gets: the SEG and the source series; never the truth."""
+
+    seg: Path
+    sources: list[Path]
+
+
+class Adapter(ABC):
+    """Common declarations of producers and consumers."""
+
+    #: Column name in the grid (unique per role), e.g. ``"highdicom"``.
+    name: ClassVar[str]
+    #: The tool's own name, e.g. the PyPI distribution.
+    tool: ClassVar[str]
+    role: ClassVar[Role]
+    #: Features claimed; a case needing any other feature is UNSUPPORTED.
+    features: ClassVar[frozenset[str]]
+    #: Feature combinations the tool declares it cannot handle, e.g. {binary, ts-rle}.
+    unsupported_combinations: ClassVar[tuple[frozenset[str], ...]] = ()
+    homepage: ClassVar[str | None] = None
+
+    @abstractmethod
+    def version(self) -> str | None:
+        """The real installed version of the tool (None if it is not installed)."""
+
+    def available(self) -> tuple[bool, str]:
+        """Whether the tool can run here, and why not."""
+        return (self.version() is not None, "" if self.version() else f"{self.tool} is not installed")
+
+
+class Producer(Adapter):
+    role: ClassVar[Role] = "producer"
+
+    @abstractmethod
+    def write(self, request: WriteRequest) -> list[str]:
+        """Write ``request.output`` as a DICOM SEG; return notes on how it was written."""
+
+
+class Consumer(Adapter):
+    role: ClassVar[Role] = "consumer"
+
+    @abstractmethod
+    def read(self, request: ReadRequest) -> DecodedWriter:
+        """Decode ``request.seg`` into the canonical form."""
+
+
+BUILTIN: dict[Role, dict[str, str]] = {
+    "producer": {
+        "highdicom": "producers.highdicom:HighdicomProducer",
+    },
+    "consumer": {
+        "highdicom": "consumers.highdicom:HighdicomConsumer",
+    },
+}
+
+
+def resolve(role: Role, spec: str) -> type[Adapter]:
+    """The adapter class for a builtin name or a ``module:Class`` spec."""
+    target = BUILTIN[role].get(spec, spec)
+    if ":" not in target:
+        known = ", ".join(sorted(BUILTIN[role]))
+        raise ValueError(f"unknown {role} {spec!r} (known: {known}; or give module:Class)")
+    module_name, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Producer if role == "producer" else Consumer)):
+        raise TypeError(f"{target} is not a {role} adapter")
+    return cls
+
+
+def missing_features(
+    needed: set[str], claimed: set[str], unsupported: list[set[str]] | list[list[str]]
+) -> list[str]:
+    """Why an adapter cannot take a case: features it does not claim or a declared bad combination."""
+    reasons = [f"does not claim {f}" for f in sorted(needed - claimed)]
+    for combo in unsupported:
+        if set(combo) <= needed:
+            reasons.append(f"declares {' + '.join(sorted(combo))} unsupported")
+    return reasons

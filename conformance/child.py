@@ -1,0 +1,104 @@
+"""The child side of an isolated adapter call: ``python -m conformance.child REQUEST.json``.
+
+It reads one JSON request, runs one adapter operation and writes one JSON
+response next to the request. Operations:
+
+- ``info``: the handshake (tool, version, availability, claimed features);
+- ``write``: a producer writes a case's SEG;
+- ``read``: a consumer decodes a SEG into the canonical ``.npz``.
+
+An exception becomes ``{"ok": false, ...}`` with its type, message and
+traceback; a ``MemoryError`` is flagged so the harness can say which limit
+was hit. If the process dies before writing a response, the harness records a
+CRASH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _run(req: dict[str, Any]) -> dict[str, Any]:
+    from conformance.adapter import Consumer, Producer, ReadRequest, WriteRequest, resolve
+
+    cls = resolve(req["role"], req["adapter"])
+    adapter = cls()
+    op = req["op"]
+    if op == "info":
+        ok, reason = adapter.available()
+        return {
+            "ok": True,
+            "name": cls.name,
+            "tool": cls.tool,
+            "role": cls.role,
+            "version": adapter.version() if ok else None,
+            "available": ok,
+            "reason": reason,
+            "features": sorted(cls.features),
+            "unsupported_combinations": [sorted(c) for c in cls.unsupported_combinations],
+            "homepage": cls.homepage,
+        }
+    if op == "write":
+        from conformance.case import load_case
+        from conformance.truth import Truth
+
+        assert isinstance(adapter, Producer)
+        loaded = load_case(Path(req["case_file"]), Path(req["case_root"]))
+        notes = adapter.write(
+            WriteRequest(
+                case_id=loaded.id,
+                case=loaded.case,
+                truth=Truth.load(Path(req["truth_dir"])),
+                output=Path(req["output"]),
+            )
+        )
+        return {"ok": True, "notes": list(notes or [])}
+    if op == "read":
+        assert isinstance(adapter, Consumer)
+        writer = adapter.read(ReadRequest(seg=Path(req["seg"]), sources=[Path(p) for p in req["sources"]]))
+        writer.write(Path(req["output"]))
+        return {"ok": True, "notes": writer.notes}
+    raise ValueError(f"unknown operation {op!r}")
+
+
+def limit_memory() -> None:
+    """Apply the address-space limit the harness asked for, to this process and its children."""
+    limit = os.environ.get("DICOM4QI_MEMORY_LIMIT")
+    if limit:
+        resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    limit_memory()
+    args = sys.argv[1:] if argv is None else argv
+    request_path = Path(args[0])
+    response_path = request_path.with_name("response.json")
+    req = json.loads(request_path.read_text(encoding="utf-8"))
+    try:
+        response = _run(req)
+    except MemoryError as exc:
+        response = {"ok": False, "error_type": "MemoryError", "message": str(exc) or "out of memory", "memory": True}
+    except BaseException as exc:  # noqa: BLE001 - every failure of the tool becomes a recorded outcome
+        response = {
+            "ok": False,
+            "error_type": type(exc).__name__,
+            "message": str(exc)[:4000],
+            "traceback": traceback.format_exc()[-8000:],
+        }
+    tmp = response_path.with_name("response.json.part")
+    tmp.write_text(json.dumps(response), encoding="utf-8")
+    tmp.replace(response_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""Compare what a consumer decoded with the truth, segment by segment.
+
+Memory stays bounded: one truth crop and one decoded crop (inside their union
+box) are in memory at a time. Every failure message names the segment, the
+source frame and how many voxels differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from conformance.decoded import Decoded, DecodedSegment
+from conformance.masks import Crop
+from conformance.results import Check, CheckStatus
+from conformance.truth import SegmentInfo, Truth
+
+__all__ = ["compare", "verdict"]
+
+#: Tolerances: positions in mm, direction cosines, spacing (relative), colour per RGB channel.
+POSITION_TOL_MM = 0.01
+ORIENTATION_TOL = 1e-3
+SPACING_RTOL = 1e-3
+COLOR_TOL = 3
+_MAX_LISTED = 5
+
+
+def _pass(name: str, message: str = "", advisory: bool = False) -> Check:
+    return Check(name=name, status=CheckStatus.PASS, message=message, advisory=advisory)
+
+
+def _fail(name: str, problems: list[str], advisory: bool = False) -> Check:
+    shown = "; ".join(problems[:_MAX_LISTED])
+    if len(problems) > _MAX_LISTED:
+        shown += f"; and {len(problems) - _MAX_LISTED} more"
+    return Check(name=name, status=CheckStatus.FAIL, message=shown, advisory=advisory)
+
+
+def _not_checked(name: str, message: str, advisory: bool = False) -> Check:
+    return Check(name=name, status=CheckStatus.NOT_CHECKED, message=message, advisory=advisory)
+
+
+def _seg_name(info: SegmentInfo | None, number: int) -> str:
+    return f"segment {number}" + (f" {info.label!r}" if info else "")
+
+
+def _code_str(c: dict[str, str] | None) -> str:
+    return "none" if not c else f"({c.get('value')}, {c.get('scheme')}, {c.get('meaning')!r})"
+
+
+def _same_code(a: dict[str, str] | None, b: dict[str, str] | None) -> bool:
+    if not a or not b:
+        return a == b
+    return (a.get("value"), a.get("scheme")) == (b.get("value"), b.get("scheme"))
+
+
+def _is_background(seg: DecodedSegment, labelmap: bool) -> bool:
+    """Segment 0 of a label map stands for the background (Sup 243) and is not a segment."""
+    return labelmap and seg.number == 0
+
+
+def _check_segments(truth: Truth, segs: list[DecodedSegment]) -> list[Check]:
+    checks: list[Check] = []
+    expected = {s.number: s for s in truth.segments}
+    got = {s.number: s for s in segs}
+    problems = []
+    if len(segs) != len(got):
+        problems.append("a segment number is reported twice")
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    if missing:
+        problems.append(f"missing segment numbers {_short(missing)}")
+    if extra:
+        problems.append(f"unexpected segment numbers {_short(extra)}")
+    count_msg = f"{len(got)} segments, expected {len(expected)}"
+    checks.append(_fail("segment-count", [count_msg, *problems]) if problems else _pass("segment-count", count_msg))
+
+    label_problems = [
+        f"segment {n}: label {got[n].label!r}, expected {info.label!r}"
+        for n, info in expected.items()
+        if n in got and got[n].label != info.label
+    ]
+    checks.append(_fail("numbers-labels", label_problems) if label_problems else _pass("numbers-labels"))
+
+    common = [n for n in expected if n in got]
+    if all(got[n].category is None and got[n].type is None for n in common) and common:
+        checks.append(_not_checked("coded-concepts", "the consumer reports no coded concepts"))
+    else:
+        code_problems = []
+        for n in common:
+            for attr in ("category", "type"):
+                want, have = getattr(expected[n], attr), getattr(got[n], attr)
+                if not _same_code(want, have):
+                    code_problems.append(f"segment {n}: {attr} {_code_str(have)}, expected {_code_str(want)}")
+        checks.append(_fail("coded-concepts", code_problems) if code_problems else _pass("coded-concepts"))
+
+    tracked = [n for n in common if expected[n].tracking_id or expected[n].tracking_uid]
+    if tracked:
+        if all(got[n].tracking_id is None and got[n].tracking_uid is None for n in tracked):
+            checks.append(_not_checked("tracking", "the consumer reports no tracking identifiers"))
+        else:
+            tp = [
+                f"segment {n}: tracking ({got[n].tracking_id!r}, {got[n].tracking_uid}), "
+                f"expected ({expected[n].tracking_id!r}, {expected[n].tracking_uid})"
+                for n in tracked
+                if (got[n].tracking_id, got[n].tracking_uid) != (expected[n].tracking_id, expected[n].tracking_uid)
+            ]
+            checks.append(_fail("tracking", tp) if tp else _pass("tracking"))
+
+    coloured = [n for n in common if expected[n].color_rgb is not None and got[n].color_rgb is not None]
+    if not coloured:
+        checks.append(_not_checked("display-color", "no display colours reported", advisory=True))
+    else:
+        cp = [
+            f"segment {n}: colour {tuple(got[n].color_rgb)}, expected {tuple(expected[n].color_rgb)}"  # type: ignore[arg-type]
+            for n in coloured
+            if max(abs(a - b) for a, b in zip(got[n].color_rgb, expected[n].color_rgb)) > COLOR_TOL  # type: ignore[arg-type]
+        ]
+        checks.append(_fail("display-color", cp, advisory=True) if cp else _pass("display-color", advisory=True))
+    return checks
+
+
+def _short(numbers: list[int]) -> str:
+    s = ", ".join(map(str, numbers[:10]))
+    return s + (f", ... ({len(numbers)} in all)" if len(numbers) > 10 else "")
+
+
+def _check_geometry(truth: Truth, decoded: Decoded) -> Check:
+    g = decoded.geometry
+    index = {uid: i for i, uid in enumerate(truth.source_uids)}
+    unknown = [k for k in decoded.frame_keys if k not in index]
+    problems: list[str] = []
+    if unknown:
+        problems.append(f"{len(unknown)} decoded frame(s) refer to no source frame (first {unknown[0]})")
+    if len(set(decoded.frame_keys)) != len(decoded.frame_keys):
+        problems.append("a source frame appears twice in the decoded frame list")
+    if (decoded.rows, decoded.columns) != (truth.geometry.rows, truth.geometry.columns):
+        problems.append(
+            f"decoded matrix {decoded.rows}x{decoded.columns}, source {truth.geometry.rows}x{truth.geometry.columns}"
+        )
+    reported = False
+    if g.orientation is not None:
+        reported = True
+        want = np.asarray(truth.geometry.orientation)
+        have = np.asarray(g.orientation, dtype=float)
+        if have.shape != (6,) or np.max(np.abs(have - want)) > ORIENTATION_TOL:
+            problems.append(f"orientation {np.round(have, 4).tolist()}, source {np.round(want, 4).tolist()}")
+    if g.pixel_spacing is not None:
+        reported = True
+        want = np.asarray(truth.geometry.pixel_spacing)
+        have = np.asarray(g.pixel_spacing, dtype=float)
+        if have.shape != (2,) or np.max(np.abs(have - want) / want) > SPACING_RTOL:
+            problems.append(f"pixel spacing {have.tolist()}, source {want.tolist()}")
+    if g.positions:
+        reported = True
+        bad = []
+        for key, pos in g.positions.items():
+            if key not in index:
+                continue
+            want = np.asarray(truth.geometry.positions[index[key]])
+            if np.max(np.abs(np.asarray(pos, dtype=float) - want)) > POSITION_TOL_MM:
+                bad.append((index[key], pos, want))
+        if bad:
+            i, pos, want = bad[0]
+            problems.append(
+                f"{len(bad)} frame position(s) differ from the source; first: frame {i} at "
+                f"{np.round(pos, 3).tolist()}, source {np.round(want, 3).tolist()}"
+            )
+    if problems:
+        return _fail("geometry", problems)
+    if not reported:
+        return _not_checked("geometry", "the consumer reports frames by source UID only, no positions")
+    return _pass("geometry")
+
+
+def _to_truth_frames(crop: Crop, frame_map: np.ndarray) -> Crop | str:
+    """Re-index a decoded crop's frame axis onto the truth's frame order."""
+    z0, z1 = crop.offset[0], crop.stop[0]
+    if z0 < 0 or z1 > len(frame_map):
+        return f"pixels on frames {z0}..{z1 - 1} but only {len(frame_map)} frames decoded"
+    target = frame_map[z0:z1]
+    has = crop.data.reshape(crop.data.shape[0], -1).any(axis=1)
+    if np.any(target[has] < 0):
+        return "pixels on a frame that is not in the source series"
+    if np.all(np.diff(target) == 1):
+        return Crop((int(target[0]), crop.offset[1], crop.offset[2]), crop.data)
+    keep = target >= 0
+    t = target[keep]
+    lo, hi = int(t.min()), int(t.max())
+    out = np.zeros((hi - lo + 1, *crop.data.shape[1:]), dtype=crop.data.dtype)
+    out[t - lo] = crop.data[keep]
+    return Crop((lo, crop.offset[1], crop.offset[2]), out)
+
+
+def _union(a: Crop | None, b: Crop | None) -> tuple[np.ndarray, np.ndarray]:
+    crops = [c for c in (a, b) if c is not None]
+    lo = np.min([c.offset for c in crops], axis=0)
+    hi = np.max([c.stop for c in crops], axis=0)
+    return lo, hi
+
+
+def _place(crop: Crop | None, lo: np.ndarray, hi: np.ndarray, dtype: type) -> np.ndarray:
+    out = np.zeros(tuple(hi - lo), dtype=dtype)
+    if crop is not None:
+        s = tuple(slice(o - l, o - l + n) for o, l, n in zip(crop.offset, lo, crop.data.shape))
+        out[s] = crop.data
+    return out
+
+
+def _compare_segment(
+    number: int,
+    info: SegmentInfo | None,
+    want: Crop | None,
+    have: Crop | None,
+    truth: Truth,
+    fractional: bool,
+) -> str | None:
+    if want is None and have is None:
+        return None
+    lo, hi = _union(want, have)
+    name = _seg_name(info, number)
+    if fractional:
+        step = 1.0 / truth.fractional_max
+        t = _place(want, lo, hi, np.float32) * step if want is not None else np.zeros(tuple(hi - lo), np.float32)
+        d = _place(have, lo, hi, np.float32)
+        if have is not None and have.data.dtype == bool:
+            d = d.astype(np.float32)
+        diff = np.abs(d - t)
+        bad = diff > step * 1.0001
+        missing = int(np.count_nonzero(bad & (d < t)))
+        extra = int(np.count_nonzero(bad & (d > t)))
+    else:
+        t = _place(want, lo, hi, bool)
+        d = _place(have, lo, hi, bool)
+        bad = t != d
+        missing = int(np.count_nonzero(t & ~d))
+        extra = int(np.count_nonzero(d & ~t))
+    n_bad = missing + extra
+    if n_bad == 0:
+        return None
+    per_frame = bad.reshape(bad.shape[0], -1).sum(axis=1)
+    frames = np.flatnonzero(per_frame) + lo[0]
+    first = int(frames[0])
+    what = "below" if fractional else "missing"
+    more = "above" if fractional else "extra"
+    detail = f"max difference {float(diff.max()):.3f}, " if fractional else ""
+    return (
+        f"{name}: {n_bad} voxel(s) differ on {len(frames)} frame(s), first frame {first} "
+        f"(source {truth.source_uids[first]}): {detail}{missing} {what}, {extra} {more}"
+    )
+
+
+def _check_voxels(truth: Truth, decoded: Decoded, labelmap: bool) -> Check:
+    index = {uid: i for i, uid in enumerate(truth.source_uids)}
+    frame_map = np.array([index.get(k, -1) for k in decoded.frame_keys], dtype=np.int64)
+    infos = {s.number: s for s in truth.segments}
+    problems: list[str] = []
+    fractional = truth.fractional
+    with truth.masks() as tm:
+        numbers = sorted(set(infos) | set(decoded.numbers_with_pixels))
+        for number in numbers:
+            if labelmap and number == 0:
+                continue
+            have_raw = decoded.pixels(number)
+            have: Crop | None = None
+            if have_raw is not None:
+                mapped = _to_truth_frames(have_raw, frame_map)
+                if isinstance(mapped, str):
+                    problems.append(f"{_seg_name(infos.get(number), number)}: {mapped}")
+                    continue
+                have = mapped
+            if number not in infos:
+                if have is not None and have.voxels:
+                    problems.append(f"segment {number}: {have.voxels} voxel(s) for a segment that does not exist")
+                continue
+            msg = _compare_segment(number, infos.get(number), tm.get(number), have, truth, fractional)
+            if msg:
+                problems.append(msg)
+    if problems:
+        return _fail("voxels", problems)
+    tol = " (within one quantization step)" if fractional else " (exact)"
+    return _pass("voxels", f"{len(infos)} segments on {len(truth.source_uids)} frames{tol}")
+
+
+def compare(truth: Truth, decoded: Decoded, *, labelmap: bool) -> list[Check]:
+    """All subchecks of one decoded object against the truth.
+
+    ``labelmap`` says that the object is a LABELMAP segmentation, whose segment
+    0 (if reported) is the background and not compared.
+    """
+    segs = [s for s in decoded.segments if not _is_background(s, labelmap)]
+    checks = [_pass("opened")]
+    checks += _check_segments(truth, segs)
+    checks.append(_check_geometry(truth, decoded))
+    checks.append(_check_voxels(truth, decoded, labelmap))
+    return checks
+
+
+def verdict(checks: Iterable[Check]) -> tuple[bool, str]:
+    """Whether the checks pass, and a one-line message of what failed."""
+    failed = [c for c in checks if c.status is CheckStatus.FAIL and not c.advisory]
+    if not failed:
+        return True, ""
+    return False, " | ".join(f"{c.name}: {c.message}" for c in failed)

@@ -1,0 +1,187 @@
+"""The results format: one JSON document per run, with a schema generated from these models.
+
+The same document feeds the dashboard, merges of CI shards and vendor
+submissions. ``reports/schema/results.schema.json`` is generated from
+:class:`ResultsDocument` (``dicom4qi schema``); a test keeps it current.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Check",
+    "CheckStatus",
+    "Record",
+    "ResultsDocument",
+    "ResultsWriter",
+    "RunInfo",
+    "SegObject",
+    "Status",
+    "ToolInfo",
+]
+
+RESULTS_FORMAT = "dicom4qi-results/1"
+
+
+class Status(str, Enum):
+    """The outcome of one adapter call, judged by the harness."""
+
+    PASS = "PASS"  # the call worked and every required check passed
+    FAIL = "FAIL"  # the call worked, but the result is wrong
+    ERROR = "ERROR"  # the tool (or its adapter) reported an error, or its output is unusable
+    CRASH = "CRASH"  # the process died without an answer (signal, abort, exit without response)
+    TIMEOUT = "TIMEOUT"  # the call did not finish within the time limit and was killed
+    UNSUPPORTED = "UNSUPPORTED"  # the tool declares it does not support what the case needs
+    SKIPPED = "SKIPPED"  # not run: the tool is not installed, or there is no object to read
+
+    @property
+    def final(self) -> bool:
+        """Whether a resumed run keeps this record instead of running it again."""
+        return self is not Status.SKIPPED
+
+
+class CheckStatus(str, Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    NOT_CHECKED = "NOT_CHECKED"  # the consumer did not report what this check needs
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Check(_Model):
+    """A subcheck of a record; advisory checks are shown but do not decide the status."""
+
+    name: str
+    status: CheckStatus
+    message: str = ""
+    advisory: bool = False
+
+
+class SegObject(_Model):
+    """A produced SEG file."""
+
+    path: str = Field(description="Path relative to the results document's run folder.")
+    size: int
+    sha256: str
+    sop_class_uid: str | None = None
+    transfer_syntax_uid: str | None = None
+    frames: int | None = None
+
+
+class Record(_Model):
+    """One adapter call: a producer writing a case, or a consumer reading a producer's object."""
+
+    case: str
+    producer: str
+    consumer: str | None = Field(None, description="None for the producer's own write step.")
+    step: Literal["write", "read"]
+    status: Status
+    message: str = ""
+    checks: list[Check] = Field(default_factory=list)
+    limit: Literal["time", "memory"] | None = Field(None, description="Which resource limit ended the call.")
+    wall_s: float | None = None
+    cpu_s: float | None = None
+    peak_rss_mb: float | None = None
+    seg: SegObject | None = None
+    features: list[str] = Field(default_factory=list)
+    tier: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str, str | None]:
+        return (self.case, self.producer, self.consumer)
+
+
+class ToolInfo(_Model):
+    """What an adapter said in its handshake."""
+
+    name: str
+    role: Literal["producer", "consumer"]
+    tool: str
+    version: str | None = None
+    available: bool
+    reason: str = ""
+    features: list[str] = Field(default_factory=list)
+    unsupported_combinations: list[list[str]] = Field(default_factory=list)
+    homepage: str | None = None
+
+
+class RunInfo(_Model):
+    run_id: str
+    started: str
+    finished: str | None = None
+    suite_version: str
+    suite_commit: str | None = None
+    platform: str
+    python: str
+    cpu_count: int | None = None
+    memory_total_mb: float | None = None
+    command: list[str] = Field(default_factory=list)
+    corpus_fingerprint: str = Field(description="Hash of every case file run, so shards of different corpora are not merged.")
+    filters: dict[str, list[str]] = Field(default_factory=dict)
+    timeout_s: float
+    memory_limit_mb: float
+    workers: int
+
+
+class ResultsDocument(_Model):
+    format: Literal["dicom4qi-results/1"] = RESULTS_FORMAT
+    run: RunInfo
+    tools: list[ToolInfo] = Field(default_factory=list)
+    records: list[Record] = Field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path) -> ResultsDocument:
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+class ResultsWriter:
+    """Keeps a results document on disk up to date as records arrive.
+
+    Every record is written through at once (atomic replace, at most every
+    ``interval`` seconds, and always at :meth:`close`), so a killed run keeps
+    what it did and ``--resume`` continues it.
+    """
+
+    def __init__(self, doc: ResultsDocument, paths: list[Path], interval: float = 0.5) -> None:
+        self.doc = doc
+        self.paths = paths
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self.flush()
+
+    def add(self, record: Record) -> None:
+        with self._lock:
+            self.doc.records.append(record)
+            if time.monotonic() - self._last >= self.interval:
+                self._write()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write()
+
+    def _write(self) -> None:
+        text = self.doc.model_dump_json(indent=1)
+        for path in self.paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        self._last = time.monotonic()
+
+
+def schema_text() -> str:
+    """The JSON Schema of the results document, as committed in reports/schema."""
+    return json.dumps(ResultsDocument.model_json_schema(), indent=2, sort_keys=True) + "\n"

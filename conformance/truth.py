@@ -1,0 +1,117 @@
+"""A built case on disk: the source series, the truth masks and their description.
+
+Layout of a built case (``build/corpus/<case-slug>-<fingerprint>/``)::
+
+    source/0001.dcm ...   the synthesized source series
+    truth.npz             the truth, one crop per segment (see masks.py)
+    truth.json            geometry, source UIDs, segment metadata
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conformance.masks import MaskFile
+
+__all__ = ["Geometry", "SegmentInfo", "Truth"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where each source frame lies in patient space."""
+
+    rows: int
+    columns: int
+    orientation: tuple[float, ...]
+    pixel_spacing: tuple[float, float]
+    slice_spacing: float
+    positions: list[tuple[float, float, float]]
+
+    @property
+    def normal(self) -> np.ndarray:
+        o = np.asarray(self.orientation, dtype=float)
+        return np.cross(o[:3], o[3:])
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """What a segment is: the metadata a consumer is expected to report."""
+
+    number: int
+    label: str
+    category: dict[str, str]
+    type: dict[str, str]
+    algorithm_type: str
+    algorithm_name: str
+    algorithm_version: str
+    description: str | None = None
+    tracking_id: str | None = None
+    tracking_uid: str | None = None
+    empty: bool = False
+    color_rgb: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Everything the harness knows about a built case, loaded from disk."""
+
+    directory: Path
+    case_id: str
+    fingerprint: str
+    geometry: Geometry
+    source_uids: list[str]
+    source_files: list[str]
+    study_uid: str
+    series_uid: str
+    frame_of_reference_uid: str
+    segments: list[SegmentInfo]
+    overlap: bool
+    fractional: bool
+    fractional_max: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        g = self.geometry
+        return (len(self.source_uids), g.rows, g.columns)
+
+    @property
+    def source_paths(self) -> list[Path]:
+        return [self.directory / f for f in self.source_files]
+
+    def masks(self) -> MaskFile:
+        """Open the truth crops (lazily, one segment at a time)."""
+        return MaskFile(self.directory / "truth.npz")
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("directory")
+        return d
+
+    def save(self) -> None:
+        tmp = self.directory / "truth.json.part"
+        tmp.write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
+        tmp.replace(self.directory / "truth.json")
+
+    @classmethod
+    def load(cls, directory: Path) -> Truth:
+        d = json.loads((directory / "truth.json").read_text(encoding="utf-8"))
+        g = d.pop("geometry")
+        geometry = Geometry(
+            rows=g["rows"],
+            columns=g["columns"],
+            orientation=tuple(g["orientation"]),
+            pixel_spacing=tuple(g["pixel_spacing"]),  # type: ignore[arg-type]
+            slice_spacing=g["slice_spacing"],
+            positions=[tuple(p) for p in g["positions"]],  # type: ignore[misc]
+        )
+        segments = [
+            SegmentInfo(**{**s, "color_rgb": tuple(s["color_rgb"]) if s.get("color_rgb") else None})
+            for s in d.pop("segments")
+        ]
+        return cls(directory=directory, geometry=geometry, segments=segments, **d)

@@ -1,0 +1,1 @@
+"""Consumers: one small adapter module per tool that reads DICOM SEG."""

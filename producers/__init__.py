@@ -1,0 +1,1 @@
+"""Producers: one small adapter module per tool that writes DICOM SEG."""
