@@ -36,6 +36,7 @@ __all__ = [
     "load_case",
     "load_cases",
     "load_features",
+    "schema_text",
 ]
 
 #: Transfer syntaxes a case may request, by keyword: UID and feature name.
@@ -349,3 +350,11 @@ def load_cases(
         except CaseError as exc:
             bad.append(exc)
     return good, bad
+
+
+def schema_text() -> str:
+    """The JSON Schema of a case file, as committed in corpus/case.schema.json."""
+    schema = Case.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "dicom4qi case"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

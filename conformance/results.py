@@ -184,4 +184,7 @@ class ResultsWriter:
 
 def schema_text() -> str:
     """The JSON Schema of the results document, as committed in reports/schema."""
-    return json.dumps(ResultsDocument.model_json_schema(), indent=2, sort_keys=True) + "\n"
+    schema = ResultsDocument.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "dicom4qi results"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

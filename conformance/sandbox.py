@@ -57,6 +57,7 @@ def run_child(
     env: dict[str, str] | None = None,
 ) -> ChildOutcome:
     """Run ``python -m conformance.child`` on ``request`` inside ``workdir``."""
+    workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     req_path = workdir / "request.json"
     resp_path = workdir / "response.json"
@@ -70,6 +71,8 @@ def run_child(
         child_env.setdefault(var, "1")
     # The child applies the limit to itself first thing (no preexec_fn: the harness is threaded).
     child_env[MEMORY_ENV] = str(limit)
+    # `module:Class` adapter specs resolve in the child as they would in the harness.
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), child_env.get("PYTHONPATH")]))
     with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
         start = time.monotonic()
         proc = subprocess.Popen(

@@ -1,0 +1,252 @@
+"""The ``dicom4qi`` command line.
+
+Exit codes: 0 success; 1 the command ran but found problems (bad case files,
+cases that could not be built, an outdated schema); 2 wrong usage or missing
+input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from conformance import __version__
+from conformance.adapter import BUILTIN
+
+__all__ = ["main"]
+
+console = Console(stderr=True)
+CASE_SCHEMA = Path("corpus/case.schema.json")
+RESULTS_SCHEMA = Path("reports/schema/results.schema.json")
+
+
+class RichProgress:
+    """Shows the runner's phases as rich progress bars on stderr."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._task = None
+
+    def start(self, phase: str, total: int) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.fields[phase]:<9}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}", style="dim"),
+            console=console,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("", total=total, phase=phase)
+
+    def advance(self, text: str) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=1, description=text[:70])
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def _add_corpus_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", type=Path, default=Path("corpus/cases"), help="folder of case files (default: %(default)s)")
+    p.add_argument("--features", type=Path, default=Path("corpus/features.txt"), help="controlled feature list (default: %(default)s)")
+
+
+def _add_selection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tier", action="append", choices=["quick", "full", "stress"], help="tier(s) to run (default: quick)")
+    p.add_argument("--case", action="append", default=[], metavar="ID", help="case id or glob, e.g. 'quick/labelmap-*' (repeatable)")
+    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="parallel worker processes (default: 1)")
+    p.add_argument("--build", type=Path, default=Path("build"), help="folder for generated corpus and objects (default: %(default)s)")
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    from conformance.case import implied_features, load_cases, load_features
+
+    if not args.corpus.is_dir():
+        console.print(f"[red]no such folder: {args.corpus}")
+        return 2
+    cases, errors = load_cases(args.corpus, args.features)
+    for e in errors:
+        print(f"{e.path}: {e.field}: {e.reason}")
+    features = load_features(args.features)
+    covered = set()
+    for c in cases:
+        covered |= implied_features(c.case) | set(c.case.features)
+    unused = sorted(set(features) - covered)
+    if unused and not errors:
+        console.print(f"[yellow]features with no case yet: {', '.join(unused)}")
+    console.print(f"{len(cases)} case file(s) valid, {len(errors)} invalid")
+    return 1 if errors else 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from conformance.runner import RunConfig, Runner, select_cases
+    from conformance.case import load_cases
+
+    cases, errors = load_cases(args.corpus, args.features)
+    for e in errors:
+        print(f"{e.path}: {e.field}: {e.reason}")
+    chosen = select_cases(cases, args.tier or ["quick"], args.case)
+    runner = Runner(RunConfig(corpus=args.corpus, features=args.features, build=args.build, workers=args.jobs), RichProgress())
+    problems: list[str] = []
+    truths = runner._build(chosen, problems)
+    for p in problems:
+        print(p)
+    for case_id, truth in sorted(truths.items()):
+        print(f"{case_id}\t{truth.directory}")
+    return 1 if errors or problems else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from conformance.runner import RunConfig, run
+
+    cfg = RunConfig(
+        corpus=args.corpus,
+        features=args.features,
+        build=args.build,
+        results=args.out,
+        tiers=args.tier or ["quick"],
+        cases=args.case,
+        producers=args.producer or list(BUILTIN["producer"]),
+        consumers=args.consumer or list(BUILTIN["consumer"]),
+        workers=max(1, args.jobs),
+        timeout_s=args.timeout,
+        memory_mb=args.memory_mb,
+        resume=args.resume,
+        keep_decoded=args.keep_decoded,
+    )
+    try:
+        summary = run(cfg, RichProgress())
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]{exc}")
+        return 2
+    for e in summary.case_errors:
+        console.print(f"[red]{e}")
+    table = Table(title="reads")
+    for s, n in sorted(summary.counts.items()):
+        table.add_column(s)
+    table.add_row(*[str(n) for _, n in sorted(summary.counts.items())])
+    console.print(table)
+    console.print(f"results: {summary.path} (harness peak memory {summary.harness_peak_rss_mb:.0f} MiB)")
+    return 1 if summary.case_errors else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from conformance.report import render_site
+    from conformance.results import ResultsDocument
+
+    paths = args.results or [Path("reports/results/latest.json")]
+    docs = []
+    for p in paths:
+        if not p.is_file():
+            console.print(f"[red]no results file {p} (run `dicom4qi run` first)")
+            return 2
+        try:
+            docs.append(ResultsDocument.load(p))
+        except (ValidationError, ValueError) as exc:
+            console.print(f"[red]{p}: not a valid results document: {str(exc)[:500]}")
+            return 2
+    target = render_site(docs, args.out)
+    console.print(f"wrote {target}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from conformance.case import schema_text as case_schema
+    from conformance.results import schema_text as results_schema
+
+    stale = []
+    for path, text in ((CASE_SCHEMA, case_schema()), (RESULTS_SCHEMA, results_schema())):
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if current == text:
+            continue
+        if args.check:
+            stale.append(str(path))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            console.print(f"wrote {path}")
+    if stale:
+        console.print(f"[red]out of date (run `dicom4qi schema`): {', '.join(stale)}")
+        return 1
+    return 0
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from conformance.runner import handshake
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for role, names in BUILTIN.items():
+            for name in names:
+                info = handshake(role, name, Path(tmp) / f"{role}-{name}", 120, 4096)
+                out.append(info.model_dump(mode="json"))
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicom4qi", description="DICOM SEG interoperability conformance suite.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    corpus = sub.add_parser("corpus", help="check or build the corpus of cases")
+    csub = corpus.add_subparsers(dest="corpus_command", required=True)
+    lint = csub.add_parser("lint", help="validate every case file; exit 1 on any bad file")
+    _add_corpus_args(lint)
+    lint.set_defaults(func=cmd_lint)
+    build = csub.add_parser("build", help="synthesize source series and truth (cached)")
+    _add_corpus_args(build)
+    _add_selection_args(build)
+    build.set_defaults(func=cmd_build)
+
+    run = sub.add_parser("run", help="run producers and consumers over the corpus")
+    _add_corpus_args(run)
+    _add_selection_args(run)
+    run.add_argument("--producer", action="append", help=f"producer(s) (default: all of {', '.join(BUILTIN['producer'])}); or module:Class")
+    run.add_argument("--consumer", action="append", help=f"consumer(s) (default: all of {', '.join(BUILTIN['consumer'])}); or module:Class")
+    run.add_argument("--out", type=Path, default=Path("reports/results"), help="results folder (default: %(default)s)")
+    run.add_argument("--timeout", type=float, default=600.0, metavar="S", help="time limit per call in seconds (default: %(default)s)")
+    run.add_argument("--memory-mb", type=float, default=8192.0, metavar="MB", help="address-space limit per call (default: %(default)s)")
+    run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID", help="continue an interrupted run (default: the latest)")
+    run.add_argument("--keep-decoded", action="store_true", help="keep each consumer's decoded .npz")
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="render the dashboard from results JSON")
+    report.add_argument("results", nargs="*", type=Path, help="results files (default: reports/results/latest.json)")
+    report.add_argument("--out", type=Path, default=Path("reports/site"), help="site folder (default: %(default)s)")
+    report.set_defaults(func=cmd_report)
+
+    schema = sub.add_parser("schema", help="write the JSON Schemas generated from the models")
+    schema.add_argument("--check", action="store_true", help="only check that the committed schemas are current")
+    schema.set_defaults(func=cmd_schema)
+
+    tools = sub.add_parser("tools", help="print every builtin adapter's handshake (tool, version, features)")
+    tools.set_defaults(func=cmd_tools)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; results so far are kept (use --resume)")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Render results JSON into a static HTML grid (Jinja2, autoescaped, no external assets)."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from conformance.results import Record, ResultsDocument, Status
+
+__all__ = ["render_site"]
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "reports" / "templates"
+
+#: Symbols shown with the colour, so that the grid reads without colour too.
+SYMBOLS = {
+    Status.PASS: "✓",
+    Status.FAIL: "✗",
+    Status.ERROR: "!",
+    Status.CRASH: "☠",
+    Status.TIMEOUT: "⏱",
+    Status.UNSUPPORTED: "–",
+    Status.SKIPPED: "∅",
+}
+
+
+@dataclass
+class Row:
+    case: str
+    tier: str
+    features: list[str]
+    producer: str
+    write: Record | None
+    cells: dict[str, Record | None]
+
+
+def _rows(doc: ResultsDocument, consumers: list[str]) -> list[Row]:
+    by_key: dict[tuple[str, str], dict[str | None, Record]] = defaultdict(dict)
+    for r in doc.records:
+        by_key[(r.case, r.producer)][r.consumer] = r
+    rows = []
+    for (case, producer), recs in sorted(by_key.items()):
+        any_rec = next(iter(recs.values()))
+        rows.append(
+            Row(
+                case=case,
+                tier=any_rec.tier or "",
+                features=any_rec.features,
+                producer=producer,
+                write=recs.get(None),
+                cells={c: recs.get(c) for c in consumers},
+            )
+        )
+    return rows
+
+
+def render_site(documents: list[ResultsDocument], out_dir: Path) -> Path:
+    """Write ``index.html`` (the grid) for the given results into ``out_dir``."""
+    if not documents:
+        raise ValueError("no results to report")
+    doc = documents[-1]
+    if len(documents) > 1:
+        merged = doc.model_copy(deep=True)
+        seen = {r.key for r in merged.records}
+        for other in documents[:-1]:
+            for r in other.records:
+                if r.key not in seen:
+                    merged.records.append(r)
+                    seen.add(r.key)
+            for t in other.tools:
+                if all((t.role, t.name) != (m.role, m.name) for m in merged.tools):
+                    merged.tools.append(t)
+        doc = merged
+    consumers = [t.name for t in doc.tools if t.role == "consumer"]
+    producers = [t.name for t in doc.tools if t.role == "producer"]
+    rows = _rows(doc, consumers)
+    reads = [r for r in doc.records if r.step == "read"]
+    totals = Counter(r.status.value for r in reads)
+    per_consumer = {
+        c: Counter(r.status.value for r in reads if r.consumer == c) for c in consumers
+    }
+    per_producer = {
+        p: Counter(r.status.value for r in doc.records if r.producer == p and r.step == "write") for p in producers
+    }
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    html = env.get_template("index.html.j2").render(
+        run=doc.run,
+        tools=doc.tools,
+        consumers=consumers,
+        rows=rows,
+        totals=totals,
+        per_consumer=per_consumer,
+        per_producer=per_producer,
+        statuses=[s.value for s in Status],
+        symbols={s.value: sym for s, sym in SYMBOLS.items()},
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "index.html"
+    tmp = target.with_name("index.html.part")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(target)
+    return target

@@ -1,0 +1,447 @@
+"""The run: build the corpus, let every producer write every case, every consumer read every object.
+
+Each adapter call goes through :func:`conformance.sandbox.run_child`, so a tool
+that crashes, hangs or eats memory becomes a record, and the run goes on.
+Records are written through to the results JSON as they arrive; ``resume``
+keeps the final records of an earlier run and does only what is missing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import platform
+import resource
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from conformance import __version__
+from conformance.adapter import BUILTIN, missing_features
+from conformance.case import SYNTHESIS_VERSION, LoadedCase, implied_features, load_cases
+from conformance.compare import compare, verdict
+from conformance.decoded import Decoded
+from conformance.results import (
+    Check,
+    CheckStatus,
+    Record,
+    ResultsDocument,
+    ResultsWriter,
+    RunInfo,
+    SegObject,
+    Status,
+    ToolInfo,
+)
+from conformance.sandbox import ChildOutcome, run_child
+from conformance.synth import SynthesisError, build_case
+from conformance.truth import Truth
+
+__all__ = ["RunConfig", "RunSummary", "run"]
+
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+
+
+@dataclass
+class RunConfig:
+    """Everything a run is told (the CLI's options)."""
+
+    corpus: Path = Path("corpus/cases")
+    features: Path = Path("corpus/features.txt")
+    build: Path = Path("build")
+    results: Path = Path("reports/results")
+    tiers: list[str] = field(default_factory=lambda: ["quick"])
+    cases: list[str] = field(default_factory=list)
+    producers: list[str] = field(default_factory=lambda: list(BUILTIN["producer"]))
+    consumers: list[str] = field(default_factory=lambda: list(BUILTIN["consumer"]))
+    workers: int = 1
+    timeout_s: float = 600.0
+    memory_mb: float = 8192.0
+    resume: str | None = None
+    run_id: str | None = None
+    keep_decoded: bool = False
+
+
+@dataclass
+class RunSummary:
+    path: Path
+    counts: dict[str, int]
+    case_errors: list[str]
+    harness_peak_rss_mb: float
+
+
+class Progress:
+    """What the runner tells whoever watches (the CLI shows a rich progress bar)."""
+
+    def start(self, phase: str, total: int) -> None: ...
+    def advance(self, text: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _slug(case_id: str) -> str:
+    return case_id.replace("/", "__")
+
+
+def select_cases(cases: Iterable[LoadedCase], tiers: list[str], patterns: list[str]) -> list[LoadedCase]:
+    out = []
+    for c in cases:
+        if tiers and c.case.tier.value not in tiers:
+            continue
+        if patterns and not any(fnmatch.fnmatch(c.id, p) or c.id.endswith("/" + p) or c.id == p for p in patterns):
+            continue
+        out.append(c)
+    return out
+
+
+def corpus_fingerprint(cases: list[LoadedCase]) -> str:
+    h = hashlib.sha256(f"synthesis-{SYNTHESIS_VERSION}".encode())
+    for c in sorted(cases, key=lambda c: c.id):
+        h.update(c.id.encode())
+        h.update(c.path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def handshake(role: str, spec: str, workdir: Path, timeout_s: float, memory_mb: float) -> ToolInfo:
+    """Ask an adapter, in a child process, who it is and what it supports."""
+    out = run_child({"op": "info", "role": role, "adapter": spec}, workdir, timeout_s=timeout_s, memory_mb=memory_mb)
+    r = out.response
+    if out.kind == "ok":
+        return ToolInfo(
+            name=spec if ":" in spec else r["name"],
+            role=role,  # type: ignore[arg-type]
+            tool=r["tool"],
+            version=r.get("version"),
+            available=bool(r["available"]),
+            reason=r.get("reason", ""),
+            features=r.get("features", []),
+            unsupported_combinations=r.get("unsupported_combinations", []),
+            homepage=r.get("homepage"),
+        )
+    return ToolInfo(name=spec, role=role, tool=spec, available=False, reason=f"handshake failed: {out.message}")  # type: ignore[arg-type]
+
+
+def _outcome_record(base: dict[str, Any], out: ChildOutcome, what: str) -> Record:
+    """A record for a call that did not give a usable answer."""
+    status = {"error": Status.ERROR, "crash": Status.CRASH, "timeout": Status.TIMEOUT}[out.kind]
+    return Record(
+        **base,
+        status=status,
+        message=f"{what}: {out.message}",
+        limit=out.limit,  # type: ignore[arg-type]
+        wall_s=out.wall_s,
+        cpu_s=out.cpu_s,
+        peak_rss_mb=out.peak_rss_mb,
+        checks=[Check(name="opened" if base["step"] == "read" else "written", status=CheckStatus.FAIL, message=out.message[:500])],
+    )
+
+
+def inspect_object(path: Path, loaded: LoadedCase) -> tuple[list[Check], SegObject]:
+    """Check a producer's output: a DICOM SEG of the type, bits and transfer syntax asked for."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    enc = loaded.case.encoding
+    sop = str(ds.get("SOPClassUID", ""))
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    want_sop = LABELMAP_SEG_STORAGE if enc.type.value == "LABELMAP" else SEG_STORAGE
+    checks = [Check(name="written", status=CheckStatus.PASS)]
+
+    def chk(name: str, ok: bool, msg: str) -> None:
+        checks.append(Check(name=name, status=CheckStatus.PASS if ok else CheckStatus.FAIL, message="" if ok else msg))
+
+    chk("sop-class", sop == want_sop, f"SOP Class {sop or 'missing'}, expected {want_sop}")
+    seg_type = str(ds.get("SegmentationType", ""))
+    chk("segmentation-type", seg_type == enc.type.value, f"Segmentation Type {seg_type or 'missing'}, expected {enc.type.value}")
+    bits = ds.get("BitsAllocated")
+    chk("bits-allocated", bits == enc.bits, f"Bits Allocated {bits}, expected {enc.bits}")
+    chk("transfer-syntax", ts == enc.transfer_syntax_uid, f"transfer syntax {ts or 'missing'}, expected {enc.transfer_syntax_uid}")
+    n_segments = len(ds.get("SegmentSequence", []))
+    checks.append(Check(name="segments-declared", status=CheckStatus.PASS, message=f"{n_segments} in Segment Sequence", advisory=True))
+    frames = ds.get("NumberOfFrames")
+    obj = SegObject(
+        path="",
+        size=path.stat().st_size,
+        sha256=_sha256(path),
+        sop_class_uid=sop or None,
+        transfer_syntax_uid=ts or None,
+        frames=int(frames) if frames is not None else None,
+    )
+    return checks, obj
+
+
+class Runner:
+    def __init__(self, config: RunConfig, progress: Progress | None = None) -> None:
+        self.cfg = config
+        self.progress = progress or Progress()
+
+    # ------------------------------------------------------------------ plumbing
+    def _base(self, loaded: LoadedCase, producer: str, consumer: str | None) -> dict[str, Any]:
+        feats = sorted(set(loaded.case.features) | implied_features(loaded.case))
+        return {
+            "case": loaded.id,
+            "producer": producer,
+            "consumer": consumer,
+            "step": "read" if consumer else "write",
+            "features": feats,
+            "tier": loaded.case.tier.value,
+        }
+
+    def _seg_path(self, run_dir: Path, loaded: LoadedCase, producer: str) -> Path:
+        return run_dir / "objects" / _slug(loaded.id) / _slug(producer.replace(":", "_")) / "seg.dcm"
+
+    # ------------------------------------------------------------------ steps
+    def write_step(self, loaded: LoadedCase, truth: Truth, tool: ToolInfo, run_dir: Path) -> Record:
+        base = self._base(loaded, tool.name, None)
+        if not tool.available:
+            return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}")
+        reasons = missing_features(set(base["features"]), set(tool.features), tool.unsupported_combinations)
+        if reasons:
+            return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons))
+        seg_path = self._seg_path(run_dir, loaded, tool.name)
+        seg_path.parent.mkdir(parents=True, exist_ok=True)
+        seg_path.unlink(missing_ok=True)
+        req = {
+            "op": "write",
+            "role": "producer",
+            "adapter": tool.name,
+            "case_file": str(loaded.path.resolve()),
+            "case_root": str(self.cfg.corpus.resolve()),
+            "truth_dir": str(truth.directory.resolve()),
+            "output": str(seg_path.resolve()),
+        }
+        out = run_child(req, seg_path.parent / "write", timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb)
+        if out.kind != "ok":
+            return _outcome_record(base, out, "write")
+        timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb}
+        notes = [str(n) for n in out.response.get("notes", [])]
+        if not seg_path.is_file():
+            return Record(**base, **timing, status=Status.ERROR, message="the producer reported success but wrote no file", notes=notes)
+        try:
+            checks, obj = inspect_object(seg_path, loaded)
+        except Exception as exc:  # noqa: BLE001 - any unreadable output is the producer's error
+            return Record(**base, **timing, status=Status.ERROR, message=f"output is not a readable DICOM file: {exc}", notes=notes)
+        obj.path = seg_path.relative_to(run_dir).as_posix()
+        ok, msg = verdict(checks)
+        return Record(**base, **timing, status=Status.PASS if ok else Status.FAIL, message=msg, checks=checks, seg=obj, notes=notes)
+
+    def read_step(
+        self, loaded: LoadedCase, truth: Truth, write: Record, tool: ToolInfo, run_dir: Path
+    ) -> Record:
+        base = self._base(loaded, write.producer, tool.name)
+        if not tool.available:
+            return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}")
+        if write.seg is None:
+            return Record(**base, status=Status.SKIPPED, message=f"no object to read: producer {write.status.value}")
+        reasons = missing_features(set(base["features"]), set(tool.features), tool.unsupported_combinations)
+        if reasons:
+            return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons), seg=write.seg)
+        seg_path = run_dir / write.seg.path
+        work = seg_path.parent / f"read-{_slug(tool.name.replace(':', '_'))}"
+        decoded_path = work / "decoded.npz"
+        req = {
+            "op": "read",
+            "role": "consumer",
+            "adapter": tool.name,
+            "seg": str(seg_path.resolve()),
+            "sources": [str(p.resolve()) for p in truth.source_paths],
+            "output": str(decoded_path.resolve()),
+        }
+        out = run_child(req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb)
+        if out.kind != "ok":
+            rec = _outcome_record(base, out, "read")
+            rec.seg = write.seg
+            return rec
+        timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb}
+        notes = [str(n) for n in out.response.get("notes", [])]
+        try:
+            decoded = Decoded(decoded_path)
+        except (OSError, ValueError) as exc:
+            return Record(
+                **base, **timing, status=Status.ERROR, seg=write.seg, notes=notes,
+                message=f"the consumer's decoded output is unusable: {exc}",
+            )
+        try:
+            checks = compare(truth, decoded, labelmap=write.seg.sop_class_uid == LABELMAP_SEG_STORAGE)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            return Record(
+                **base, **timing, status=Status.ERROR, seg=write.seg, notes=notes,
+                message=f"the consumer's decoded output cannot be compared: {type(exc).__name__}: {exc}",
+            )
+        finally:
+            decoded.close()
+            if not self.cfg.keep_decoded:
+                decoded_path.unlink(missing_ok=True)
+        ok, msg = verdict(checks)
+        return Record(
+            **base, **timing, status=Status.PASS if ok else Status.FAIL, message=msg, checks=checks, seg=write.seg, notes=notes
+        )
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> RunSummary:
+        cfg = self.cfg
+        all_cases, errors = load_cases(cfg.corpus, cfg.features)
+        case_errors = [str(e) for e in errors]
+        cases = select_cases(all_cases, cfg.tiers, cfg.cases)
+
+        previous: ResultsDocument | None = None
+        if cfg.resume:
+            prev_path = cfg.results / ("latest.json" if cfg.resume == "latest" else f"{cfg.resume}.json")
+            if not prev_path.is_file():
+                raise FileNotFoundError(f"--resume: no results at {prev_path}")
+            previous = ResultsDocument.load(prev_path)
+        run_id = previous.run.run_id if previous else (cfg.run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
+        run_dir = cfg.build / "runs" / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fingerprint = corpus_fingerprint(cases)
+        if previous and previous.run.corpus_fingerprint != fingerprint:
+            raise ValueError(
+                f"--resume: run {run_id} was made on another corpus (fingerprint {previous.run.corpus_fingerprint}, now {fingerprint})"
+            )
+
+        # Handshakes: who is there, in which version, claiming what.
+        specs = [("producer", p) for p in cfg.producers] + [("consumer", c) for c in cfg.consumers]
+        self.progress.start("handshake", len(specs))
+        tools: dict[tuple[str, str], ToolInfo] = {}
+        for role, spec in specs:
+            tools[(role, spec)] = handshake(role, spec, run_dir / "handshake" / f"{role}-{_slug(spec.replace(':', '_'))}", 120, cfg.memory_mb)
+            self.progress.advance(f"{role} {spec}")
+        self.progress.stop()
+
+        doc = ResultsDocument(
+            run=RunInfo(
+                run_id=run_id,
+                started=previous.run.started if previous else _now(),
+                suite_version=__version__,
+                suite_commit=_git_commit(),
+                platform=platform.platform(),
+                python=platform.python_version(),
+                cpu_count=os.cpu_count(),
+                memory_total_mb=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20, 0),
+                command=sys.argv,
+                corpus_fingerprint=fingerprint,
+                filters={"tier": cfg.tiers, "case": cfg.cases, "producer": cfg.producers, "consumer": cfg.consumers},
+                timeout_s=cfg.timeout_s,
+                memory_limit_mb=cfg.memory_mb,
+                workers=cfg.workers,
+            ),
+            tools=list(tools.values()),
+        )
+        kept = self._resumable(previous, run_dir) if previous else {}
+        doc.records = list(kept.values())
+        paths = [cfg.results / f"{run_id}.json", cfg.results / "latest.json"]
+        writer = ResultsWriter(doc, paths)
+
+        # Build the corpus (cached by fingerprint).
+        truths = self._build(cases, case_errors)
+        cases = [c for c in cases if c.id in truths]
+
+        producers = [tools[("producer", p)] for p in cfg.producers]
+        consumers = [tools[("consumer", c)] for c in cfg.consumers]
+        writes: dict[tuple[str, str], Record] = {}
+        todo_w = []
+        for c in cases:
+            for p in producers:
+                rec = kept.get((c.id, p.name, None))
+                if rec is not None:
+                    writes[(c.id, p.name)] = rec
+                else:
+                    todo_w.append((c, p))
+        self._parallel(
+            "write",
+            todo_w,
+            lambda c, p: self.write_step(c, truths[c.id], p, run_dir),
+            lambda rec: (writes.__setitem__((rec.case, rec.producer), rec), writer.add(rec)),
+        )
+        todo_r = [
+            (c, p, k)
+            for c in cases
+            for p in producers
+            for k in consumers
+            if (c.id, p.name, k.name) not in kept
+        ]
+        self._parallel(
+            "read",
+            todo_r,
+            lambda c, p, k: self.read_step(c, truths[c.id], writes[(c.id, p.name)], k, run_dir),
+            writer.add,
+        )
+        doc.records.sort(key=lambda r: (r.case, r.producer, r.step != "write", r.consumer or ""))
+        doc.run.finished = _now()
+        writer.flush()
+        counts: dict[str, int] = {}
+        for r in doc.records:
+            if r.step == "read":
+                counts[r.status.value] = counts.get(r.status.value, 0) + 1
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return RunSummary(paths[0], counts, case_errors, round(peak, 1))
+
+    def _resumable(self, previous: ResultsDocument, run_dir: Path) -> dict[tuple[str, str, str | None], Record]:
+        """Final records of an earlier run whose objects are still on disk, unchanged."""
+        keep = {r.key: r for r in previous.records if r.status.final}
+        for key, rec in list(keep.items()):
+            if rec.step == "write" and rec.seg is not None:
+                path = run_dir / rec.seg.path
+                if not path.is_file() or _sha256(path) != rec.seg.sha256:
+                    keep.pop(key)
+        writes = {(r.case, r.producer) for r in keep.values() if r.step == "write"}
+        return {k: r for k, r in keep.items() if r.step == "write" or (r.case, r.producer) in writes}
+
+    def _build(self, cases: list[LoadedCase], errors: list[str]) -> dict[str, Truth]:
+        truths: dict[str, Truth] = {}
+        self.progress.start("corpus", len(cases))
+        workers = max(1, min(self.cfg.workers, len(cases)))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(build_case, c, self.cfg.build): c for c in cases}
+            for fut in as_completed(futures):
+                c = futures[fut]
+                try:
+                    truths[c.id] = fut.result()
+                except (SynthesisError, ValueError, OSError) as exc:
+                    errors.append(f"{c.path}: cannot build: {exc}")
+                self.progress.advance(c.id)
+        self.progress.stop()
+        return truths
+
+    def _parallel(self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]) -> None:
+        self.progress.start(phase, len(items))
+        with ThreadPoolExecutor(max_workers=max(1, self.cfg.workers)) as pool:
+            futures = {pool.submit(fn, *item): item for item in items}
+            for fut in as_completed(futures):
+                rec = fut.result()
+                done(rec)
+                self.progress.advance(f"{rec.case} {rec.producer}{' → ' + rec.consumer if rec.consumer else ''}: {rec.status.value}")
+        self.progress.stop()
+
+
+def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
+    """Run the matrix described by ``config``; see :class:`Runner`."""
+    return Runner(config, progress).run()
