@@ -84,6 +84,10 @@ class DecodedWriter:
         if crop is not None:
             self._crops[number] = crop
 
+    def set_crop(self, number: int, crop: Crop) -> None:
+        """Give a segment's pixels directly as a crop (frame axis indexes ``frame_keys``)."""
+        self._crops[number] = crop
+
     def set_labelmap(self, labelmap: np.ndarray, *, frame_offset: int = 0) -> None:
         """Give the pixels of many disjoint segments as one label map (0 = none)."""
         self._crops.update(crops_from_labelmap(labelmap, base_frame=frame_offset))

@@ -1,0 +1,36 @@
+"""Shared fixtures: small cases built once per session into a temporary build folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conformance.case import LoadedCase, load_case, load_features
+from conformance.synth import build_case
+from conformance.truth import Truth
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = ROOT / "corpus" / "cases"
+FEATURES = ROOT / "corpus" / "features.txt"
+
+
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("build")
+
+
+def loaded(case_id: str) -> LoadedCase:
+    return load_case(CASES / f"{case_id}.toml", CASES, load_features(FEATURES))
+
+
+@pytest.fixture(scope="session")
+def truth_of(build_dir: Path):  # type: ignore[no-untyped-def]
+    cache: dict[str, Truth] = {}
+
+    def get(case_id: str) -> Truth:
+        if case_id not in cache:
+            cache[case_id] = build_case(loaded(case_id), build_dir)
+        return cache[case_id]
+
+    return get

@@ -1,0 +1,212 @@
+"""The comparison catches seeded defects and passes correct objects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conformance.compare import compare, verdict
+from conformance.decoded import Decoded, DecodedSegment, DecodedWriter
+from conformance.masks import Crop
+from conformance.results import CheckStatus
+from conformance.truth import Truth
+
+Mutator = Callable[[DecodedWriter, Truth], None]
+
+
+def decode_truth(truth: Truth, path: Path, mutate: Mutator | None = None, *, order: list[int] | None = None) -> Decoded:
+    """A perfect decoded object built from the truth, then mutated."""
+    order = order if order is not None else list(range(len(truth.source_uids)))
+    keys = [truth.source_uids[i] for i in order]
+    w = DecodedWriter(keys, truth.geometry.rows, truth.geometry.columns, fractional=truth.fractional)
+    for s in truth.segments:
+        w.add_segment(
+            DecodedSegment(
+                number=s.number, label=s.label, category=s.category, type=s.type,
+                tracking_id=s.tracking_id, tracking_uid=s.tracking_uid, color_rgb=s.color_rgb,
+            )
+        )
+    w.geometry.orientation = list(truth.geometry.orientation)
+    w.geometry.pixel_spacing = list(truth.geometry.pixel_spacing)
+    w.geometry.positions = {truth.source_uids[i]: list(truth.geometry.positions[i]) for i in order}
+    inverse = np.argsort(order)
+    with truth.masks() as masks:
+        for n, crop in masks:
+            data = crop.data.astype(np.float32) / truth.fractional_max if truth.fractional else crop.data
+            # re-index the frame axis into the decoded order
+            dense = np.zeros((len(order), *data.shape[1:]), dtype=data.dtype)
+            for z in range(data.shape[0]):
+                dense[inverse[crop.offset[0] + z]] = data[z]
+            w.set_crop(n, Crop((0, crop.offset[1], crop.offset[2]), dense))
+    if mutate:
+        mutate(w, truth)
+    w.write(path)
+    return Decoded(path)
+
+
+def _checks(truth: Truth, tmp_path: Path, mutate: Mutator | None = None, **kw):  # type: ignore[no-untyped-def]
+    decoded = decode_truth(truth, tmp_path / "d.npz", mutate, **kw)
+    try:
+        return compare(truth, decoded, labelmap=False)
+    finally:
+        decoded.close()
+
+
+def _failed(checks) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {c.name: c.message for c in checks if c.status is CheckStatus.FAIL and not c.advisory}
+
+
+@pytest.mark.parametrize("case_id", ["quick/binary-3-disjoint", "quick/binary-overlap", "quick/fractional", "quick/oblique", "quick/empty-segment"])
+def test_correct_objects_pass(truth_of, tmp_path: Path, case_id: str) -> None:  # type: ignore[no-untyped-def]
+    checks = _checks(truth_of(case_id), tmp_path)
+    assert verdict(checks) == (True, "")
+    assert {c.name for c in checks} >= {"opened", "segment-count", "numbers-labels", "coded-concepts", "geometry", "voxels"}
+
+
+def test_frames_in_another_order_still_pass(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/binary-3-disjoint")
+    order = list(range(len(truth.source_uids)))[::-1]
+    assert verdict(_checks(truth, tmp_path, order=order))[0]
+
+
+def _edit(number: int, fn: Callable[[np.ndarray], np.ndarray]) -> Mutator:
+    def mutate(w: DecodedWriter, truth: Truth) -> None:
+        crop = w._crops[number]
+        w._crops[number] = Crop(crop.offset, fn(crop.data.copy()))
+
+    return mutate
+
+
+def _flip_one(data: np.ndarray) -> np.ndarray:
+    idx = tuple(int(i[0]) for i in np.nonzero(data))
+    data[idx] = 0
+    return data
+
+
+def test_one_flipped_voxel_fails(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/binary-3-disjoint")
+    failed = _failed(_checks(truth, tmp_path, _edit(2, _flip_one)))
+    assert set(failed) == {"voxels"}
+    assert "segment 2 'Segment 2': 1 voxel(s) differ on 1 frame(s)" in failed["voxels"]
+    assert "1 missing, 0 extra" in failed["voxels"]
+
+
+def test_frame_shifted_by_one_fails(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/binary-3-disjoint")
+
+    def shift(w: DecodedWriter, t: Truth) -> None:
+        c = w._crops[1]
+        data = np.roll(c.data, 1, axis=0)
+        w._crops[1] = Crop(c.offset, data)
+
+    failed = _failed(_checks(truth, tmp_path, shift))
+    assert "segment 1" in failed["voxels"] and "first frame" in failed["voxels"]
+
+
+def test_two_segments_swapped_fail(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/binary-3-disjoint")
+
+    def swap(w: DecodedWriter, t: Truth) -> None:
+        w._crops[1], w._crops[2] = w._crops[2], w._crops[1]
+
+    failed = _failed(_checks(truth, tmp_path, swap))
+    assert "segment 1" in failed["voxels"] and "segment 2" in failed["voxels"]
+
+
+def test_wrong_label_fails(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/segment-metadata")
+
+    def relabel(w: DecodedWriter, t: Truth) -> None:
+        w.segments[1].label = "Right kidney"
+
+    failed = _failed(_checks(truth, tmp_path, relabel))
+    assert failed == {"numbers-labels": "segment 2: label 'Right kidney', expected 'Left kidney'"}
+
+
+def test_wrong_code_and_tracking_fail(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/segment-metadata")
+
+    def recode(w: DecodedWriter, t: Truth) -> None:
+        w.segments[0].type = {"value": "64033007", "scheme": "SCT", "meaning": "Kidney"}
+        w.segments[2].tracking_uid = "1.2.3"
+
+    failed = _failed(_checks(truth, tmp_path, recode))
+    assert "segment 1: type (64033007, SCT, 'Kidney'), expected (10200004, SCT, 'Liver')" in failed["coded-concepts"]
+    assert "segment 3: tracking" in failed["tracking"]
+
+
+def test_mirrored_orientation_fails(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/oblique")
+
+    def mirror_geometry(w: DecodedWriter, t: Truth) -> None:
+        o = list(t.geometry.orientation)
+        w.geometry.orientation = [-v for v in o[:3]] + o[3:]
+
+    failed = _failed(_checks(truth, tmp_path, mirror_geometry))
+    assert set(failed) == {"geometry"} and "orientation" in failed["geometry"]
+
+    def mirror_pixels(w: DecodedWriter, t: Truth) -> None:
+        for n, c in list(w._crops.items()):
+            x0 = t.geometry.columns - c.stop[2]
+            w._crops[n] = Crop((c.offset[0], c.offset[1], x0), c.data[:, :, ::-1].copy())
+
+    failed = _failed(_checks(truth, tmp_path, mirror_pixels))
+    assert set(failed) == {"voxels"}
+
+
+def test_wrong_position_fails(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/binary-3-disjoint")
+
+    def move(w: DecodedWriter, t: Truth) -> None:
+        uid = t.source_uids[3]
+        w.geometry.positions[uid] = [p + 0.5 for p in w.geometry.positions[uid]]
+
+    failed = _failed(_checks(truth, tmp_path, move))
+    assert "1 frame position(s) differ" in failed["geometry"] and "frame 3" in failed["geometry"]
+
+
+def test_fractional_tolerance_is_one_step(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/fractional")
+    step = 1.0 / truth.fractional_max
+
+    def nudge(by: float) -> Mutator:
+        def mutate(w: DecodedWriter, t: Truth) -> None:
+            c = w._crops[1]
+            data = c.data.copy()
+            idx = tuple(int(i[0]) for i in np.nonzero(data > 0.5))
+            data[idx] -= by
+            w._crops[1] = Crop(c.offset, data)
+
+        return mutate
+
+    assert verdict(_checks(truth, tmp_path, nudge(step)))[0]
+    failed = _failed(_checks(truth, tmp_path, nudge(2.5 * step)))
+    assert "segment 1" in failed["voxels"] and "1 below" in failed["voxels"]
+
+
+def test_missing_and_extra_segments_fail(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/binary-3-disjoint")
+
+    def drop(w: DecodedWriter, t: Truth) -> None:
+        w.segments.pop(2)
+        w._crops.pop(3)
+        w.add_segment(DecodedSegment(number=7, label="ghost"))
+        w._crops[7] = Crop((0, 0, 0), np.ones((1, 2, 2), dtype=bool))
+
+    failed = _failed(_checks(truth, tmp_path, drop))
+    assert "missing segment numbers 3" in failed["segment-count"]
+    assert "unexpected segment numbers 7" in failed["segment-count"]
+    assert "segment 7: 4 voxel(s) for a segment that does not exist" in failed["voxels"]
+
+
+def test_pixels_on_unknown_frame_fail(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/binary-3-disjoint")
+
+    def foreign(w: DecodedWriter, t: Truth) -> None:
+        w.frame_keys[5] = "1.2.3.4.5"
+
+    failed = _failed(_checks(truth, tmp_path, foreign))
+    assert "refer to no source frame" in failed["geometry"]

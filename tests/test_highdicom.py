@@ -1,0 +1,81 @@
+"""highdicom as producer and consumer, for real, through the CLI; and the grid it renders."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pytest
+
+from conformance.cli import main
+from conformance.report import render_site
+from conformance.results import ResultsDocument, Status
+
+from .conftest import CASES, FEATURES
+
+CASE_IDS = [
+    "quick/binary-overlap",
+    "quick/binary-jpeg2000",
+    "quick/binary-rle",
+    "quick/empty-frames-middle",
+    "quick/fractional-rle",
+    "quick/labelmap-8bit-jpegls",
+    "quick/labelmap-16bit-300",
+    "quick/segment-metadata",
+]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ResultsDocument]:
+    tmp = tmp_path_factory.mktemp("hd")
+    args = ["run", "-j", "2", "--corpus", str(CASES), "--features", str(FEATURES), "--build", str(tmp / "build"), "--out", str(tmp / "results")]
+    for c in CASE_IDS:
+        args += ["--case", c]
+    assert main(args) == 0
+    return tmp, ResultsDocument.load(tmp / "results" / "latest.json")
+
+
+def test_highdicom_round_trip(results) -> None:  # type: ignore[no-untyped-def]
+    _, doc = results
+    by_case = {(r.case, r.step): r for r in doc.records}
+    assert {c for c, _ in by_case} == set(CASE_IDS)
+    for case in CASE_IDS:
+        write, read = by_case[(case, "write")], by_case[(case, "read")]
+        if case == "quick/binary-rle":
+            # highdicom declares BINARY + RLE unsupported: a declared UNSUPPORTED, never a pass
+            assert write.status is Status.UNSUPPORTED and "binary + ts-rle" in write.message
+            assert read.status is Status.SKIPPED
+            continue
+        assert write.status is Status.PASS, write.message
+        assert read.status is Status.PASS, read.message
+        assert {c.name for c in read.checks} >= {"voxels", "geometry", "numbers-labels"}
+
+
+def test_objects_are_what_the_case_asked_for(results) -> None:  # type: ignore[no-untyped-def]
+    _, doc = results
+    write = {r.case: r for r in doc.records if r.step == "write"}
+    assert write["quick/labelmap-8bit-jpegls"].seg.sop_class_uid == "1.2.840.10008.5.1.4.1.1.66.7"
+    assert write["quick/labelmap-8bit-jpegls"].seg.transfer_syntax_uid == "1.2.840.10008.1.2.4.80"
+    assert write["quick/binary-jpeg2000"].seg.transfer_syntax_uid == "1.2.840.10008.1.2.4.90"
+    assert write["quick/fractional-rle"].seg.transfer_syntax_uid == "1.2.840.10008.1.2.5"
+
+
+def test_report_renders_the_grid_and_escapes(results) -> None:  # type: ignore[no-untyped-def]
+    tmp, doc = results
+    assert main(["report", str(tmp / "results" / "latest.json"), "--out", str(tmp / "site")]) == 0
+    page = (tmp / "site" / "index.html").read_text()
+    assert page.count('class="cell PASS"') >= 14
+    assert "UNSUPPORTED" in page and "quick/labelmap-16bit-300" in page
+    evil = doc.model_copy(deep=True)
+    evil.records[0].message = "<script>alert(1)</script>"
+    render_site([evil], tmp / "evil")
+    text = (tmp / "evil" / "index.html").read_text()
+    assert "<script>alert(1)</script>" not in text and html.escape("<script>alert(1)</script>") in text
+
+
+def test_report_refuses_a_broken_results_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "dicom4qi-results/1", "run": {}}))
+    assert main(["report", str(bad), "--out", str(tmp_path / "site")]) == 2
+    assert main(["report", str(tmp_path / "nothing.json")]) == 2

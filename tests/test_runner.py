@@ -1,0 +1,114 @@
+"""The harness end to end: real highdicom, fake tools that crash, hang, eat memory or lie."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from conformance.results import ResultsDocument, Status
+from conformance.runner import RunConfig, run
+
+from .conftest import CASES, FEATURES, ROOT
+
+FAKE = "tests.fakes:"
+CONSUMERS = ["highdicom"] + [FAKE + n for n in (
+    "CrashingConsumer", "HangingConsumer", "GreedyConsumer", "RaisingConsumer",
+    "GarbageConsumer", "LyingConsumer", "MissingConsumer",
+)]
+PRODUCERS = ["highdicom", FAKE + "GarbageProducer", FAKE + "ExitingProducer"]
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, ResultsDocument]:
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = RunConfig(
+        corpus=CASES, features=FEATURES, build=tmp / "build", results=tmp / "results",
+        cases=["quick/binary-3-disjoint"], producers=PRODUCERS, consumers=CONSUMERS,
+        workers=4, timeout_s=15, memory_mb=2048,
+    )
+    summary = run(cfg)
+    return cfg, ResultsDocument.load(summary.path)
+
+
+def _rec(doc: ResultsDocument, producer: str, consumer: str | None):  # type: ignore[no-untyped-def]
+    (rec,) = [r for r in doc.records if r.producer == producer and r.consumer == consumer]
+    return rec
+
+
+def test_every_fault_is_an_outcome_and_the_run_goes_on(faulty_run) -> None:  # type: ignore[no-untyped-def]
+    _, doc = faulty_run
+    assert doc.run.finished is not None
+    assert _rec(doc, "highdicom", None).status is Status.PASS
+    expected = {
+        "highdicom": Status.PASS,
+        FAKE + "CrashingConsumer": Status.CRASH,
+        FAKE + "HangingConsumer": Status.TIMEOUT,
+        FAKE + "GreedyConsumer": Status.ERROR,
+        FAKE + "RaisingConsumer": Status.ERROR,
+        FAKE + "GarbageConsumer": Status.ERROR,
+        FAKE + "LyingConsumer": Status.FAIL,
+        FAKE + "MissingConsumer": Status.SKIPPED,
+    }
+    got = {c: _rec(doc, "highdicom", c).status for c in expected}
+    assert got == expected
+
+
+def test_fault_messages_say_what_happened(faulty_run) -> None:  # type: ignore[no-untyped-def]
+    _, doc = faulty_run
+    crash = _rec(doc, "highdicom", FAKE + "CrashingConsumer")
+    assert "SIGABRT" in crash.message
+    hang = _rec(doc, "highdicom", FAKE + "HangingConsumer")
+    assert hang.limit == "time" and "killed after 15 s" in hang.message
+    greedy = _rec(doc, "highdicom", FAKE + "GreedyConsumer")
+    assert greedy.limit == "memory" and "memory limit of 2048 MiB exceeded" in greedy.message
+    assert "not to my taste" in _rec(doc, "highdicom", FAKE + "RaisingConsumer").message
+    assert "decoded output is unusable" in _rec(doc, "highdicom", FAKE + "GarbageConsumer").message
+    liar = _rec(doc, "highdicom", FAKE + "LyingConsumer")
+    assert "voxels:" in liar.message and "missing, 0 extra" in liar.message
+    assert "not installed" in _rec(doc, "highdicom", FAKE + "MissingConsumer").message
+
+
+def test_broken_producers_are_errors_and_leave_nothing_to_read(faulty_run) -> None:  # type: ignore[no-untyped-def]
+    _, doc = faulty_run
+    garbage = _rec(doc, FAKE + "GarbageProducer", None)
+    assert garbage.status is Status.ERROR and "not a readable DICOM file" in garbage.message
+    exiting = _rec(doc, FAKE + "ExitingProducer", None)
+    assert exiting.status is Status.CRASH and "exited with status 3" in exiting.message
+    for producer in (FAKE + "GarbageProducer", FAKE + "ExitingProducer"):
+        reads = [r for r in doc.records if r.producer == producer and r.step == "read"]
+        assert reads and all(r.status is Status.SKIPPED and "no object" in r.message for r in reads if "Missing" not in r.consumer)
+
+
+def test_results_validate_against_the_committed_schema(faulty_run) -> None:  # type: ignore[no-untyped-def]
+    cfg, doc = faulty_run
+    schema = json.loads((ROOT / "reports" / "schema" / "results.schema.json").read_text())
+    data = json.loads((cfg.results / "latest.json").read_text())
+    jsonschema.validate(data, schema)
+    write = _rec(doc, "highdicom", None)
+    assert write.seg is not None and len(write.seg.sha256) == 64 and write.seg.size > 0
+    assert write.wall_s and write.wall_s > 0 and write.peak_rss_mb and write.peak_rss_mb > 10
+    versions = {t.name: t.version for t in doc.tools}
+    assert versions["highdicom"] and versions["highdicom"][0].isdigit()
+
+
+def test_resume_runs_only_what_is_missing(faulty_run) -> None:  # type: ignore[no-untyped-def]
+    cfg, doc = faulty_run
+    latest = cfg.results / "latest.json"
+    data = json.loads(latest.read_text())
+    dropped = [r for r in data["records"] if r["consumer"] in ("highdicom", FAKE + "LyingConsumer") and r["producer"] == "highdicom"]
+    assert len(dropped) == 2
+    data["records"] = [r for r in data["records"] if r not in dropped]
+    data["run"]["finished"] = None
+    latest.write_text(json.dumps(data))
+    kept_crash = _rec(doc, "highdicom", FAKE + "CrashingConsumer")
+    resumed_cfg = RunConfig(**{**cfg.__dict__, "resume": "latest", "consumers": ["highdicom", FAKE + "LyingConsumer", FAKE + "CrashingConsumer"], "producers": ["highdicom"]})
+    summary = run(resumed_cfg)
+    again = ResultsDocument.load(summary.path)
+    assert again.run.run_id == doc.run.run_id
+    assert _rec(again, "highdicom", "highdicom").status is Status.PASS
+    assert _rec(again, "highdicom", FAKE + "LyingConsumer").status is Status.FAIL
+    # the crash record was kept, not run again
+    assert _rec(again, "highdicom", FAKE + "CrashingConsumer").wall_s == kept_crash.wall_s

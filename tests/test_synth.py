@@ -1,0 +1,87 @@
+"""Truth synthesis: deterministic, and exactly what the case asks for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from conformance.masks import labelmap_from_crops
+from conformance.synth import build_case, synthesize_masks
+
+from .conftest import loaded
+
+
+def _crops(case_id: str) -> dict:
+    return synthesize_masks(loaded(case_id).case)
+
+
+def test_truth_and_uids_are_deterministic(tmp_path: Path) -> None:
+    a = build_case(loaded("quick/binary-3-disjoint"), tmp_path / "a")
+    b = build_case(loaded("quick/binary-3-disjoint"), tmp_path / "b")
+    assert a.source_uids == b.source_uids and a.study_uid == b.study_uid
+    with a.masks() as ma, b.masks() as mb:
+        assert ma.numbers == mb.numbers == [1, 2, 3]
+        for n in ma.numbers:
+            ca, cb = ma.get(n), mb.get(n)
+            assert ca.offset == cb.offset and np.array_equal(ca.data, cb.data)
+    # the source pixels too, byte for byte
+    for pa, pb in zip(a.source_paths, b.source_paths):
+        assert pa.read_bytes() == pb.read_bytes()
+
+
+def test_build_is_cached(tmp_path: Path) -> None:
+    first = build_case(loaded("quick/binary-3-disjoint"), tmp_path)
+    stamp = (first.directory / "truth.npz").stat().st_mtime_ns
+    again = build_case(loaded("quick/binary-3-disjoint"), tmp_path)
+    assert (again.directory / "truth.npz").stat().st_mtime_ns == stamp
+
+
+def test_other_seed_other_truth() -> None:
+    case = loaded("quick/binary-3-disjoint").case
+    other = case.model_copy(update={"segments": case.segments.model_copy(update={"seed": 2})})
+    a, b = synthesize_masks(case), synthesize_masks(other)
+    assert any(a[n].offset != b[n].offset or a[n].data.shape != b[n].data.shape for n in a)
+
+
+def test_blobs_are_disjoint_and_every_segment_has_voxels() -> None:
+    crops = _crops("quick/labelmap-16bit-300")
+    assert sorted(crops) == list(range(1, 301))
+    case = loaded("quick/labelmap-16bit-300").case
+    shape = (case.source.frames, case.source.rows, case.source.columns)
+    total = sum(c.voxels for c in crops.values())
+    assert np.count_nonzero(labelmap_from_crops(crops, shape)) == total  # no voxel painted twice
+
+
+def test_overlap_case_overlaps_and_fractional_values_are_steps() -> None:
+    crops = _crops("quick/binary-overlap")
+    case = loaded("quick/binary-overlap").case
+    shape = (case.source.frames, case.source.rows, case.source.columns)
+    count = np.zeros(shape, dtype=np.uint8)
+    for c in crops.values():
+        (z0, y0, x0), (z1, y1, x1) = c.offset, c.stop
+        count[z0:z1, y0:y1, x0:x1] += c.data
+    assert count.max() >= 2
+    frac = _crops("quick/fractional")
+    values = np.unique(np.concatenate([c.data.ravel() for c in frac.values()]))
+    assert values.dtype == np.uint8 and values.max() == 255 and len(values) > 10
+
+
+def test_empty_segment_and_gap() -> None:
+    crops = _crops("quick/empty-segment")
+    assert 3 not in crops and sorted(crops) == [1, 2, 4]
+    gap = _crops("quick/empty-frames-middle")[2]
+    per_frame = gap.data.any(axis=(1, 2))
+    inner = np.flatnonzero(~per_frame)
+    assert per_frame[0] and per_frame[-1] and len(inner) == 1
+
+
+def test_source_series_geometry(truth_of) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/oblique")
+    first, second = (pydicom.dcmread(p) for p in truth.source_paths[:2])
+    iop = np.array(first.ImageOrientationPatient, dtype=float)
+    step = np.array(second.ImagePositionPatient, dtype=float) - np.array(first.ImagePositionPatient, dtype=float)
+    assert np.allclose(step, np.cross(iop[:3], iop[3:]) * 3.3, atol=1e-4)
+    assert first.Modality == "MR" and first.FrameOfReferenceUID == truth.frame_of_reference_uid
+    assert first.pixel_array.shape == (48, 64)
