@@ -50,7 +50,7 @@ TRANSFER_SYNTAXES: dict[str, tuple[str, str]] = {
 }
 
 #: Bumped whenever the synthesis of sources or truth changes, so caches renew.
-SYNTHESIS_VERSION = 1
+SYNTHESIS_VERSION = 2
 
 
 class Tier(str, Enum):
@@ -85,9 +85,10 @@ class Source(_Strict):
     """The image series the segmentation refers to (synthesized by the suite)."""
 
     modality: Literal["CT", "MR"] = "CT"
-    layout: Literal["single-frame-series"] = Field(
+    layout: Literal["single-frame-series", "enhanced-multiframe"] = Field(
         "single-frame-series",
-        description="How the source is stored: a series of single-frame instances.",
+        description="How the source is stored: a series of single-frame instances, "
+        "or one Enhanced CT/MR multi-frame instance.",
     )
     rows: int = Field(ge=8, le=4096)
     columns: int = Field(ge=8, le=4096)
@@ -260,7 +261,8 @@ class Case(_Strict):
 def implied_features(case: Case) -> set[str]:
     """The features a case exercises by its content, whatever it declares."""
     e, s = case.encoding, case.segments
-    out = {e.type.value.lower(), TRANSFER_SYNTAXES[e.transfer_syntax][1], "single-frame-source"}
+    layout = "single-frame-source" if case.source.layout == "single-frame-series" else "multiframe-source"
+    out = {e.type.value.lower(), TRANSFER_SYNTAXES[e.transfer_syntax][1], layout}
     if e.type is SegmentationType.LABELMAP:
         out.add(f"labelmap-{e.bits}bit")
     out.add("overlap" if s.overlap else "disjoint")

@@ -128,7 +128,7 @@ def _short(numbers: list[int]) -> str:
 
 def _check_geometry(truth: Truth, decoded: Decoded) -> Check:
     g = decoded.geometry
-    index = {uid: i for i, uid in enumerate(truth.source_uids)}
+    index = {uid: i for i, uid in enumerate(truth.frame_keys)}
     unknown = [k for k in decoded.frame_keys if k not in index]
     problems: list[str] = []
     if unknown:
@@ -139,21 +139,21 @@ def _check_geometry(truth: Truth, decoded: Decoded) -> Check:
         problems.append(
             f"decoded matrix {decoded.rows}x{decoded.columns}, source {truth.geometry.rows}x{truth.geometry.columns}"
         )
-    reported = False
+    compared: list[str] = []
     if g.orientation is not None:
-        reported = True
+        compared.append("orientation")
         want = np.asarray(truth.geometry.orientation)
         have = np.asarray(g.orientation, dtype=float)
         if have.shape != (6,) or np.max(np.abs(have - want)) > ORIENTATION_TOL:
             problems.append(f"orientation {np.round(have, 4).tolist()}, source {np.round(want, 4).tolist()}")
     if g.pixel_spacing is not None:
-        reported = True
+        compared.append("pixel spacing")
         want = np.asarray(truth.geometry.pixel_spacing)
         have = np.asarray(g.pixel_spacing, dtype=float)
         if have.shape != (2,) or np.max(np.abs(have - want) / want) > SPACING_RTOL:
             problems.append(f"pixel spacing {have.tolist()}, source {want.tolist()}")
     if g.positions:
-        reported = True
+        compared.append(f"{sum(k in index for k in g.positions)} frame positions")
         bad = []
         for key, pos in g.positions.items():
             if key not in index:
@@ -169,9 +169,9 @@ def _check_geometry(truth: Truth, decoded: Decoded) -> Check:
             )
     if problems:
         return _fail("geometry", problems)
-    if not reported:
+    if not compared:
         return _not_checked("geometry", "the consumer reports frames by source UID only, no positions")
-    return _pass("geometry")
+    return _pass("geometry", ", ".join(compared))
 
 
 def _to_truth_frames(crop: Crop, frame_map: np.ndarray) -> Crop | str:
@@ -247,12 +247,12 @@ def _compare_segment(
     detail = f"max difference {float(diff.max()):.3f}, " if fractional else ""
     return (
         f"{name}: {n_bad} voxel(s) differ on {len(frames)} frame(s), first frame {first} "
-        f"(source {truth.source_uids[first]}): {detail}{missing} {what}, {extra} {more}"
+        f"(source {truth.frame_keys[first]}): {detail}{missing} {what}, {extra} {more}"
     )
 
 
 def _check_voxels(truth: Truth, decoded: Decoded, labelmap: bool) -> Check:
-    index = {uid: i for i, uid in enumerate(truth.source_uids)}
+    index = {uid: i for i, uid in enumerate(truth.frame_keys)}
     frame_map = np.array([index.get(k, -1) for k in decoded.frame_keys], dtype=np.int64)
     infos = {s.number: s for s in truth.segments}
     problems: list[str] = []
@@ -280,7 +280,7 @@ def _check_voxels(truth: Truth, decoded: Decoded, labelmap: bool) -> Check:
     if problems:
         return _fail("voxels", problems)
     tol = " (within one quantization step)" if fractional else " (exact)"
-    return _pass("voxels", f"{len(infos)} segments on {len(truth.source_uids)} frames{tol}")
+    return _pass("voxels", f"{len(infos)} segments on {len(truth.frame_keys)} frames{tol}")
 
 
 def compare(truth: Truth, decoded: Decoded, *, labelmap: bool) -> list[Check]:

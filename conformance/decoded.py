@@ -27,9 +27,18 @@ import numpy as np
 
 from conformance.masks import Crop, MaskFile, crop_from_dense, crops_from_labelmap, write_masks
 
-__all__ = ["Decoded", "DecodedGeometry", "DecodedSegment", "DecodedWriter"]
+__all__ = ["Decoded", "DecodedGeometry", "DecodedSegment", "DecodedWriter", "frame_key"]
 
 FORMAT = "dicom4qi-decoded/1"
+
+
+def frame_key(sop_instance_uid: str, frame_number: int | None = None) -> str:
+    """The key of one source frame.
+
+    The SOP Instance UID of a single-frame image, or ``"<UID>#<n>"`` for frame
+    ``n`` (1-based) of a multi-frame image.
+    """
+    return str(sop_instance_uid) if frame_number is None else f"{sop_instance_uid}#{int(frame_number)}"
 
 
 @dataclass

@@ -20,7 +20,7 @@ SYMBOLS = {
     Status.FAIL: "✗",
     Status.ERROR: "!",
     Status.CRASH: "☠",
-    Status.TIMEOUT: "⏱",
+    Status.TIMEOUT: "◔",
     Status.UNSUPPORTED: "–",
     Status.SKIPPED: "∅",
 }

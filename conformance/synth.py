@@ -7,23 +7,21 @@ under the build folder by the case's fingerprint, so a rebuild is free.
 
 from __future__ import annotations
 
+import colorsys
 import math
 import shutil
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import generate_uid
 from scipy.spatial import cKDTree
 
 from conformance.case import Case, LoadedCase
 from conformance.masks import Crop, crop_from_dense, crops_from_labelmap, write_masks
+from conformance.source import write_source
 from conformance.truth import Geometry, SegmentInfo, Truth
 
 __all__ = ["SynthesisError", "build_case", "case_directory", "synthesize_masks"]
-
-#: Fixed dates keep the synthesized objects reproducible.
-_DATE, _TIME = "20260101", "120000"
 
 
 class SynthesisError(Exception):
@@ -159,8 +157,6 @@ def synthesize_masks(case: Case) -> dict[int, Crop]:
 
 def _palette(n: int) -> tuple[int, int, int]:
     """A distinct, deterministic display colour for segment ``n`` (golden-ratio hues)."""
-    import colorsys
-
     r, g, b = colorsys.hsv_to_rgb((n * 0.618033988749895) % 1.0, 0.75, 0.95)
     return (round(r * 255), round(g * 255), round(b * 255))
 
@@ -181,59 +177,6 @@ def _geometry(case: Case) -> Geometry:
     )
 
 
-def _source_dataset(case: Case, fp: str, k: int, uids: dict[str, str], geometry: Geometry) -> Dataset:
-    s = case.source
-    sop_class = CTImageStorage if s.modality == "CT" else MRImageStorage
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = uids[f"sop{k}"]
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = uids[f"sop{k}"]
-    ds.StudyInstanceUID = uids["study"]
-    ds.SeriesInstanceUID = uids["series"]
-    ds.FrameOfReferenceUID = uids["for"]
-    ds.PatientName = f"DICOM4QI^{fp[:8]}"
-    ds.PatientID = f"D4QI-{fp[:8]}"
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "O"
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = _DATE
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = _TIME
-    ds.AccessionNumber = ""
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = "1"
-    ds.StudyDescription = "dicom4qi synthetic study"
-    ds.SeriesDescription = "dicom4qi source"
-    ds.Modality = s.modality
-    ds.Manufacturer = "dicom4qi"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = k + 1
-    ds.AcquisitionNumber = 1
-    ds.PositionReferenceIndicator = ""
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.ImagePositionPatient = [f"{v:.6g}" for v in geometry.positions[k]]
-    ds.ImageOrientationPatient = [f"{v:.8g}" for v in s.orientation]
-    ds.PixelSpacing = [f"{v:.6g}" for v in s.pixel_spacing]
-    ds.SliceThickness = f"{s.slice_spacing:.6g}"
-    ds.SpacingBetweenSlices = f"{s.slice_spacing:.6g}"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = s.rows, s.columns
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    if s.modality == "CT":
-        ds.KVP = "120"
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
-        ds.WindowCenter, ds.WindowWidth = "40", "400"
-    else:
-        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "SE", "NONE", ""
-        ds.MRAcquisitionType = "2D"
-        ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength = "500", "15", "1"
-        ds.MagneticFieldStrength = "1.5"
-    return ds
-
-
 def build_case(loaded: LoadedCase, build_root: Path, *, force: bool = False) -> Truth:
     """Synthesize (or reuse from the cache) the source series and truth of a case."""
     directory = case_directory(build_root, loaded)
@@ -242,30 +185,22 @@ def build_case(loaded: LoadedCase, build_root: Path, *, force: bool = False) -> 
     case, fp = loaded.case, loaded.case.fingerprint()
     tmp = directory.with_name(directory.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "source").mkdir(parents=True)
+    tmp.mkdir(parents=True)
 
     crops = synthesize_masks(case)
     geometry = _geometry(case)
     s = case.source
-    uids = {k: _uid(fp, k) for k in ("study", "series", "for")}
+    uids = {k: _uid(fp, k) for k in ("study", "series", "for", "dimension")}
     uids.update({f"sop{k}": _uid(fp, "sop", k) for k in range(s.frames)})
 
-    # Source pixels: noise plus brighter structures where any segment lies.
-    rng = np.random.default_rng(case.segments.seed + 7919)
+    # Source pixels: brighter structures where any segment lies.
     any_seg = np.zeros((s.frames, s.rows, s.columns), dtype=np.uint8)
     for number, crop in crops.items():
         z0, y0, x0 = crop.offset
         z1, y1, x1 = crop.stop
         region = any_seg[z0:z1, y0:y1, x0:x1]
         np.maximum(region, (crop.data > 0).astype(np.uint8) * (1 + number % 3), out=region)
-    files: list[str] = []
-    for k in range(s.frames):
-        ds = _source_dataset(case, fp, k, uids, geometry)
-        hu = -80 + rng.normal(0, 15, (s.rows, s.columns)) + 60.0 * any_seg[k]
-        ds.PixelData = np.clip(hu + 1024, 0, 65535).astype("<u2").tobytes()
-        name = f"source/{k + 1:04d}.dcm"
-        ds.save_as(tmp / name, enforce_file_format=True)
-        files.append(name)
+    files, keys = write_source(s, geometry, uids, fp, any_seg, case.segments.seed, tmp)
     del any_seg
 
     meta = case.metadata
@@ -295,7 +230,7 @@ def build_case(loaded: LoadedCase, build_root: Path, *, force: bool = False) -> 
         case_id=loaded.id,
         fingerprint=fp,
         geometry=geometry,
-        source_uids=[uids[f"sop{k}"] for k in range(s.frames)],
+        frame_keys=keys,
         source_files=files,
         study_uid=uids["study"],
         series_uid=uids["series"],

@@ -64,7 +64,7 @@ class Truth:
     case_id: str
     fingerprint: str
     geometry: Geometry
-    source_uids: list[str]
+    frame_keys: list[str]
     source_files: list[str]
     study_uid: str
     series_uid: str
@@ -78,7 +78,7 @@ class Truth:
     @property
     def shape(self) -> tuple[int, int, int]:
         g = self.geometry
-        return (len(self.source_uids), g.rows, g.columns)
+        return (len(self.frame_keys), g.rows, g.columns)
 
     @property
     def source_paths(self) -> list[Path]:

@@ -1,7 +1,8 @@
 """Consumer ``highdicom``: read a SEG through highdicom's public API.
 
 The pixels come from ``Segmentation.get_pixels_by_source_instance`` for the
-source series' SOP Instance UIDs, with ``assert_missing_frames_are_empty=True``
+source series' SOP Instance UIDs (``get_pixels_by_source_frame`` for the frames
+of a multi-frame source), with ``assert_missing_frames_are_empty=True``
 (a SEG may omit empty frames) and highdicom's other defaults: first as one
 label map (``combine_segments=True``, memory of one volume however many
 segments), and for overlapping or fractional objects segment by segment in
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from conformance.adapter import Consumer, ReadRequest
-from conformance.decoded import DecodedSegment, DecodedWriter
+from conformance.decoded import DecodedSegment, DecodedWriter, frame_key
 
 __all__ = ["HighdicomConsumer", "segments_from_dataset", "geometry_from_dataset"]
 
@@ -70,11 +71,13 @@ def geometry_from_dataset(ds: Any, writer: DecodedWriter) -> None:
         writer.geometry.pixel_spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
     for frame in ds.get("PerFrameFunctionalGroupsSequence", []):
         try:
-            uid = str(frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+            ref = frame.DerivationImageSequence[0].SourceImageSequence[0]
             pos = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
         except (AttributeError, IndexError):
             continue
-        writer.geometry.positions.setdefault(uid, pos)
+        number = ref.get("ReferencedFrameNumber")
+        key = frame_key(ref.ReferencedSOPInstanceUID, int(number) if number is not None else None)
+        writer.geometry.positions.setdefault(key, pos)
 
 
 class HighdicomConsumer(Consumer):
@@ -85,7 +88,7 @@ class HighdicomConsumer(Consumer):
         {
             "binary", "fractional", "labelmap", "labelmap-8bit", "labelmap-16bit",
             "disjoint", "overlap", "empty-segment", "empty-frames", "oblique", "many-segments",
-            "single-frame-source", "segment-metadata",
+            "single-frame-source", "multiframe-source", "segment-metadata",
             "ts-implicit-le", "ts-explicit-le", "ts-deflate", "ts-rle", "ts-jpeg2000", "ts-jpegls",
         }
     )
@@ -101,23 +104,37 @@ class HighdicomConsumer(Consumer):
         import pydicom
 
         seg = hd.seg.segread(request.seg)
-        uids = [
-            str(pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+        headers = [
+            pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "NumberOfFrames"])
             for p in request.sources
         ]
+        multiframe = len(headers) == 1 and int(headers[0].get("NumberOfFrames", 1) or 1) > 1
+        if multiframe:
+            uid = str(headers[0].SOPInstanceUID)
+            numbers_of_frames = list(range(1, int(headers[0].NumberOfFrames) + 1))
+            keys = [frame_key(uid, n) for n in numbers_of_frames]
+            call = "get_pixels_by_source_frame(assert_missing_frames_are_empty=True"
+
+            def get(**kw: Any) -> np.ndarray:
+                return seg.get_pixels_by_source_frame(uid, numbers_of_frames, assert_missing_frames_are_empty=True, **kw)
+        else:
+            uids = [str(h.SOPInstanceUID) for h in headers]
+            keys = [frame_key(u) for u in uids]
+            call = "get_pixels_by_source_instance(assert_missing_frames_are_empty=True"
+
+            def get(**kw: Any) -> np.ndarray:
+                return seg.get_pixels_by_source_instance(uids, assert_missing_frames_are_empty=True, **kw)
+
         seg_type = seg.segmentation_type.value
         fractional = seg_type == "FRACTIONAL"
-        writer = DecodedWriter(uids, int(seg.Rows), int(seg.Columns), fractional=fractional)
+        writer = DecodedWriter(keys, int(seg.Rows), int(seg.Columns), fractional=fractional)
         for s in segments_from_dataset(seg):
             writer.add_segment(s)
         geometry_from_dataset(seg, writer)
         numbers = [n for n in seg.segment_numbers if n != 0]
-        call = "get_pixels_by_source_instance(assert_missing_frames_are_empty=True"
         if not fractional:
             try:
-                labels = seg.get_pixels_by_source_instance(
-                    uids, combine_segments=True, assert_missing_frames_are_empty=True
-                )
+                labels = get(combine_segments=True)
             except (ValueError, RuntimeError) as exc:
                 if "overlap" not in str(exc).lower():
                     raise
@@ -126,16 +143,11 @@ class HighdicomConsumer(Consumer):
                 writer.set_labelmap(np.asarray(labels))
                 writer.notes.append(f"{call}, combine_segments=True)")
                 return writer
-        per_segment = len(uids) * int(seg.Rows) * int(seg.Columns) * (4 if fractional else 1)
+        per_segment = len(keys) * int(seg.Rows) * int(seg.Columns) * (4 if fractional else 1)
         chunk = max(1, CHUNK_BYTES // max(per_segment, 1))
         for i in range(0, len(numbers), chunk):
             part = numbers[i : i + chunk]
-            arr = seg.get_pixels_by_source_instance(
-                uids,
-                segment_numbers=part,
-                assert_missing_frames_are_empty=True,
-                dtype=np.float32 if fractional else np.uint8,
-            )
+            arr = get(segment_numbers=part, dtype=np.float32 if fractional else np.uint8)
             for j, n in enumerate(part):
                 writer.set_pixels(n, arr[..., j])
             del arr

@@ -57,7 +57,7 @@ class HighdicomProducer(Producer):
         {
             "binary", "fractional", "labelmap", "labelmap-8bit", "labelmap-16bit",
             "disjoint", "overlap", "empty-segment", "empty-frames", "oblique", "many-segments",
-            "single-frame-source", "segment-metadata",
+            "single-frame-source", "multiframe-source", "segment-metadata",
         }
         | _TS_FEATURES
     )

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from consumers.highdicom import HighdicomConsumer
 from conformance.adapter import Consumer, Producer, ReadRequest, WriteRequest
 from conformance.decoded import DecodedSegment, DecodedWriter
+from consumers.highdicom import HighdicomConsumer
 
 FEATURES = HighdicomConsumer.features
 

@@ -9,7 +9,14 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conformance.case import CaseError, implied_features, load_case, load_cases, load_features, schema_text
+from conformance.case import (
+    CaseError,
+    implied_features,
+    load_case,
+    load_cases,
+    load_features,
+    schema_text,
+)
 from conformance.cli import main
 from conformance.results import schema_text as results_schema_text
 

@@ -19,8 +19,8 @@ Mutator = Callable[[DecodedWriter, Truth], None]
 
 def decode_truth(truth: Truth, path: Path, mutate: Mutator | None = None, *, order: list[int] | None = None) -> Decoded:
     """A perfect decoded object built from the truth, then mutated."""
-    order = order if order is not None else list(range(len(truth.source_uids)))
-    keys = [truth.source_uids[i] for i in order]
+    order = order if order is not None else list(range(len(truth.frame_keys)))
+    keys = [truth.frame_keys[i] for i in order]
     w = DecodedWriter(keys, truth.geometry.rows, truth.geometry.columns, fractional=truth.fractional)
     for s in truth.segments:
         w.add_segment(
@@ -31,7 +31,7 @@ def decode_truth(truth: Truth, path: Path, mutate: Mutator | None = None, *, ord
         )
     w.geometry.orientation = list(truth.geometry.orientation)
     w.geometry.pixel_spacing = list(truth.geometry.pixel_spacing)
-    w.geometry.positions = {truth.source_uids[i]: list(truth.geometry.positions[i]) for i in order}
+    w.geometry.positions = {truth.frame_keys[i]: list(truth.geometry.positions[i]) for i in order}
     inverse = np.argsort(order)
     with truth.masks() as masks:
         for n, crop in masks:
@@ -68,7 +68,7 @@ def test_correct_objects_pass(truth_of, tmp_path: Path, case_id: str) -> None:  
 
 def test_frames_in_another_order_still_pass(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     truth = truth_of("quick/binary-3-disjoint")
-    order = list(range(len(truth.source_uids)))[::-1]
+    order = list(range(len(truth.frame_keys)))[::-1]
     assert verdict(_checks(truth, tmp_path, order=order))[0]
 
 
@@ -161,7 +161,7 @@ def test_wrong_position_fails(truth_of, tmp_path: Path) -> None:  # type: ignore
     truth = truth_of("quick/binary-3-disjoint")
 
     def move(w: DecodedWriter, t: Truth) -> None:
-        uid = t.source_uids[3]
+        uid = t.frame_keys[3]
         w.geometry.positions[uid] = [p + 0.5 for p in w.geometry.positions[uid]]
 
     failed = _failed(_checks(truth, tmp_path, move))

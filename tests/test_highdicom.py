@@ -23,6 +23,7 @@ CASE_IDS = [
     "quick/labelmap-8bit-jpegls",
     "quick/labelmap-16bit-300",
     "quick/segment-metadata",
+    "quick/multiframe-enhanced-mr-labelmap",
 ]
 
 

@@ -20,7 +20,7 @@ def _crops(case_id: str) -> dict:
 def test_truth_and_uids_are_deterministic(tmp_path: Path) -> None:
     a = build_case(loaded("quick/binary-3-disjoint"), tmp_path / "a")
     b = build_case(loaded("quick/binary-3-disjoint"), tmp_path / "b")
-    assert a.source_uids == b.source_uids and a.study_uid == b.study_uid
+    assert a.frame_keys == b.frame_keys and a.study_uid == b.study_uid
     with a.masks() as ma, b.masks() as mb:
         assert ma.numbers == mb.numbers == [1, 2, 3]
         for n in ma.numbers:
@@ -85,3 +85,16 @@ def test_source_series_geometry(truth_of) -> None:  # type: ignore[no-untyped-de
     assert np.allclose(step, np.cross(iop[:3], iop[3:]) * 3.3, atol=1e-4)
     assert first.Modality == "MR" and first.FrameOfReferenceUID == truth.frame_of_reference_uid
     assert first.pixel_array.shape == (48, 64)
+
+
+def test_enhanced_multiframe_source(truth_of) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/multiframe-enhanced-mr-labelmap")
+    (path,) = truth.source_paths
+    ds = pydicom.dcmread(path)
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4.1" and int(ds.NumberOfFrames) == 18
+    assert truth.frame_keys == [f"{ds.SOPInstanceUID}#{n}" for n in range(1, 19)]
+    positions = [
+        [float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient] for fg in ds.PerFrameFunctionalGroupsSequence
+    ]
+    assert np.allclose(positions, truth.geometry.positions, atol=1e-4)
+    assert ds.pixel_array.shape == (18, 48, 56)
