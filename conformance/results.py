@@ -133,6 +133,7 @@ class RunInfo(_Model):
     timeout_s: float
     memory_limit_mb: float
     workers: int
+    harness_peak_rss_mb: float | None = Field(None, description="Peak resident memory of the harness process itself.")
 
 
 class ResultsDocument(_Model):

@@ -39,7 +39,7 @@ from conformance.results import (
     Status,
     ToolInfo,
 )
-from conformance.sandbox import ChildOutcome, run_child
+from conformance.sandbox import ChildOutcome, kill_all, run_child
 from conformance.synth import SynthesisError, build_case
 from conformance.truth import Truth
 
@@ -360,6 +360,32 @@ class Runner:
         paths = [cfg.results / f"{run_id}.json", cfg.results / "latest.json"]
         writer = ResultsWriter(doc, paths)
 
+        try:
+            self._matrix(cases, tools, kept, writer, run_dir, case_errors)
+        finally:
+            # Whatever happened (Ctrl-C included), what was done is on disk.
+            doc.records.sort(key=lambda r: (r.case, r.producer, r.step != "write", r.consumer or ""))
+            doc.run.harness_peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            writer.flush()
+        doc.run.finished = _now()
+        writer.flush()
+        counts: dict[str, int] = {}
+        for r in doc.records:
+            if r.step == "read":
+                counts[r.status.value] = counts.get(r.status.value, 0) + 1
+        return RunSummary(paths[0], counts, case_errors, doc.run.harness_peak_rss_mb or 0.0)
+
+    def _matrix(
+        self,
+        cases: list[LoadedCase],
+        tools: dict[tuple[str, str], ToolInfo],
+        kept: dict[tuple[str, str, str | None], Record],
+        writer: ResultsWriter,
+        run_dir: Path,
+        case_errors: list[str],
+    ) -> None:
+        """Build the corpus, then every write, then every read."""
+        cfg = self.cfg
         # Build the corpus (cached by fingerprint).
         truths = self._build(cases, case_errors)
         cases = [c for c in cases if c.id in truths]
@@ -394,15 +420,6 @@ class Runner:
             lambda c, p, k: self.read_step(c, truths[c.id], writes[(c.id, p.name)], k, run_dir),
             writer.add,
         )
-        doc.records.sort(key=lambda r: (r.case, r.producer, r.step != "write", r.consumer or ""))
-        doc.run.finished = _now()
-        writer.flush()
-        counts: dict[str, int] = {}
-        for r in doc.records:
-            if r.step == "read":
-                counts[r.status.value] = counts.get(r.status.value, 0) + 1
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        return RunSummary(paths[0], counts, case_errors, round(peak, 1))
 
     def _resumable(self, previous: ResultsDocument, run_dir: Path) -> dict[tuple[str, str, str | None], Record]:
         """Final records of an earlier run whose objects are still on disk, unchanged."""
@@ -433,13 +450,21 @@ class Runner:
 
     def _parallel(self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]) -> None:
         self.progress.start(phase, len(items))
-        with ThreadPoolExecutor(max_workers=max(1, self.cfg.workers)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, self.cfg.workers))
+        try:
             futures = {pool.submit(fn, *item): item for item in items}
             for fut in as_completed(futures):
                 rec = fut.result()
                 done(rec)
                 self.progress.advance(f"{rec.case} {rec.producer}{' → ' + rec.consumer if rec.consumer else ''}: {rec.status.value}")
-        self.progress.stop()
+        except BaseException:
+            # Ctrl-C or a fault of the harness: drop what has not started, kill what runs.
+            pool.shutdown(wait=False, cancel_futures=True)
+            kill_all()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            self.progress.stop()
 
 
 def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:

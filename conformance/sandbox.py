@@ -13,12 +13,27 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChildOutcome", "MEMORY_ENV", "run_child"]
+__all__ = ["ChildOutcome", "MEMORY_ENV", "kill_all", "run_child"]
+
+_live: set[int] = set()
+_live_lock = threading.Lock()
+
+
+def kill_all() -> None:
+    """Kill every child still running (on Ctrl-C or a fatal error of the harness)."""
+    with _live_lock:
+        pids = list(_live)
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 #: Environment variable through which a child learns its address-space limit (bytes).
 MEMORY_ENV = "DICOM4QI_MEMORY_LIMIT"
@@ -84,6 +99,8 @@ def run_child(
             env=child_env,
             start_new_session=True,
         )
+        with _live_lock:
+            _live.add(proc.pid)
         timed_out = False
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -99,6 +116,8 @@ def run_child(
                 break
             time.sleep(_POLL_S)
         wall = time.monotonic() - start
+        with _live_lock:
+            _live.discard(proc.pid)
         proc.returncode = os.waitstatus_to_exitcode(status)
     # Kill anything the tool left behind in its process group.
     try:

@@ -1,0 +1,62 @@
+"""Ctrl-C during a run: the harness stops at once, kills its children and keeps what it did."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from .conftest import CASES, FEATURES, ROOT
+
+
+def test_interrupt_keeps_results_and_kills_children(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    cmd = [
+        sys.executable, "-m", "conformance.cli", "run", "--corpus", str(CASES), "--features", str(FEATURES),
+        "--build", str(tmp_path / "build"), "--out", str(results), "--case", "quick/binary-3-disjoint",
+        "--consumer", "tests.fakes:HangingConsumer", "--timeout", "300",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    latest = results / "latest.json"
+    deadline = time.monotonic() + 60
+    hanging: list[psutil.Process] = []
+    while time.monotonic() < deadline and not hanging:
+        time.sleep(0.2)
+        kids = psutil.Process(proc.pid).children(recursive=True)
+        hanging = [k for k in kids if _is_reader(k)]
+    assert hanging, "the hanging consumer never started"
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    proc.wait(timeout=30)
+    assert time.monotonic() - start < 10
+    assert proc.returncode == 130
+    doc = json.loads(latest.read_text())
+    steps = {(r["step"], r["status"]) for r in doc["records"]}
+    assert ("write", "PASS") in steps  # the write done before Ctrl-C is kept
+    assert doc["run"]["finished"] is None  # and the run is marked unfinished
+    time.sleep(0.5)
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in hanging)
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _is_reader(p: psutil.Process) -> bool:
+    """A child running conformance.child on a read request."""
+    cmd = _cmdline(p)
+    if "conformance.child" not in cmd:
+        return False
+    try:
+        return "read-" in os.path.dirname(cmd[-1])
+    except IndexError:
+        return False
