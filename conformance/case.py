@@ -50,7 +50,7 @@ TRANSFER_SYNTAXES: dict[str, tuple[str, str]] = {
 }
 
 #: Bumped whenever the synthesis of sources or truth changes, so caches renew.
-SYNTHESIS_VERSION = 2
+SYNTHESIS_VERSION = 3
 
 
 class Tier(str, Enum):

@@ -98,7 +98,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     chosen = select_cases(cases, args.tier or ["quick"], args.case)
     runner = Runner(RunConfig(corpus=args.corpus, features=args.features, build=args.build, workers=args.jobs), RichProgress())
     problems: list[str] = []
-    truths = runner._build(chosen, problems)
+    truths = runner.build_corpus(chosen, problems)
     for p in problems:
         print(p)
     for case_id, truth in sorted(truths.items()):

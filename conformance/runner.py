@@ -387,7 +387,7 @@ class Runner:
         """Build the corpus, then every write, then every read."""
         cfg = self.cfg
         # Build the corpus (cached by fingerprint).
-        truths = self._build(cases, case_errors)
+        truths = self.build_corpus(cases, case_errors)
         cases = [c for c in cases if c.id in truths]
 
         producers = [tools[("producer", p)] for p in cfg.producers]
@@ -432,7 +432,7 @@ class Runner:
         writes = {(r.case, r.producer) for r in keep.values() if r.step == "write"}
         return {k: r for k, r in keep.items() if r.step == "write" or (r.case, r.producer) in writes}
 
-    def _build(self, cases: list[LoadedCase], errors: list[str]) -> dict[str, Truth]:
+    def build_corpus(self, cases: list[LoadedCase], errors: list[str]) -> dict[str, Truth]:
         truths: dict[str, Truth] = {}
         self.progress.start("corpus", len(cases))
         workers = max(1, min(self.cfg.workers, len(cases)))

@@ -164,20 +164,19 @@ def _enhanced(
     )
     shared.PlaneOrientationSequence = Sequence([_item(ImageOrientationPatient=[_ds(v) for v in src.orientation])])
     shared.FrameVOILUTSequence = Sequence([_item(WindowCenter="40", WindowWidth="400")])
+    frame_type = _item(
+        FrameType=["ORIGINAL", "PRIMARY", "VOLUME", "NONE"], PixelPresentation="MONOCHROME",
+        VolumetricProperties="VOLUME", VolumeBasedCalculationTechnique="NONE",
+    )
     if ct:
         shared.PixelValueTransformationSequence = Sequence(
             [_item(RescaleIntercept="-1024", RescaleSlope="1", RescaleType="HU")]
         )
-        shared.CTImageFrameTypeSequence = Sequence(
-            [_item(FrameType=["ORIGINAL", "PRIMARY", "VOLUME", "NONE"], PixelPresentation="MONOCHROME",
-                   VolumetricProperties="VOLUME", VolumeBasedCalculationTechnique="NONE")]
-        )
+        shared.CTImageFrameTypeSequence = Sequence([frame_type])
     else:
-        shared.MRImageFrameTypeSequence = Sequence(
-            [_item(FrameType=["ORIGINAL", "PRIMARY", "VOLUME", "NONE"], PixelPresentation="MONOCHROME",
-                   VolumetricProperties="VOLUME", VolumeBasedCalculationTechnique="NONE",
-                   ComplexImageComponent="MAGNITUDE", AcquisitionContrast="T1")]
-        )
+        frame_type.ComplexImageComponent = "MAGNITUDE"
+        frame_type.AcquisitionContrast = "T1"
+        shared.MRImageFrameTypeSequence = Sequence([frame_type])
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     per_frame = []
     for k in range(src.frames):

@@ -98,3 +98,6 @@ def test_enhanced_multiframe_source(truth_of) -> None:  # type: ignore[no-untype
     ]
     assert np.allclose(positions, truth.geometry.positions, atol=1e-4)
     assert ds.pixel_array.shape == (18, 48, 56)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    assert shared.MRImageFrameTypeSequence[0].FrameType[0] == "ORIGINAL"
+    assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == [1.1, 0.9]
