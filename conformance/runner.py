@@ -311,6 +311,8 @@ class Runner:
         all_cases, errors = load_cases(cfg.corpus, cfg.features)
         case_errors = [str(e) for e in errors]
         cases = select_cases(all_cases, cfg.tiers, cfg.cases)
+        if not cases:
+            raise ValueError(f"no valid case matches tier {cfg.tiers} and case {cfg.cases or 'any'} in {cfg.corpus}")
 
         previous: ResultsDocument | None = None
         if cfg.resume:
@@ -324,7 +326,9 @@ class Runner:
         fingerprint = corpus_fingerprint(cases)
         if previous and previous.run.corpus_fingerprint != fingerprint:
             raise ValueError(
-                f"--resume: run {run_id} was made on another corpus (fingerprint {previous.run.corpus_fingerprint}, now {fingerprint})"
+                f"--resume: run {run_id} was made on other case files or another selection "
+                f"(fingerprint {previous.run.corpus_fingerprint}, now {fingerprint}); "
+                f"resume with its filters: {previous.run.filters}"
             )
 
         # Handshakes: who is there, in which version, claiming what.

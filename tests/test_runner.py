@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -111,3 +112,11 @@ def test_resume_runs_only_what_is_missing(faulty_run) -> None:  # type: ignore[n
     assert _rec(again, "highdicom", FAKE + "LyingConsumer").status is Status.FAIL
     # the crash record was kept, not run again
     assert _rec(again, "highdicom", FAKE + "CrashingConsumer").wall_s == kept_crash.wall_s
+
+
+def test_run_refuses_an_empty_selection(tmp_path: Path) -> None:
+    from conformance.cli import main
+
+    args = ["run", "--corpus", str(CASES), "--build", str(tmp_path / "b"), "--out", str(tmp_path / "r"), "--case", "no/such-case"]
+    assert main(args) == 2
+    assert not (tmp_path / "r").exists()
