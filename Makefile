@@ -4,9 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: setup run test stress lint clean
+.PHONY: setup system run test stress lint clean
 
-setup: $(VENV)/.installed
+setup: system $(VENV)/.installed
+
+system:
+	@bash scripts/system-deps
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is needed (PYTHON=$(PYTHON))"; exit 1; }

@@ -28,7 +28,9 @@ __all__ = [
     "Consumer",
     "Producer",
     "ReadRequest",
+    "Service",
     "WriteRequest",
+    "split_spec",
     "BUILTIN",
     "missing_features",
     "resolve",
@@ -53,10 +55,34 @@ class ReadRequest:
 
     seg: Path
     sources: list[Path]
+    #: A folder of the call's own: PNG, TXT, LOG and JSON files left there are kept as artifacts.
+    workdir: Path | None = None
+    #: Endpoints of the adapter's running service (see :meth:`Consumer.start_service`), if it has one.
+    service: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    """A long-running helper of an adapter (a server, a browser), started once per worker and reused.
+
+    The harness stops it by killing each PID's process group when the run ends,
+    on errors and on Ctrl-C.
+    """
+
+    endpoints: dict[str, str]
+    pids: list[int]
 
 
 class Adapter(ABC):
-    """Common declarations of producers and consumers."""
+    """Common declarations of producers and consumers.
+
+    An adapter may take one parameter, given as ``name@param`` (e.g. a version
+    of the tool, ``ohif@3.11.1``): it arrives as ``variant`` and should show in
+    :meth:`version`.
+    """
+
+    def __init__(self, variant: str | None = None) -> None:
+        self.variant = variant
 
     #: Column name in the grid (unique per role), e.g. ``"highdicom"``.
     name: ClassVar[str]
@@ -93,6 +119,16 @@ class Consumer(Adapter):
     def read(self, request: ReadRequest) -> DecodedWriter:
         """Decode ``request.seg`` into the canonical form."""
 
+    #: Whether the adapter needs a service (see :meth:`start_service`).
+    needs_service: ClassVar[bool] = False
+
+    def start_service(self, workdir: Path, cache: Path) -> Service:
+        """Start the adapter's long-running helpers; only for adapters with ``needs_service``.
+
+        ``workdir`` is the service's own folder; ``cache`` a folder kept across runs for downloads.
+        """
+        raise TypeError(f"{self.name} has no service")
+
 
 BUILTIN: dict[Role, dict[str, str]] = {
     "producer": {
@@ -100,12 +136,20 @@ BUILTIN: dict[Role, dict[str, str]] = {
     },
     "consumer": {
         "highdicom": "consumers.highdicom:HighdicomConsumer",
+        "ohif": "consumers.ohif:OhifConsumer",
     },
 }
 
 
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``name@param`` into its name and parameter (None when there is none)."""
+    name, sep, param = spec.partition("@")
+    return name, (param if sep else None)
+
+
 def resolve(role: Role, spec: str) -> type[Adapter]:
-    """The adapter class for a builtin name or a ``module:Class`` spec."""
+    """The adapter class for a builtin name or a ``module:Class`` spec (any ``@param`` ignored)."""
+    spec = split_spec(spec)[0]
     target = BUILTIN[role].get(spec, spec)
     if ":" not in target:
         known = ", ".join(sorted(BUILTIN[role]))

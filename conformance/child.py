@@ -27,16 +27,18 @@ __all__ = ["main"]
 
 
 def _run(req: dict[str, Any]) -> dict[str, Any]:
-    from conformance.adapter import Consumer, Producer, ReadRequest, WriteRequest, resolve
+    from conformance.adapter import Consumer, Producer, ReadRequest, WriteRequest, resolve, split_spec
 
     cls = resolve(req["role"], req["adapter"])
-    adapter = cls()
+    variant = split_spec(req["adapter"])[1]
+    adapter = cls(variant)
     op = req["op"]
     if op == "info":
         ok, reason = adapter.available()
         return {
             "ok": True,
-            "name": cls.name,
+            "name": cls.name + (f"@{variant}" if variant else ""),
+            "service": bool(getattr(cls, "needs_service", False)),
             "tool": cls.tool,
             "role": cls.role,
             "version": adapter.version() if ok else None,
@@ -63,9 +65,21 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "notes": list(notes or [])}
     if op == "read":
         assert isinstance(adapter, Consumer)
-        writer = adapter.read(ReadRequest(seg=Path(req["seg"]), sources=[Path(p) for p in req["sources"]]))
-        writer.write(Path(req["output"]))
+        output = Path(req["output"])
+        writer = adapter.read(
+            ReadRequest(
+                seg=Path(req["seg"]),
+                sources=[Path(p) for p in req["sources"]],
+                workdir=output.parent,
+                service=req.get("service"),
+            )
+        )
+        writer.write(output)
         return {"ok": True, "notes": writer.notes}
+    if op == "start":
+        assert isinstance(adapter, Consumer)
+        service = adapter.start_service(Path(req["workdir"]), Path(req["cache"]))
+        return {"ok": True, "endpoints": service.endpoints, "pids": service.pids}
     raise ValueError(f"unknown operation {op!r}")
 
 
@@ -73,7 +87,9 @@ def limit_memory() -> None:
     """Apply the address-space limit the harness asked for, to this process and its children."""
     limit = os.environ.get("DICOM4QI_MEMORY_LIMIT")
     if limit:
-        resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
+        # Soft limit only: a service the child starts (a browser) may lift it for itself.
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (int(limit), hard))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 

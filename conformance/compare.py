@@ -126,6 +126,17 @@ def _short(numbers: list[int]) -> str:
     return s + (f", ... ({len(numbers)} in all)" if len(numbers) > 10 else "")
 
 
+def _ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 7, 9, 10] as '1-3, 7, 9-10'."""
+    runs: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if runs and runs[-1][1] == n - 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def _check_geometry(truth: Truth, decoded: Decoded) -> Check:
     g = decoded.geometry
     index = {uid: i for i, uid in enumerate(truth.frame_keys)}
@@ -256,6 +267,7 @@ def _check_voxels(truth: Truth, decoded: Decoded, labelmap: bool) -> Check:
     frame_map = np.array([index.get(k, -1) for k in decoded.frame_keys], dtype=np.int64)
     infos = {s.number: s for s in truth.segments}
     problems: list[str] = []
+    differing: list[int] = []
     fractional = truth.fractional
     with truth.masks() as tm:
         numbers = sorted(set(infos) | set(decoded.numbers_with_pixels))
@@ -268,16 +280,21 @@ def _check_voxels(truth: Truth, decoded: Decoded, labelmap: bool) -> Check:
                 mapped = _to_truth_frames(have_raw, frame_map)
                 if isinstance(mapped, str):
                     problems.append(f"{_seg_name(infos.get(number), number)}: {mapped}")
+                    differing.append(number)
                     continue
                 have = mapped
             if number not in infos:
                 if have is not None and have.voxels:
                     problems.append(f"segment {number}: {have.voxels} voxel(s) for a segment that does not exist")
+                    differing.append(number)
                 continue
             msg = _compare_segment(number, infos.get(number), tm.get(number), have, truth, fractional)
             if msg:
                 problems.append(msg)
+                differing.append(number)
     if problems:
+        if len(differing) > 1:
+            problems.insert(0, f"{len(differing)} of {len(infos)} segments differ ({_ranges(differing)})")
         return _fail("voxels", problems)
     tol = " (within one quantization step)" if fractional else " (exact)"
     return _pass("voxels", f"{len(infos)} segments on {len(truth.frame_keys)} frames{tol}")

@@ -97,6 +97,9 @@ class Record(_Model):
     features: list[str] = Field(default_factory=list)
     tier: str | None = None
     notes: list[str] = Field(default_factory=list)
+    artifacts: dict[str, str] = Field(
+        default_factory=dict, description="Files the call left (e.g. a screenshot), relative to the run folder."
+    )
 
     @property
     def key(self) -> tuple[str, str, str | None]:
@@ -115,6 +118,7 @@ class ToolInfo(_Model):
     features: list[str] = Field(default_factory=list)
     unsupported_combinations: list[list[str]] = Field(default_factory=list)
     homepage: str | None = None
+    service: bool = Field(False, description="The adapter runs a long-lived service (a server, a browser).")
 
 
 class RunInfo(_Model):
@@ -133,6 +137,7 @@ class RunInfo(_Model):
     timeout_s: float
     memory_limit_mb: float
     workers: int
+    run_dir: str | None = Field(None, description="Folder of the run's objects and artifacts when it ran.")
     harness_peak_rss_mb: float | None = Field(None, description="Peak resident memory of the harness process itself.")
 
 

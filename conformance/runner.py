@@ -40,6 +40,7 @@ from conformance.results import (
     ToolInfo,
 )
 from conformance.sandbox import ChildOutcome, kill_all, run_child
+from conformance.services import ServiceError, ServicePool
 from conformance.synth import SynthesisError, build_case
 from conformance.truth import Truth
 
@@ -145,6 +146,7 @@ def handshake(role: str, spec: str, workdir: Path, timeout_s: float, memory_mb: 
             features=r.get("features", []),
             unsupported_combinations=r.get("unsupported_combinations", []),
             homepage=r.get("homepage"),
+            service=bool(r.get("service")),
         )
     return ToolInfo(name=spec, role=role, tool=spec, available=False, reason=f"handshake failed: {out.message}")  # type: ignore[arg-type]
 
@@ -162,6 +164,19 @@ def _outcome_record(base: dict[str, Any], out: ChildOutcome, what: str) -> Recor
         peak_rss_mb=out.peak_rss_mb,
         checks=[Check(name="opened" if base["step"] == "read" else "written", status=CheckStatus.FAIL, message=out.message[:500])],
     )
+
+
+ARTIFACT_SUFFIXES = (".png", ".txt", ".log", ".json")
+
+
+def _artifacts(work: Path, run_dir: Path) -> dict[str, str]:
+    """Files a call left for the report: screenshots and logs in its work folder (never followed out of it)."""
+    out: dict[str, str] = {}
+    for path in sorted(work.glob("*")):
+        if path.is_file() and not path.is_symlink() and path.suffix in ARTIFACT_SUFFIXES and path.stem not in ("request", "response"):
+            if path.stat().st_size:
+                out[path.stem] = path.relative_to(run_dir).as_posix()
+    return out
 
 
 def inspect_object(path: Path, loaded: LoadedCase) -> tuple[list[Check], SegObject]:
@@ -254,7 +269,8 @@ class Runner:
         return Record(**base, **timing, status=Status.PASS if ok else Status.FAIL, message=msg, checks=checks, seg=obj, notes=notes)
 
     def read_step(
-        self, loaded: LoadedCase, truth: Truth, write: Record, tool: ToolInfo, run_dir: Path
+        self, loaded: LoadedCase, truth: Truth, write: Record, tool: ToolInfo, run_dir: Path,
+        pool: ServicePool | None = None,
     ) -> Record:
         base = self._base(loaded, write.producer, tool.name)
         if not tool.available:
@@ -275,12 +291,21 @@ class Runner:
             "sources": [str(p.resolve()) for p in truth.source_paths],
             "output": str(decoded_path.resolve()),
         }
-        out = run_child(req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb)
+        if pool is not None:
+            try:
+                with pool.lease() as endpoints:
+                    req["service"] = endpoints
+                    out = run_child(req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb)
+            except ServiceError as exc:
+                return Record(**base, status=Status.ERROR, message=str(exc), seg=write.seg)
+        else:
+            out = run_child(req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb)
+        artifacts = _artifacts(work, run_dir)
         if out.kind != "ok":
             rec = _outcome_record(base, out, "read")
-            rec.seg = write.seg
+            rec.seg, rec.artifacts = write.seg, artifacts
             return rec
-        timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb}
+        timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb, "artifacts": artifacts}
         notes = [str(n) for n in out.response.get("notes", [])]
         try:
             decoded = Decoded(decoded_path)
@@ -356,6 +381,7 @@ class Runner:
                 timeout_s=cfg.timeout_s,
                 memory_limit_mb=cfg.memory_mb,
                 workers=cfg.workers,
+                run_dir=str(run_dir.resolve()),
             ),
             tools=list(tools.values()),
         )
@@ -418,12 +444,21 @@ class Runner:
             for k in consumers
             if (c.id, p.name, k.name) not in kept
         ]
-        self._parallel(
-            "read",
-            todo_r,
-            lambda c, p, k: self.read_step(c, truths[c.id], writes[(c.id, p.name)], k, run_dir),
-            writer.add,
-        )
+        pools = {
+            k.name: ServicePool(k, run_dir / "services", cfg.build / "cache", size=cfg.workers)
+            for k in consumers
+            if k.service and k.available
+        }
+        try:
+            self._parallel(
+                "read",
+                todo_r,
+                lambda c, p, k: self.read_step(c, truths[c.id], writes[(c.id, p.name)], k, run_dir, pools.get(k.name)),
+                writer.add,
+            )
+        finally:
+            for pool in pools.values():
+                pool.stop()
 
     def _resumable(self, previous: ResultsDocument, run_dir: Path) -> dict[tuple[str, str, str | None], Record]:
         """Final records of an earlier run whose objects are still on disk, unchanged."""

@@ -67,7 +67,7 @@ def run_child(
     workdir: Path,
     *,
     timeout_s: float,
-    memory_mb: float,
+    memory_mb: float | None,
     python: str | None = None,
     env: dict[str, str] | None = None,
 ) -> ChildOutcome:
@@ -78,14 +78,17 @@ def run_child(
     resp_path = workdir / "response.json"
     resp_path.unlink(missing_ok=True)
     req_path.write_text(json.dumps(request), encoding="utf-8")
-    limit = int(memory_mb * 1024 * 1024)
+    limit = int(memory_mb * 1024 * 1024) if memory_mb else 0
     child_env = dict(os.environ if env is None else env)
     # One thread per tool call: the harness parallelizes with -j, and thread pools
     # inside a tool would blur its timings and its memory.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         child_env.setdefault(var, "1")
     # The child applies the limit to itself first thing (no preexec_fn: the harness is threaded).
-    child_env[MEMORY_ENV] = str(limit)
+    if limit:
+        child_env[MEMORY_ENV] = str(limit)
+    else:
+        child_env.pop(MEMORY_ENV, None)
     # `module:Class` adapter specs resolve in the child as they would in the harness.
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), child_env.get("PYTHONPATH")]))
     with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
@@ -151,7 +154,7 @@ def run_child(
         tail = _tail(workdir / "stderr.txt")
         if tail:
             outcome.message += f"; stderr: {tail[-600:]}"
-        if usage.ru_maxrss * 1024 > 0.9 * limit:
+        if limit and usage.ru_maxrss * 1024 > 0.9 * limit:
             outcome.limit = "memory"
             outcome.message += f" (near the memory limit of {memory_mb:g} MiB)"
         return outcome

@@ -210,3 +210,17 @@ def test_pixels_on_unknown_frame_fail(truth_of, tmp_path: Path) -> None:  # type
 
     failed = _failed(_checks(truth, tmp_path, foreign))
     assert "refer to no source frame" in failed["geometry"]
+
+
+def test_many_differing_segments_are_summarized_as_ranges(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/labelmap-16bit-300")
+
+    def wrap(w: DecodedWriter, t: Truth) -> None:
+        # what an 8-bit reader does to a 16-bit label map: 256.. become 0.., 257 lands on 1
+        for n in range(256, 301):
+            crop = w._crops.pop(n)
+            if n % 256:
+                w._crops[n % 256] = crop
+
+    failed = _failed(_checks(truth, tmp_path, wrap))
+    assert failed["voxels"].startswith("89 of 300 segments differ (1-44, 256-300)")

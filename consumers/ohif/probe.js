@@ -1,0 +1,104 @@
+// Evaluated in the OHIF page by the dicom4qi OHIF consumer. Two functions, chosen by `op`:
+//   waitLoaded: wait until OHIF has hydrated the SEG display set into a segmentation, or says why not;
+//   readBack:   what OHIF holds: segments (index, label, colour, codes) and every non-empty labelmap slice.
+// Nothing here changes OHIF's state beyond what a user's double-click did.
+async ({ op, segId, timeoutMs }) => {
+  const svc = window.services;
+  const cs = window.cornerstone;
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const errText = (e) => (e && (e.message || e.toString())) || String(e);
+
+  if (op === 'waitLoaded') {
+    const ds = svc.displaySetService.getDisplaySetByUID(segId);
+    if (!ds) return { ok: false, error: `no display set ${segId}` };
+    const start = Date.now();
+    let rejected = null;
+    if (ds.loadingPromise && ds.loadingPromise.catch) ds.loadingPromise.catch((e) => { rejected = errText(e); });
+    const ready = () => {
+      const seg = svc.segmentationService.getSegmentation(segId);
+      if (!seg) return false;
+      const lm = seg.representationData && seg.representationData.Labelmap;
+      if (!lm) return false;
+      const lists = lm.labelmaps ? Object.values(lm.labelmaps).map((s) => s.imageIds || []) : [lm.imageIds || []];
+      return lists.every((ids) => ids.length > 0 && ids.every((id) => cs.cache.getImage(id)));
+    };
+    // Errors OHIF logs while loading (caught by the init script) end the wait early:
+    // the load() call below then says whether they were about this SEG.
+    const errorsBefore = (window.__d4qiErrors || []).length;
+    while (Date.now() - start < timeoutMs) {
+      if (ready()) return { ok: true, path: 'double-click', ms: Date.now() - start };
+      if (rejected || (window.__d4qiErrors || []).length > errorsBefore) break;
+      await sleep(100);
+    }
+    // The second path: the display set's own load call, which gives OHIF's error at once.
+    try {
+      await ds.load({ headers: {} });
+    } catch (e) {
+      return { ok: false, error: `load() rejected: ${errText(e)}`, firstError: rejected };
+    }
+    while (Date.now() - start < timeoutMs + 5000) {
+      if (ready()) return { ok: true, path: 'load()', ms: Date.now() - start, firstError: rejected };
+      await sleep(100);
+    }
+    return { ok: false, error: rejected ? `loading rejected: ${rejected}` : `no segmentation after ${Math.round((Date.now() - start) / 1000)} s`, firstError: rejected };
+  }
+
+  if (op === 'readBack') {
+    const seg = svc.segmentationService.getSegmentation(segId);
+    const ds = svc.displaySetService.getDisplaySetByUID(segId);
+    const meta = (ds && ds.segMetadata && ds.segMetadata.data) || [];
+    const code = (seq) => (seq && seq[0] ? { value: String(seq[0].CodeValue), scheme: String(seq[0].CodingSchemeDesignator), meaning: String(seq[0].CodeMeaning) } : null);
+    const segments = Object.values(seg.segments).filter(Boolean).map((s) => {
+      const m = meta[s.segmentIndex] || null;
+      return {
+        index: s.segmentIndex,
+        label: s.label === undefined ? null : s.label,
+        color: m && m.rgba ? Array.from(m.rgba).slice(0, 3) : null,
+        category: m ? code(m.SegmentedPropertyCategoryCodeSequence) : null,
+        type: m ? code(m.SegmentedPropertyTypeCodeSequence) : null,
+        trackingId: m && m.TrackingID !== undefined ? String(m.TrackingID) : null,
+        trackingUid: m && m.TrackingUID !== undefined ? String(m.TrackingUID) : null,
+        algorithmType: m && m.SegmentAlgorithmType ? String(m.SegmentAlgorithmType) : null,
+      };
+    });
+    const lm = seg.representationData.Labelmap;
+    const storages = lm.labelmaps
+      ? Object.values(lm.labelmaps)
+      : [{ labelmapId: 'labelmap', labelToSegmentIndex: null, imageIds: lm.imageIds, referencedImageIds: lm.referencedImageIds }];
+    const b64 = (arr) => {
+      const bytes = new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength);
+      let s = '';
+      for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+      return btoa(s);
+    };
+    const out = [];
+    let best = { count: -1, ref: null };
+    for (const st of storages) {
+      const slices = [];
+      (st.imageIds || []).forEach((id, i) => {
+        const img = cs.cache.getImage(id);
+        // Overlapping segments come as extra layers: more labelmap images than source images.
+        // Each derived image names its own source image; fall back to the list position.
+        const refs = st.referencedImageIds || [];
+        const ref = (img && img.referencedImageId) || (refs.length ? refs[i % refs.length] : null);
+        if (!img) { slices.push({ ref, missing: true }); return; }
+        const data = img.voxelManager ? img.voxelManager.getScalarData() : img.getPixelData();
+        let count = 0;
+        for (let k = 0; k < data.length; k++) if (data[k]) count++;
+        if (count > best.count) best = { count, ref };
+        if (!count) return;
+        slices.push({ ref, rows: img.rows, columns: img.columns, dtype: data.constructor.name, data: b64(data) });
+      });
+      out.push({ id: st.labelmapId, labelToSegmentIndex: st.labelToSegmentIndex || null, slices, count: (st.imageIds || []).length });
+    }
+    // Show the slice with the most segmented pixels for the screenshot.
+    try {
+      const vp = cs.getRenderingEngines()[0].getViewports()[0];
+      const ids = vp.getImageIds ? vp.getImageIds() : [];
+      const idx = ids.indexOf(best.ref);
+      if (idx >= 0 && vp.setImageIdIndex) { await vp.setImageIdIndex(idx); vp.render(); }
+    } catch (e) { /* the screenshot shows whatever slice is current */ }
+    return { segments, storages: out, label: seg.label || null };
+  }
+  throw new Error(`unknown op ${op}`);
+}
