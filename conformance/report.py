@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+import shutil
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -56,6 +57,30 @@ def _rows(doc: ResultsDocument, consumers: list[str]) -> list[Row]:
     return rows
 
 
+def _copy_artifacts(
+    doc: ResultsDocument, documents: list[ResultsDocument], out_dir: Path
+) -> dict[tuple[str, str, str | None], dict[str, str]]:
+    """Copy each record's artifacts (screenshots) into the site, so that it works from any folder."""
+    run_dirs = {r.key: (d.run.run_id, Path(d.run.run_dir)) for d in documents if d.run.run_dir for r in d.records}
+    links: dict[tuple[str, str, str | None], dict[str, str]] = {}
+    shutil.rmtree(out_dir / "artifacts", ignore_errors=True)
+    for rec in doc.records:
+        if rec.key not in run_dirs:
+            continue
+        run_id, root = run_dirs[rec.key]
+        for name, rel in rec.artifacts.items():
+            if Path(rel).suffix != ".png":
+                continue
+            src = (root / rel).resolve()
+            if not src.is_relative_to(root.resolve()) or not src.is_file():
+                continue
+            href = Path("artifacts") / run_id / rel
+            (out_dir / href).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, out_dir / href)
+            links.setdefault(rec.key, {})[name] = href.as_posix()
+    return links
+
+
 def render_site(documents: list[ResultsDocument], out_dir: Path) -> Path:
     """Write ``index.html`` (the grid) for the given results into ``out_dir``."""
     if not documents:
@@ -84,6 +109,8 @@ def render_site(documents: list[ResultsDocument], out_dir: Path) -> Path:
     per_producer = {
         p: Counter(r.status.value for r in doc.records if r.producer == p and r.step == "write") for p in producers
     }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    links = _copy_artifacts(doc, documents, out_dir)
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     html = env.get_template("index.html.j2").render(
         run=doc.run,
@@ -95,8 +122,8 @@ def render_site(documents: list[ResultsDocument], out_dir: Path) -> Path:
         per_producer=per_producer,
         statuses=[s.value for s in Status],
         symbols={s.value: sym for s, sym in SYMBOLS.items()},
+        links=links,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "index.html"
     tmp = target.with_name("index.html.part")
     tmp.write_text(html, encoding="utf-8")

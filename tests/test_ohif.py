@@ -66,3 +66,14 @@ def test_the_stack_is_stopped_after_the_run(ohif_run) -> None:  # type: ignore[n
     assert len(pids) >= 3  # Orthanc, the viewer server, chromium (per worker)
     alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert alive == []
+
+
+def test_the_report_links_the_screenshot(ohif_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from conformance.report import render_site
+
+    _, doc = ohif_run
+    page = render_site([doc], tmp_path / "site").read_text()
+    rec = _read(doc, "quick/binary-3-disjoint")
+    href = f"artifacts/{doc.run.run_id}/{rec.artifacts['screenshot']}"
+    assert f'href="{href}"' in page
+    assert (tmp_path / "site" / href).is_file()
