@@ -32,6 +32,7 @@ __all__ = [
     "WriteRequest",
     "split_spec",
     "BUILTIN",
+    "DEFAULTS",
     "missing_features",
     "resolve",
 ]
@@ -94,6 +95,10 @@ class Adapter(ABC):
     #: Feature combinations the tool declares it cannot handle, e.g. {binary, ts-rle}.
     unsupported_combinations: ClassVar[tuple[frozenset[str], ...]] = ()
     homepage: ClassVar[str | None] = None
+    #: A pinned requirements file beside the adapter's module: the adapter then runs in its own
+    #: environment built from it (see :mod:`conformance.envs`). Keep tool imports inside methods,
+    #: so that the harness can read these declarations without the tool installed.
+    requirements: ClassVar[str | None] = None
 
     @abstractmethod
     def version(self) -> str | None:
@@ -133,6 +138,8 @@ class Consumer(Adapter):
 BUILTIN: dict[Role, dict[str, str]] = {
     "producer": {
         "highdicom": "producers.highdicom:HighdicomProducer",
+        "dcmqi": "producers.dcmqi:DcmqiProducer",
+        "pydicom-seg": "producers.pydicom_seg:PydicomSegProducer",
     },
     "consumer": {
         "highdicom": "consumers.highdicom:HighdicomConsumer",
@@ -147,9 +154,26 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return name, (param if sep else None)
 
 
+#: What a run uses when no --producer / --consumer is given: every builtin plus transcoded variants.
+DEFAULTS: dict[Role, list[str]] = {
+    "producer": [
+        *BUILTIN["producer"],
+        "highdicom+rle", "highdicom+jpegls", "highdicom+jpeg2000", "dcmqi+jpegls", "dcmqi+jpeg2000",
+    ],
+    "consumer": list(BUILTIN["consumer"]),
+}
+
+
 def resolve(role: Role, spec: str) -> type[Adapter]:
-    """The adapter class for a builtin name or a ``module:Class`` spec (any ``@param`` ignored)."""
+    """The adapter class for a builtin name, ``producer+transcoding``, or ``module:Class`` (any ``@param`` ignored)."""
     spec = split_spec(spec)[0]
+    if role == "producer" and "+" in spec and ":" not in spec:
+        from producers.transcode import transcoded
+
+        inner, _, variant = spec.rpartition("+")
+        inner_cls = resolve(role, inner)
+        assert issubclass(inner_cls, Producer)
+        return transcoded(inner_cls, variant)
     target = BUILTIN[role].get(spec, spec)
     if ":" not in target:
         known = ", ".join(sorted(BUILTIN[role]))

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from conformance import __version__
-from conformance.adapter import BUILTIN
+from conformance.adapter import DEFAULTS
 
 __all__ = ["main"]
 
@@ -51,6 +51,10 @@ class RichProgress:
     def advance(self, text: str) -> None:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, advance=1, description=text[:70])
+
+    def note(self, text: str) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, description=text[:70])
 
     def stop(self) -> None:
         if self._progress is not None:
@@ -118,8 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         results=args.out,
         tiers=args.tier or ["quick"],
         cases=args.case,
-        producers=args.producer or list(BUILTIN["producer"]),
-        consumers=args.consumer or list(BUILTIN["consumer"]),
+        producers=args.producer or list(DEFAULTS["producer"]),
+        consumers=args.consumer or list(DEFAULTS["consumer"]),
         workers=max(1, args.jobs),
         timeout_s=args.timeout,
         memory_mb=args.memory_mb,
@@ -185,19 +189,64 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _all_specs() -> list[tuple[str, str]]:
+    return [(role, name) for role, names in DEFAULTS.items() for name in names]
+
+
 def cmd_tools(args: argparse.Namespace) -> int:
     import tempfile
 
-    from conformance.runner import handshake
+    from conformance.runner import prepare_tool
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:
-        for role, names in BUILTIN.items():
-            for name in names:
-                info = handshake(role, name, Path(tmp) / f"{role}-{name}", 120, 4096)
-                out.append(info.model_dump(mode="json"))
+        for role, name in _all_specs():
+            info, _ = prepare_tool(role, name, args.build, Path(tmp) / f"{role}-{name}", 4096)
+            out.append(info.model_dump(mode="json"))
     print(json.dumps(out, indent=1))
     return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """List adapters with their environment state and real version; ``env setup`` builds them."""
+    import tempfile
+
+    from conformance.adapter import resolve
+    from conformance.envs import EnvError, ensure_env, env_spec, env_state
+    from conformance.runner import handshake
+
+    specs = _all_specs()
+    if args.env_command == "setup" and args.name:
+        specs = [(r, n) for r, n in specs if n == args.name or (env_spec(resolve(r, n)) and env_spec(resolve(r, n)).name == args.name)]  # type: ignore[union-attr]
+        if not specs:
+            console.print(f"[red]no adapter or environment named {args.name!r}")
+            return 2
+    table = Table(title="adapters and their environments")
+    for col in ("role", "adapter", "environment", "state", "tool version"):
+        table.add_column(col)
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        for role, name in specs:
+            cls = resolve(role, name)  # type: ignore[arg-type]
+            env = env_spec(cls)
+            python = None
+            state, why = ("ready", "") if env is None else env_state(env, args.build)
+            if env is not None and args.env_command == "setup":
+                with console.status(f"building environment {env.name} for {role} {name} ..."):
+                    try:
+                        python = str(ensure_env(env, args.build))
+                        state, why = "ready", ""
+                    except EnvError as exc:
+                        state, why, failed = "broken", str(exc), True
+            elif env is not None and state == "ready":
+                python = str(env.python(args.build))
+            version = "—"
+            if state == "ready":
+                info = handshake(role, name, Path(tmp) / f"{role}-{name}", 300, 4096, python=python)
+                version = info.version or f"not available: {info.reason or info.error}"
+            table.add_row(role, name, env.name if env else "(suite's own)", state + (f": {why}" if why else ""), version)
+    console.print(table)
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,8 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run producers and consumers over the corpus")
     _add_corpus_args(run)
     _add_selection_args(run)
-    run.add_argument("--producer", action="append", help=f"producer(s) (default: all of {', '.join(BUILTIN['producer'])}); or module:Class")
-    run.add_argument("--consumer", action="append", help=f"consumer(s) (default: all of {', '.join(BUILTIN['consumer'])}); or module:Class")
+    run.add_argument(
+        "--producer", action="append",
+        help=f"producer(s) (default: {', '.join(DEFAULTS['producer'])}); also NAME+rle|jpegls|jpeg2000, NAME@PARAM, module:Class",
+    )
+    run.add_argument(
+        "--consumer", action="append",
+        help=f"consumer(s) (default: {', '.join(DEFAULTS['consumer'])}); also NAME@PARAM (e.g. ohif@3.11.1), module:Class",
+    )
     run.add_argument("--out", type=Path, default=Path("reports/results"), help="results folder (default: %(default)s)")
     run.add_argument("--timeout", type=float, default=600.0, metavar="S", help="time limit per call in seconds (default: %(default)s)")
     run.add_argument("--memory-mb", type=float, default=8192.0, metavar="MB", help="address-space limit per call (default: %(default)s)")
@@ -236,8 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--check", action="store_true", help="only check that the committed schemas are current")
     schema.set_defaults(func=cmd_schema)
 
-    tools = sub.add_parser("tools", help="print every builtin adapter's handshake (tool, version, features)")
+    tools = sub.add_parser("tools", help="print every builtin adapter's handshake (tool, version, features) as JSON")
+    tools.add_argument("--build", type=Path, default=Path("build"), help="build folder (environments)")
     tools.set_defaults(func=cmd_tools)
+
+    env = sub.add_parser("env", help="list adapters with their environment state and tool version")
+    env.add_argument("--build", type=Path, default=Path("build"), help="build folder (environments) (default: %(default)s)")
+    env.set_defaults(func=cmd_env, env_command="list")
+    esub = env.add_subparsers(dest="env_command")
+    esetup = esub.add_parser("setup", help="build the environments (all, or the one of NAME)")
+    esetup.add_argument("name", nargs="?", help="an adapter name or an environment name")
+    esetup.add_argument("--build", type=Path, default=Path("build"), help="build folder (default: %(default)s)")
+    esetup.set_defaults(func=cmd_env, env_command="setup")
     return parser
 
 

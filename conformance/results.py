@@ -119,6 +119,8 @@ class ToolInfo(_Model):
     unsupported_combinations: list[list[str]] = Field(default_factory=list)
     homepage: str | None = None
     service: bool = Field(False, description="The adapter runs a long-lived service (a server, a browser).")
+    environment: str | None = Field(None, description="The adapter's own Python environment, if it has one.")
+    error: str | None = Field(None, description="Why the adapter cannot run although it should (a broken environment).")
 
 
 class RunInfo(_Model):

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from conformance import __version__
-from conformance.adapter import BUILTIN, missing_features
+from conformance.adapter import DEFAULTS, missing_features, resolve
+from conformance.envs import EnvError, ensure_env, env_spec
 from conformance.case import SYNTHESIS_VERSION, LoadedCase, implied_features, load_cases
 from conformance.compare import compare, verdict
 from conformance.decoded import Decoded
@@ -60,8 +61,8 @@ class RunConfig:
     results: Path = Path("reports/results")
     tiers: list[str] = field(default_factory=lambda: ["quick"])
     cases: list[str] = field(default_factory=list)
-    producers: list[str] = field(default_factory=lambda: list(BUILTIN["producer"]))
-    consumers: list[str] = field(default_factory=lambda: list(BUILTIN["consumer"]))
+    producers: list[str] = field(default_factory=lambda: list(DEFAULTS["producer"]))
+    consumers: list[str] = field(default_factory=lambda: list(DEFAULTS["consumer"]))
     workers: int = 1
     timeout_s: float = 600.0
     memory_mb: float = 8192.0
@@ -83,6 +84,7 @@ class Progress:
 
     def start(self, phase: str, total: int) -> None: ...
     def advance(self, text: str) -> None: ...
+    def note(self, text: str) -> None: ...
     def stop(self) -> None: ...
 
 
@@ -131,9 +133,13 @@ def corpus_fingerprint(cases: list[LoadedCase]) -> str:
     return h.hexdigest()[:16]
 
 
-def handshake(role: str, spec: str, workdir: Path, timeout_s: float, memory_mb: float) -> ToolInfo:
-    """Ask an adapter, in a child process, who it is and what it supports."""
-    out = run_child({"op": "info", "role": role, "adapter": spec}, workdir, timeout_s=timeout_s, memory_mb=memory_mb)
+def handshake(
+    role: str, spec: str, workdir: Path, timeout_s: float, memory_mb: float, python: str | None = None
+) -> ToolInfo:
+    """Ask an adapter, in a child process (in its own environment, if any), who it is and what it supports."""
+    out = run_child(
+        {"op": "info", "role": role, "adapter": spec}, workdir, timeout_s=timeout_s, memory_mb=memory_mb, python=python
+    )
     r = out.response
     if out.kind == "ok":
         return ToolInfo(
@@ -148,7 +154,40 @@ def handshake(role: str, spec: str, workdir: Path, timeout_s: float, memory_mb: 
             homepage=r.get("homepage"),
             service=bool(r.get("service")),
         )
-    return ToolInfo(name=spec, role=role, tool=spec, available=False, reason=f"handshake failed: {out.message}")  # type: ignore[arg-type]
+    return ToolInfo(
+        name=spec, role=role, tool=spec, available=False, error=f"handshake failed: {out.message}"  # type: ignore[arg-type]
+    )
+
+
+def prepare_tool(
+    role: str, spec: str, build: Path, workdir: Path, memory_mb: float, log: Callable[[str], None] | None = None
+) -> tuple[ToolInfo, str | None]:
+    """Load an adapter's declarations, build its environment if it has one, and shake hands.
+
+    Returns the tool's description and the Python its calls run with (None: the suite's own).
+    A tool whose adapter cannot be loaded or whose environment cannot be built has ``error`` set:
+    its cells are ERROR with that reason, never SKIPPED or passed.
+    """
+    try:
+        cls = resolve(role, spec)  # type: ignore[arg-type]
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
+        return ToolInfo(name=spec, role=role, tool=spec, available=False, error=f"cannot load the adapter: {exc}"), None  # type: ignore[arg-type]
+    env = env_spec(cls)
+    python = None
+    if env is not None:
+        try:
+            python = str(ensure_env(env, build, log=log))
+        except EnvError as exc:
+            return (
+                ToolInfo(
+                    name=spec, role=role, tool=cls.tool, available=False, environment=env.name,  # type: ignore[arg-type]
+                    features=sorted(cls.features), error=str(exc),
+                ),
+                None,
+            )
+    info = handshake(role, spec, workdir, 300, memory_mb, python=python)
+    info.environment = env.name if env else None
+    return info, python
 
 
 def _outcome_record(base: dict[str, Any], out: ChildOutcome, what: str) -> Record:
@@ -179,8 +218,8 @@ def _artifacts(work: Path, run_dir: Path) -> dict[str, str]:
     return out
 
 
-def inspect_object(path: Path, loaded: LoadedCase) -> tuple[list[Check], SegObject]:
-    """Check a producer's output: a DICOM SEG of the type, bits and transfer syntax asked for."""
+def inspect_object(path: Path, loaded: LoadedCase, truth: Truth) -> tuple[list[Check], SegObject]:
+    """Check a producer's output: a DICOM SEG of the type, bits and transfer syntax asked for, describing every segment."""
     import pydicom
 
     ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -199,8 +238,18 @@ def inspect_object(path: Path, loaded: LoadedCase) -> tuple[list[Check], SegObje
     bits = ds.get("BitsAllocated")
     chk("bits-allocated", bits == enc.bits, f"Bits Allocated {bits}, expected {enc.bits}")
     chk("transfer-syntax", ts == enc.transfer_syntax_uid, f"transfer syntax {ts or 'missing'}, expected {enc.transfer_syntax_uid}")
-    n_segments = len(ds.get("SegmentSequence", []))
-    checks.append(Check(name="segments-declared", status=CheckStatus.PASS, message=f"{n_segments} in Segment Sequence", advisory=True))
+    declared = [int(item.get("SegmentNumber", -1)) for item in ds.get("SegmentSequence", [])]
+    expected = [s.number for s in truth.segments]
+    listed = [n for n in declared if not (n == 0 and want_sop == LABELMAP_SEG_STORAGE)]  # 0: a label map's background
+    missing = sorted(set(expected) - set(listed))
+    extra = sorted(set(listed) - set(expected))
+    chk(
+        "segments-declared",
+        not missing and not extra and len(listed) == len(set(listed)),
+        f"Segment Sequence has {len(declared)} items"
+        + (f"; missing segment numbers {missing[:10]}" if missing else "")
+        + (f"; unexpected segment numbers {extra[:10]}" if extra else ""),
+    )
     frames = ds.get("NumberOfFrames")
     obj = SegObject(
         path="",
@@ -217,6 +266,8 @@ class Runner:
     def __init__(self, config: RunConfig, progress: Progress | None = None) -> None:
         self.cfg = config
         self.progress = progress or Progress()
+        #: The Python each tool's calls run with (None: the suite's own).
+        self.pythons: dict[str, str | None] = {}
 
     # ------------------------------------------------------------------ plumbing
     def _base(self, loaded: LoadedCase, producer: str, consumer: str | None) -> dict[str, Any]:
@@ -236,6 +287,8 @@ class Runner:
     # ------------------------------------------------------------------ steps
     def write_step(self, loaded: LoadedCase, truth: Truth, tool: ToolInfo, run_dir: Path) -> Record:
         base = self._base(loaded, tool.name, None)
+        if tool.error:
+            return Record(**base, status=Status.ERROR, message=tool.error)
         if not tool.available:
             return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}")
         reasons = missing_features(set(base["features"]), set(tool.features), tool.unsupported_combinations)
@@ -253,7 +306,10 @@ class Runner:
             "truth_dir": str(truth.directory.resolve()),
             "output": str(seg_path.resolve()),
         }
-        out = run_child(req, seg_path.parent / "write", timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb)
+        out = run_child(
+            req, seg_path.parent / "write", timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb,
+            python=self.pythons.get(tool.name),
+        )
         if out.kind != "ok":
             return _outcome_record(base, out, "write")
         timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb}
@@ -261,7 +317,7 @@ class Runner:
         if not seg_path.is_file():
             return Record(**base, **timing, status=Status.ERROR, message="the producer reported success but wrote no file", notes=notes)
         try:
-            checks, obj = inspect_object(seg_path, loaded)
+            checks, obj = inspect_object(seg_path, loaded, truth)
         except Exception as exc:  # noqa: BLE001 - any unreadable output is the producer's error
             return Record(**base, **timing, status=Status.ERROR, message=f"output is not a readable DICOM file: {exc}", notes=notes)
         obj.path = seg_path.relative_to(run_dir).as_posix()
@@ -273,6 +329,8 @@ class Runner:
         pool: ServicePool | None = None,
     ) -> Record:
         base = self._base(loaded, write.producer, tool.name)
+        if tool.error:
+            return Record(**base, status=Status.ERROR, message=tool.error, seg=write.seg)
         if not tool.available:
             return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}")
         if write.seg is None:
@@ -295,11 +353,16 @@ class Runner:
             try:
                 with pool.lease() as endpoints:
                     req["service"] = endpoints
-                    out = run_child(req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb)
+                    out = run_child(
+                        req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb,
+                        python=self.pythons.get(tool.name),
+                    )
             except ServiceError as exc:
                 return Record(**base, status=Status.ERROR, message=str(exc), seg=write.seg)
         else:
-            out = run_child(req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb)
+            out = run_child(
+                req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb, python=self.pythons.get(tool.name)
+            )
         artifacts = _artifacts(work, run_dir)
         if out.kind != "ok":
             rec = _outcome_record(base, out, "read")
@@ -361,7 +424,10 @@ class Runner:
         self.progress.start("handshake", len(specs))
         tools: dict[tuple[str, str], ToolInfo] = {}
         for role, spec in specs:
-            tools[(role, spec)] = handshake(role, spec, run_dir / "handshake" / f"{role}-{_slug(spec.replace(':', '_'))}", 120, cfg.memory_mb)
+            workdir = run_dir / "handshake" / f"{role}-{_slug(spec.replace(':', '_'))}"
+            info, python = prepare_tool(role, spec, cfg.build, workdir, cfg.memory_mb, log=self.progress.note)
+            tools[(role, spec)] = info
+            self.pythons[info.name] = python
             self.progress.advance(f"{role} {spec}")
         self.progress.stop()
 
@@ -445,7 +511,7 @@ class Runner:
             if (c.id, p.name, k.name) not in kept
         ]
         pools = {
-            k.name: ServicePool(k, run_dir / "services", cfg.build / "cache", size=cfg.workers)
+            k.name: ServicePool(k, run_dir / "services", cfg.build / "cache", size=cfg.workers, python=self.pythons.get(k.name))
             for k in consumers
             if k.service and k.available
         }

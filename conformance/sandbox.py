@@ -35,6 +35,9 @@ def kill_all() -> None:
         except (ProcessLookupError, PermissionError):
             pass
 
+#: The folder that holds the packages conformance, producers and consumers.
+SUITE_ROOT = str(Path(__file__).resolve().parent.parent)
+
 #: Environment variable through which a child learns its address-space limit (bytes).
 MEMORY_ENV = "DICOM4QI_MEMORY_LIMIT"
 
@@ -89,19 +92,23 @@ def run_child(
         child_env[MEMORY_ENV] = str(limit)
     else:
         child_env.pop(MEMORY_ENV, None)
-    # `module:Class` adapter specs resolve in the child as they would in the harness.
-    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), child_env.get("PYTHONPATH")]))
+    # The suite's packages, and `module:Class` adapter specs, resolve in the child as in the harness,
+    # also when the child runs another environment's Python.
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [SUITE_ROOT, os.getcwd(), child_env.get("PYTHONPATH")]))
     with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
         start = time.monotonic()
-        proc = subprocess.Popen(
-            [python or sys.executable, "-m", "conformance.child", str(req_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            cwd=workdir,
-            env=child_env,
-            start_new_session=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                [python or sys.executable, "-m", "conformance.child", str(req_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=workdir,
+                env=child_env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return ChildOutcome(kind="error", message=f"cannot start {python or sys.executable}: {exc}")
         with _live_lock:
             _live.add(proc.pid)
         timed_out = False

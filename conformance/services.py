@@ -32,8 +32,11 @@ class ServiceError(RuntimeError):
 
 
 class ServicePool:
-    def __init__(self, tool: ToolInfo, root: Path, cache: Path, size: int, start_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self, tool: ToolInfo, root: Path, cache: Path, size: int, start_timeout_s: float = 600.0, python: str | None = None
+    ) -> None:
         self.tool = tool
+        self.python = python
         self.root = root
         self.cache = cache
         self.size = max(1, size)
@@ -80,6 +83,7 @@ class ServicePool:
             workdir / "start",
             timeout_s=self.start_timeout_s,
             memory_mb=None,
+            python=self.python,
         )
         pids = [int(p) for p in out.response.get("pids", [])] if out.kind == "ok" else []
         with self._lock:

@@ -1,5 +1,10 @@
 """Consumer ``highdicom``: read a SEG through highdicom's public API.
 
+The variant ``highdicom@strict`` keeps highdicom's defaults throughout; the plain
+``highdicom`` column, when highdicom refuses an object that does not declare
+Spatial Locations Preserved, reads it again with ``ignore_spatial_locations=True``
+as a user would, and says so in the notes.
+
 The pixels come from ``Segmentation.get_pixels_by_source_instance`` for the
 source series' SOP Instance UIDs (``get_pixels_by_source_frame`` for the frames
 of a multi-frame source), with ``assert_missing_frames_are_empty=True``
@@ -39,7 +44,8 @@ def segments_from_dataset(ds: Any) -> list[DecodedSegment]:
     for item in ds.SegmentSequence:
         color = None
         if "RecommendedDisplayCIELabValue" in item:
-            rgb = CIELabColor.from_dicom_value(list(item.RecommendedDisplayCIELabValue)).to_rgb()
+            # Clipped to the RGB gamut, as a display would; the colour check is advisory.
+            rgb = CIELabColor.from_dicom_value(list(item.RecommendedDisplayCIELabValue)).to_rgb(clip=True)
             color = tuple(int(v) for v in rgb)
         algo = item.get("SegmentationAlgorithmIdentificationSequence")
         out.append(
@@ -104,6 +110,7 @@ class HighdicomConsumer(Consumer):
         import pydicom
 
         seg = hd.seg.segread(request.seg)
+        notes: list[str] = []
         headers = [
             pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "NumberOfFrames"])
             for p in request.sources
@@ -116,18 +123,29 @@ class HighdicomConsumer(Consumer):
             call = "get_pixels_by_source_frame(assert_missing_frames_are_empty=True"
 
             def get(**kw: Any) -> np.ndarray:
-                return seg.get_pixels_by_source_frame(uid, numbers_of_frames, assert_missing_frames_are_empty=True, **kw)
+                return seg.get_pixels_by_source_frame(uid, numbers_of_frames, **self._options, **kw)
         else:
             uids = [str(h.SOPInstanceUID) for h in headers]
             keys = [frame_key(u) for u in uids]
             call = "get_pixels_by_source_instance(assert_missing_frames_are_empty=True"
 
             def get(**kw: Any) -> np.ndarray:
-                return seg.get_pixels_by_source_instance(uids, assert_missing_frames_are_empty=True, **kw)
+                return seg.get_pixels_by_source_instance(uids, **self._options, **kw)
 
+        self._options: dict[str, Any] = {"assert_missing_frames_are_empty": True}
+        try:
+            get(segment_numbers=[n for n in seg.segment_numbers if n != 0][:1] or None)
+        except RuntimeError as exc:
+            if "spatial locations are preserved" not in str(exc) or self.variant == "strict":
+                raise
+            # What a highdicom user does next: say that the frames are on the source grid.
+            self._options["ignore_spatial_locations"] = True
+            call += ", ignore_spatial_locations=True"
+            notes.append("the object does not declare Spatial Locations Preserved: read with ignore_spatial_locations=True")
         seg_type = seg.segmentation_type.value
         fractional = seg_type == "FRACTIONAL"
         writer = DecodedWriter(keys, int(seg.Rows), int(seg.Columns), fractional=fractional)
+        writer.notes.extend(notes)
         for s in segments_from_dataset(seg):
             writer.add_segment(s)
         geometry_from_dataset(seg, writer)

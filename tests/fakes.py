@@ -107,3 +107,10 @@ class ExitingProducer(GarbageProducer):
 
     def write(self, request: WriteRequest) -> list[str]:
         os._exit(3)
+
+
+class BrokenEnvProducer(GarbageProducer):
+    """Declares an environment whose requirements cannot be installed."""
+
+    name = "broken-env-writer"
+    requirements = "broken_env.requirements.txt"

@@ -1,0 +1,119 @@
+"""Isolated Python environments for adapters whose tools conflict with the suite's own dependencies.
+
+An adapter declares ``requirements``: a pinned requirements file beside its
+module. The suite creates a virtual environment for it under
+``build/envs/<name>`` on first use, reuses it afterwards and rebuilds it when
+the requirements file changes (its hash is kept in the environment's marker
+file). The harness then runs that adapter's child processes with the
+environment's Python; the suite's own packages reach it through
+``PYTHONPATH``, so the environment needs only the tool and the few libraries
+the harness's child code imports (numpy, scipy, pydantic, pydicom).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["EnvError", "EnvSpec", "EnvState", "ensure_env", "env_spec", "env_state"]
+
+MARKER = ".dicom4qi-env.json"
+EnvState = Literal["ready", "missing", "stale", "broken"]
+
+
+class EnvError(RuntimeError):
+    """An environment could not be built; the message says why (the end of pip's output)."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """An environment: its name and its pinned requirements file."""
+
+    name: str
+    requirements: Path
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.requirements.read_bytes()).hexdigest()[:16]
+
+    def directory(self, build: Path) -> Path:
+        return build.resolve() / "envs" / self.name
+
+    def python(self, build: Path) -> Path:
+        return self.directory(build) / "bin" / "python"
+
+
+def env_state(spec: EnvSpec, build: Path) -> tuple[EnvState, str]:
+    """Whether the environment is ready, and a word on why not."""
+    marker = spec.directory(build) / MARKER
+    if not marker.is_file():
+        if (spec.directory(build) / "build-failed.log").is_file():
+            return "broken", f"the last build failed: see {spec.directory(build) / 'build-failed.log'}"
+        return "missing", "not built yet"
+    try:
+        info = json.loads(marker.read_text())
+    except ValueError:
+        return "broken", f"unreadable marker {marker}"
+    if info.get("digest") != spec.digest():
+        return "stale", f"{spec.requirements.name} changed since it was built"
+    if not spec.python(build).exists():
+        return "broken", f"{spec.python(build)} is missing"
+    return "ready", ""
+
+
+def ensure_env(spec: EnvSpec, build: Path, *, log: Callable[[str], None] | None = None, timeout_s: float = 1800) -> Path:
+    """The environment's Python, building (or rebuilding) the environment when needed."""
+    state, _ = env_state(spec, build)
+    if state == "ready":
+        return spec.python(build)
+    directory = spec.directory(build)
+    tmp = directory.with_name(directory.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    failed_log = directory / "build-failed.log"
+    started = time.monotonic()
+    steps = [
+        [sys.executable, "-m", "venv", str(tmp)],
+        [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(spec.requirements)],
+    ]
+    output = []
+    for cmd in steps:
+        if log:
+            log(" ".join(cmd[-3:]))
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            output.append(f"$ {' '.join(cmd)}\ntimed out after {timeout_s:g} s")
+            proc = None
+        else:
+            output.append(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+        if proc is None or proc.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / MARKER).unlink(missing_ok=True)
+            failed_log.write_text("\n".join(output))
+            tail = [line for line in output[-1].splitlines() if line.strip()][-3:]
+            raise EnvError(f"environment {spec.name} could not be built: {' / '.join(tail)[-600:]}")
+    (tmp / MARKER).write_text(
+        json.dumps({"digest": spec.digest(), "requirements": str(spec.requirements), "seconds": round(time.monotonic() - started, 1)})
+    )
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+    return spec.python(build)
+
+
+def env_spec(adapter: type) -> EnvSpec | None:
+    """The environment an adapter class declares (``requirements`` beside its module), if any."""
+    name = getattr(adapter, "requirements", None)
+    if not name:
+        return None
+    module = sys.modules[adapter.__module__]
+    path = Path(module.__file__ or ".").resolve().parent / name
+    return EnvSpec(name=path.name.removesuffix(".txt").removesuffix(".requirements").replace("_", "-"), requirements=path)
