@@ -144,6 +144,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
     "consumer": {
         "highdicom": "consumers.highdicom:HighdicomConsumer",
         "ohif": "consumers.ohif:OhifConsumer",
+        "reference": "consumers.reference:ReferenceConsumer",
     },
 }
 
