@@ -145,6 +145,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "highdicom": "consumers.highdicom:HighdicomConsumer",
         "ohif": "consumers.ohif:OhifConsumer",
         "reference": "consumers.reference:ReferenceConsumer",
+        "dcmqi": "consumers.dcmqi:DcmqiConsumer",
     },
 }
 
@@ -161,7 +162,7 @@ DEFAULTS: dict[Role, list[str]] = {
         *BUILTIN["producer"],
         "highdicom+rle", "highdicom+jpegls", "highdicom+jpeg2000", "dcmqi+jpegls", "dcmqi+jpeg2000",
     ],
-    "consumer": list(BUILTIN["consumer"]),
+    "consumer": [*BUILTIN["consumer"], "dcmqi@mergeSegments"],
 }
 
 

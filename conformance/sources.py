@@ -1,0 +1,118 @@
+"""The source frames a consumer maps its output onto: keys, positions, and the in-plane grid.
+
+Consumers whose tool hands back a volume (dcmqi's NRRD, pydicom-seg's SimpleITK
+image, 3D Slicer's labelmaps) place each slice on a source frame by geometry:
+slice position along the normal, in-plane offset along the row and column
+directions. A volume that is not on the source grid (resampled, rotated) is an
+error with the numbers that show it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conformance.decoded import frame_key
+
+__all__ = ["Placement", "SourceFrames"]
+
+
+@dataclass
+class Placement:
+    """Where a volume's slices go: source frame per slice (-1: none), in-plane offsets, flips."""
+
+    frames: np.ndarray
+    row_offset: int
+    col_offset: int
+    flip_rows: bool
+    flip_cols: bool
+
+
+class SourceFrames:
+    def __init__(self, paths: Sequence[Path | str]) -> None:
+        import pydicom
+
+        self.keys: list[str] = []
+        positions: list[list[float]] = []
+        orientation: list[float] | None = None
+        spacing: list[float] | None = None
+        for path in paths:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            n = int(ds.get("NumberOfFrames", 1) or 1)
+            self.rows, self.columns = int(ds.Rows), int(ds.Columns)
+            if n > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+                shared = ds.SharedFunctionalGroupsSequence[0]
+                orientation = [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient]
+                spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+                for i, fg in enumerate(ds.PerFrameFunctionalGroupsSequence):
+                    self.keys.append(frame_key(ds.SOPInstanceUID, i + 1))
+                    positions.append([float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient])
+            else:
+                self.keys.append(frame_key(ds.SOPInstanceUID))
+                positions.append([float(v) for v in ds.ImagePositionPatient])
+                orientation = [float(v) for v in ds.ImageOrientationPatient]
+                spacing = [float(v) for v in ds.PixelSpacing]
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.positions = np.asarray(positions, dtype=float)
+        o = np.asarray(orientation or [1, 0, 0, 0, 1, 0], dtype=float)
+        self.row_dir, self.col_dir = o[:3], o[3:]
+        self.normal = np.cross(self.row_dir, self.col_dir)
+        self.pixel_spacing = spacing or [1.0, 1.0]
+        self.depths = self.positions @ self.normal
+        gaps = np.diff(np.sort(self.depths))
+        self.slice_tolerance = max(0.1 * (float(np.median(gaps)) if len(gaps) else 1.0), 1e-3)
+
+    def by_position(self, position: Any) -> int:
+        """The source frame at a plane position (nearest along the normal, within a tenth of a slice), or -1."""
+        d = float(np.asarray(position, dtype=float) @ self.normal)
+        i = int(np.argmin(np.abs(self.depths - d)))
+        return i if abs(self.depths[i] - d) <= self.slice_tolerance else -1
+
+    def place(self, origin: np.ndarray, axes: np.ndarray, n_slices: int) -> Placement:
+        """Place a volume with ``origin`` and axis steps ``axes`` (column, row, slice) on the source grid."""
+        col_step, row_step = self.row_dir * self.pixel_spacing[1], self.col_dir * self.pixel_spacing[0]
+        flips = []
+        for axis, step, name in ((axes[0], col_step, "column"), (axes[1], row_step, "row")):
+            if np.allclose(axis, step, atol=1e-3):
+                flips.append(False)
+            elif np.allclose(axis, -step, atol=1e-3):
+                flips.append(True)
+            else:
+                raise ValueError(
+                    f"the volume's {name} axis {np.round(axis, 4).tolist()} is not the source's {np.round(step, 4).tolist()}: "
+                    "not on the source grid"
+                )
+        frames = np.array([self.by_position(origin + k * axes[2]) for k in range(n_slices)], dtype=np.int64)
+        placed = np.flatnonzero(frames >= 0)
+        if len(placed) == 0:
+            raise ValueError("no slice of the volume lies on a source frame")
+        k = int(placed[0])
+        delta = origin + k * axes[2] - self.positions[frames[k]]
+        col = float(delta @ self.row_dir) / self.pixel_spacing[1]
+        row = float(delta @ self.col_dir) / self.pixel_spacing[0]
+        if abs(col - round(col)) > 0.01 or abs(row - round(row)) > 0.01:
+            raise ValueError(f"the volume is offset by a fraction of a pixel ({row:.3f} rows, {col:.3f} columns)")
+        return Placement(frames, int(round(row)), int(round(col)), flips[1], flips[0])
+
+    def to_grid(self, placement: Placement, data: np.ndarray) -> np.ndarray:
+        """A (slices, rows, columns) volume placed by ``placement``, as an array on the source grid."""
+        out = np.zeros((len(self.keys), self.rows, self.columns), dtype=data.dtype)
+        h, w = data.shape[1:]
+        r0 = placement.row_offset - (h - 1 if placement.flip_rows else 0)
+        c0 = placement.col_offset - (w - 1 if placement.flip_cols else 0)
+        rs, re = max(r0, 0), min(r0 + h, self.rows)
+        cs, ce = max(c0, 0), min(c0 + w, self.columns)
+        if rs >= re or cs >= ce:
+            return out
+        for k in np.flatnonzero(placement.frames >= 0):
+            plane = data[k]
+            if placement.flip_rows:
+                plane = plane[::-1]
+            if placement.flip_cols:
+                plane = plane[:, ::-1]
+            out[placement.frames[k], rs:re, cs:ce] = plane[rs - r0 : re - r0, cs - c0 : ce - c0]
+        return out
