@@ -146,6 +146,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "ohif": "consumers.ohif:OhifConsumer",
         "reference": "consumers.reference:ReferenceConsumer",
         "dcmqi": "consumers.dcmqi:DcmqiConsumer",
+        "pydicom-seg": "consumers.pydicom_seg:PydicomSegConsumer",
     },
 }
 
