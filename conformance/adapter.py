@@ -147,6 +147,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "reference": "consumers.reference:ReferenceConsumer",
         "dcmqi": "consumers.dcmqi:DcmqiConsumer",
         "pydicom-seg": "consumers.pydicom_seg:PydicomSegConsumer",
+        "slicer": "consumers.slicer:SlicerConsumer",
     },
 }
 

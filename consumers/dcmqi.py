@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 
