@@ -129,6 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         memory_mb=args.memory_mb,
         resume=args.resume,
         keep_decoded=args.keep_decoded,
+        external=args.external,
     )
     try:
         summary = run(cfg, RichProgress())
@@ -280,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory-mb", type=float, default=8192.0, metavar="MB", help="address-space limit per call (default: %(default)s)")
     run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID", help="continue an interrupted run (default: the latest)")
     run.add_argument("--keep-decoded", action="store_true", help="keep each consumer's decoded .npz")
+    run.add_argument(
+        "--external", type=Path, metavar="DIR",
+        help="read SEG objects written elsewhere (no truth: every consumer, judged by agreement)",
+    )
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="render the dashboard from results JSON")

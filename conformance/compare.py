@@ -320,3 +320,51 @@ def verdict(checks: Iterable[Check]) -> tuple[bool, str]:
     if not failed:
         return True, ""
     return False, " | ".join(f"{c.name}: {c.message}" for c in failed)
+
+
+def agreement(a: Decoded, b: Decoded, *, labelmap: bool, fractional_tol: float = 1.0001 / 255) -> list[str]:
+    """Where two consumers' decodings of the same object differ (empty: they agree).
+
+    Used for objects from the wild, which have no truth: segments, labels and
+    voxels of ``b`` are compared with ``a`` after mapping ``b``'s frames onto
+    ``a``'s by source frame key.
+    """
+    problems: list[str] = []
+    sa = {s.number: s for s in a.segments if not _is_background(s, labelmap)}
+    sb = {s.number: s for s in b.segments if not _is_background(s, labelmap)}
+    if set(sa) != set(sb):
+        problems.append(f"segment numbers {_ranges(list(sa)) or 'none'} vs {_ranges(list(sb)) or 'none'}")
+    labels = [f"segment {n}: {sa[n].label!r} vs {sb[n].label!r}" for n in sorted(set(sa) & set(sb)) if sa[n].label != sb[n].label]
+    problems += labels[:3]
+    index = {k: i for i, k in enumerate(a.frame_keys)}
+    frame_map = np.array([index.get(k, -1) for k in b.frame_keys], dtype=np.int64)
+    fractional = a.fractional or b.fractional
+    differing = []
+    for number in sorted(set(a.numbers_with_pixels) | set(b.numbers_with_pixels)):
+        if labelmap and number == 0:
+            continue
+        ca, cb_raw = a.pixels(number), b.pixels(number)
+        cb = None
+        if cb_raw is not None:
+            mapped = _to_truth_frames(cb_raw, frame_map)
+            if isinstance(mapped, str):
+                problems.append(f"segment {number}: {mapped}")
+                continue
+            cb = mapped
+        if ca is None and cb is None:
+            continue
+        lo, hi = _union(ca, cb)
+        if fractional:
+            da, db = _place(ca, lo, hi, np.float32), _place(cb, lo, hi, np.float32)
+            bad = np.abs(da - db) > fractional_tol
+        else:
+            bad = _place(ca, lo, hi, bool) != _place(cb, lo, hi, bool)
+        n_bad = int(np.count_nonzero(bad))
+        if n_bad:
+            first = int(np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))[0] + lo[0])
+            differing.append(number)
+            if len(differing) <= 3:
+                problems.append(f"segment {number}: {n_bad} voxel(s) differ, first on frame {first}")
+    if len(differing) > 3:
+        problems.append(f"{len(differing)} segments differ in all ({_ranges(differing)})")
+    return problems

@@ -26,8 +26,9 @@ from typing import Any
 from conformance import __version__
 from conformance.adapter import DEFAULTS, missing_features, resolve
 from conformance.envs import EnvError, ensure_env, env_spec
+from conformance.external import ExternalObject, find_external
 from conformance.case import SYNTHESIS_VERSION, LoadedCase, implied_features, load_cases
-from conformance.compare import compare, verdict
+from conformance.compare import agreement, compare, verdict
 from conformance.decoded import Decoded
 from conformance.results import (
     Check,
@@ -68,6 +69,8 @@ class RunConfig:
     memory_mb: float = 8192.0
     resume: str | None = None
     run_id: str | None = None
+    #: A folder of SEG objects written elsewhere: read by every consumer, judged by agreement.
+    external: Path | None = None
     keep_decoded: bool = False
 
 
@@ -123,6 +126,54 @@ def select_cases(cases: Iterable[LoadedCase], tiers: list[str], patterns: list[s
             continue
         out.append(c)
     return out
+
+
+EXTERNAL = "external"
+
+
+def external_fingerprint(objects: list[ExternalObject]) -> str:
+    h = hashlib.sha256(b"external")
+    for o in sorted(objects, key=lambda o: o.id):
+        h.update(o.id.encode())
+        h.update(_sha256(o.path).encode())
+    return h.hexdigest()[:16]
+
+
+def judge_agreement(reads: dict[str, tuple[Record, Path | None]], labelmap: bool) -> None:
+    """Set each successful read's status by its agreement with the other readers of the same object."""
+    decoded: dict[str, Decoded] = {}
+    for name, (rec, path) in reads.items():
+        if path is None or rec.status is not Status.PASS:
+            continue
+        try:
+            decoded[name] = Decoded(path)
+        except (OSError, ValueError) as exc:
+            rec.status, rec.message = Status.ERROR, f"the consumer's decoded output is unusable: {exc}"
+    try:
+        for name, d in decoded.items():
+            rec = reads[name][0]
+            agrees, differs = [], []
+            for other, od in decoded.items():
+                if other == name:
+                    continue
+                problems = agreement(od, d, labelmap=labelmap)
+                (differs if problems else agrees).append((other, problems))
+            rec.checks = [
+                Check(name=f"agrees-with-{other}", status=CheckStatus.FAIL if problems else CheckStatus.PASS, message="; ".join(problems)[:500])
+                for other, problems in agrees + differs
+            ]
+            if differs:
+                rec.status = Status.FAIL
+                rec.message = "disagrees with " + "; ".join(f"{o}: {p[0]}" for o, p in differs)[:900]
+                if agrees:
+                    rec.message += f" | agrees with {', '.join(o for o, _ in agrees)}"
+            elif agrees:
+                rec.message = f"agrees with {', '.join(o for o, _ in agrees)} (agreement, not truth)"
+            else:
+                rec.message = "read; no other reader decoded this object to compare with"
+    finally:
+        for d in decoded.values():
+            d.close()
 
 
 def corpus_fingerprint(cases: list[LoadedCase]) -> str:
@@ -396,11 +447,20 @@ class Runner:
     # ------------------------------------------------------------------ the run
     def run(self) -> RunSummary:
         cfg = self.cfg
-        all_cases, errors = load_cases(cfg.corpus, cfg.features)
-        case_errors = [str(e) for e in errors]
-        cases = select_cases(all_cases, cfg.tiers, cfg.cases)
-        if not cases:
-            raise ValueError(f"no valid case matches tier {cfg.tiers} and case {cfg.cases or 'any'} in {cfg.corpus}")
+        externals: list[ExternalObject] = []
+        if cfg.external is not None:
+            if not cfg.external.is_dir():
+                raise FileNotFoundError(f"--external: no such folder {cfg.external}")
+            externals = find_external(cfg.external)
+            if not externals:
+                raise ValueError(f"--external: no DICOM SEG object below {cfg.external}")
+            cases, case_errors = [], []
+        else:
+            all_cases, errors = load_cases(cfg.corpus, cfg.features)
+            case_errors = [str(e) for e in errors]
+            cases = select_cases(all_cases, cfg.tiers, cfg.cases)
+            if not cases:
+                raise ValueError(f"no valid case matches tier {cfg.tiers} and case {cfg.cases or 'any'} in {cfg.corpus}")
 
         previous: ResultsDocument | None = None
         if cfg.resume:
@@ -411,7 +471,7 @@ class Runner:
         run_id = previous.run.run_id if previous else (cfg.run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
         run_dir = cfg.build / "runs" / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
-        fingerprint = corpus_fingerprint(cases)
+        fingerprint = corpus_fingerprint(cases) if not externals else external_fingerprint(externals)
         if previous and previous.run.corpus_fingerprint != fingerprint:
             raise ValueError(
                 f"--resume: run {run_id} was made on other case files or another selection "
@@ -420,7 +480,8 @@ class Runner:
             )
 
         # Handshakes: who is there, in which version, claiming what.
-        specs = [("producer", p) for p in cfg.producers] + [("consumer", c) for c in cfg.consumers]
+        producers = [] if externals else cfg.producers
+        specs = [("producer", p) for p in producers] + [("consumer", c) for c in cfg.consumers]
         self.progress.start("handshake", len(specs))
         tools: dict[tuple[str, str], ToolInfo] = {}
         for role, spec in specs:
@@ -443,7 +504,8 @@ class Runner:
                 memory_total_mb=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20, 0),
                 command=sys.argv,
                 corpus_fingerprint=fingerprint,
-                filters={"tier": cfg.tiers, "case": cfg.cases, "producer": cfg.producers, "consumer": cfg.consumers},
+                filters={"tier": cfg.tiers, "case": cfg.cases, "producer": producers, "consumer": cfg.consumers}
+                | ({"external": [str(cfg.external)]} if externals else {}),
                 timeout_s=cfg.timeout_s,
                 memory_limit_mb=cfg.memory_mb,
                 workers=cfg.workers,
@@ -457,7 +519,10 @@ class Runner:
         writer = ResultsWriter(doc, paths)
 
         try:
-            self._matrix(cases, tools, kept, writer, run_dir, case_errors)
+            if externals:
+                self._external(externals, [tools[("consumer", c)] for c in cfg.consumers], kept, writer, run_dir)
+            else:
+                self._matrix(cases, tools, kept, writer, run_dir, case_errors)
         finally:
             # Whatever happened (Ctrl-C included), what was done is on disk.
             doc.records.sort(key=lambda r: (r.case, r.producer, r.step != "write", r.consumer or ""))
@@ -525,6 +590,82 @@ class Runner:
         finally:
             for pool in pools.values():
                 pool.stop()
+
+    def _external(
+        self,
+        objects: list[ExternalObject],
+        consumers: list[ToolInfo],
+        kept: dict[tuple[str, str, str | None], Record],
+        writer: ResultsWriter,
+        run_dir: Path,
+    ) -> None:
+        """Every consumer reads every external object; then each read is judged by agreement."""
+        cfg = self.cfg
+        by_id = {o.id: o for o in objects}
+        reads: dict[tuple[str, str], tuple[Record, Path | None]] = {}
+
+        def read(obj: ExternalObject, tool: ToolInfo) -> Record:
+            rec, decoded = self.read_external(obj, tool, run_dir)
+            reads[(obj.id, tool.name)] = (rec, decoded)
+            return rec
+
+        todo = [(o, k) for o in objects for k in consumers if (o.id, EXTERNAL, k.name) not in kept]
+        pools = {k.name: ServicePool(k, run_dir / "services", cfg.build / "cache", size=cfg.workers, python=self.pythons.get(k.name)) for k in consumers if k.service and k.available}
+        self._pools = pools
+        try:
+            self._parallel("read", todo, read, lambda rec: None)
+        finally:
+            for pool in pools.values():
+                pool.stop()
+        for obj_id, obj in by_id.items():
+            decoded = {name: (rec, path) for (oid, name), (rec, path) in reads.items() if oid == obj_id}
+            judge_agreement(decoded, obj.labelmap)
+            for rec, path in decoded.values():
+                writer.add(rec)
+                if path is not None and not cfg.keep_decoded:
+                    path.unlink(missing_ok=True)
+
+    def read_external(self, obj: ExternalObject, tool: ToolInfo, run_dir: Path) -> tuple[Record, Path | None]:
+        """One consumer's read of an external object (the decoded file is kept for the agreement)."""
+        base = {
+            "case": obj.id, "producer": EXTERNAL, "consumer": tool.name, "step": "read",
+            "features": sorted(set(obj.features) | ({"multiframe-source"} if len(obj.sources) == 1 else {"single-frame-source"})),
+            "tier": "external", "notes": [f"written by {obj.written_by}"] if obj.written_by else [],
+        }
+        size = obj.path.stat().st_size
+        seg = SegObject(path=str(obj.path), size=size, sha256=_sha256(obj.path))
+        if tool.error:
+            return Record(**base, status=Status.ERROR, message=tool.error, seg=seg), None
+        if not tool.available:
+            return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}", seg=seg), None
+        if obj.missing or not obj.sources:
+            return Record(**base, status=Status.SKIPPED, seg=seg, message=f"source images not found: {len(obj.missing)} referenced instance(s) missing (first {obj.missing[:1]})"), None
+        reasons = missing_features(set(base["features"]), set(tool.features), tool.unsupported_combinations)
+        if reasons:
+            return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons), seg=seg), None
+        work = run_dir / "external" / _slug(obj.id) / f"read-{_slug(tool.name.replace(':', '_'))}"
+        decoded_path = work / "decoded.npz"
+        req = {
+            "op": "read", "role": "consumer", "adapter": tool.name, "seg": str(obj.path.resolve()),
+            "sources": [str(p.resolve()) for p in obj.sources], "output": str(decoded_path.resolve()),
+        }
+        pool = getattr(self, "_pools", {}).get(tool.name)
+        try:
+            if pool is not None:
+                with pool.lease() as endpoints:
+                    out = run_child({**req, "service": endpoints}, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb, python=self.pythons.get(tool.name))
+            else:
+                out = run_child(req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb, python=self.pythons.get(tool.name))
+        except ServiceError as exc:
+            return Record(**base, status=Status.ERROR, message=str(exc), seg=seg), None
+        artifacts = _artifacts(work, run_dir)
+        if out.kind != "ok":
+            rec = _outcome_record(base, out, "read")
+            rec.seg, rec.artifacts = seg, artifacts
+            return rec, None
+        base["notes"] = base["notes"] + [str(n) for n in out.response.get("notes", [])]
+        rec = Record(**base, status=Status.PASS, seg=seg, wall_s=out.wall_s, cpu_s=out.cpu_s, peak_rss_mb=out.peak_rss_mb, artifacts=artifacts)
+        return rec, decoded_path
 
     def _resumable(self, previous: ResultsDocument, run_dir: Path) -> dict[tuple[str, str, str | None], Record]:
         """Final records of an earlier run whose objects are still on disk, unchanged."""

@@ -44,18 +44,27 @@ class SourceFrames:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             n = int(ds.get("NumberOfFrames", 1) or 1)
             self.rows, self.columns = int(ds.Rows), int(ds.Columns)
+            shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
             if n > 1 or "PerFrameFunctionalGroupsSequence" in ds:
-                shared = ds.SharedFunctionalGroupsSequence[0]
-                orientation = [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient]
-                spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
-                for i, fg in enumerate(ds.PerFrameFunctionalGroupsSequence):
+                if shared is not None and "PlaneOrientationSequence" in shared:
+                    orientation = [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient]
+                if shared is not None and "PixelMeasuresSequence" in shared:
+                    spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+                per_frame = ds.get("PerFrameFunctionalGroupsSequence") or [None] * n
+                for i, fg in enumerate(per_frame):
                     self.keys.append(frame_key(ds.SOPInstanceUID, i + 1))
-                    positions.append([float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient])
+                    plane = fg.get("PlanePositionSequence") if fg is not None else None
+                    positions.append([float(v) for v in plane[0].ImagePositionPatient] if plane else None)
             else:
                 self.keys.append(frame_key(ds.SOPInstanceUID))
-                positions.append([float(v) for v in ds.ImagePositionPatient])
-                orientation = [float(v) for v in ds.ImageOrientationPatient]
-                spacing = [float(v) for v in ds.PixelSpacing]
+                positions.append([float(v) for v in ds.ImagePositionPatient] if "ImagePositionPatient" in ds else None)
+                if "ImageOrientationPatient" in ds:
+                    orientation = [float(v) for v in ds.ImageOrientationPatient]
+                if "PixelSpacing" in ds:
+                    spacing = [float(v) for v in ds.PixelSpacing]
+        #: Whether every source frame has a position in patient space (projection and slide images do not).
+        self.has_geometry = bool(positions) and all(p is not None for p in positions) and orientation is not None
+        positions = [p if p is not None else [np.nan] * 3 for p in positions]  # type: ignore[misc]
         self.index = {k: i for i, k in enumerate(self.keys)}
         self.positions = np.asarray(positions, dtype=float)
         o = np.asarray(orientation or [1, 0, 0, 0, 1, 0], dtype=float)
@@ -63,17 +72,21 @@ class SourceFrames:
         self.normal = np.cross(self.row_dir, self.col_dir)
         self.pixel_spacing = spacing or [1.0, 1.0]
         self.depths = self.positions @ self.normal
-        gaps = np.diff(np.sort(self.depths))
+        gaps = np.diff(np.sort(self.depths[np.isfinite(self.depths)]))
         self.slice_tolerance = max(0.1 * (float(np.median(gaps)) if len(gaps) else 1.0), 1e-3)
 
     def by_position(self, position: Any) -> int:
         """The source frame at a plane position (nearest along the normal, within a tenth of a slice), or -1."""
+        if not self.has_geometry:
+            return -1
         d = float(np.asarray(position, dtype=float) @ self.normal)
         i = int(np.argmin(np.abs(self.depths - d)))
         return i if abs(self.depths[i] - d) <= self.slice_tolerance else -1
 
     def place(self, origin: np.ndarray, axes: np.ndarray, n_slices: int) -> Placement:
         """Place a volume with ``origin`` and axis steps ``axes`` (column, row, slice) on the source grid."""
+        if not self.has_geometry:
+            raise ValueError("the source images have no position in patient space: a volume cannot be placed on them")
         col_step, row_step = self.row_dir * self.pixel_spacing[1], self.col_dir * self.pixel_spacing[0]
         flips = []
         for axis, step, name in ((axes[0], col_step, "column"), (axes[1], row_step, "row")):

@@ -26,6 +26,7 @@ import numpy as np
 from conformance.adapter import Consumer, ReadRequest
 from conformance.color import dicom_lab_to_rgb
 from conformance.decoded import DecodedSegment, DecodedWriter, frame_key
+from conformance.sources import SourceFrames
 
 __all__ = ["ReferenceConsumer"]
 
@@ -60,43 +61,6 @@ def _segments(ds: Any) -> list[DecodedSegment]:
     return out
 
 
-class _Sources:
-    """The source frames: keys in order, positions, and the slice normal (to place frames by position)."""
-
-    def __init__(self, paths: list[Any]) -> None:
-        import pydicom
-
-        self.keys: list[str] = []
-        positions: list[list[float]] = []
-        orientation = None
-        for path in paths:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-            n = int(ds.get("NumberOfFrames", 1) or 1)
-            if n > 1 or "PerFrameFunctionalGroupsSequence" in ds:
-                shared = ds.SharedFunctionalGroupsSequence[0]
-                orientation = [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient]
-                for i, fg in enumerate(ds.PerFrameFunctionalGroupsSequence):
-                    self.keys.append(frame_key(ds.SOPInstanceUID, i + 1))
-                    positions.append([float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient])
-            else:
-                self.keys.append(frame_key(ds.SOPInstanceUID))
-                positions.append([float(v) for v in ds.ImagePositionPatient])
-                orientation = [float(v) for v in ds.ImageOrientationPatient]
-        self.index = {k: i for i, k in enumerate(self.keys)}
-        self.positions = np.asarray(positions, dtype=float)
-        o = np.asarray(orientation or [1, 0, 0, 0, 1, 0], dtype=float)
-        self.normal = np.cross(o[:3], o[3:])
-        self.depths = self.positions @ self.normal
-
-    def by_position(self, position: list[float]) -> int:
-        """The source frame at this plane position (nearest along the normal, within a tenth of a slice)."""
-        d = float(np.asarray(position) @ self.normal)
-        i = int(np.argmin(np.abs(self.depths - d)))
-        gaps = np.diff(np.sort(self.depths))
-        tol = 0.1 * (float(np.median(gaps)) if len(gaps) else 1.0)
-        return i if abs(self.depths[i] - d) <= max(tol, 1e-3) else -1
-
-
 class ReferenceConsumer(Consumer):
     name = "reference"
     tool = "dicom4qi reference decoder"
@@ -119,7 +83,7 @@ class ReferenceConsumer(Consumer):
         import pydicom
 
         ds = pydicom.dcmread(request.seg)
-        src = _Sources(request.sources)
+        src = SourceFrames(request.sources)
         rows, cols = int(ds.Rows), int(ds.Columns)
         seg_type = str(ds.get("SegmentationType", ""))
         labelmap = str(ds.SOPClassUID) == LABELMAP_SEG_STORAGE or seg_type == "LABELMAP"
@@ -141,7 +105,13 @@ class ReferenceConsumer(Consumer):
         segment_of = np.zeros(n_frames, dtype=np.int64)
         target = np.full(n_frames, -1, dtype=np.int64)
         unplaced = 0
-        for i, fg in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        if per_frame is None:
+            raise ValueError(
+                f"no Per-frame Functional Groups (Dimension Organization Type {ds.get('DimensionOrganizationType', 'absent')}): "
+                "the reference decoder places frames by them"
+            )
+        for i, fg in enumerate(per_frame):
             if "SegmentIdentificationSequence" in fg:
                 segment_of[i] = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
             elif shared_seg is not None:

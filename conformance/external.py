@@ -1,0 +1,102 @@
+"""Objects from the wild: SEG files written elsewhere, read by every consumer, judged by agreement.
+
+There is no synthetic truth for them. Each object is read by every consumer;
+the decodings are compared pairwise (:func:`conformance.compare.agreement`) and a
+reader's record says which others it agrees with. A record is PASS when the
+reader agrees with every other reader that decoded the object, FAIL when it
+disagrees with any (the message names them and the first difference): agreement,
+not truth. Source images are found in the same folder or in pydicom's bundled
+test data, by the SOP Instance UIDs the object references.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conformance.case import TRANSFER_SYNTAXES
+
+__all__ = ["ExternalObject", "find_external", "SEG_CLASSES"]
+
+SEG_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4": "SEG", "1.2.840.10008.5.1.4.1.1.66.7": "LABELMAP"}
+_TS_FEATURE = {uid: feature for uid, feature in TRANSFER_SYNTAXES.values()}
+
+
+@dataclass
+class ExternalObject:
+    id: str
+    path: Path
+    sources: list[Path]
+    missing: list[str]
+    features: list[str] = field(default_factory=list)
+    labelmap: bool = False
+    written_by: str = ""
+
+
+def _index(paths: list[Path]) -> tuple[dict[str, Path], list[Path]]:
+    """SOP Instance UID to file for non-SEG DICOM files; and the SEG files."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    index: dict[str, Path] = {}
+    segs: list[Path] = []
+    for path in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # odd files (pydicom's own test data) are only looked at, not judged
+                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError):
+            continue
+        sop_class, uid = str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
+        if sop_class in SEG_CLASSES:
+            segs.append(path)
+        elif uid:
+            index.setdefault(uid, path)
+    return index, segs
+
+
+def _pydicom_test_files() -> list[Path]:
+    """The test files bundled in the pydicom package (never the ones it would download)."""
+    import pydicom
+
+    root = Path(pydicom.__file__).resolve().parent / "data" / "test_files"
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def find_external(folder: Path) -> list[ExternalObject]:
+    """Every SEG below ``folder`` with the source images it references."""
+    import pydicom
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    index, segs = _index(files)
+    fallback: dict[str, Path] | None = None
+    out = []
+    for seg in segs:
+        ds = pydicom.dcmread(seg, stop_before_pixels=True)
+        refs = [
+            str(inst.ReferencedSOPInstanceUID)
+            for series in ds.get("ReferencedSeriesSequence", [])
+            for inst in series.get("ReferencedInstanceSequence", [])
+        ]
+        if any(r not in index for r in refs) and fallback is None:
+            fallback, _ = _index(_pydicom_test_files())
+        found = {r: index.get(r) or (fallback or {}).get(r) for r in refs}
+        sources = list(dict.fromkeys(p for p in found.values() if p is not None))
+        labelmap = str(ds.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.66.7" or ds.get("SegmentationType") == "LABELMAP"
+        seg_type = "labelmap" if labelmap else str(ds.get("SegmentationType", "BINARY")).lower()
+        features = [seg_type, _TS_FEATURE.get(str(ds.file_meta.TransferSyntaxUID), "ts-explicit-le")]
+        if labelmap:
+            features.append(f"labelmap-{int(ds.BitsAllocated)}bit")
+        out.append(
+            ExternalObject(
+                id="external/" + seg.relative_to(folder).with_suffix("").as_posix(),
+                path=seg,
+                sources=sources,
+                missing=[r for r, p in found.items() if p is None],
+                features=features,
+                labelmap=labelmap,
+                written_by=" ".join(str(ds.get(k, "")) for k in ("Manufacturer", "ManufacturerModelName", "SoftwareVersions")).strip(),
+            )
+        )
+    return out
