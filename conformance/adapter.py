@@ -33,11 +33,30 @@ __all__ = [
     "split_spec",
     "BUILTIN",
     "DEFAULTS",
+    "EVERY_FEATURE",
+    "package_version",
     "missing_features",
     "resolve",
 ]
 
 Role = Literal["producer", "consumer"]
+
+#: Every feature of the controlled list: what a reader claims when it claims to read any SEG.
+EVERY_FEATURE: frozenset[str] = frozenset(
+    line.split()[0]
+    for line in (Path(__file__).resolve().parent.parent / "corpus" / "features.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+)
+
+
+def package_version(distribution: str) -> str | None:
+    """The installed version of a Python distribution, or None when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,14 @@ __all__ = ["main"]
 
 
 def _run(req: dict[str, Any]) -> dict[str, Any]:
-    from conformance.adapter import Consumer, Producer, ReadRequest, WriteRequest, resolve, split_spec
+    from conformance.adapter import (
+        Consumer,
+        Producer,
+        ReadRequest,
+        WriteRequest,
+        resolve,
+        split_spec,
+    )
 
     cls = resolve(req["role"], req["adapter"])
     variant = split_spec(req["adapter"])[1]

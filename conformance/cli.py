@@ -15,7 +15,13 @@ import threading
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from conformance import __version__
@@ -95,8 +101,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from conformance.runner import RunConfig, Runner, select_cases
     from conformance.case import load_cases
+    from conformance.runner import RunConfig, Runner, select_cases
 
     cases, errors = load_cases(args.corpus, args.features)
     for e in errors:

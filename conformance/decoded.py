@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from conformance.masks import Crop, MaskFile, crop_from_dense, crops_from_labelmap, write_masks
+from conformance.masks import (
+    Crop,
+    MaskFile,
+    crop_from_dense,
+    crops_from_labelmap,
+    write_masks,
+)
 
 __all__ = ["Decoded", "DecodedGeometry", "DecodedSegment", "DecodedWriter", "frame_key"]
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-import shutil
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape

@@ -25,11 +25,11 @@ from typing import Any
 
 from conformance import __version__
 from conformance.adapter import DEFAULTS, missing_features, resolve
-from conformance.envs import EnvError, ensure_env, env_spec
-from conformance.external import ExternalObject, find_external
 from conformance.case import SYNTHESIS_VERSION, LoadedCase, implied_features, load_cases
 from conformance.compare import agreement, compare, verdict
 from conformance.decoded import Decoded
+from conformance.envs import EnvError, ensure_env, env_spec
+from conformance.external import ExternalObject, find_external
 from conformance.results import (
     Check,
     CheckStatus,

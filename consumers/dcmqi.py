@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import json
 import re
-from importlib import metadata
 
 import numpy as np
 
-from conformance.adapter import Consumer, ReadRequest
+from conformance.adapter import EVERY_FEATURE, Consumer, ReadRequest, package_version
 from conformance.decoded import DecodedSegment, DecodedWriter
 from conformance.nrrd import read_nrrd
 from conformance.sources import SourceFrames
@@ -37,20 +36,10 @@ class DcmqiConsumer(Consumer):
     name = "dcmqi"
     tool = "dcmqi"
     homepage = "https://github.com/QIICR/dcmqi"
-    features = frozenset(
-        {
-            "binary", "fractional", "labelmap", "labelmap-8bit", "labelmap-16bit",
-            "disjoint", "overlap", "empty-segment", "empty-frames", "oblique", "many-segments",
-            "single-frame-source", "multiframe-source", "segment-metadata",
-            "ts-implicit-le", "ts-explicit-le", "ts-deflate", "ts-rle", "ts-jpeg2000", "ts-jpegls",
-        }
-    )
+    features = EVERY_FEATURE  # it claims to read any SEG
 
     def version(self) -> str | None:
-        try:
-            return metadata.version("dcmqi")
-        except metadata.PackageNotFoundError:
-            return None
+        return package_version("dcmqi")
 
     def read(self, request: ReadRequest) -> DecodedWriter:
         import pydicom

@@ -16,56 +16,25 @@ chunks that keep memory bounded. Which call was used is recorded in the notes.
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 
-from conformance.adapter import Consumer, ReadRequest
-from conformance.decoded import DecodedSegment, DecodedWriter, frame_key
+from conformance.adapter import EVERY_FEATURE, Consumer, ReadRequest, package_version
+from conformance.decoded import DecodedWriter, frame_key
+from conformance.segmeta import segments_from_dataset
 
-__all__ = ["HighdicomConsumer", "segments_from_dataset", "geometry_from_dataset"]
+__all__ = ["HighdicomConsumer", "geometry_from_dataset"]
 
 #: Largest dense chunk (bytes) a chunked read may allocate.
 CHUNK_BYTES = 256 * 1024 * 1024
 
 
-def _code(item: Any) -> dict[str, str] | None:
-    if item is None:
-        return None
-    return {"value": str(item.CodeValue), "scheme": str(item.CodingSchemeDesignator), "meaning": str(item.CodeMeaning)}
-
-
-def segments_from_dataset(ds: Any) -> list[DecodedSegment]:
-    """Segment metadata straight from the Segment Sequence (pydicom dataset)."""
+def _highdicom_rgb(lab: list[int]) -> tuple[int, int, int]:
+    """highdicom's own CIELab conversion, clipped to the RGB gamut as a display would (the colour check is advisory)."""
     from highdicom.color import CIELabColor
 
-    out = []
-    for item in ds.SegmentSequence:
-        color = None
-        if "RecommendedDisplayCIELabValue" in item:
-            # Clipped to the RGB gamut, as a display would; the colour check is advisory.
-            rgb = CIELabColor.from_dicom_value(list(item.RecommendedDisplayCIELabValue)).to_rgb(clip=True)
-            color = tuple(int(v) for v in rgb)
-        algo = item.get("SegmentationAlgorithmIdentificationSequence")
-        out.append(
-            DecodedSegment(
-                number=int(item.SegmentNumber),
-                label=str(item.SegmentLabel) if "SegmentLabel" in item else None,
-                category=_code(item.SegmentedPropertyCategoryCodeSequence[0])
-                if "SegmentedPropertyCategoryCodeSequence" in item
-                else None,
-                type=_code(item.SegmentedPropertyTypeCodeSequence[0])
-                if "SegmentedPropertyTypeCodeSequence" in item
-                else None,
-                tracking_id=str(item.TrackingID) if "TrackingID" in item else None,
-                tracking_uid=str(item.TrackingUID) if "TrackingUID" in item else None,
-                algorithm_type=str(item.get("SegmentAlgorithmType", "")) or None,
-                algorithm_name=str(algo[0].AlgorithmName) if algo else None,
-                color_rgb=color,  # type: ignore[arg-type]
-            )
-        )
-    return out
+    return tuple(int(v) for v in CIELabColor.from_dicom_value(lab).to_rgb(clip=True))  # type: ignore[return-value]
 
 
 def geometry_from_dataset(ds: Any, writer: DecodedWriter) -> None:
@@ -90,20 +59,10 @@ class HighdicomConsumer(Consumer):
     name = "highdicom"
     tool = "highdicom"
     homepage = "https://github.com/ImagingDataCommons/highdicom"
-    features = frozenset(
-        {
-            "binary", "fractional", "labelmap", "labelmap-8bit", "labelmap-16bit",
-            "disjoint", "overlap", "empty-segment", "empty-frames", "oblique", "many-segments",
-            "single-frame-source", "multiframe-source", "segment-metadata",
-            "ts-implicit-le", "ts-explicit-le", "ts-deflate", "ts-rle", "ts-jpeg2000", "ts-jpegls",
-        }
-    )
+    features = EVERY_FEATURE  # it claims to read any SEG
 
     def version(self) -> str | None:
-        try:
-            return metadata.version("highdicom")
-        except metadata.PackageNotFoundError:
-            return None
+        return package_version("highdicom")
 
     def read(self, request: ReadRequest) -> DecodedWriter:
         import highdicom as hd
@@ -146,7 +105,7 @@ class HighdicomConsumer(Consumer):
         fractional = seg_type == "FRACTIONAL"
         writer = DecodedWriter(keys, int(seg.Rows), int(seg.Columns), fractional=fractional)
         writer.notes.extend(notes)
-        for s in segments_from_dataset(seg):
+        for s in segments_from_dataset(seg, color=_highdicom_rgb):
             writer.add_segment(s)
         geometry_from_dataset(seg, writer)
         numbers = [n for n in seg.segment_numbers if n != 0]

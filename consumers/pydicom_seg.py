@@ -10,23 +10,16 @@ its own message.
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 
-from conformance.adapter import Consumer, ReadRequest
-from conformance.decoded import DecodedSegment, DecodedWriter
+from conformance.adapter import EVERY_FEATURE, Consumer, ReadRequest, package_version
+from conformance.decoded import DecodedWriter
+from conformance.segmeta import segment_from_item
 from conformance.sources import SourceFrames
 
 __all__ = ["PydicomSegConsumer"]
-
-
-def _code(seq: Any) -> dict[str, str] | None:
-    if not seq:
-        return None
-    item = seq[0]
-    return {"value": str(item.CodeValue), "scheme": str(item.CodingSchemeDesignator), "meaning": str(item.CodeMeaning)}
 
 
 def _axes(image: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -41,20 +34,10 @@ class PydicomSegConsumer(Consumer):
     tool = "pydicom-seg"
     homepage = "https://github.com/razorx89/pydicom-seg"
     requirements = "../producers/pydicom_seg.requirements.txt"
-    features = frozenset(
-        {
-            "binary", "fractional", "labelmap", "labelmap-8bit", "labelmap-16bit",
-            "disjoint", "overlap", "empty-segment", "empty-frames", "oblique", "many-segments",
-            "single-frame-source", "multiframe-source", "segment-metadata",
-            "ts-implicit-le", "ts-explicit-le", "ts-deflate", "ts-rle", "ts-jpeg2000", "ts-jpegls",
-        }
-    )
+    features = EVERY_FEATURE  # it claims to read any SEG
 
     def version(self) -> str | None:
-        try:
-            return metadata.version("pydicom-seg")
-        except metadata.PackageNotFoundError:
-            return None
+        return package_version("pydicom-seg")
 
     def read(self, request: ReadRequest) -> DecodedWriter:
         import pydicom
@@ -78,17 +61,7 @@ class PydicomSegConsumer(Consumer):
             if fractional:
                 writer.notes.append("pydicom_seg.SegmentReader().read(dataset)")
         for number, info in sorted(result.segment_infos.items()):
-            writer.add_segment(
-                DecodedSegment(
-                    number=int(number),
-                    label=str(info.SegmentLabel) if "SegmentLabel" in info else None,
-                    category=_code(info.get("SegmentedPropertyCategoryCodeSequence")),
-                    type=_code(info.get("SegmentedPropertyTypeCodeSequence")),
-                    tracking_id=str(info.TrackingID) if "TrackingID" in info else None,
-                    tracking_uid=str(info.TrackingUID) if "TrackingUID" in info else None,
-                    algorithm_type=str(info.get("SegmentAlgorithmType", "")) or None,
-                )
-            )
+            writer.add_segment(segment_from_item(info, number=int(number)))
         if isinstance(result, pydicom_seg.reader.MultiClassReadResult):
             image = result.image
             origin, axes = _axes(image)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance.adapter import Consumer, ReadRequest
+from conformance.adapter import EVERY_FEATURE, Consumer, ReadRequest
 from conformance.decoded import DecodedSegment, DecodedWriter
 from conformance.sources import SourceFrames
 
@@ -40,14 +40,7 @@ class SlicerConsumer(Consumer):
     name = "slicer"
     tool = "3D Slicer"
     homepage = "https://github.com/Slicer/Slicer"
-    features = frozenset(
-        {
-            "binary", "fractional", "labelmap", "labelmap-8bit", "labelmap-16bit",
-            "disjoint", "overlap", "empty-segment", "empty-frames", "oblique", "many-segments",
-            "single-frame-source", "multiframe-source", "segment-metadata",
-            "ts-implicit-le", "ts-explicit-le", "ts-deflate", "ts-rle", "ts-jpeg2000", "ts-jpegls",
-        }
-    )
+    features = EVERY_FEATURE  # it claims to read any SEG
 
     def available(self) -> tuple[bool, str]:
         if slicer_executable() is None:

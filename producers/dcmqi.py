@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from conformance.adapter import Producer, WriteRequest
+from conformance.adapter import Producer, WriteRequest, package_version
 from conformance.masks import labelmap_from_crops
 from conformance.nrrd import write_nrrd
 from producers.dcmqi_meta import dcmqi_metadata
@@ -67,10 +66,7 @@ class DcmqiProducer(Producer):
     unsupported_combinations = (frozenset({"binary", "ts-rle"}),)
 
     def version(self) -> str | None:
-        try:
-            return metadata.version("dcmqi")
-        except metadata.PackageNotFoundError:
-            return None
+        return package_version("dcmqi")
 
     def write(self, request: WriteRequest) -> list[str]:
         truth, enc = request.truth, request.case.encoding

@@ -9,11 +9,9 @@ highdicom's defaults are kept (``omit_empty_frames=True``), as a user would.
 
 from __future__ import annotations
 
-from importlib import metadata
-
 import numpy as np
 
-from conformance.adapter import Producer, WriteRequest
+from conformance.adapter import Producer, WriteRequest, package_version
 from conformance.masks import labelmap_from_crops
 from conformance.truth import SegmentInfo
 
@@ -65,10 +63,7 @@ class HighdicomProducer(Producer):
     unsupported_combinations = (frozenset({"binary", "ts-rle"}), frozenset({"binary", "ts-jpegls"}))
 
     def version(self) -> str | None:
-        try:
-            return metadata.version("highdicom")
-        except metadata.PackageNotFoundError:
-            return None
+        return package_version("highdicom")
 
     def write(self, request: WriteRequest) -> list[str]:
         import highdicom as hd

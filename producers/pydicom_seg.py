@@ -8,11 +8,9 @@ disjoint segments only, uncompressed: it claims nothing else.
 
 from __future__ import annotations
 
-from importlib import metadata
-
 import numpy as np
 
-from conformance.adapter import Producer, WriteRequest
+from conformance.adapter import Producer, WriteRequest, package_version
 from conformance.masks import labelmap_from_crops
 from producers.dcmqi_meta import dcmqi_metadata
 
@@ -32,10 +30,7 @@ class PydicomSegProducer(Producer):
     )
 
     def version(self) -> str | None:
-        try:
-            return metadata.version("pydicom-seg")
-        except metadata.PackageNotFoundError:
-            return None
+        return package_version("pydicom-seg")
 
     def write(self, request: WriteRequest) -> list[str]:
         import pydicom

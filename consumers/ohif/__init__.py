@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance.adapter import Consumer, ReadRequest, Service
+from conformance.adapter import EVERY_FEATURE, Consumer, ReadRequest, Service
 from conformance.decoded import DecodedSegment, DecodedWriter, frame_key
 
 __all__ = ["OhifConsumer", "DEFAULT_VERSION"]
@@ -67,14 +67,7 @@ class OhifConsumer(Consumer):
     tool = "@ohif/app"
     homepage = "https://github.com/OHIF/Viewers"
     needs_service = True
-    features = frozenset(
-        {
-            "binary", "fractional", "labelmap", "labelmap-8bit", "labelmap-16bit",
-            "disjoint", "overlap", "empty-segment", "empty-frames", "oblique", "many-segments",
-            "single-frame-source", "multiframe-source", "segment-metadata",
-            "ts-implicit-le", "ts-explicit-le", "ts-deflate", "ts-rle", "ts-jpeg2000", "ts-jpegls",
-        }
-    )
+    features = EVERY_FEATURE  # it claims to read any SEG
 
     @property
     def ohif_version(self) -> str:
