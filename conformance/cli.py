@@ -136,6 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         resume=args.resume,
         keep_decoded=args.keep_decoded,
         external=args.external,
+        validate=not args.no_validate,
+        validate_timeout_s=args.validate_timeout,
     )
     try:
         summary = run(cfg, RichProgress())
@@ -287,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory-mb", type=float, default=8192.0, metavar="MB", help="address-space limit per call (default: %(default)s)")
     run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID", help="continue an interrupted run (default: the latest)")
     run.add_argument("--keep-decoded", action="store_true", help="keep each consumer's decoded .npz")
+    run.add_argument("--no-validate", action="store_true", help="do not run dciodvfy on the produced objects")
+    run.add_argument("--validate-timeout", type=float, default=300.0, metavar="S", help="dciodvfy time limit per object (default: %(default)s)")
     run.add_argument(
         "--external", type=Path, metavar="DIR",
         help="read SEG objects written elsewhere (no truth: every consumer, judged by agreement)",

@@ -98,10 +98,10 @@ def render_site(documents: list[ResultsDocument], out_dir: Path) -> Path:
                 if all((t.role, t.name) != (m.role, m.name) for m in merged.tools):
                     merged.tools.append(t)
         doc = merged
-    consumers = [t.name for t in doc.tools if t.role == "consumer"]
+    consumers = [t.name for t in doc.tools if t.role in ("consumer", "validator")]
     producers = [t.name for t in doc.tools if t.role == "producer"]
     rows = _rows(doc, consumers)
-    reads = [r for r in doc.records if r.step == "read"]
+    reads = [r for r in doc.records if r.step != "write"]
     totals = Counter(r.status.value for r in reads)
     per_consumer = {
         c: Counter(r.status.value for r in reads if r.consumer == c) for c in consumers

