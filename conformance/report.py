@@ -100,7 +100,10 @@ def render_site(documents: list[ResultsDocument], out_dir: Path) -> Path:
         doc = merged
     consumers = [t.name for t in doc.tools if t.role in ("consumer", "validator")]
     producers = [t.name for t in doc.tools if t.role == "producer"]
-    rows = _rows(doc, consumers)
+    all_rows = _rows(doc, consumers)
+    # Pairs whose producer declares the case unsupported have nothing to read: listed apart, compactly.
+    rows = [r for r in all_rows if not (r.write and r.write.status is Status.UNSUPPORTED)]
+    unsupported = [r for r in all_rows if r.write and r.write.status is Status.UNSUPPORTED]
     reads = [r for r in doc.records if r.step != "write"]
     totals = Counter(r.status.value for r in reads)
     per_consumer = {
@@ -117,6 +120,7 @@ def render_site(documents: list[ResultsDocument], out_dir: Path) -> Path:
         tools=doc.tools,
         consumers=consumers,
         rows=rows,
+        unsupported=unsupported,
         totals=totals,
         per_consumer=per_consumer,
         per_producer=per_producer,
