@@ -83,3 +83,29 @@ def test_transcoded_objects_are_compressed_and_read_back(doc) -> None:  # type: 
     binary = _rec(doc, "highdicom+jpegls", "quick/binary-3-disjoint", "write")
     assert binary.status is Status.UNSUPPORTED  # the case is uncompressed: not this variant's
     assert any(n.startswith("$ dcmcjpls") for n in _rec(doc, "dcmqi+jpegls", "quick/labelmap-8bit-jpegls", "write").notes)
+
+
+def test_dcmqi_metadata_validates_against_dcmqi_schema(doc) -> None:  # type: ignore[no-untyped-def]
+    """The metadata JSON given to dcmqi, against dcmqi's own schema (vendored in pydicom-seg, in its environment)."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+    from referencing import Registry, Resource
+
+    run_dir = Path(doc.run.run_dir)
+    env = run_dir.parent.parent / "envs" / "pydicom-seg"
+    schemas = next(env.glob("lib/python*/site-packages/pydicom_seg/externals/dcmqi/doc/schemas"))
+    seg_schema = json.loads((schemas / "seg-schema.json").read_text())
+    common = json.loads((schemas / "common-schema.json").read_text())
+    registry = Registry().with_resources(
+        [(common["id"].rstrip("#"), Resource.from_contents(common)), (seg_schema["id"].rstrip("#"), Resource.from_contents(seg_schema))]
+    )
+    validator = jsonschema.Draft4Validator(seg_schema, registry=registry)
+    metas = sorted(run_dir.glob("objects/*/dcmqi/dcmqi-input/meta.json"))
+    assert len(metas) >= 3
+    for meta in metas:
+        errors = [e.message for e in validator.iter_errors(json.loads(meta.read_text()))]
+        assert errors == [], (meta, errors)
+    bad = json.loads(metas[0].read_text()) | {"SeriesNumber": 100}
+    assert list(validator.iter_errors(bad))  # the schema is really applied
