@@ -64,7 +64,9 @@ def judge_agreement(reads: dict[str, tuple[Record, Path | None]], labelmap: bool
             elif agrees:
                 rec.message = f"agrees with {', '.join(o for o, _ in agrees)} (agreement, not truth)"
             else:
-                rec.message = "read; no other reader decoded this object to compare with"
+                # Read, but nothing to agree with: no verdict, so no PASS.
+                rec.status = Status.SKIPPED
+                rec.message = "read, but no other reader decoded this object: agreement cannot be judged"
     finally:
         for d in decoded.values():
             d.close()

@@ -8,6 +8,7 @@ peak resident memory (which covers the descendants it waited for).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,10 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChildOutcome", "MEMORY_ENV", "kill_all", "run_child"]
+__all__ = ["ChildOutcome", "MEMORY_ENV", "kill_all", "kill_group", "run_child"]
 
 _live: set[int] = set()
 _live_lock = threading.Lock()
+
+
+def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal a process group; one that is already gone is not an error."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
 
 
 def kill_all() -> None:
@@ -30,10 +37,7 @@ def kill_all() -> None:
     with _live_lock:
         pids = list(_live)
     for pid in pids:
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_group(pid)
 
 #: The folder that holds the packages conformance, producers and consumers.
 SUITE_ROOT = str(Path(__file__).resolve().parent.parent)
@@ -118,10 +122,7 @@ def run_child(
                 break
             if time.monotonic() - start > timeout_s:
                 timed_out = True
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                kill_group(proc.pid)
                 pid, status, usage = os.wait4(proc.pid, 0)
                 break
             time.sleep(_POLL_S)
@@ -130,10 +131,7 @@ def run_child(
             _live.discard(proc.pid)
         proc.returncode = os.waitstatus_to_exitcode(status)
     # Kill anything the tool left behind in its process group.
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    kill_group(proc.pid)
     outcome = ChildOutcome(
         kind="ok",
         wall_s=round(wall, 4),

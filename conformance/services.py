@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from conformance.results import ToolInfo
-from conformance.sandbox import run_child
+from conformance.sandbox import kill_group, run_child
 
 __all__ = ["PIDFILE", "ServiceError", "ServicePool"]
 
@@ -108,10 +108,7 @@ class ServicePool:
             pids = sorted(set(pids))
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in pids:
-                try:
-                    os.killpg(pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                kill_group(pid, sig)
             if sig is signal.SIGTERM and pids:
                 deadline = time.monotonic() + 3
                 while time.monotonic() < deadline and any(_alive(p) for p in pids):

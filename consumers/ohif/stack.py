@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conformance.sandbox import kill_group
 from conformance.services import PIDFILE
 
 __all__ = ["Stack", "StackError", "chromium_path", "ensure_viewer", "free_port", "start_stack"]
@@ -215,7 +216,7 @@ def start_stack(version: str, workdir: Path, cache: Path) -> Stack:
         _wait_http(f"http://127.0.0.1:{c_port}/json/version", browser, "chromium")
     except BaseException:
         for p in procs:
-            _kill(p.pid)
+            kill_group(p.pid)
         raise
     return Stack(
         viewer=f"http://127.0.0.1:{v_port}",
@@ -224,11 +225,3 @@ def start_stack(version: str, workdir: Path, cache: Path) -> Stack:
         pids=[p.pid for p in procs],
     )
 
-
-def _kill(pid: int) -> None:
-    import signal
-
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
