@@ -37,6 +37,7 @@ __all__ = [
     "load_cases",
     "load_features",
     "schema_text",
+    "uncovered_features",
 ]
 
 #: Transfer syntaxes a case may request, by keyword: UID and feature name.
@@ -49,8 +50,11 @@ TRANSFER_SYNTAXES: dict[str, tuple[str, str]] = {
     "JPEGLSLossless": ("1.2.840.10008.1.2.4.80", "ts-jpegls"),
 }
 
+#: A Segment Description longer than this (the 64 characters of an LO) is "long text".
+LONG_TEXT = 64
+
 #: Bumped whenever the synthesis of sources or truth changes, so caches renew.
-SYNTHESIS_VERSION = 3
+SYNTHESIS_VERSION = 4
 
 
 class Tier(str, Enum):
@@ -81,27 +85,63 @@ class Code(_Strict):
     meaning: str = Field(min_length=1, max_length=64)
 
 
-class Source(_Strict):
-    """The image series the segmentation refers to (synthesized by the suite)."""
+#: Source layouts and the feature each one implies.
+LAYOUT_FEATURES: dict[str, tuple[str, ...]] = {
+    "single-frame-series": ("single-frame-source",),
+    "enhanced-multiframe": ("multiframe-source",),
+    "projection": ("projection-source",),
+    "cine": ("multiframe-source", "temporal"),
+    "slide-tiled-full": ("slide-source",),
+}
 
-    modality: Literal["CT", "MR"] = "CT"
-    layout: Literal["single-frame-series", "enhanced-multiframe"] = Field(
+#: Which modalities each layout can hold.
+_LAYOUT_MODALITIES: dict[str, tuple[str, ...]] = {
+    "single-frame-series": ("CT", "MR"),
+    "enhanced-multiframe": ("CT", "MR"),
+    "projection": ("DX", "CR"),
+    "cine": ("MR",),
+    "slide-tiled-full": ("SM",),
+}
+
+
+class Source(_Strict):
+    """The image(s) the segmentation refers to (synthesized by the suite).
+
+    The truth lives on a grid of ``frames`` x ``rows`` x ``columns``:
+
+    - ``single-frame-series`` and ``enhanced-multiframe``: slices of a volume (CT, MR);
+    - ``projection``: one 2D image (DX, CR) without a position in patient space; ``frames`` is 1;
+    - ``cine``: an Enhanced MR multi-frame image of one plane at ``frames`` successive times
+      (2D+T, Temporal Position Index), all frames at the same position;
+    - ``slide-tiled-full``: a VL Whole Slide Microscopy image stored TILED_FULL in tiles of
+      ``tile`` x ``tile`` pixels; ``rows`` x ``columns`` is its total pixel matrix and ``frames`` is 1.
+    """
+
+    modality: Literal["CT", "MR", "DX", "CR", "SM"] = "CT"
+    layout: Literal["single-frame-series", "enhanced-multiframe", "projection", "cine", "slide-tiled-full"] = Field(
         "single-frame-series",
-        description="How the source is stored: a series of single-frame instances, "
-        "or one Enhanced CT/MR multi-frame instance.",
+        description="How the source is stored: a series of single-frame instances, one Enhanced CT/MR "
+        "multi-frame instance, one 2D projection image, a 2D+T cine multi-frame, or a tiled whole slide image.",
     )
-    rows: int = Field(ge=8, le=4096)
-    columns: int = Field(ge=8, le=4096)
-    frames: int = Field(ge=1, le=5000, description="Number of slices.")
+    rows: int = Field(ge=8, le=65536)
+    columns: int = Field(ge=8, le=65536)
+    frames: int = Field(ge=1, le=5000, description="Number of slices (time points for cine).")
     pixel_spacing: tuple[float, float] = Field(
         (1.0, 1.0), description="Row spacing and column spacing in mm."
     )
     slice_spacing: float = Field(2.0, gt=0, description="Distance between slices in mm.")
+    slice_positions: list[float] | None = Field(
+        None,
+        description="Position of each slice along the normal in mm, from the origin (strictly increasing): "
+        "uneven spacing or a gap. Default: evenly spaced by slice_spacing.",
+    )
     orientation: tuple[float, float, float, float, float, float] = Field(
         (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
         description="Image Orientation (Patient): row direction then column direction.",
     )
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    frame_time: float = Field(40.0, gt=0, description="cine: milliseconds between frames.")
+    tile: int = Field(256, ge=16, le=4096, description="slide-tiled-full: tile rows and columns.")
 
     @model_validator(mode="after")
     def _orthonormal(self) -> Source:
@@ -113,12 +153,47 @@ class Source(_Strict):
             raise ValueError("orientation must be two orthonormal direction cosines")
         if min(self.pixel_spacing) <= 0:
             raise ValueError("pixel_spacing must be positive")
+        allowed = _LAYOUT_MODALITIES[self.layout]
+        if self.modality not in allowed:
+            raise ValueError(f"layout {self.layout!r} holds modality {' or '.join(allowed)}, not {self.modality}")
+        if self.layout in ("projection", "slide-tiled-full") and self.frames != 1:
+            raise ValueError(f"layout {self.layout!r} is one 2D image: frames must be 1")
+        if self.layout != "slide-tiled-full" and max(self.rows, self.columns) > 4096:
+            raise ValueError("rows and columns are at most 4096 but for a slide's total pixel matrix")
+        if self.slice_positions is not None:
+            if self.layout not in ("single-frame-series", "enhanced-multiframe"):
+                raise ValueError("slice_positions apply to volumes (single-frame-series, enhanced-multiframe)")
+            if len(self.slice_positions) != self.frames:
+                raise ValueError(f"slice_positions has {len(self.slice_positions)} values for {self.frames} frames")
+            if any(b <= a for a, b in zip(self.slice_positions, self.slice_positions[1:])):
+                raise ValueError("slice_positions must increase strictly")
         return self
 
     @property
     def is_oblique(self) -> bool:
         """Whether any direction cosine is not aligned with a patient axis."""
-        return any(1e-6 < abs(v) < 1 - 1e-6 for v in self.orientation)
+        return self.has_patient_geometry and any(1e-6 < abs(v) < 1 - 1e-6 for v in self.orientation)
+
+    @property
+    def has_patient_geometry(self) -> bool:
+        """Whether frames have a position in patient space (not projection or slide images)."""
+        return self.layout not in ("projection", "slide-tiled-full")
+
+    @property
+    def offsets(self) -> list[float]:
+        """Each frame's distance from the origin along the normal, in mm (0 for every cine frame)."""
+        if self.layout == "cine":
+            return [0.0] * self.frames
+        if self.slice_positions is not None:
+            return list(self.slice_positions)
+        return [k * self.slice_spacing for k in range(self.frames)]
+
+    @property
+    def is_uneven(self) -> bool:
+        """Whether the slices are not evenly spaced (a gap or varying spacing)."""
+        o = self.offsets
+        gaps = [b - a for a, b in zip(o, o[1:])]
+        return bool(gaps) and max(gaps) - min(gaps) > 1e-3 * max(gaps)
 
 
 class Segments(_Strict):
@@ -164,6 +239,11 @@ class Encoding(_Strict):
     )
     transfer_syntax: Literal[tuple(TRANSFER_SYNTAXES)] = "ExplicitVRLittleEndian"  # type: ignore[valid-type]
     max_fractional_value: int = Field(255, ge=1, le=255)
+    frame_order: Literal["segment-major", "position-major"] = Field(
+        "segment-major",
+        description="Order of the frames of a BINARY or FRACTIONAL object: all frames of segment 1, then of "
+        "segment 2... (what most writers do), or position by position with the segments interleaved.",
+    )
 
     @property
     def transfer_syntax_uid(self) -> str:
@@ -174,13 +254,19 @@ class SegmentOverride(_Strict):
     """Explicit metadata for one segment; unset fields take the defaults."""
 
     number: int = Field(ge=1)
-    label: str | None = Field(None, max_length=64)
-    description: str | None = None
+    label: str | None = Field(None, max_length=64, description="Segment Label (LO, 64 characters).")
+    description: str | None = Field(None, max_length=1024, description="Segment Description (ST, 1024 characters).")
     category: Code | None = None
     type: Code | None = None
+    type_modifier: Code | None = Field(None, description="Segmented Property Type Modifier, e.g. Left.")
+    anatomic_region: Code | None = Field(None, description="Anatomic Region Sequence.")
+    anatomic_region_modifier: Code | None = Field(None, description="Anatomic Region Modifier Sequence.")
     tracking_id: str | None = Field(None, max_length=64)
     tracking_uid: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)
     color: tuple[int, int, int] | None = Field(None, description="Recommended display colour, RGB 0-255.")
+    algorithm_type: Literal["AUTOMATIC", "SEMIAUTOMATIC", "MANUAL"] | None = None
+    algorithm_name: str | None = Field(None, max_length=64)
+    algorithm_version: str | None = Field(None, max_length=64)
 
 
 class Metadata(_Strict):
@@ -238,6 +324,8 @@ class Case(_Strict):
                 raise ValueError("segments.overlap: a label map cannot hold overlapping segments")
         if s.fractional != (e.type is SegmentationType.FRACTIONAL):
             raise ValueError("segments.fractional must be true exactly for FRACTIONAL encoding")
+        if e.frame_order == "position-major" and e.type is SegmentationType.LABELMAP:
+            raise ValueError("encoding.frame_order: a label map has no segment frames to interleave")
         for o in self.metadata.segment:
             if o.number > s.count:
                 raise ValueError(f"metadata.segment: number {o.number} > segments.count")
@@ -261,8 +349,9 @@ class Case(_Strict):
 def implied_features(case: Case) -> set[str]:
     """The features a case exercises by its content, whatever it declares."""
     e, s = case.encoding, case.segments
-    layout = "single-frame-source" if case.source.layout == "single-frame-series" else "multiframe-source"
-    out = {e.type.value.lower(), TRANSFER_SYNTAXES[e.transfer_syntax][1], layout}
+    out = {e.type.value.lower(), TRANSFER_SYNTAXES[e.transfer_syntax][1], *LAYOUT_FEATURES[case.source.layout]}
+    if case.source.is_uneven:
+        out.add("uneven-spacing")
     if e.type is SegmentationType.LABELMAP:
         out.add(f"labelmap-{e.bits}bit")
     out.add("overlap" if s.overlap else "disjoint")
@@ -274,8 +363,29 @@ def implied_features(case: Case) -> set[str]:
         out.add("oblique")
     if s.count >= 100:
         out.add("many-segments")
-    if case.metadata.segment or case.metadata.tracking_ids:
+    meta = case.metadata
+    if meta.segment or meta.tracking_ids:
         out.add("segment-metadata")
+    texts = [meta.label_pattern] + [t for o in meta.segment for t in (o.label, o.description) if t]
+    if any(not t.isascii() for t in texts):
+        out.add("non-ascii-text")
+    if any(o.description and len(o.description) > LONG_TEXT for o in meta.segment):
+        out.add("long-text")
+    if any(o.anatomic_region or o.anatomic_region_modifier or o.type_modifier for o in meta.segment):
+        out.add("anatomic-region")
+    overrides = {o.number: o for o in meta.segment}
+    algorithms = set()
+    for n in range(1, s.count + 1):
+        o = overrides.get(n)
+        algorithms.add((
+            (o and o.algorithm_type) or meta.algorithm_type,
+            (o and o.algorithm_name) or meta.algorithm_name,
+            (o and o.algorithm_version) or meta.algorithm_version,
+        ))
+    if len(algorithms) > 1:
+        out.add("multiple-algorithms")
+    if e.frame_order == "position-major":
+        out.add("segments-interleaved")
     return out
 
 
@@ -352,6 +462,15 @@ def load_cases(
         except CaseError as exc:
             bad.append(exc)
     return good, bad
+
+
+def uncovered_features(cases: list[LoadedCase], features: dict[str, str]) -> list[str]:
+    """Features of the controlled list that no quick case exercises (by content or declaration)."""
+    covered: set[str] = set()
+    for c in cases:
+        if c.case.tier is Tier.QUICK:
+            covered |= implied_features(c.case) | set(c.case.features)
+    return sorted(set(features) - covered)
 
 
 def schema_text() -> str:

@@ -84,7 +84,7 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    from conformance.case import implied_features, load_cases, load_features
+    from conformance.case import load_cases, load_features, uncovered_features
 
     if not args.corpus.is_dir():
         console.print(f"[red]no such folder: {args.corpus}")
@@ -93,14 +93,14 @@ def cmd_lint(args: argparse.Namespace) -> int:
     for e in errors:
         print(f"{e.path}: {e.field}: {e.reason}")
     features = load_features(args.features)
-    covered = set()
-    for c in cases:
-        covered |= implied_features(c.case) | set(c.case.features)
-    unused = sorted(set(features) - covered)
-    if unused and not errors:
-        console.print(f"[yellow]features with no case yet: {', '.join(unused)}")
-    console.print(f"{len(cases)} case file(s) valid, {len(errors)} invalid")
-    return 1 if errors else 0
+    uncovered = uncovered_features(cases, features)
+    for name in uncovered:
+        print(f"{args.features}: {name}: no quick case exercises this feature (every run must cover it)")
+    print(
+        f"{len(cases)} case file(s) valid, {len(errors)} invalid; "
+        f"{len(features) - len(uncovered)} of {len(features)} features covered by quick cases"
+    )
+    return 1 if errors or uncovered else 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -140,6 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         keep_decoded=args.keep_decoded,
         external=args.external,
         validate=not args.no_validate,
+        ignore_claims=args.ignore_claims,
         validate_timeout_s=args.validate_timeout,
     )
     try:
@@ -292,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory-mb", type=float, default=8192.0, metavar="MB", help="address-space limit per call (default: %(default)s)")
     run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID", help="continue an interrupted run (default: the latest)")
     run.add_argument("--keep-decoded", action="store_true", help="keep each consumer's decoded .npz")
+    run.add_argument(
+        "--ignore-claims", action="store_true",
+        help="also run adapters on cases they do not claim, to find out what a tool can do "
+        "(the run is marked so; do not publish it as the grid)",
+    )
     run.add_argument("--no-validate", action="store_true", help="do not run dciodvfy on the produced objects")
     run.add_argument("--validate-timeout", type=float, default=300.0, metavar="S", help="dciodvfy time limit per object (default: %(default)s)")
     run.add_argument(

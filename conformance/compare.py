@@ -84,17 +84,19 @@ def _check_segments(truth: Truth, segs: list[DecodedSegment]) -> list[Check]:
     checks.append(_fail("numbers-labels", label_problems) if label_problems else _pass("numbers-labels"))
 
     common = [n for n in expected if n in got]
-    if all(got[n].category is None and got[n].type is None for n in common) and common:
-        checks.append(_not_checked("coded-concepts", "the consumer reports no coded concepts"))
-    else:
-        code_problems = []
-        for n in common:
-            for attr in ("category", "type"):
-                want, have = getattr(expected[n], attr), getattr(got[n], attr)
-                if not _same_code(want, have):
-                    code_problems.append(f"segment {n}: {attr} {_code_str(have)}, expected {_code_str(want)}")
-        checks.append(_fail("coded-concepts", code_problems) if code_problems else _pass("coded-concepts"))
-
+    checks.append(_check_codes(expected, got, common))
+    described = [n for n in common if expected[n].description]
+    if described:
+        if all(got[n].description is None for n in described):
+            checks.append(_not_checked("descriptions", "the consumer reports no segment descriptions"))
+        else:
+            dp = [
+                f"segment {n}: description {_clip(got[n].description)}, expected {_clip(expected[n].description)}"
+                for n in described
+                if got[n].description != expected[n].description
+            ]
+            checks.append(_fail("descriptions", dp) if dp else _pass("descriptions", f"{len(described)} compared"))
+    checks.append(_check_algorithms(expected, got, common))
     tracked = [n for n in common if expected[n].tracking_id or expected[n].tracking_uid]
     if tracked:
         if all(got[n].tracking_id is None and got[n].tracking_uid is None for n in tracked):
@@ -119,6 +121,68 @@ def _check_segments(truth: Truth, segs: list[DecodedSegment]) -> list[Check]:
         ]
         checks.append(_fail("display-color", cp, advisory=True) if cp else _pass("display-color", advisory=True))
     return checks
+
+
+#: Coded attributes of a segment: always compared (category, type) or where the truth has them.
+_CODES = ("category", "type", "type_modifier", "anatomic_region", "anatomic_region_modifier")
+_OPTIONAL_CODES = frozenset(_CODES[2:])
+
+
+def _check_codes(expected: dict[int, SegmentInfo], got: dict[int, DecodedSegment], common: list[int]) -> Check:
+    """Category and type for every segment; modifiers and anatomic region where the truth has them.
+
+    An attribute the consumer reports for no segment at all is not checked (the adapter cannot
+    see it), and the message says which.
+    """
+    problems: list[str] = []
+    compared: list[str] = []
+    unseen: list[str] = []
+    for attr in _CODES:
+        wanted = [n for n in common if attr not in _OPTIONAL_CODES or getattr(expected[n], attr)]
+        if not wanted:
+            continue
+        if all(getattr(got[n], attr) is None for n in wanted):
+            unseen.append(attr.replace("_", " "))
+            continue
+        compared.append(attr.replace("_", " "))
+        for n in wanted:
+            want, have = getattr(expected[n], attr), getattr(got[n], attr)
+            if not _same_code(want, have):
+                problems.append(f"segment {n}: {attr.replace('_', ' ')} {_code_str(have)}, expected {_code_str(want)}")
+    if problems:
+        return _fail("coded-concepts", problems)
+    if not compared:
+        return _not_checked("coded-concepts", "the consumer reports no coded concepts")
+    note = f"compared {', '.join(compared)}" + (f"; not reported: {', '.join(unseen)}" if unseen else "")
+    return _pass("coded-concepts", note)
+
+
+def _check_algorithms(expected: dict[int, SegmentInfo], got: dict[int, DecodedSegment], common: list[int]) -> Check:
+    """Segment Algorithm Type, and the algorithm's name and version where the consumer reports them."""
+    problems: list[str] = []
+    compared = set()
+    for n in common:
+        e, g = expected[n], got[n]
+        for attr in ("algorithm_type", "algorithm_name", "algorithm_version"):
+            have, want = getattr(g, attr), getattr(e, attr)
+            if attr != "algorithm_type" and e.algorithm_type == "MANUAL":
+                continue  # a manual segment has no algorithm identification
+            if have is None:
+                continue
+            compared.add(attr.split("_")[1])
+            if str(have) != str(want):
+                problems.append(f"segment {n}: {attr.replace('_', ' ')} {have!r}, expected {want!r}")
+    if problems:
+        return _fail("algorithms", problems)
+    if not compared:
+        return _not_checked("algorithms", "the consumer reports no algorithm identification")
+    return _pass("algorithms", "compared " + ", ".join(sorted(compared)))
+
+
+def _clip(text: str | None, width: int = 40) -> str:
+    if text is None:
+        return "none"
+    return repr(text if len(text) <= width else text[:width] + "...")
 
 
 def _short(numbers: list[int]) -> str:
@@ -151,7 +215,7 @@ def _check_geometry(truth: Truth, decoded: Decoded) -> Check:
             f"decoded matrix {decoded.rows}x{decoded.columns}, source {truth.geometry.rows}x{truth.geometry.columns}"
         )
     compared: list[str] = []
-    if g.orientation is not None:
+    if g.orientation is not None and truth.geometry.orientation is not None:
         compared.append("orientation")
         want = np.asarray(truth.geometry.orientation)
         have = np.asarray(g.orientation, dtype=float)
@@ -163,7 +227,7 @@ def _check_geometry(truth: Truth, decoded: Decoded) -> Check:
         have = np.asarray(g.pixel_spacing, dtype=float)
         if have.shape != (2,) or np.max(np.abs(have - want) / want) > SPACING_RTOL:
             problems.append(f"pixel spacing {have.tolist()}, source {want.tolist()}")
-    if g.positions:
+    if g.positions and truth.geometry.positions is not None:
         compared.append(f"{sum(k in index for k in g.positions)} frame positions")
         bad = []
         for key, pos in g.positions.items():

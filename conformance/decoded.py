@@ -60,6 +60,11 @@ class DecodedSegment:
     algorithm_type: str | None = None
     algorithm_name: str | None = None
     color_rgb: tuple[int, int, int] | None = None
+    description: str | None = None
+    type_modifier: dict[str, str] | None = None
+    anatomic_region: dict[str, str] | None = None
+    anatomic_region_modifier: dict[str, str] | None = None
+    algorithm_version: str | None = None
 
 
 @dataclass

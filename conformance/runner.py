@@ -89,6 +89,8 @@ class RunConfig:
     #: Time limit per call on the negative corpus (a hang there is a finding, not a wait).
     negative_timeout_s: float = 60.0
     keep_decoded: bool = False
+    #: Run adapters on cases they do not claim (to find out what a tool can do); never used for the grid.
+    ignore_claims: bool = False
 
 
 @dataclass
@@ -238,7 +240,7 @@ class Runner(ExternalFlow, NegativeFlow):
         if not tool.available:
             return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}")
         reasons = missing_features(set(base["features"]), set(tool.features), tool.unsupported_combinations)
-        if reasons:
+        if reasons and not self.cfg.ignore_claims:
             return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons))
         seg_path = self._seg_path(run_dir, loaded, tool.name)
         seg_path.parent.mkdir(parents=True, exist_ok=True)
@@ -316,7 +318,7 @@ class Runner(ExternalFlow, NegativeFlow):
         if write.seg is None:
             return Record(**base, status=Status.SKIPPED, message=f"no object to read: producer {write.status.value}")
         reasons = missing_features(set(base["features"]), set(tool.features), tool.unsupported_combinations)
-        if reasons:
+        if reasons and not self.cfg.ignore_claims:
             return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons), seg=write.seg)
         seg_path = run_dir / write.seg.path
         work = seg_path.parent / f"read-{slug(tool.name.replace(':', '_'))}"
@@ -447,6 +449,7 @@ class Runner(ExternalFlow, NegativeFlow):
                 command=sys.argv,
                 corpus_fingerprint=fingerprint,
                 filters={"tier": cfg.tiers, "case": cfg.cases, "producer": producers, "consumer": cfg.consumers}
+                | ({"ignore_claims": ["true"]} if cfg.ignore_claims else {})
                 | ({"external": [str(cfg.external)]} if externals else {}),
                 timeout_s=cfg.timeout_s,
                 memory_limit_mb=cfg.memory_mb,

@@ -34,8 +34,19 @@ def segment_from_item(item: Any, number: int | None = None, color: ColorFn = dic
         tracking_uid=str(item.TrackingUID) if "TrackingUID" in item else None,
         algorithm_type=str(item.get("SegmentAlgorithmType", "")) or None,
         algorithm_name=str(algo[0].AlgorithmName) if algo else None,
+        algorithm_version=str(algo[0].AlgorithmVersion) if algo and "AlgorithmVersion" in algo[0] else None,
         color_rgb=color([int(v) for v in lab]) if lab else None,
+        description=str(item.SegmentDescription) if "SegmentDescription" in item else None,
+        type_modifier=_nested_code(item, "SegmentedPropertyTypeCodeSequence", "SegmentedPropertyTypeModifierCodeSequence"),
+        anatomic_region=code_from_sequence(item.get("AnatomicRegionSequence")),
+        anatomic_region_modifier=_nested_code(item, "AnatomicRegionSequence", "AnatomicRegionModifierSequence"),
     )
+
+
+def _nested_code(item: Any, outer: str, inner: str) -> dict[str, str] | None:
+    """A modifier code, which the standard nests in the first item of the code it modifies."""
+    seq = item.get(outer)
+    return code_from_sequence(seq[0].get(inner)) if seq else None
 
 
 def segments_from_dataset(ds: Any, color: ColorFn = dicom_lab_to_rgb) -> list[DecodedSegment]:

@@ -1,4 +1,6 @@
-"""Synthesized source images: a single-frame CT/MR series or one Enhanced CT/MR multi-frame image.
+"""Synthesized source images: a single-frame CT/MR series, one Enhanced CT/MR multi-frame image,
+a 2D+T Enhanced MR cine, a 2D projection image (DX, CR) or a tiled whole slide image (SM, in
+:mod:`conformance.source_slide`).
 
 The pixel data are noise with brighter structures where the truth has segments,
 so that a screenshot of a viewer shows something sensible under the SEG.
@@ -12,7 +14,9 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    ComputedRadiographyImageStorage,
     CTImageStorage,
+    DigitalXRayImageStorageForPresentation,
     EnhancedCTImageStorage,
     EnhancedMRImageStorage,
     ExplicitVRLittleEndian,
@@ -94,7 +98,8 @@ def _single_frame_series(
         ds.ImageOrientationPatient = [_ds(v) for v in src.orientation]
         ds.PixelSpacing = [_ds(v) for v in src.pixel_spacing]
         ds.SliceThickness = _ds(src.slice_spacing)
-        ds.SpacingBetweenSlices = _ds(src.slice_spacing)
+        if not src.is_uneven:  # an uneven series has no one spacing to declare
+            ds.SpacingBetweenSlices = _ds(src.slice_spacing)
         if src.modality == "CT":
             ds.KVP = "120"
             ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
@@ -122,8 +127,13 @@ def _item(**kw: object) -> Dataset:
 def _enhanced(
     src: Source, geometry: Geometry, uids: dict[str, str], fp: str, label_any: np.ndarray, seed: int, out: Path
 ) -> tuple[list[str], list[str]]:
-    """One Enhanced CT / MR image: shared pixel measures and orientation, a plane position per frame."""
+    """One Enhanced CT / MR image: shared pixel measures and orientation, a plane position per frame.
+
+    A cine (2D+T) is one plane at successive times: the same plane position on every frame, the
+    Temporal Position Index as the dimension, Frame Reference DateTime advancing by ``frame_time``.
+    """
     ct = src.modality == "CT"
+    cine = src.layout == "cine"
     sop_class = EnhancedCTImageStorage if ct else EnhancedMRImageStorage
     ds = _header(src, sop_class, uids, uids["sop0"], fp)
     ds.NumberOfFrames = src.frames
@@ -146,22 +156,30 @@ def _enhanced(
         ds.ImagedNucleus = "1H"
     dim_org = uids["dimension"]
     ds.DimensionOrganizationSequence = Sequence([_item(DimensionOrganizationUID=dim_org)])
-    ds.DimensionOrganizationType = "3D"
-    ds.DimensionIndexSequence = Sequence(
-        [
-            _item(
-                DimensionOrganizationUID=dim_org,
-                DimensionIndexPointer=0x00209057,  # In-Stack Position Number
-                FunctionalGroupPointer=0x00209111,  # Frame Content Sequence
-                DimensionDescriptionLabel="In-Stack Position",
-            )
-        ]
-    )
+    if cine:
+        ds.DimensionOrganizationType = "3D_TEMPORAL"
+        index = _item(
+            DimensionOrganizationUID=dim_org,
+            DimensionIndexPointer=0x00209128,  # Temporal Position Index
+            FunctionalGroupPointer=0x00209111,  # Frame Content Sequence
+            DimensionDescriptionLabel="Temporal Position",
+        )
+    else:
+        ds.DimensionOrganizationType = "3D"
+        index = _item(
+            DimensionOrganizationUID=dim_org,
+            DimensionIndexPointer=0x00209057,  # In-Stack Position Number
+            FunctionalGroupPointer=0x00209111,  # Frame Content Sequence
+            DimensionDescriptionLabel="In-Stack Position",
+        )
+    ds.DimensionIndexSequence = Sequence([index])
+    if cine:
+        ds.NumberOfTemporalPositions = src.frames
     shared = Dataset()
-    shared.PixelMeasuresSequence = Sequence(
-        [_item(PixelSpacing=[_ds(v) for v in src.pixel_spacing], SliceThickness=_ds(src.slice_spacing),
-               SpacingBetweenSlices=_ds(src.slice_spacing))]
-    )
+    measures = _item(PixelSpacing=[_ds(v) for v in src.pixel_spacing], SliceThickness=_ds(src.slice_spacing))
+    if not (src.is_uneven or cine):
+        measures.SpacingBetweenSlices = _ds(src.slice_spacing)
+    shared.PixelMeasuresSequence = Sequence([measures])
     shared.PlaneOrientationSequence = Sequence([_item(ImageOrientationPatient=[_ds(v) for v in src.orientation])])
     shared.FrameVOILUTSequence = Sequence([_item(WindowCenter="40", WindowWidth="400")])
     frame_type = _item(
@@ -181,11 +199,16 @@ def _enhanced(
     per_frame = []
     for k in range(src.frames):
         fg = Dataset()
-        fg.FrameContentSequence = Sequence(
-            [_item(StackID="1", InStackPositionNumber=k + 1, DimensionIndexValues=[k + 1],
-                   FrameAcquisitionDateTime=DATE + TIME, FrameReferenceDateTime=DATE + TIME,
-                   FrameAcquisitionDuration=0.0)]
-        )
+        if cine:
+            when = _datetime_plus_ms(k * src.frame_time)
+            content = _item(TemporalPositionIndex=k + 1, DimensionIndexValues=[k + 1],
+                            FrameAcquisitionDateTime=when, FrameReferenceDateTime=when,
+                            FrameAcquisitionDuration=float(src.frame_time))
+        else:
+            content = _item(StackID="1", InStackPositionNumber=k + 1, DimensionIndexValues=[k + 1],
+                            FrameAcquisitionDateTime=DATE + TIME, FrameReferenceDateTime=DATE + TIME,
+                            FrameAcquisitionDuration=0.0)
+        fg.FrameContentSequence = Sequence([content])
         fg.PlanePositionSequence = Sequence([_item(ImagePositionPatient=[_ds(v) for v in geometry.positions[k]])])
         per_frame.append(fg)
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
@@ -195,11 +218,63 @@ def _enhanced(
     return [name], [frame_key(ds.SOPInstanceUID, k + 1) for k in range(src.frames)]
 
 
+def _datetime_plus_ms(ms: float) -> str:
+    """The fixed acquisition date and time plus ``ms`` milliseconds, as a DT value."""
+    from datetime import datetime, timedelta
+
+    t = datetime.strptime(DATE + TIME, "%Y%m%d%H%M%S") + timedelta(milliseconds=ms)
+    return t.strftime("%Y%m%d%H%M%S.%f")
+
+
+def _projection(
+    src: Source, uids: dict[str, str], fp: str, label_any: np.ndarray, seed: int, out: Path
+) -> tuple[list[str], list[str]]:
+    """One 2D projection image, DX (for presentation) or CR: no frame of reference, no position."""
+    dx = src.modality == "DX"
+    sop_class = DigitalXRayImageStorageForPresentation if dx else ComputedRadiographyImageStorage
+    ds = _header(src, sop_class, uids, uids["sop0"], fp)
+    del ds.FrameOfReferenceUID
+    del ds.PositionReferenceIndicator
+    ds.ImageType = ["ORIGINAL", "PRIMARY", ""] if dx else ["ORIGINAL", "PRIMARY"]
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = "PA"
+    ds.PatientOrientation = ["L", "F"]
+    ds.ImagerPixelSpacing = [_ds(v) for v in src.pixel_spacing]
+    ds.PixelSpacing = [_ds(v) for v in src.pixel_spacing]
+    ds.PixelSpacingCalibrationType = "GEOMETRY"
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.RescaleIntercept, ds.RescaleSlope = "0", "1"
+    ds.WindowCenter, ds.WindowWidth = "1024", "2048"
+    ds.KVP = "120"
+    if dx:
+        ds.PresentationIntentType = "FOR PRESENTATION"
+        ds.RescaleType = "US"
+        ds.DetectorType = "DIRECT"
+        ds.PresentationLUTShape = "IDENTITY"
+        ds.LossyImageCompression = "00"
+    rng = np.random.default_rng([seed, 7919, 0])
+    value = 900 + rng.normal(0, 40, (src.rows, src.columns)) + 400.0 * label_any[0]
+    ds.PixelData = np.clip(value, 0, 4095).astype("<u2").tobytes()
+    name = "source/projection.dcm"
+    ds.save_as(out / name, enforce_file_format=True)
+    return [name], [frame_key(ds.SOPInstanceUID)]
+
+
 def write_source(
     src: Source, geometry: Geometry, uids: dict[str, str], fp: str, label_any: np.ndarray, seed: int, out: Path
 ) -> tuple[list[str], list[str]]:
-    """Write the source images under ``out/source``; return their files and the frame keys in order."""
+    """Write the source images under ``out/source``; return their files and the frame keys in order.
+
+    Frame keys name what one frame of the truth's grid is: a single-frame instance, frame n of a
+    multi-frame instance, or, for a slide, the whole total pixel matrix of the instance.
+    """
     (out / "source").mkdir(parents=True, exist_ok=True)
-    if src.layout == "enhanced-multiframe":
+    if src.layout in ("enhanced-multiframe", "cine"):
         return _enhanced(src, geometry, uids, fp, label_any, seed, out)
+    if src.layout == "projection":
+        return _projection(src, uids, fp, label_any, seed, out)
+    if src.layout == "slide-tiled-full":
+        from conformance.source_slide import write_slide
+
+        return write_slide(src, uids, fp, label_any, seed, out)
     return _single_frame_series(src, geometry, uids, fp, label_any, seed, out)

@@ -163,17 +163,22 @@ def _palette(n: int) -> tuple[int, int, int]:
 
 def _geometry(case: Case) -> Geometry:
     s = case.source
+    spacing = (float(s.pixel_spacing[0]), float(s.pixel_spacing[1]))
+    if not s.has_patient_geometry:
+        return Geometry(rows=s.rows, columns=s.columns, orientation=None, pixel_spacing=spacing,
+                        slice_spacing=float(s.slice_spacing), positions=None, layout=s.layout)
     o = np.asarray(s.orientation, dtype=float)
     normal = np.cross(o[:3], o[3:])
     origin = np.asarray(s.origin, dtype=float)
-    positions = [tuple(round(float(v), 6) for v in origin + k * s.slice_spacing * normal) for k in range(s.frames)]
+    positions = [tuple(round(float(v), 6) for v in origin + d * normal) for d in s.offsets]
     return Geometry(
         rows=s.rows,
         columns=s.columns,
         orientation=tuple(float(v) for v in s.orientation),
-        pixel_spacing=(float(s.pixel_spacing[0]), float(s.pixel_spacing[1])),
+        pixel_spacing=spacing,
         slice_spacing=float(s.slice_spacing),
         positions=positions,  # type: ignore[arg-type]
+        layout=s.layout,
     )
 
 
@@ -215,9 +220,14 @@ def build_case(loaded: LoadedCase, build_root: Path, *, force: bool = False) -> 
                 description=o.description if o else None,
                 category=((o.category if o and o.category else meta.category).model_dump()),
                 type=((o.type if o and o.type else meta.type).model_dump()),
-                algorithm_type=meta.algorithm_type,
-                algorithm_name=meta.algorithm_name,
-                algorithm_version=meta.algorithm_version,
+                type_modifier=o.type_modifier.model_dump() if o and o.type_modifier else None,
+                anatomic_region=o.anatomic_region.model_dump() if o and o.anatomic_region else None,
+                anatomic_region_modifier=(
+                    o.anatomic_region_modifier.model_dump() if o and o.anatomic_region_modifier else None
+                ),
+                algorithm_type=(o.algorithm_type if o and o.algorithm_type else meta.algorithm_type),
+                algorithm_name=(o.algorithm_name if o and o.algorithm_name else meta.algorithm_name),
+                algorithm_version=(o.algorithm_version if o and o.algorithm_version else meta.algorithm_version),
                 tracking_id=(o.tracking_id if o and o.tracking_id else (f"D4QI-{n}" if meta.tracking_ids else None)),
                 tracking_uid=(o.tracking_uid if o and o.tracking_uid else (_uid(fp, "track", n) if meta.tracking_ids else None)),
                 empty=n not in crops,

@@ -27,13 +27,19 @@ class Geometry:
 
     rows: int
     columns: int
-    orientation: tuple[float, ...]
+    #: Image Orientation (Patient); None for images with no position in patient space (projection, slide).
+    orientation: tuple[float, ...] | None
     pixel_spacing: tuple[float, float]
     slice_spacing: float
-    positions: list[tuple[float, float, float]]
+    #: Image Position (Patient) of each frame; None where frames have none.
+    positions: list[tuple[float, float, float]] | None
+    #: How the source is stored (the case's source.layout).
+    layout: str = "single-frame-series"
 
     @property
     def normal(self) -> np.ndarray:
+        if self.orientation is None:
+            raise ValueError(f"a {self.layout} source has no orientation in patient space")
         o = np.asarray(self.orientation, dtype=float)
         return np.cross(o[:3], o[3:])
 
@@ -50,6 +56,9 @@ class SegmentInfo:
     algorithm_name: str
     algorithm_version: str
     description: str | None = None
+    type_modifier: dict[str, str] | None = None
+    anatomic_region: dict[str, str] | None = None
+    anatomic_region_modifier: dict[str, str] | None = None
     tracking_id: str | None = None
     tracking_uid: str | None = None
     empty: bool = False
@@ -105,10 +114,11 @@ class Truth:
         geometry = Geometry(
             rows=g["rows"],
             columns=g["columns"],
-            orientation=tuple(g["orientation"]),
+            orientation=tuple(g["orientation"]) if g["orientation"] is not None else None,
             pixel_spacing=tuple(g["pixel_spacing"]),  # type: ignore[arg-type]
             slice_spacing=g["slice_spacing"],
-            positions=[tuple(p) for p in g["positions"]],  # type: ignore[misc]
+            positions=[tuple(p) for p in g["positions"]] if g["positions"] is not None else None,  # type: ignore[misc]
+            layout=g.get("layout", "single-frame-series"),
         )
         segments = [
             SegmentInfo(**{**s, "color_rgb": tuple(s["color_rgb"]) if s.get("color_rgb") else None})

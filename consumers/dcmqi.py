@@ -86,6 +86,10 @@ class DcmqiConsumer(Consumer):
                         tracking_uid=attrs.get("TrackingUniqueIdentifier"),
                         algorithm_type=attrs.get("SegmentAlgorithmType"),
                         algorithm_name=attrs.get("SegmentAlgorithmName"),
+                        description=attrs.get("SegmentDescription"),
+                        type_modifier=_code(attrs.get("SegmentedPropertyTypeModifierCodeSequence")),
+                        anatomic_region=_code(attrs.get("AnatomicRegionSequence")),
+                        anatomic_region_modifier=_code(attrs.get("AnatomicRegionModifierSequence")),
                         color_rgb=tuple(attrs["recommendedDisplayRGBValue"]) if attrs.get("recommendedDisplayRGBValue") else None,  # type: ignore[arg-type]
                     )
                 )

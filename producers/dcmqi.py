@@ -59,6 +59,7 @@ class DcmqiProducer(Producer):
             "binary", "labelmap", "labelmap-8bit", "labelmap-16bit",
             "disjoint", "overlap", "empty-segment", "empty-frames", "oblique", "many-segments",
             "single-frame-source", "segment-metadata",
+            "non-ascii-text", "long-text", "anatomic-region", "multiple-algorithms",
             "ts-explicit-le", "ts-deflate", "ts-rle",
         }
     )

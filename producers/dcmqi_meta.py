@@ -25,6 +25,12 @@ def _segment(info: SegmentInfo, label_id: int) -> dict[str, Any]:
         "SegmentedPropertyTypeCodeSequence": _code(info.type),
         "SegmentAlgorithmType": info.algorithm_type,
     }
+    if info.type_modifier:
+        out["SegmentedPropertyTypeModifierCodeSequence"] = _code(info.type_modifier)
+    if info.anatomic_region:
+        out["AnatomicRegionSequence"] = _code(info.anatomic_region)
+    if info.anatomic_region_modifier:
+        out["AnatomicRegionModifierSequence"] = _code(info.anatomic_region_modifier)
     if info.description:
         out["SegmentDescription"] = info.description
     if info.algorithm_type != "MANUAL":

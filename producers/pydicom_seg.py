@@ -26,6 +26,7 @@ class PydicomSegProducer(Producer):
         {
             "binary", "disjoint", "empty-segment", "empty-frames", "oblique", "many-segments",
             "single-frame-source", "segment-metadata", "ts-explicit-le",
+            "non-ascii-text", "long-text", "anatomic-region", "multiple-algorithms",
         }
     )
 

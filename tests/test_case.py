@@ -16,6 +16,7 @@ from conformance.case import (
     load_cases,
     load_features,
     schema_text,
+    uncovered_features,
 )
 from conformance.cli import main
 from conformance.results import schema_text as results_schema_text
@@ -95,21 +96,77 @@ def test_lint_8bit_labelmap_cannot_hold_300_segments(tmp_path: Path) -> None:
     assert "at most 255 segments" in err.reason
 
 
+def _small_features(tmp_path: Path, *extra: str) -> Path:
+    """The features GOOD exercises, plus ``extra`` ones, as a features file of its own."""
+    path = tmp_path / "features.txt"
+    names = ["binary", "disjoint", "single-frame-source", "ts-explicit-le", *extra]
+    path.write_text("".join(f"{n} {n} for the test\n" for n in names))
+    return path
+
+
 def test_cli_lint_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _write(tmp_path, GOOD, "quick/good.toml")
-    assert main(["corpus", "lint", "--corpus", str(tmp_path), "--features", str(FEATURES)]) == 0
-    _write(tmp_path, GOOD.replace("count = 2", "count = -1"), "quick/bad.toml")
-    assert main(["corpus", "lint", "--corpus", str(tmp_path), "--features", str(FEATURES)]) == 1
+    features = _small_features(tmp_path)
+    corpus = tmp_path / "cases"
+    _write(corpus, GOOD, "quick/good.toml")
+    assert main(["corpus", "lint", "--corpus", str(corpus), "--features", str(features)]) == 0
+    _write(corpus, GOOD.replace("count = 2", "count = -1"), "quick/bad.toml")
+    assert main(["corpus", "lint", "--corpus", str(corpus), "--features", str(features)]) == 1
     out = capsys.readouterr().out
     assert "bad.toml: segments.count:" in out
+
+
+def test_cli_lint_fails_on_a_feature_without_a_quick_case(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    features = _small_features(tmp_path, "overlap")
+    corpus = tmp_path / "cases"
+    _write(corpus, GOOD, "quick/good.toml")
+    assert main(["corpus", "lint", "--corpus", str(corpus), "--features", str(features)]) == 1
+    assert "overlap: no quick case exercises this feature" in capsys.readouterr().out
+    # A full-tier case does not count: every run (the quick tier) must cover every feature.
+    overlap = GOOD.replace('"disjoint"', '"overlap"').replace('tier = "quick"', 'tier = "full"').replace(
+        "count = 2", 'count = 2\ngenerator = "ellipsoids"\noverlap = true\nseed = 3'
+    )
+    _write(corpus, overlap, "full/overlap.toml")
+    assert main(["corpus", "lint", "--corpus", str(corpus), "--features", str(features)]) == 1
+    _write(corpus, overlap.replace('tier = "full"', 'tier = "quick"'), "quick/overlap.toml")
+    assert main(["corpus", "lint", "--corpus", str(corpus), "--features", str(features)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "feature"),
+    [
+        (('bits = 1', 'bits = 1\nframe_order = "position-major"'), "segments-interleaved"),
+        (("frames = 4", "frames = 4\nslice_positions = [0.0, 2.0, 6.0, 8.0]"), "uneven-spacing"),
+        (("frames = 4", 'frames = 4\n[metadata]\nlabel_pattern = "Läsion {n}"'), "non-ascii-text"),
+    ],
+)
+def test_content_implies_the_new_features(tmp_path: Path, change: tuple[str, str], feature: str) -> None:
+    text = GOOD.replace(*change, 1)
+    if "[metadata]" in text:  # keep the tables in TOML order
+        head, _, meta = text.partition("[metadata]")
+        meta_block, _, rest = meta.partition("\n\n")
+        text = head + rest + "\n[metadata]" + meta_block + "\n"
+    assert feature in implied_features(_load(tmp_path, text))
+    with pytest.raises(CaseError, match=f"does not declare: {feature}"):
+        load_case(_write(tmp_path, text), tmp_path, load_features(FEATURES))
+
+
+def _load(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    return load_case(_write(tmp_path, text), tmp_path).case
+
+
+def test_layout_checks_modality_and_frames(tmp_path: Path) -> None:
+    text = GOOD.replace("frames = 4", 'frames = 4\nlayout = "projection"\nmodality = "DX"')
+    with pytest.raises(CaseError, match="frames must be 1"):
+        _load(tmp_path, text)
+    with pytest.raises(CaseError, match="holds modality DX or CR"):
+        _load(tmp_path, GOOD.replace("frames = 4", 'frames = 1\nlayout = "projection"'))
 
 
 def test_every_corpus_case_is_valid_and_every_feature_is_covered() -> None:
     cases, errors = load_cases(CASES, FEATURES)
     assert errors == []
     assert len(cases) >= 20
-    covered = set().union(*(implied_features(c.case) | set(c.case.features) for c in cases))
-    assert covered == set(load_features(FEATURES))
+    assert uncovered_features(cases, load_features(FEATURES)) == []
 
 
 def test_committed_schemas_are_current() -> None:

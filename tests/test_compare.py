@@ -27,11 +27,17 @@ def decode_truth(truth: Truth, path: Path, mutate: Mutator | None = None, *, ord
             DecodedSegment(
                 number=s.number, label=s.label, category=s.category, type=s.type,
                 tracking_id=s.tracking_id, tracking_uid=s.tracking_uid, color_rgb=s.color_rgb,
+                description=s.description, type_modifier=s.type_modifier, anatomic_region=s.anatomic_region,
+                anatomic_region_modifier=s.anatomic_region_modifier, algorithm_type=s.algorithm_type,
+                algorithm_name=s.algorithm_name if s.algorithm_type != "MANUAL" else None,
+                algorithm_version=s.algorithm_version if s.algorithm_type != "MANUAL" else None,
             )
         )
-    w.geometry.orientation = list(truth.geometry.orientation)
-    w.geometry.pixel_spacing = list(truth.geometry.pixel_spacing)
-    w.geometry.positions = {truth.frame_keys[i]: list(truth.geometry.positions[i]) for i in order}
+    g = truth.geometry
+    w.geometry.orientation = list(g.orientation) if g.orientation is not None else None
+    w.geometry.pixel_spacing = list(g.pixel_spacing)
+    if g.positions is not None:
+        w.geometry.positions = {truth.frame_keys[i]: list(g.positions[i]) for i in order}
     inverse = np.argsort(order)
     with truth.masks() as masks:
         for n, crop in masks:
@@ -250,3 +256,58 @@ def test_reference_decoder_agrees_with_truth_on_every_highdicom_encoding(truth_o
         assert verdict(checks) == (True, ""), (case_id, verdict(checks))
         geometry = next(c for c in checks if c.name == "geometry")
         assert geometry.status is CheckStatus.PASS and "frame positions" in geometry.message
+
+
+def _segment(w: DecodedWriter, number: int) -> DecodedSegment:
+    return next(s for s in w.segments if s.number == number)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "check", "expected"),
+    [
+        (lambda w, t: setattr(_segment(w, 5), "anatomic_region", {"value": "64033007", "scheme": "SCT", "meaning": "Kidney"}),
+         "coded-concepts", "segment 5: anatomic region (64033007"),
+        (lambda w, t: setattr(_segment(w, 5), "anatomic_region_modifier", {"value": "7771000", "scheme": "SCT", "meaning": "Left"}),
+         "coded-concepts", "segment 5: anatomic region modifier (7771000"),
+        (lambda w, t: setattr(_segment(w, 2), "type_modifier", {"value": "24028007", "scheme": "SCT", "meaning": "Right"}),
+         "coded-concepts", "segment 2: type modifier (24028007"),
+        (lambda w, t: setattr(_segment(w, 5), "description", _segment(w, 5).description[:255]), "descriptions",
+         "segment 5: description"),
+        (lambda w, t: setattr(_segment(w, 5), "algorithm_name", "TotalSegmentator-like"), "algorithms",
+         "segment 5: algorithm name 'TotalSegmentator-like', expected 'Lesion grower'"),
+        (lambda w, t: setattr(_segment(w, 6), "algorithm_type", "AUTOMATIC"), "algorithms",
+         "segment 6: algorithm type 'AUTOMATIC', expected 'MANUAL'"),
+    ],
+)
+def test_metadata_breadth_defects_are_caught(
+    truth_of, tmp_path: Path, mutate: Mutator, check: str, expected: str  # type: ignore[no-untyped-def]
+) -> None:
+    truth = truth_of("quick/metadata-breadth")
+    assert verdict(_checks(truth, tmp_path))[0]
+    failed = _failed(_checks(truth, tmp_path, mutate))
+    assert set(failed) == {check} and expected in failed[check]
+
+
+def test_unreported_metadata_is_not_checked_rather_than_passed(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    def strip(w: DecodedWriter, t: Truth) -> None:
+        for s in w.segments:
+            s.description = s.anatomic_region = s.anatomic_region_modifier = s.type_modifier = None
+            s.algorithm_type = s.algorithm_name = s.algorithm_version = None
+
+    checks = {c.name: c for c in _checks(truth_of("quick/metadata-breadth"), tmp_path, strip)}
+    assert checks["descriptions"].status is CheckStatus.NOT_CHECKED
+    assert checks["algorithms"].status is CheckStatus.NOT_CHECKED
+    assert checks["coded-concepts"].status is CheckStatus.PASS
+    assert "not reported: type modifier, anatomic region, anatomic region modifier" in checks["coded-concepts"].message
+
+
+@pytest.mark.parametrize("case_id", ["quick/projection-dx-binary", "quick/cine-mr-binary", "quick/uneven-spacing-gap"])
+def test_new_sources_compare_clean_and_catch_a_shifted_frame(truth_of, tmp_path: Path, case_id: str) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of(case_id)
+    assert verdict(_checks(truth, tmp_path))[0]
+
+    def shift(w: DecodedWriter, t: Truth) -> None:
+        n, crop = next(iter(w._crops.items()))
+        w._crops[n] = Crop((crop.offset[0], crop.offset[1] + 1, crop.offset[2]), crop.data)
+
+    assert "voxels" in _failed(_checks(truth, tmp_path, shift))

@@ -101,3 +101,41 @@ def test_enhanced_multiframe_source(truth_of) -> None:  # type: ignore[no-untype
     shared = ds.SharedFunctionalGroupsSequence[0]
     assert shared.MRImageFrameTypeSequence[0].FrameType[0] == "ORIGINAL"
     assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == [1.1, 0.9]
+
+
+def test_projection_source_has_no_frame_of_reference_or_position(truth_of) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/projection-dx-binary")
+    assert truth.geometry.positions is None and truth.geometry.orientation is None
+    (path,) = truth.source_paths
+    ds = pydicom.dcmread(path)
+    assert ds.Modality == "DX" and ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.1.1"
+    assert "FrameOfReferenceUID" not in ds and "ImagePositionPatient" not in ds
+    assert truth.frame_keys == [ds.SOPInstanceUID] and ds.pixel_array.shape == (ds.Rows, ds.Columns)
+
+
+def test_cine_source_is_one_plane_over_time(truth_of) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/cine-mr-binary")
+    (path,) = truth.source_paths
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert ds.DimensionIndexSequence[0].DimensionIndexPointer == 0x00209128  # Temporal Position Index
+    frames = ds.PerFrameFunctionalGroupsSequence
+    assert [int(f.FrameContentSequence[0].TemporalPositionIndex) for f in frames] == list(range(1, 17))
+    positions = {tuple(f.PlanePositionSequence[0].ImagePositionPatient) for f in frames}
+    assert len(positions) == 1  # the same plane at every time point
+    times = [str(f.FrameContentSequence[0].FrameReferenceDateTime) for f in frames]
+    assert times == sorted(times) and len(set(times)) == 16
+    assert truth.frame_keys == [f"{ds.SOPInstanceUID}#{k}" for k in range(1, 17)]
+
+
+def test_uneven_series_keeps_its_positions_and_declares_no_spacing(truth_of) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/uneven-spacing-gap")
+    case = loaded("quick/uneven-spacing-gap").case
+    z = [p[2] for p in truth.geometry.positions]
+    assert z == case.source.slice_positions
+    for path in truth.source_paths:
+        assert "SpacingBetweenSlices" not in pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def test_non_ascii_labels_reach_the_truth(truth_of) -> None:  # type: ignore[no-untyped-def]
+    labels = [s.label for s in truth_of("quick/non-ascii-labels").segments]
+    assert labels == ["Läsion – 肝臓", "Почка левая", "Μάζα αριστερά", "Région 4"]
