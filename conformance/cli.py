@@ -181,6 +181,34 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+    from rich.table import Table
+
+    from conformance.results import ResultsDocument
+    from conformance.summary import by_feature
+
+    try:
+        doc = ResultsDocument.load(args.results)
+    except (OSError, ValidationError, ValueError) as exc:
+        console.print(f"[red]{args.results}: not a valid results document: {str(exc)[:500]}")
+        return 2
+    table_data = by_feature(doc, args.role)
+    tools = sorted({t for per in table_data.values() for t in per})
+    table = Table(title=f"{args.role}s: passed / tried per feature ({args.results.name})")
+    table.add_column("feature")
+    for t in tools:
+        table.add_column(t, justify="right")
+    for feature, per in table_data.items():
+        cells = []
+        for t in tools:
+            c = per.get(t)
+            cells.append("" if c is None or not c.tried else f"{c.passed}/{c.tried}")
+        table.add_row(feature, *cells)
+    console.print(table)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from conformance.case import schema_text as case_schema
     from conformance.results import schema_text as results_schema
@@ -310,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", nargs="*", type=Path, help="results files (default: reports/results/latest.json)")
     report.add_argument("--out", type=Path, default=Path("reports/site"), help="site folder (default: %(default)s)")
     report.set_defaults(func=cmd_report)
+
+    summary = sub.add_parser("summary", help="print pass counts per feature and tool from a results JSON")
+    summary.add_argument("results", type=Path, nargs="?", default=Path("reports/results/latest.json"))
+    summary.add_argument("--role", choices=["consumer", "producer", "validator"], default="consumer")
+    summary.set_defaults(func=cmd_summary)
 
     schema = sub.add_parser("schema", help="write the JSON Schemas generated from the models")
     schema.add_argument("--check", action="store_true", help="only check that the committed schemas are current")

@@ -63,6 +63,8 @@ class DcmqiProducer(Producer):
             "ts-explicit-le", "ts-deflate", "ts-rle",
         }
     )
+    # Not claimed: projection sources (dcmqi takes ITK volumes; QIICR/dcmqi#319 is open), cine and uneven
+    # spacing (an ITK image has one regular grid), multi-frame sources (itkimage2segimage reads a series).
     # RLE comes only from bin2labelsegimage, which writes label maps.
     unsupported_combinations = (frozenset({"binary", "ts-rle"}),)
 

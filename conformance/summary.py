@@ -1,0 +1,79 @@
+"""Pass counts by feature: how each tool fares on the cases that exercise each feature.
+
+A read cell counts for every feature its case exercises. Only cells that were
+really tried count (PASS, FAIL, ERROR, CRASH, TIMEOUT); UNSUPPORTED and SKIPPED
+cells are counted apart, never as passes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from conformance.results import Record, ResultsDocument, Status
+
+__all__ = ["FeatureCount", "by_feature", "interop_score"]
+
+TRIED = frozenset({Status.PASS, Status.FAIL, Status.ERROR, Status.CRASH, Status.TIMEOUT})
+
+
+@dataclass
+class FeatureCount:
+    """Cells of one tool on one feature."""
+
+    passed: int = 0
+    tried: int = 0
+    untried: int = 0
+    failed_cases: set[str] = field(default_factory=set)
+
+    @property
+    def rate(self) -> float | None:
+        return self.passed / self.tried if self.tried else None
+
+    def add(self, r: Record) -> None:
+        if r.status in TRIED:
+            self.tried += 1
+            if r.status is Status.PASS:
+                self.passed += 1
+            else:
+                self.failed_cases.add(r.case)
+        else:
+            self.untried += 1
+
+
+def _graded(doc: ResultsDocument, step: str) -> list[Record]:
+    return [r for r in doc.records if r.step == step and r.tier != "negative" and r.producer != "(external)"]
+
+
+def by_feature(doc: ResultsDocument, role: str = "consumer") -> dict[str, dict[str, FeatureCount]]:
+    """feature -> tool -> counts; ``role`` "consumer" counts reads, "producer" writes, "validator" validations."""
+    step = {"consumer": "read", "producer": "write", "validator": "validate"}[role]
+    out: dict[str, dict[str, FeatureCount]] = defaultdict(lambda: defaultdict(FeatureCount))
+    for r in _graded(doc, step):
+        tool = r.producer if role == "producer" else r.consumer
+        if tool is None:
+            continue
+        for f in r.features:
+            out[f][tool].add(r)
+    return {f: dict(v) for f, v in sorted(out.items())}
+
+
+def interop_score(doc: ResultsDocument, tools: list[str]) -> dict[str, tuple[int, int]]:
+    """feature -> (objects every listed reader decoded right, objects of that feature written).
+
+    An object counts when its producer wrote it; it scores when every reader in ``tools`` passed it
+    (a reader that did not try it, for any reason, does not pass it).
+    """
+    reads: dict[tuple[str, str], dict[str, Status]] = defaultdict(dict)
+    features: dict[tuple[str, str], list[str]] = {}
+    for r in _graded(doc, "read"):
+        if r.consumer in tools and r.seg is not None:
+            reads[(r.case, r.producer)][r.consumer] = r.status
+            features[(r.case, r.producer)] = r.features
+    score: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for key, statuses in reads.items():
+        ok = all(statuses.get(t) is Status.PASS for t in tools)
+        for f in features[key]:
+            score[f][1] += 1
+            score[f][0] += ok
+    return {f: (a, b) for f, (a, b) in sorted(score.items())}
