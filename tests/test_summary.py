@@ -1,0 +1,47 @@
+"""Pass counts by feature: tried cells only, never a missing tool as a pass."""
+
+from __future__ import annotations
+
+from conformance.results import Record, ResultsDocument, RunInfo, SegObject, Status
+from conformance.summary import by_feature, interop_score
+
+SEG = SegObject(path="x/seg.dcm", size=1, sha256="0" * 64)
+
+
+def _doc(*records: Record) -> ResultsDocument:
+    run = RunInfo(run_id="r", started="t", suite_version="0", platform="p", python="3", corpus_fingerprint="f",
+                  timeout_s=1, memory_limit_mb=1, workers=1)
+    return ResultsDocument(run=run, records=list(records))
+
+
+def _read(case: str, consumer: str, status: Status, features: list[str], producer: str = "p") -> Record:
+    return Record(case=case, producer=producer, consumer=consumer, step="read", status=status, features=features,
+                  seg=SEG, tier="quick")
+
+
+def test_counts_tried_cells_per_feature_and_keeps_untried_apart() -> None:
+    doc = _doc(
+        _read("a", "x", Status.PASS, ["binary", "overlap"]),
+        _read("b", "x", Status.FAIL, ["binary"]),
+        _read("c", "x", Status.SKIPPED, ["binary"]),
+        _read("d", "x", Status.UNSUPPORTED, ["binary"]),
+        _read("a", "y", Status.CRASH, ["binary", "overlap"]),
+        Record(case="a", producer="p", step="write", status=Status.PASS, features=["binary"]),
+        Record(case="n", producer="p", consumer="x", step="read", status=Status.PASS, features=["binary"], tier="negative"),
+    )
+    counts = by_feature(doc)
+    assert (counts["binary"]["x"].passed, counts["binary"]["x"].tried, counts["binary"]["x"].untried) == (1, 2, 2)
+    assert counts["binary"]["x"].failed_cases == {"b"}
+    assert counts["overlap"]["y"].rate == 0.0 and counts["binary"]["y"].failed_cases == {"a"}
+    assert by_feature(doc, "producer")["binary"]["p"].passed == 1
+
+
+def test_interop_needs_every_listed_reader_to_pass() -> None:
+    doc = _doc(
+        _read("a", "x", Status.PASS, ["binary"]),
+        _read("a", "y", Status.PASS, ["binary"]),
+        _read("b", "x", Status.PASS, ["binary", "overlap"]),
+        _read("b", "y", Status.SKIPPED, ["binary", "overlap"]),
+    )
+    assert interop_score(doc, ["x", "y"]) == {"binary": (1, 2), "overlap": (0, 1)}
+    assert interop_score(doc, ["x"]) == {"binary": (2, 2), "overlap": (1, 1)}
