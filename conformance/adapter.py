@@ -159,6 +159,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "highdicom": "producers.highdicom:HighdicomProducer",
         "dcmqi": "producers.dcmqi:DcmqiProducer",
         "pydicom-seg": "producers.pydicom_seg:PydicomSegProducer",
+        "reference": "producers.reference:ReferenceProducer",
     },
     "consumer": {
         "highdicom": "consumers.highdicom:HighdicomConsumer",

@@ -53,3 +53,30 @@ def test_a_hanging_validator_is_a_timeout(good_seg: Path, tmp_path: Path, monkey
     monkeypatch.setattr(validate, "dciodvfy_path", lambda: slow)
     result = run_dciodvfy(good_seg, 0.5)
     assert result.kind == "timeout" and "killed after 0.5 s" in result.message
+
+
+def test_deflated_object_is_checked_inflated_byte_for_byte(tmp_path: Path) -> None:
+    import zlib
+
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from conformance.validate import inflated_copy
+
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.PatientName = "1.2.840.10008.5.1.4.1.1.66.4", "1.2.3.4", "Test^Deflate"
+    src = tmp_path / "deflated.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    out = tmp_path / "inflated.dcm"
+    assert inflated_copy(src, out)
+    back = pydicom.dcmread(out)
+    assert back.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1" and back.PatientName == "Test^Deflate"
+    # the data set bytes are the deflated stream inflated, not a re-encoding
+    raw = src.read_bytes()
+    start = 144 + int.from_bytes(raw[140:144], "little")
+    assert out.read_bytes().endswith(zlib.decompress(raw[start:], -zlib.MAX_WBITS))
+    assert not inflated_copy(out, tmp_path / "again.dcm")  # not deflated: nothing to do

@@ -1,0 +1,238 @@
+"""The reference producer: what it writes (dimensions, frame order, header) and that the reference decoder reads it back as the truth."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+
+from conformance.adapter import (
+    DEFAULTS,
+    EVERY_FEATURE,
+    ReadRequest,
+    WriteRequest,
+    resolve,
+)
+from conformance.case import Case, LoadedCase
+from conformance.color import dicom_lab_to_rgb
+from conformance.compare import compare, verdict
+from conformance.decoded import Decoded
+from conformance.results import CheckStatus
+from conformance.synth import build_case
+from conformance.truth import Truth
+from consumers.reference import ReferenceConsumer
+from producers.reference import NativeSink, ReferenceProducer, rgb_to_dicom_lab
+
+from .conftest import loaded
+
+SEGMENT_NUMBER, SEGMENT_GROUP = 0x0062000B, 0x0062000A
+POSITION, PLANE_POSITION_GROUP = 0x00200032, 0x00209113
+TEMPORAL, FRAME_CONTENT_GROUP = 0x00209128, 0x00209111
+FRAME_LABEL = 0x00209453
+LABELMAP_SOP = "1.2.840.10008.5.1.4.1.1.66.7"
+
+TruthOf = Callable[[str], Truth]
+
+
+def _write(case_id: str, truth_of: TruthOf, out: Path, case: Case | None = None) -> tuple[Path, Truth]:
+    truth = truth_of(case_id)
+    path = out / f"{case_id.replace('/', '__')}.dcm"
+    ReferenceProducer().write(WriteRequest(case_id, case or loaded(case_id).case, truth, path))
+    return path, truth
+
+
+def _decode(seg: Path, truth: Truth, workdir: Path) -> Decoded:
+    writer = ReferenceConsumer().read(ReadRequest(seg, truth.source_paths))
+    writer.write(workdir / f"{seg.stem}.npz")
+    return Decoded(workdir / f"{seg.stem}.npz")
+
+
+def _pointers(ds: Any) -> list[tuple[int, int]]:
+    return [(int(d.DimensionIndexPointer), int(d.FunctionalGroupPointer)) for d in ds.DimensionIndexSequence]
+
+
+def _nonempty_pairs(truth: Truth) -> set[tuple[int, int]]:
+    """(segment, truth frame) of every frame where the segment has voxels."""
+    out = set()
+    with truth.masks() as masks:
+        for number, crop in masks:
+            for i in np.flatnonzero(crop.data.reshape(crop.data.shape[0], -1).any(axis=1)):
+                out.add((number, crop.offset[0] + int(i)))
+    return out
+
+
+def _source_temporal_index(truth: Truth) -> dict[int, int]:
+    """Frame number to Temporal Position Index in the (cine) multi-frame source."""
+    src = pydicom.dcmread(truth.source_paths[0], stop_before_pixels=True)
+    return {i + 1: int(fg.FrameContentSequence[0].TemporalPositionIndex) for i, fg in enumerate(src.PerFrameFunctionalGroupsSequence)}
+
+
+# --------------------------------------------------------------------------- registry and declarations
+
+
+def test_registered_and_claims_only_listed_features() -> None:
+    assert resolve("producer", "reference") is ReferenceProducer
+    assert "reference" in DEFAULTS["producer"]
+    assert ReferenceProducer.features <= EVERY_FEATURE
+    assert "slide-source" not in ReferenceProducer.features
+    assert {"temporal", "projection-source", "segments-interleaved", "ts-rle"} <= ReferenceProducer.features
+    assert frozenset({"binary", "ts-rle"}) in ReferenceProducer.unsupported_combinations
+
+
+# --------------------------------------------------------------------------- cine
+
+
+def test_cine_binary_uses_the_temporal_position_index(truth_of: TruthOf, tmp_path: Path) -> None:
+    seg, truth = _write("quick/cine-mr-binary", truth_of, tmp_path)
+    ds = pydicom.dcmread(seg)
+    assert _pointers(ds) == [(SEGMENT_NUMBER, SEGMENT_GROUP), (TEMPORAL, FRAME_CONTENT_GROUP)]
+    assert ds.DimensionOrganizationType == "3D_TEMPORAL"
+    source_tpi = _source_temporal_index(truth)
+    source_uid = pydicom.dcmread(truth.source_paths[0], stop_before_pixels=True).SOPInstanceUID
+    order = []
+    for fg in ds.PerFrameFunctionalGroupsSequence:
+        ref = fg.DerivationImageSequence[0].SourceImageSequence[0]
+        content = fg.FrameContentSequence[0]
+        segment = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        assert ref.ReferencedSOPInstanceUID == source_uid
+        assert ref.PurposeOfReferenceCodeSequence[0].CodeValue == "121322"
+        assert int(content.TemporalPositionIndex) == source_tpi[int(ref.ReferencedFrameNumber)]
+        assert list(content.DimensionIndexValues) == [segment, int(content.TemporalPositionIndex)]
+        order.append((segment, int(content.TemporalPositionIndex)))
+    assert order == sorted(order), "segment-major: segment by segment, time points ascending"
+    # every non-empty (segment, time point) exactly once: empty frames omitted, none lost
+    assert {(s, t - 1) for s, t in order} == _nonempty_pairs(truth)
+    assert len(order) == len(set(order)) == int(ds.NumberOfFrames)
+
+
+def test_cine_labelmap_has_one_dimension_and_no_segment_identification(truth_of: TruthOf, tmp_path: Path) -> None:
+    seg, truth = _write("quick/cine-mr-labelmap", truth_of, tmp_path)
+    ds = pydicom.dcmread(seg)
+    assert ds.SOPClassUID == LABELMAP_SOP and ds.SegmentationType == "LABELMAP" and ds.BitsAllocated == 8
+    assert _pointers(ds) == [(TEMPORAL, FRAME_CONTENT_GROUP)]
+    assert all("SegmentIdentificationSequence" not in fg for fg in ds.PerFrameFunctionalGroupsSequence)
+    times = [int(fg.FrameContentSequence[0].TemporalPositionIndex) for fg in ds.PerFrameFunctionalGroupsSequence]
+    assert times == sorted(times) and len(times) == len({k for _, k in _nonempty_pairs(truth)})
+
+
+# --------------------------------------------------------------------------- interleaved
+
+
+def test_interleaved_frames_go_slice_by_slice(truth_of: TruthOf, tmp_path: Path) -> None:
+    case_id = "quick/segments-interleaved"
+    seg, truth = _write(case_id, truth_of, tmp_path)
+    ds = pydicom.dcmread(seg)
+    assert loaded(case_id).case.encoding.frame_order == "position-major"
+    assert _pointers(ds) == [(POSITION, PLANE_POSITION_GROUP), (SEGMENT_NUMBER, SEGMENT_GROUP)]
+    normal = np.cross(*np.reshape([float(v) for v in ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient], (2, 3)))
+    frames = []
+    for fg in ds.PerFrameFunctionalGroupsSequence:
+        depth = float(np.asarray([float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient]) @ normal)
+        segment = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        index = list(fg.FrameContentSequence[0].DimensionIndexValues)
+        assert index[1] == segment
+        frames.append((index[0], depth, segment))
+    assert [(i, s) for i, _, s in frames] == sorted((i, s) for i, _, s in frames), "position first, then segment"
+    depths = [d for _, d, _ in frames]
+    assert depths == sorted(depths), "slices in order along the normal"
+    segments_per_slice = [len(list(g)) for _, g in itertools.groupby(frames, key=lambda f: f[0])]
+    assert max(segments_per_slice) > 1, "the case must put several segments on one slice, or nothing interleaves"
+    # the same frames as segment-major would give, only in another order
+    assert len(frames) == len(_nonempty_pairs(truth))
+
+
+# --------------------------------------------------------------------------- round trip through the reference decoder
+
+
+@pytest.mark.parametrize(
+    "case_id",
+    [
+        "quick/cine-mr-binary",
+        "quick/cine-mr-labelmap",
+        "quick/segments-interleaved",
+        "quick/projection-dx-binary",
+        "quick/projection-cr-labelmap",
+        "quick/segment-metadata",
+    ],
+)
+def test_reference_decoder_reads_back_the_truth(case_id: str, truth_of: TruthOf, tmp_path: Path) -> None:
+    seg, truth = _write(case_id, truth_of, tmp_path)
+    labelmap = loaded(case_id).case.encoding.type.value == "LABELMAP"
+    checks = compare(truth, _decode(seg, truth, tmp_path), labelmap=labelmap)
+    ok, message = verdict(checks)
+    assert ok, message
+    by_name = {c.name: c for c in checks}
+    assert by_name["voxels"].status is CheckStatus.PASS
+    assert by_name["numbers-labels"].status is CheckStatus.PASS
+
+
+def test_a_wrong_frame_is_caught(truth_of: TruthOf, tmp_path: Path) -> None:
+    """The round trip can fail: give one frame of the interleaved object to another segment and it must."""
+    seg, truth = _write("quick/segments-interleaved", truth_of, tmp_path)
+    ds = pydicom.dcmread(seg)
+    fg = ds.PerFrameFunctionalGroupsSequence[0]
+    current = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+    fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber = current % len(truth.segments) + 1
+    broken = tmp_path / "broken.dcm"
+    ds.save_as(broken, enforce_file_format=True)
+    ok, message = verdict(compare(truth, _decode(broken, truth, tmp_path), labelmap=False))
+    assert not ok and "voxels" in message
+
+
+def test_odd_sized_frames_pack_across_bytes(tmp_path: Path) -> None:
+    """9 x 11 frames are 99 bits: frames start mid-byte, and Pixel Data is padded to an even length."""
+    case = Case.model_validate({
+        "description": "odd sized BINARY frames, interleaved",
+        "features": ["binary", "overlap", "single-frame-source", "segments-interleaved", "ts-explicit-le"],
+        "tier": "quick",
+        "source": {"rows": 9, "columns": 11, "frames": 7},
+        "segments": {"count": 3, "generator": "ellipsoids", "overlap": True, "seed": 3, "fill": 0.5},
+        "encoding": {"type": "BINARY", "bits": 1, "frame_order": "position-major"},
+    })
+    truth = build_case(LoadedCase("test/odd", tmp_path / "odd.toml", case), tmp_path / "build")
+    seg = tmp_path / "odd.dcm"
+    ReferenceProducer().write(WriteRequest("test/odd", case, truth, seg))
+    ds = pydicom.dcmread(seg)
+    need = (int(ds.NumberOfFrames) * 99 + 7) // 8
+    assert len(ds.PixelData) == need + need % 2
+    ok, message = verdict(compare(truth, _decode(seg, truth, tmp_path), labelmap=False))
+    assert ok, message
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_native_sink_packs_little_endian_without_gaps(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    planes = [rng.random((3, 5)) > 0.5 for _ in range(3)]  # 15 bits a frame
+    sink = NativeSink(tmp_path / "px.raw", 1)
+    for p in planes:
+        sink.add(p)
+    _, value = sink.finish()
+    data = value.read()  # type: ignore[union-attr]
+    sink.close()
+    assert len(data) == 6  # 45 bits -> 6 bytes, already even
+    bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[:45].reshape(3, 3, 5)
+    assert np.array_equal(bits.astype(bool), np.stack(planes))
+
+
+def test_display_colour_round_trips() -> None:
+    for rgb in itertools.product(range(0, 256, 51), repeat=3):
+        back = dicom_lab_to_rgb(rgb_to_dicom_lab(rgb))  # type: ignore[arg-type]
+        assert max(abs(a - b) for a, b in zip(back, rgb)) <= 1, rgb
+    assert rgb_to_dicom_lab((255, 255, 255)) == [65535, 32896, 32896]
+
+
+def test_refusals_say_why(truth_of: TruthOf, tmp_path: Path) -> None:
+    case = loaded("quick/binary-3-disjoint").case
+    truth = truth_of("quick/binary-3-disjoint")
+    for ts, words in (("RLELossless", "Bits Allocated 1"), ("JPEGLSLossless", "not written by the reference producer")):
+        asked = case.model_copy(update={"encoding": case.encoding.model_copy(update={"transfer_syntax": ts})})
+        with pytest.raises(ValueError, match=words):
+            ReferenceProducer().write(WriteRequest("quick/binary-3-disjoint", asked, truth, tmp_path / "x.dcm"))
+    assert not (tmp_path / "x.dcm").exists()
