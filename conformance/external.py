@@ -88,6 +88,7 @@ def find_external(folder: Path) -> list[ExternalObject]:
         features = [seg_type, _TS_FEATURE.get(str(ds.file_meta.TransferSyntaxUID), "ts-explicit-le")]
         if labelmap:
             features.append(f"labelmap-{int(ds.BitsAllocated)}bit")
+        features.append(_source_feature(sources))
         out.append(
             ExternalObject(
                 id="external/" + seg.relative_to(folder).with_suffix("").as_posix(),
@@ -100,3 +101,20 @@ def find_external(folder: Path) -> list[ExternalObject]:
             )
         )
     return out
+
+
+_WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+
+def _source_feature(sources: list[Path]) -> str:
+    """The source-layout feature of an external object, from its source images' headers."""
+    if len(sources) != 1:
+        return "single-frame-source"
+    import pydicom
+
+    ds = pydicom.dcmread(sources[0], stop_before_pixels=True, specific_tags=["SOPClassUID", "NumberOfFrames", "FrameOfReferenceUID"])
+    if str(ds.get("SOPClassUID", "")) == _WSI:
+        return "slide-source"
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        return "multiframe-source"
+    return "single-frame-source" if "FrameOfReferenceUID" in ds else "projection-source"

@@ -113,7 +113,7 @@ class ExternalFlow:
         """One consumer's read of an external object (the decoded file is kept for the agreement)."""
         base = {
             "case": obj.id, "producer": EXTERNAL, "consumer": tool.name, "step": "read",
-            "features": sorted(set(obj.features) | ({"multiframe-source"} if len(obj.sources) == 1 else {"single-frame-source"})),
+            "features": sorted(obj.features),
             "tier": "external", "notes": [f"written by {obj.written_by}"] if obj.written_by else [],
         }
         size = obj.path.stat().st_size

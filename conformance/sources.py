@@ -5,6 +5,11 @@ image, 3D Slicer's labelmaps) place each slice on a source frame by geometry:
 slice position along the normal, in-plane offset along the row and column
 directions. A volume that is not on the source grid (resampled, rotated) is an
 error with the numbers that show it.
+
+A VL Whole Slide Microscopy image is one frame of the grid whatever its number of
+tiles: its key is the SOP Instance UID alone and ``rows`` x ``columns`` is its total
+pixel matrix; ``slide`` is True and the tile size, origin and orientation in the
+slide coordinate system are there for a consumer that places tiles itself.
 """
 
 from __future__ import annotations
@@ -18,7 +23,10 @@ import numpy as np
 
 from conformance.decoded import frame_key
 
-__all__ = ["Placement", "SourceFrames"]
+__all__ = ["WSI_STORAGE", "Placement", "SlideInfo", "SourceFrames"]
+
+#: VL Whole Slide Microscopy Image Storage.
+WSI_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 
 @dataclass
@@ -32,7 +40,38 @@ class Placement:
     flip_cols: bool
 
 
+@dataclass(frozen=True)
+class SlideInfo:
+    """Where a whole slide image's total pixel matrix lies in the slide coordinate system."""
+
+    tile_rows: int
+    tile_columns: int
+    #: X, Y (and Z) offsets in mm of the top left pixel (Total Pixel Matrix Origin Sequence).
+    origin: tuple[float, ...]
+    #: Image Orientation (Slide): row direction then column direction.
+    orientation: tuple[float, ...]
+
+
+def _slide_info(ds: Any) -> SlideInfo:
+    origin_item = ds.TotalPixelMatrixOriginSequence[0] if "TotalPixelMatrixOriginSequence" in ds else None
+    origin = (
+        tuple(float(origin_item.get(k, 0.0)) for k in (
+            "XOffsetInSlideCoordinateSystem", "YOffsetInSlideCoordinateSystem", "ZOffsetInSlideCoordinateSystem"))
+        if origin_item is not None else ()
+    )
+    orientation = tuple(float(v) for v in ds.get("ImageOrientationSlide", []) or [])
+    return SlideInfo(int(ds.Rows), int(ds.Columns), origin, orientation)
+
+
 class SourceFrames:
+    """The frames of the source images, in the order of the paths, with their keys and geometry.
+
+    Attributes: ``keys`` and ``index`` (key to frame index), ``rows`` and ``columns`` of a frame,
+    ``has_geometry`` (every frame has a position in patient space), ``positions``, ``row_dir``,
+    ``col_dir``, ``normal``, ``pixel_spacing``; for a whole slide image ``slide`` is True,
+    ``slide_info`` holds its tiling and slide geometry, and ``tile_rows``/``tile_columns`` its tile size.
+    """
+
     def __init__(self, paths: Sequence[Path | str]) -> None:
         import pydicom
 
@@ -40,9 +79,15 @@ class SourceFrames:
         positions: list[list[float]] = []
         orientation: list[float] | None = None
         spacing: list[float] | None = None
+        #: Whether the source is a VL Whole Slide Microscopy image (one key: its total pixel matrix).
+        self.slide = False
+        self.slide_info: SlideInfo | None = None
         for path in paths:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             n = int(ds.get("NumberOfFrames", 1) or 1)
+            if str(ds.get("SOPClassUID", "")) == WSI_STORAGE:
+                spacing = self._add_slide(ds, positions) or spacing
+                continue
             self.rows, self.columns = int(ds.Rows), int(ds.Columns)
             shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
             if n > 1 or "PerFrameFunctionalGroupsSequence" in ds:
@@ -62,6 +107,11 @@ class SourceFrames:
                     orientation = [float(v) for v in ds.ImageOrientationPatient]
                 if "PixelSpacing" in ds:
                     spacing = [float(v) for v in ds.PixelSpacing]
+        if self.slide and len(self.keys) != 1:
+            raise ValueError(
+                f"{len(self.keys)} source frames with a whole slide image among them: "
+                "a slide source is one instance (its total pixel matrix)"
+            )
         #: Whether every source frame has a position in patient space (projection and slide images do not).
         self.has_geometry = bool(positions) and all(p is not None for p in positions) and orientation is not None
         positions = [p if p is not None else [np.nan] * 3 for p in positions]  # type: ignore[misc]
@@ -74,6 +124,30 @@ class SourceFrames:
         self.depths = self.positions @ self.normal
         gaps = np.diff(np.sort(self.depths[np.isfinite(self.depths)]))
         self.slice_tolerance = max(0.1 * (float(np.median(gaps)) if len(gaps) else 1.0), 1e-3)
+
+    @property
+    def tile_rows(self) -> int | None:
+        """Rows of a tile of the slide source (None when the source is not a slide)."""
+        return self.slide_info.tile_rows if self.slide_info else None
+
+    @property
+    def tile_columns(self) -> int | None:
+        """Columns of a tile of the slide source (None when the source is not a slide)."""
+        return self.slide_info.tile_columns if self.slide_info else None
+
+    def _add_slide(self, ds: Any, positions: list[Any]) -> list[float] | None:
+        """Record a whole slide image as one frame: its total pixel matrix; return its pixel spacing."""
+        if "TotalPixelMatrixRows" not in ds or "TotalPixelMatrixColumns" not in ds:
+            raise ValueError(f"whole slide image {ds.SOPInstanceUID} has no Total Pixel Matrix Rows/Columns")
+        self.slide = True
+        self.slide_info = _slide_info(ds)
+        self.rows, self.columns = int(ds.TotalPixelMatrixRows), int(ds.TotalPixelMatrixColumns)
+        self.keys.append(frame_key(ds.SOPInstanceUID))
+        positions.append(None)
+        shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+        if shared is not None and "PixelMeasuresSequence" in shared:
+            return [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+        return None
 
     def by_position(self, position: Any) -> int:
         """The source frame at a plane position (nearest along the normal, within a tenth of a slice), or -1."""

@@ -12,6 +12,12 @@ of a multi-frame source), with ``assert_missing_frames_are_empty=True``
 label map (``combine_segments=True``, memory of one volume however many
 segments), and for overlapping or fractional objects segment by segment in
 chunks that keep memory bounded. Which call was used is recorded in the notes.
+
+A whole slide image source is one frame of the grid, its total pixel matrix: the
+SEG is read with ``Segmentation.get_total_pixel_matrix`` (highdicom places the
+tiles, TILED_FULL or TILED_SPARSE), first with ``combine_segments=True`` and for
+overlapping or fractional objects segment by segment, one matrix per segment at
+most in each chunk.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ __all__ = ["HighdicomConsumer", "geometry_from_dataset"]
 
 #: Largest dense chunk (bytes) a chunked read may allocate.
 CHUNK_BYTES = 256 * 1024 * 1024
+#: VL Whole Slide Microscopy Image Storage.
+WSI_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 
 def _highdicom_rgb(lab: list[int]) -> tuple[int, int, int]:
@@ -71,9 +79,16 @@ class HighdicomConsumer(Consumer):
         seg = hd.seg.segread(request.seg)
         notes: list[str] = []
         headers = [
-            pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "NumberOfFrames"])
+            pydicom.dcmread(
+                p, stop_before_pixels=True,
+                specific_tags=["SOPClassUID", "SOPInstanceUID", "NumberOfFrames", "TotalPixelMatrixRows", "TotalPixelMatrixColumns"],
+            )
             for p in request.sources
         ]
+        if any(str(h.get("SOPClassUID", "")) == WSI_STORAGE for h in headers):
+            if len(headers) != 1:
+                raise ValueError(f"{len(headers)} source instances with a whole slide image among them: expected the one slide")
+            return self._read_slide(seg, headers[0])
         multiframe = len(headers) == 1 and int(headers[0].get("NumberOfFrames", 1) or 1) > 1
         if multiframe:
             uid = str(headers[0].SOPInstanceUID)
@@ -129,4 +144,46 @@ class HighdicomConsumer(Consumer):
                 writer.set_pixels(n, arr[..., j])
             del arr
         writer.notes.append(f"{call}, segment_numbers in chunks of {chunk})")
+        return writer
+
+    def _read_slide(self, seg: Any, source: Any) -> DecodedWriter:
+        """A SEG of a whole slide image, as its total pixel matrix (one frame keyed by the slide's UID)."""
+        uid = str(source.SOPInstanceUID)
+        referenced = {str(u[2]) for u in seg.get_source_image_uids()}
+        if uid not in referenced:
+            raise ValueError(f"the SEG does not reference the source slide {uid} (it references {sorted(referenced)[:3]})")
+        rows, columns = int(source.TotalPixelMatrixRows), int(source.TotalPixelMatrixColumns)
+        if "TotalPixelMatrixRows" not in seg or "TotalPixelMatrixColumns" not in seg:
+            raise ValueError("the source is a whole slide image but the SEG has no Total Pixel Matrix Rows/Columns")
+        seg_matrix = (int(seg.TotalPixelMatrixRows), int(seg.TotalPixelMatrixColumns))
+        if seg_matrix != (rows, columns):
+            raise ValueError(f"the SEG's total pixel matrix is {seg_matrix[0]}x{seg_matrix[1]}, the slide's {rows}x{columns}")
+        fractional = seg.segmentation_type.value == "FRACTIONAL"
+        writer = DecodedWriter([frame_key(uid)], rows, columns, fractional=fractional)
+        for s in segments_from_dataset(seg, color=_highdicom_rgb):
+            writer.add_segment(s)
+        shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
+        if shared is not None and "PixelMeasuresSequence" in shared:
+            writer.geometry.pixel_spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+        organization = seg.get("DimensionOrganizationType", "absent")
+        if not fractional:
+            try:
+                labels = seg.get_total_pixel_matrix(combine_segments=True)
+            except (ValueError, RuntimeError) as exc:
+                if "overlap" not in str(exc).lower():
+                    raise
+                writer.notes.append(f"combine_segments=True refused ({exc}); reading segment by segment")
+            else:
+                writer.set_labelmap(np.asarray(labels)[np.newaxis])
+                writer.notes.append(f"get_total_pixel_matrix(combine_segments=True) of a {organization} SEG")
+                return writer
+        numbers = [n for n in seg.segment_numbers if n != 0]
+        chunk = max(1, CHUNK_BYTES // max(rows * columns * (4 if fractional else 1), 1))
+        for i in range(0, len(numbers), chunk):
+            part = numbers[i : i + chunk]
+            arr = seg.get_total_pixel_matrix(segment_numbers=part, dtype=np.float32 if fractional else np.uint8)
+            for j, n in enumerate(part):
+                writer.set_pixels(n, arr[np.newaxis, :, :, j])
+            del arr
+        writer.notes.append(f"get_total_pixel_matrix(segment_numbers in chunks of {chunk}) of a {organization} SEG")
         return writer

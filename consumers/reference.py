@@ -13,11 +13,20 @@ implemented well. Nothing here comes from the tools under test:
 - FRACTIONAL stored values are scaled by Maximum Fractional Value;
 - encapsulated frames go through pydicom's decoders one frame at a time.
 
-Memory: one segment's extent for BINARY and FRACTIONAL, one volume for LABELMAP.
+A SEG of a whole slide image is decoded onto the slide's total pixel matrix (the
+one frame of the grid), tile by tile: with Dimension Organization Type TILED_FULL
+by the implicit order of PS3.3 C.7.6.17.3 (see :func:`tiled_full_layout`),
+otherwise (TILED_SPARSE) by each frame's Plane Position (Slide) Row and Column
+Position In Total Image Pixel Matrix. The SEG's total pixel matrix must be the
+slide's: same size, spacing, origin and orientation.
+
+Memory: one segment's extent for BINARY and FRACTIONAL, one volume (or matrix) for LABELMAP.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -25,12 +34,17 @@ import numpy as np
 
 from conformance.adapter import EVERY_FEATURE, Consumer, ReadRequest
 from conformance.decoded import DecodedWriter, frame_key
+from conformance.masks import crop_from_dense
 from conformance.segmeta import segments_from_dataset
 from conformance.sources import SourceFrames
 
 __all__ = ["ReferenceConsumer"]
 
 LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+#: Tiles decoded at once when placing the frames of a slide SEG.
+TILE_BATCH = 256
+#: How far (in pixels) a slide SEG's total pixel matrix origin may lie from the slide's (DS rounding).
+ORIGIN_TOLERANCE_PX = 0.1
 
 
 class ReferenceConsumer(Consumer):
@@ -54,9 +68,12 @@ class ReferenceConsumer(Consumer):
         seg_type = str(ds.get("SegmentationType", ""))
         labelmap = str(ds.SOPClassUID) == LABELMAP_SEG_STORAGE or seg_type == "LABELMAP"
         fractional = seg_type == "FRACTIONAL"
-        writer = DecodedWriter(src.keys, rows, cols, fractional=fractional)
+        grid = (src.rows, src.columns) if src.slide else (rows, cols)  # a slide: its total pixel matrix
+        writer = DecodedWriter(src.keys, *grid, fractional=fractional)
         for s in segments_from_dataset(ds):
             writer.add_segment(s)
+        if src.slide:
+            return _read_slide(ds, src, writer, labelmap=labelmap, fractional=fractional)
 
         shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
         if shared is not None and "PlaneOrientationSequence" in shared:
@@ -214,3 +231,252 @@ class _FrameReader:
         dtype = np.dtype(f"<u{self.bits // 8}")
         frames = self.raw.view(dtype)[: (len(self.raw) // dtype.itemsize // n) * n].reshape(-1, self.rows, self.cols)
         return frames[indices]
+
+
+# --------------------------------------------------------------------------- slides
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Where each frame of a slide SEG goes: its segment (0 for a label map) and top left pixel (0-based)."""
+
+    segment: np.ndarray
+    row: np.ndarray
+    column: np.ndarray
+    how: str
+
+
+def tiled_full_layout(
+    n_frames: int, total: tuple[int, int], tile: tuple[int, int], segments: list[int], *, focal_planes: int = 1
+) -> TileLayout:
+    """The implicit frame order of Dimension Organization Type TILED_FULL (PS3.3 C.7.6.17.3).
+
+    Frames vary first along the row direction (left to right: the column position changes
+    fastest), then along the column direction (top to bottom), then along the focal planes,
+    then along the optical paths, then along the segments in ascending Segment Number.
+    ``segments`` is empty for a label map, which has one set of tiles. A frame count that is
+    not exactly tiles x focal planes x segments is refused.
+    """
+    down, across = -(-total[0] // tile[0]), -(-total[1] // tile[1])
+    numbers = sorted(segments) or [0]
+    expected = down * across * focal_planes * len(numbers)
+    if n_frames != expected:
+        per = f" x {len(numbers)} segments" if segments else " (label map: one set of tiles)"
+        raise ValueError(
+            f"TILED_FULL: Number of Frames is {n_frames}, but a {total[0]}x{total[1]} total pixel matrix in "
+            f"{tile[0]}x{tile[1]} tiles has {down} x {across} = {down * across} tiles"
+            f"{f' x {focal_planes} focal planes' if focal_planes != 1 else ''}{per}: {expected} frames"
+        )
+    i = np.arange(n_frames)
+    t = i % (down * across)
+    return TileLayout(
+        segment=np.asarray(numbers, dtype=np.int64)[i // (down * across * focal_planes)],
+        row=(t // across) * tile[0],
+        column=(t % across) * tile[1],
+        how="TILED_FULL implicit order (PS3.3 C.7.6.17.3)",
+    )
+
+
+def _sparse_layout(ds: Any, labelmap: bool) -> TileLayout:
+    """Each frame's segment and position from its Per-frame Functional Groups (TILED_SPARSE)."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is None:
+        raise ValueError(
+            f"Dimension Organization Type is {ds.get('DimensionOrganizationType', 'absent')} and there are no "
+            "Per-frame Functional Groups: the tiles of the slide SEG have no position"
+        )
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+    shared_seg = _segment_number(shared)
+    shared_pos = _slide_position(shared)
+    n = len(per_frame)
+    segment, row, column = (np.zeros(n, dtype=np.int64) for _ in range(3))
+    for i, fg in enumerate(per_frame):
+        number = _segment_number(fg)
+        number = number if number is not None else shared_seg
+        if number is None and not labelmap:
+            raise ValueError(f"frame {i + 1}: no Segment Identification, per frame or shared")
+        segment[i] = number or 0
+        pos = _slide_position(fg) or shared_pos
+        if pos is None:
+            raise ValueError(f"frame {i + 1}: no Plane Position (Slide) with Row/Column Position In Total Image Pixel Matrix")
+        row[i], column[i] = pos[0] - 1, pos[1] - 1
+    return TileLayout(segment, row, column, "Plane Position (Slide) of each frame (TILED_SPARSE)")
+
+
+def _segment_number(group: Any) -> int | None:
+    if group is None or "SegmentIdentificationSequence" not in group:
+        return None
+    return int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+
+
+def _slide_position(group: Any) -> tuple[int, int] | None:
+    """(row, column), 1-based, of a frame's top left pixel in the total pixel matrix."""
+    if group is None or "PlanePositionSlideSequence" not in group:
+        return None
+    item = group.PlanePositionSlideSequence[0]
+    if "RowPositionInTotalImagePixelMatrix" not in item or "ColumnPositionInTotalImagePixelMatrix" not in item:
+        return None
+    return int(item.RowPositionInTotalImagePixelMatrix), int(item.ColumnPositionInTotalImagePixelMatrix)
+
+
+def _check_slide_matrix(ds: Any, src: SourceFrames) -> None:
+    """Refuse a slide SEG whose total pixel matrix is not the source slide's, or that does not reference it."""
+    info = src.slide_info
+    assert info is not None
+    if "TotalPixelMatrixRows" not in ds or "TotalPixelMatrixColumns" not in ds:
+        raise ValueError("the source is a whole slide image but the SEG has no Total Pixel Matrix Rows/Columns")
+    matrix = (int(ds.TotalPixelMatrixRows), int(ds.TotalPixelMatrixColumns))
+    if matrix != (src.rows, src.columns):
+        raise ValueError(f"the SEG's total pixel matrix is {matrix[0]}x{matrix[1]}, the slide's {src.rows}x{src.columns}")
+    referenced = {
+        str(inst.ReferencedSOPInstanceUID)
+        for series in ds.get("ReferencedSeriesSequence", [])
+        for inst in series.get("ReferencedInstanceSequence", [])
+    }
+    if src.keys[0] not in referenced:
+        raise ValueError(f"the Referenced Series Sequence does not reference the source slide {src.keys[0]}")
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+    if shared is not None and "PixelMeasuresSequence" in shared:
+        spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+        if not np.allclose(spacing, src.pixel_spacing, rtol=1e-4, atol=0):
+            raise ValueError(f"the SEG's pixel spacing {spacing} is not the slide's {src.pixel_spacing}: another resolution")
+    if "ImageOrientationSlide" in ds and info.orientation:
+        orientation = [float(v) for v in ds.ImageOrientationSlide]
+        if not np.allclose(orientation, info.orientation, atol=1e-4):
+            raise ValueError(f"the SEG's Image Orientation (Slide) {orientation} is not the slide's {list(info.orientation)}")
+    if "TotalPixelMatrixOriginSequence" in ds and info.origin and len(info.orientation) == 6:
+        item = ds.TotalPixelMatrixOriginSequence[0]
+        origin = [float(item.get(k, 0.0)) for k in ("XOffsetInSlideCoordinateSystem", "YOffsetInSlideCoordinateSystem")]
+        rows, columns = _pixel_offset(origin, info, src.pixel_spacing)
+        if max(abs(rows), abs(columns)) > ORIGIN_TOLERANCE_PX:
+            raise ValueError(
+                f"the SEG's total pixel matrix origin ({origin[0]:.6f}, {origin[1]:.6f}) mm is {rows:+.2f} rows, "
+                f"{columns:+.2f} columns from the slide's ({info.origin[0]:.6f}, {info.origin[1]:.6f}) mm: "
+                "its Row/Column Positions In Total Image Pixel Matrix are not the slide's pixels"
+                + ("; yet its frames refer to source frames with Spatial Locations Preserved YES: the object "
+                   "contradicts itself" if _claims_preserved_locations(ds) else "")
+            )
+
+
+def _claims_preserved_locations(ds: Any) -> bool:
+    """Whether the first frame refers to a source frame with Spatial Locations Preserved YES."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    try:
+        ref = per_frame[0].DerivationImageSequence[0].SourceImageSequence[0]
+    except (TypeError, AttributeError, IndexError):
+        return False
+    return str(ref.get("SpatialLocationsPreserved", "")) == "YES"
+
+
+def _pixel_offset(origin: list[float], info: Any, spacing: list[float]) -> tuple[float, float]:
+    """How many rows and columns of the slide a point (X, Y in mm) lies from the slide's top left pixel."""
+    delta = np.array([origin[0] - info.origin[0], origin[1] - info.origin[1], 0.0])
+    row_dir, col_dir = np.asarray(info.orientation[:3]), np.asarray(info.orientation[3:])
+    return float(delta @ col_dir) / spacing[0], float(delta @ row_dir) / spacing[1]
+
+
+def _slide_layout(ds: Any, labelmap: bool, numbers: list[int]) -> TileLayout:
+    """Where each frame of a slide SEG goes, by the Dimension Organization Type; positions checked."""
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    total = (int(ds.TotalPixelMatrixRows), int(ds.TotalPixelMatrixColumns))
+    tile = (int(ds.Rows), int(ds.Columns))
+    for keyword in ("TotalPixelMatrixFocalPlanes", "NumberOfOpticalPaths"):
+        if int(ds.get(keyword, 1) or 1) != 1:
+            raise ValueError(f"{keyword} is {ds.get(keyword)}: the reference decoder places one plane of one optical path")
+    if ds.get("DimensionOrganizationType") == "TILED_FULL":
+        layout = tiled_full_layout(n_frames, total, tile, [] if labelmap else numbers)
+        if "PerFrameFunctionalGroupsSequence" in ds:
+            explicit = _sparse_layout(ds, labelmap)
+            bad = np.flatnonzero((explicit.row != layout.row) | (explicit.column != layout.column)
+                                 | ((explicit.segment != layout.segment) & (not labelmap)))
+            if len(bad):
+                i = int(bad[0])
+                raise ValueError(
+                    f"TILED_FULL with Per-frame Functional Groups that contradict the implicit order: frame {i + 1} "
+                    f"is at row {explicit.row[i] + 1}, column {explicit.column[i] + 1} (segment {explicit.segment[i]}), "
+                    f"the order puts it at row {layout.row[i] + 1}, column {layout.column[i] + 1} (segment {layout.segment[i]})"
+                )
+    else:
+        layout = _sparse_layout(ds, labelmap)
+    outside = np.flatnonzero((layout.row < 0) | (layout.column < 0) | (layout.row >= total[0]) | (layout.column >= total[1]))
+    if len(outside):
+        i = int(outside[0])
+        raise ValueError(
+            f"{len(outside)} frame(s) lie outside the {total[0]}x{total[1]} total pixel matrix; first: frame {i + 1} "
+            f"at row {layout.row[i] + 1}, column {layout.column[i] + 1}"
+        )
+    if not labelmap:
+        undeclared = sorted(set(layout.segment.tolist()) - set(numbers))
+        if undeclared:
+            raise ValueError(f"frames refer to segment(s) {undeclared[:5]} that the Segment Sequence does not describe")
+    return layout
+
+
+def _paint(target: np.ndarray, tiles: Sequence[np.ndarray], rows: np.ndarray, columns: np.ndarray, *, merge: bool) -> None:
+    """Place tiles at their top left pixels in ``target``, clipped at its edges (the padding of edge tiles)."""
+    height, width = target.shape
+    for tile, r, c in zip(tiles, rows, columns):
+        h, w = min(tile.shape[0], height - r), min(tile.shape[1], width - c)
+        region = target[r : r + h, c : c + w]
+        if merge:
+            np.maximum(region, tile[:h, :w].astype(target.dtype), out=region)
+        else:
+            region[...] = tile[:h, :w]
+
+
+def _read_slide(ds: Any, src: SourceFrames, writer: DecodedWriter, *, labelmap: bool, fractional: bool) -> DecodedWriter:
+    """Decode a SEG of a whole slide image onto its total pixel matrix (the one frame of the grid)."""
+    _check_slide_matrix(ds, src)
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+    if shared is not None and "PixelMeasuresSequence" in shared:
+        writer.geometry.pixel_spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+    numbers = [s.number for s in writer.segments]
+    layout = _slide_layout(ds, labelmap, numbers)
+    frames = _FrameReader(ds, int(ds.Rows), int(ds.Columns))
+    if labelmap:
+        matrix = np.zeros((src.rows, src.columns), dtype=np.uint16 if int(ds.BitsAllocated) > 8 else np.uint8)
+        for start in range(0, len(layout.row), TILE_BATCH):
+            idx = list(range(start, min(start + TILE_BATCH, len(layout.row))))
+            _paint(matrix, frames.get(idx), layout.row[idx], layout.column[idx], merge=False)
+        writer.set_labelmap(matrix[np.newaxis])
+        writer.notes.append(f"label map tiles placed on the {src.rows}x{src.columns} total pixel matrix by {layout.how}")
+        return writer
+    scale = 1.0 / float(ds.get("MaximumFractionalValue", 255)) if fractional else 1.0
+    for number in np.unique(layout.segment):
+        _slide_segment(writer, frames, layout, int(number), scale, fractional, (src.rows, src.columns))
+    writer.notes.append(
+        f"{len(layout.row)} tiles of {len(np.unique(layout.segment))} segments placed on the "
+        f"{src.rows}x{src.columns} total pixel matrix by {layout.how}, one segment at a time"
+    )
+    return writer
+
+
+def _slide_segment(
+    writer: DecodedWriter, frames: _FrameReader, layout: TileLayout, number: int, scale: float,
+    fractional: bool, total: tuple[int, int],
+) -> None:
+    """One BINARY or FRACTIONAL segment: its non-empty tiles painted into the extent they cover, then cropped.
+
+    A TILED_FULL object stores every tile of every segment; most tiles of a small segment are
+    empty, so only the non-empty ones are kept (memory: the segment's tiles, at most its matrix).
+    """
+    idx = np.flatnonzero(layout.segment == number)
+    kept: list[tuple[np.ndarray, int, int]] = []
+    for start in range(0, len(idx), TILE_BATCH):
+        part = idx[start : start + TILE_BATCH]
+        for tile, i in zip(frames.get([int(i) for i in part]), part):
+            if tile.any():
+                kept.append((tile, int(layout.row[i]), int(layout.column[i])))
+    if not kept:
+        return
+    rows = np.array([r for _, r, _ in kept])
+    columns = np.array([c for _, _, c in kept])
+    r0, c0 = int(rows.min()), int(columns.min())
+    r1, c1 = min(int(rows.max()) + frames.rows, total[0]), min(int(columns.max()) + frames.cols, total[1])
+    extent = np.zeros((r1 - r0, c1 - c0), dtype=np.float32 if fractional else np.uint8)
+    _paint(extent, [t for t, _, _ in kept], rows - r0, columns - c0, merge=True)
+    del kept
+    data = extent * np.float32(scale) if fractional else extent.astype(bool)
+    crop = crop_from_dense(data[np.newaxis], base=(0, r0, c0))
+    if crop is not None:
+        writer.set_crop(number, crop)
