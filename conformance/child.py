@@ -5,7 +5,8 @@ response next to the request. Operations:
 
 - ``info``: the handshake (tool, version, availability, claimed features);
 - ``write``: a producer writes a case's SEG;
-- ``read``: a consumer decodes a SEG into the canonical ``.npz``.
+- ``read``: a consumer decodes a SEG into the canonical ``.npz`` (with ``bench``: decodes only);
+- ``baseline``: writes or reads the truth as .nii.gz or .seg.nrrd (:mod:`conformance.baselines`).
 
 An exception becomes ``{"ok": false, ...}`` with its type, message and
 traceback; a ``MemoryError`` is flagged so the harness can say which limit
@@ -19,6 +20,7 @@ import json
 import os
 import resource
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,10 @@ __all__ = ["main"]
 
 
 def _run(req: dict[str, Any]) -> dict[str, Any]:
+    if req["op"] == "baseline":  # a benchmark baseline (.nii.gz, .seg.nrrd): no adapter involved
+        from conformance.baselines import run_baseline
+
+        return {"ok": True, **run_baseline(req)}
     from conformance.adapter import (
         Consumer,
         Producer,
@@ -73,6 +79,7 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
     if op == "read":
         assert isinstance(adapter, Consumer)
         output = Path(req["output"])
+        start = time.perf_counter()
         writer = adapter.read(
             ReadRequest(
                 seg=Path(req["seg"]),
@@ -81,8 +88,12 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
                 service=req.get("service"),
             )
         )
+        read_s = time.perf_counter() - start
+        if req.get("bench"):
+            # A benchmark run: the tool's decode only; the canonical form is written (and checked) in the warm-up.
+            return {"ok": True, "notes": writer.notes, "read_s": read_s}
         writer.write(output)
-        return {"ok": True, "notes": writer.notes}
+        return {"ok": True, "notes": writer.notes, "read_s": read_s}
     if op == "start":
         assert isinstance(adapter, Consumer)
         service = adapter.start_service(Path(req["workdir"]), Path(req["cache"]))

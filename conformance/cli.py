@@ -159,6 +159,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if summary.case_errors else 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from conformance.bench import BENCH_CONSUMERS, BENCH_PRODUCERS, BenchConfig, bench
+    from conformance.runner import RunConfig
+
+    cfg = BenchConfig(
+        run=RunConfig(
+            corpus=args.corpus, features=args.features, build=args.build, results=args.out,
+            tiers=args.tier or ["full"], cases=args.case,
+            producers=args.producer or list(BENCH_PRODUCERS), consumers=args.consumer or list(BENCH_CONSUMERS),
+            workers=max(1, args.jobs), timeout_s=args.timeout, memory_mb=args.memory_mb, validate=False,
+        ),
+        repeats=args.repeats,
+        publish=None if args.no_publish else args.publish,
+    )
+    if args.repeats < 1:
+        console.print("[red]--repeats must be at least 1")
+        return 2
+    try:
+        path = bench(cfg, RichProgress())
+    except (FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]{exc}")
+        return 2
+    from conformance.report import render_format_study
+    from conformance.results import ResultsDocument
+
+    doc = ResultsDocument.load(path)
+    page = render_format_study([doc], args.site)
+    console.print(f"results: {path}")
+    if cfg.publish is not None:
+        console.print(f"published: {cfg.publish / ('bench-' + '-'.join(cfg.run.tiers) + '.json')}")
+    console.print(f"format study: {page}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -176,7 +210,19 @@ def cmd_report(args: argparse.Namespace) -> int:
         except (ValidationError, ValueError) as exc:
             console.print(f"[red]{p}: not a valid results document: {str(exc)[:500]}")
             return 2
-    target = render_site(docs, args.out)
+    links = {}
+    benches = []
+    for bench_path in sorted(args.bench.glob("*.json")) if args.bench.is_dir() else []:
+        try:
+            benches.append(ResultsDocument.load(bench_path))
+        except (ValidationError, ValueError) as exc:
+            console.print(f"[yellow]{bench_path}: not a valid benchmark document, left out: {str(exc)[:300]}")
+    if benches:
+        from conformance.report import render_format_study
+
+        links["format-study.html"] = "format study: is it the format or the implementations?"
+        console.print(f"wrote {render_format_study(benches, args.out)}")
+    target = render_site(docs, args.out, links=links)
     console.print(f"wrote {target}")
     return 0
 
@@ -334,7 +380,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
+    bench = sub.add_parser(
+        "bench", help="time every write and read of a tier (default: full) against .nii.gz and the reference decoder"
+    )
+    _add_corpus_args(bench)
+    _add_selection_args(bench)
+    bench.add_argument("--producer", action="append", metavar="NAME", help="producer(s) to time (default: the builtin ones)")
+    bench.add_argument("--consumer", action="append", metavar="NAME", help="consumer(s) to time (default: all but viewers)")
+    bench.add_argument("--repeats", type=int, default=3, help="timed runs per cell after the warm-up (default: %(default)s)")
+    bench.add_argument("--out", type=Path, default=Path("reports/results"), help="folder for the results JSON (default: %(default)s)")
+    bench.add_argument("--publish", type=Path, default=Path("reports/bench"),
+                       help="folder of the published benchmark JSON, rewritten (default: %(default)s)")
+    bench.add_argument("--no-publish", action="store_true", help="do not rewrite the published benchmark JSON")
+    bench.add_argument("--site", type=Path, default=Path("reports/site"), help="where the format study page goes (default: %(default)s)")
+    bench.add_argument("--timeout", type=float, default=300.0, help="seconds per call; slower is TIMEOUT (default: %(default)s)")
+    bench.add_argument("--memory-mb", type=float, default=12288.0, help="address-space limit per call (default: %(default)s)")
+    bench.set_defaults(func=cmd_bench)
+
     report = sub.add_parser("report", help="render the dashboard from results JSON")
+    report.add_argument("--bench", type=Path, default=Path("reports/bench"),
+                        help="folder of published benchmark JSON for the format study (default: %(default)s)")
     report.add_argument("results", nargs="*", type=Path, help="results files (default: reports/results/latest.json)")
     report.add_argument("--out", type=Path, default=Path("reports/site"), help="site folder (default: %(default)s)")
     report.set_defaults(func=cmd_report)

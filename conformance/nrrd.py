@@ -41,8 +41,13 @@ class NrrdImage:
     axes: np.ndarray  # 3x3: rows are the column, row and slice steps
 
 
-def write_nrrd(path: Path, data: np.ndarray, geometry: Geometry, *, compress: bool = True) -> None:
-    """Write ``data`` (frames, rows, columns) on the source grid described by ``geometry``."""
+def write_nrrd(
+    path: Path, data: np.ndarray, geometry: Geometry, *, compress: bool = True, fields: dict[str, str] | None = None
+) -> None:
+    """Write ``data`` (frames, rows, columns) on the source grid described by ``geometry``.
+
+    ``fields`` are extra key/value pairs (``key:=value`` lines), e.g. 3D Slicer's segment metadata.
+    """
     if data.ndim != 3:
         raise ValueError("write_nrrd takes a 3D array (frames, rows, columns)")
     o = np.asarray(geometry.orientation, dtype=float)
@@ -63,7 +68,9 @@ def write_nrrd(path: Path, data: np.ndarray, geometry: Geometry, *, compress: bo
         "kinds: domain domain domain\n"
         "endian: little\n"
         f"encoding: {'gzip' if compress else 'raw'}\n"
-        f"space origin: {origin}\n\n"
+        f"space origin: {origin}\n"
+        + "".join(f"{k}:={v}\n" for k, v in (fields or {}).items())
+        + "\n"
     )
     raw = np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<"), copy=False).tobytes()
     with open(path, "wb") as fh:

@@ -82,7 +82,7 @@ def _copy_artifacts(
     return links
 
 
-def render_site(documents: list[ResultsDocument], out_dir: Path) -> Path:
+def render_site(documents: list[ResultsDocument], out_dir: Path, *, links: dict[str, str] | None = None) -> Path:
     """Write ``index.html`` (the grid) for the given results into ``out_dir``."""
     if not documents:
         raise ValueError("no results to report")
@@ -136,9 +136,130 @@ def render_site(documents: list[ResultsDocument], out_dir: Path) -> Path:
         reactions=reactions,
         reaction_names=list(REACTIONS),
         sensitivity=sensitivity,
+        links_out=links or {},
     )
     target = out_dir / "index.html"
     tmp = target.with_name("index.html.part")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+# --------------------------------------------------------------------------- format study
+
+
+def _encoding_of(features: list[str]) -> str:
+    """A short name of an object's encoding: BINARY, LABELMAP 16-bit, ... and its transfer syntax."""
+    kind = "BINARY" if "binary" in features else "FRACTIONAL" if "fractional" in features else "LABELMAP"
+    ts = {"ts-rle": "RLE", "ts-jpeg2000": "JPEG 2000", "ts-jpegls": "JPEG-LS", "ts-deflate": "Deflate",
+          "ts-implicit-le": "implicit VR"}
+    extra = [v for k, v in ts.items() if k in features]
+    return kind + (f" + {extra[0]}" if extra else "")
+
+
+@dataclass
+class BenchRow:
+    case: str
+    segments: int | None
+    encoding: str
+    tool: str
+    operation: str
+    record: Record
+
+
+def _bench_rows(doc: ResultsDocument) -> list[BenchRow]:
+    rows = []
+    for r in doc.records:
+        if r.bench is None and r.status is Status.UNSUPPORTED:
+            continue
+        if r.producer in ("nifti", "seg-nrrd"):
+            encoding = ".nii.gz" if r.producer == "nifti" else ".seg.nrrd"
+            tool = r.consumer or (r.notes[0].removeprefix("written by ") if r.notes else r.producer)
+            op = "read" if r.consumer else "write"
+        else:
+            encoding = _encoding_of(r.features)
+            tool = r.consumer if r.step == "read" else r.producer
+            op = f"read {r.producer}'s" if r.step == "read" else "write"
+        rows.append(BenchRow(r.case, r.segments, encoding, tool or "", op, r))
+    return rows
+
+
+def _plot(series: dict[str, list[tuple[float, float]]], ylabel: str, title: str, path: Path, *, logy: bool = True) -> bool:
+    """One log-log line plot of ``series`` (label -> (segments, value) points) as SVG; False if nothing to draw."""
+    series = {k: sorted(v) for k, v in series.items() if v}
+    if not series:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "dicom4qi"  # stable ids: the same figures give the same file
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    markers = "os^vD<>ph*"
+    for i, (label, points) in enumerate(sorted(series.items())):
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker=markers[i % len(markers)], label=label, linewidth=1.6)
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("segments")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return True
+
+
+def render_format_study(documents: list[ResultsDocument], out_dir: Path) -> Path:
+    """Write ``format-study.html`` and its plots from benchmark results (the last document of each tier wins)."""
+    benches = [d for d in documents if d.run.kind == "bench"]
+    if not benches:
+        raise ValueError("no benchmark results (run `dicom4qi bench`)")
+    doc = benches[-1]
+    rows = [row for d in benches for row in _bench_rows(d)]
+    # Body cases of one grid (the same source) make the curves: pick the cases with most rows per segment count.
+    plots: list[tuple[str, str]] = []
+    figures = out_dir / "bench"
+    size: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    read: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    memory: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    study = [r for r in rows if r.case.split("/")[-1].startswith("body-") and r.segments and r.record.bench]
+    for r in study:
+        b = r.record.bench
+        assert b is not None
+        if r.operation == "write" and r.tool == "highdicom" and b.size:
+            size[f"SEG {r.encoding} (highdicom)"].append((r.segments, b.size / 2**20))
+        if r.operation == "write" and r.encoding in (".nii.gz", ".seg.nrrd") and b.size and "BINARY" not in r.case:
+            if r.case.endswith("-labelmap"):
+                size[r.encoding].append((r.segments, b.size / 2**20))
+        if r.operation == "read highdicom's" and r.tool in ("reference", "highdicom"):
+            read[f"{r.tool} reads {r.encoding}"].append((r.segments, b.median_wall_s))
+            memory[f"{r.tool} reads {r.encoding}"].append((r.segments, b.median_peak_rss_mb))
+        if r.operation == "read" and r.encoding == ".nii.gz" and r.case.endswith("-labelmap"):
+            read[f"{r.tool} reads .nii.gz"].append((r.segments, b.median_wall_s))
+            memory[f"{r.tool} reads .nii.gz"].append((r.segments, b.median_peak_rss_mb))
+    if _plot(size, "file size (MiB)", "File size against segments, 512x512x300", figures / "size.svg"):
+        plots.append(("bench/size.svg", "File size against the number of segments"))
+    if _plot(read, "read time, whole process (s)", "Read time against segments (median of the timed runs)", figures / "read.svg"):
+        plots.append(("bench/read.svg", "Read time against the number of segments"))
+    if _plot(memory, "peak memory (MiB)", "Peak memory of the reading process", figures / "memory.svg"):
+        plots.append(("bench/memory.svg", "Peak memory against the number of segments"))
+    by_case: dict[str, list[BenchRow]] = defaultdict(list)
+    for r in rows:
+        by_case[r.case].append(r)
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    html = env.get_template("format-study.html.j2").render(
+        run=doc.run, tools=doc.tools, by_case=dict(sorted(by_case.items())), plots=plots,
+        overhead=doc.run.harness_overhead, machine=doc.run.machine,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "format-study.html"
+    tmp = target.with_name("format-study.html.part")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(target)
     return target

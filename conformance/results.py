@@ -88,6 +88,31 @@ class SegObject(_Model):
     frames: int | None = None
 
 
+class Timing(_Model):
+    """One timed call: the whole process."""
+
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    tool_s: float | None = Field(None, description="Seconds inside the tool's own call, as measured in the process.")
+
+
+class BenchStats(_Model):
+    """A benchmark cell: repeated timed runs after a warm-up, and how it compares."""
+
+    runs: list[Timing]
+    warmup: Timing | None = None
+    median_wall_s: float
+    median_cpu_s: float
+    median_peak_rss_mb: float
+    min_wall_s: float
+    max_wall_s: float
+    median_tool_s: float | None = None
+    size: int | None = Field(None, description="Bytes of the file written or read.")
+    ratio_nifti: float | None = Field(None, description="Median wall time over that of nibabel's .nii.gz (same case, same operation).")
+    ratio_reference: float | None = Field(None, description="Median wall time over that of the reference decoder's read of the same object.")
+
+
 class Record(_Model):
     """One adapter call: a producer writing a case, or a consumer reading a producer's object."""
 
@@ -105,6 +130,7 @@ class Record(_Model):
     seg: SegObject | None = None
     features: list[str] = Field(default_factory=list)
     tier: str | None = None
+    segments: int | None = Field(None, description="How many segments the case has.")
     notes: list[str] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list, description="A validator's findings.")
     reaction: Literal["clean-reject", "crash", "hang", "memory", "silent-accept"] | None = Field(
@@ -113,6 +139,7 @@ class Record(_Model):
     artifacts: dict[str, str] = Field(
         default_factory=dict, description="Files the call left (e.g. a screenshot), relative to the run folder."
     )
+    bench: BenchStats | None = Field(None, description="Set on benchmark records (dicom4qi bench).")
 
     @property
     def key(self) -> tuple[str, str, str | None]:
@@ -154,6 +181,12 @@ class RunInfo(_Model):
     workers: int
     run_dir: str | None = Field(None, description="Folder of the run's objects and artifacts when it ran.")
     harness_peak_rss_mb: float | None = Field(None, description="Peak resident memory of the harness process itself.")
+    harness_cpu_s: float | None = Field(None, description="CPU seconds of the harness process itself (tool calls excluded).")
+    kind: Literal["run", "bench"] = Field("run", description="A conformance run, or a benchmark (records carry bench stats).")
+    machine: dict[str, str] = Field(default_factory=dict, description="CPU model and the like, for benchmarks.")
+    harness_overhead: dict[str, float] = Field(
+        default_factory=dict, description="Benchmarks: the time a quick run spent outside the tools (seconds and share)."
+    )
 
 
 class ResultsDocument(_Model):

@@ -227,6 +227,7 @@ class Runner(ExternalFlow, NegativeFlow):
             "step": "read" if consumer else "write",
             "features": feats,
             "tier": loaded.case.tier.value,
+            "segments": loaded.case.segments.count,
         }
 
     def _seg_path(self, run_dir: Path, loaded: LoadedCase, producer: str) -> Path:
@@ -482,7 +483,9 @@ class Runner(ExternalFlow, NegativeFlow):
         finally:
             # Whatever happened (Ctrl-C included), what was done is on disk.
             doc.records.sort(key=lambda r: (r.case, r.producer, r.step != "write", r.consumer or ""))
-            doc.run.harness_peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            doc.run.harness_peak_rss_mb = round(usage.ru_maxrss / 1024, 1)
+            doc.run.harness_cpu_s = round(usage.ru_utime + usage.ru_stime, 2)
             writer.flush()
         doc.run.finished = now_iso()
         writer.flush()
@@ -567,17 +570,21 @@ class Runner(ExternalFlow, NegativeFlow):
 
     def build_corpus(self, cases: list[LoadedCase], errors: list[str]) -> dict[str, Truth]:
         truths: dict[str, Truth] = {}
+        # Cases that differ only in their encoding share one source and truth: build each once.
+        by_fingerprint: dict[str, list[LoadedCase]] = {}
+        for c in cases:
+            by_fingerprint.setdefault(c.case.fingerprint(), []).append(c)
         self.progress.start("corpus", len(cases))
-        workers = max(1, min(self.cfg.workers, len(cases)))
+        workers = max(1, min(self.cfg.workers, len(by_fingerprint)))
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {pool.submit(build_case, c, self.cfg.build): c for c in cases}
+            futures = {pool.submit(build_case, group[0], self.cfg.build): group for group in by_fingerprint.values()}
             for fut in as_completed(futures):
-                c = futures[fut]
-                try:
-                    truths[c.id] = fut.result()
-                except (SynthesisError, ValueError, OSError) as exc:
-                    errors.append(f"{c.path}: cannot build: {exc}")
-                self.progress.advance(c.id)
+                for c in futures[fut]:
+                    try:
+                        truths[c.id] = fut.result()
+                    except (SynthesisError, ValueError, OSError) as exc:
+                        errors.append(f"{c.path}: cannot build: {exc}")
+                    self.progress.advance(c.id)
         self.progress.stop()
         return truths
 

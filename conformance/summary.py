@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from conformance.results import Record, ResultsDocument, Status
 
-__all__ = ["FeatureCount", "by_feature", "interop_score"]
+__all__ = ["FeatureCount", "by_feature", "harness_overhead", "interop_score"]
 
 TRIED = frozenset({Status.PASS, Status.FAIL, Status.ERROR, Status.CRASH, Status.TIMEOUT})
 
@@ -77,3 +77,29 @@ def interop_score(doc: ResultsDocument, tools: list[str]) -> dict[str, tuple[int
             score[f][1] += 1
             score[f][0] += ok
     return {f: (a, b) for f, (a, b) in sorted(score.items())}
+
+
+def harness_overhead(doc: ResultsDocument) -> dict[str, float]:
+    """The time a run spent outside the tools' own processes.
+
+    ``slots`` is the run's elapsed time times its workers; ``tools`` the wall time of every
+    tool call (writes, reads, validations); what is left is the harness: synthesis, comparison,
+    bookkeeping, and workers idle at the end. Empty when the run has not finished.
+    """
+    from datetime import datetime
+
+    if not doc.run.finished:
+        return {}
+    elapsed = (datetime.fromisoformat(doc.run.finished) - datetime.fromisoformat(doc.run.started)).total_seconds()
+    slots = elapsed * max(1, doc.run.workers)
+    tools = sum(r.wall_s or 0.0 for r in doc.records if r.step in ("write", "read", "validate"))
+    out = {
+        "elapsed_s": round(elapsed, 1),
+        "workers": float(doc.run.workers),
+        "tool_wall_s": round(tools, 1),
+        "outside_s": round(max(slots - tools, 0.0), 1),
+        "share": round(max(slots - tools, 0.0) / slots, 4) if slots else 0.0,
+    }
+    if doc.run.harness_cpu_s is not None:
+        out["harness_cpu_s"] = doc.run.harness_cpu_s
+    return out

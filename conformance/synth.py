@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -29,8 +30,9 @@ class SynthesisError(Exception):
 
 
 def case_directory(build_root: Path, loaded: LoadedCase) -> Path:
-    slug = loaded.id.replace("/", "__")
-    return build_root / "corpus" / f"{slug}-{loaded.case.fingerprint()}"
+    """Where a case's source and truth are built: shared by every case with the same fingerprint
+    (cases that differ only in their encoding, e.g. the same body CT as BINARY and as label map)."""
+    return build_root / "corpus" / loaded.case.fingerprint()
 
 
 def _uid(fingerprint: str, *parts: object) -> str:
@@ -188,7 +190,7 @@ def build_case(loaded: LoadedCase, build_root: Path, *, force: bool = False) -> 
     if not force and (directory / "truth.json").is_file() and (directory / "truth.npz").is_file():
         return Truth.load(directory)
     case, fp = loaded.case, loaded.case.fingerprint()
-    tmp = directory.with_name(directory.name + ".part")
+    tmp = directory.with_name(f"{directory.name}.part{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
 
@@ -251,6 +253,11 @@ def build_case(loaded: LoadedCase, build_root: Path, *, force: bool = False) -> 
         fractional_max=case.encoding.max_fractional_value,
     )
     truth.save()
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.replace(directory)
+    if force:
+        shutil.rmtree(directory, ignore_errors=True)
+    try:
+        tmp.replace(directory)
+    except OSError:
+        # Another process built the same fingerprint meanwhile: theirs is as good as ours.
+        shutil.rmtree(tmp, ignore_errors=True)
     return Truth.load(directory)

@@ -34,6 +34,7 @@ import numpy as np
 
 from conformance.adapter import EVERY_FEATURE, Consumer, ReadRequest
 from conformance.decoded import DecodedWriter, frame_key
+from conformance.framescan import FrameRefs, scan_per_frame
 from conformance.masks import crop_from_dense
 from conformance.segmeta import segments_from_dataset
 from conformance.sources import SourceFrames
@@ -62,7 +63,8 @@ class ReferenceConsumer(Consumer):
         import pydicom
 
         ds = pydicom.dcmread(request.seg)
-        _check_consistency(ds)
+        refs = frame_refs(ds)
+        _check_consistency(ds, refs)
         src = SourceFrames(request.sources)
         rows, cols = int(ds.Rows), int(ds.Columns)
         seg_type = str(ds.get("SegmentationType", ""))
@@ -88,37 +90,34 @@ class ReferenceConsumer(Consumer):
         segment_of = np.zeros(n_frames, dtype=np.int64)
         target = np.full(n_frames, -1, dtype=np.int64)
         unplaced = 0
-        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-        if per_frame is None:
+        if refs is None:
             raise ValueError(
                 f"no Per-frame Functional Groups (Dimension Organization Type {ds.get('DimensionOrganizationType', 'absent')}): "
                 "the reference decoder places frames by them"
             )
-        for i, fg in enumerate(per_frame):
-            if "SegmentIdentificationSequence" in fg:
-                segment_of[i] = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        for i in range(len(refs)):
+            if refs.segment[i] is not None:
+                segment_of[i] = refs.segment[i]
             elif shared_seg is not None:
                 segment_of[i] = shared_seg
-            pos = fg.PlanePositionSequence[0].ImagePositionPatient if "PlanePositionSequence" in fg else None
+            pos = refs.position[i]
             key = None
-            if "DerivationImageSequence" in fg:
-                ref = fg.DerivationImageSequence[0].SourceImageSequence[0]
-                number = ref.get("ReferencedFrameNumber")
-                key = frame_key(ref.ReferencedSOPInstanceUID, int(number) if number is not None else None)
+            if refs.sop_uid[i] is not None:
+                key = frame_key(refs.sop_uid[i], refs.frame_number[i])  # type: ignore[arg-type]
             if key is not None and key not in src.index:
                 raise ValueError(f"frame {i + 1} refers to source {key}, which is not among the source images")
             if key is not None:
                 target[i] = src.index[key]
                 if pos is not None and src.has_geometry:
-                    off = float(np.max(np.abs(np.asarray([float(v) for v in pos]) - src.positions[target[i]])))
+                    off = float(np.max(np.abs(np.asarray(pos) - src.positions[target[i]])))
                     if off > 0.01:
                         raise ValueError(f"frame {i + 1}: its position is {off:.2f} mm from that of the source frame it refers to")
             elif pos is not None:
-                target[i] = src.by_position([float(v) for v in pos])
+                target[i] = src.by_position(list(pos))
             if target[i] < 0:
                 unplaced += 1
             elif pos is not None:
-                writer.geometry.positions.setdefault(src.keys[target[i]], [float(v) for v in pos])
+                writer.geometry.positions.setdefault(src.keys[target[i]], list(pos))
         if unplaced:
             raise ValueError(f"{unplaced} of {n_frames} frame(s) match no source frame, by reference or by position")
         declared = {s.number for s in writer.segments}
@@ -141,22 +140,52 @@ class ReferenceConsumer(Consumer):
             z = target[idx]
             z0, z1 = int(z.min()), int(z.max()) + 1
             data = frames.get([int(i) for i in idx])
-            dense = np.zeros((z1 - z0, rows, cols), dtype=np.float32 if fractional else bool)
-            if fractional:
-                dense[z - z0] = data.astype(np.float32) * scale
+            if not fractional:
+                # unpacked native bits are 0 or 1: a view, not a copy; decoded frames are tested
+                data = data.view(bool) if frames.native and frames.bits == 1 else data.astype(bool)
+            if np.array_equal(z, np.arange(z0, z1)):
+                # the usual order: one frame per source frame, ascending, none missing
+                dense = data.astype(np.float32) * scale if fractional else data
             else:
-                dense[z - z0] = data.astype(bool)
+                dense = np.zeros((z1 - z0, rows, cols), dtype=np.float32 if fractional else bool)
+                dense[z - z0] = data.astype(np.float32) * scale if fractional else data
             writer.set_pixels(int(number), dense, frame_offset=z0)
         writer.notes.append(f"{n_frames} frames, {len(np.unique(segment_of))} segments, decoded per segment")
         return writer
 
 
-def _check_consistency(ds: Any) -> None:
+def frame_refs(ds: Any) -> FrameRefs | None:
+    """Segment, source reference and position of every frame: scanned from the raw bytes when they are
+    Explicit VR Little Endian (fast), read through pydicom otherwise; None without per-frame groups."""
+    from pydicom.dataelem import RawDataElement
+
+    if 0x52009230 not in ds:
+        return None
+    raw = ds.get_item(0x52009230)
+    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) and not raw.is_implicit_VR and raw.is_little_endian:
+        refs = scan_per_frame(raw.value)
+        if refs is not None:
+            return refs
+    out = FrameRefs([], [], [], [])
+    for fg in ds.PerFrameFunctionalGroupsSequence:
+        seg = fg.get("SegmentIdentificationSequence")
+        out.segment.append(int(seg[0].ReferencedSegmentNumber) if seg else None)
+        plane = fg.get("PlanePositionSequence")
+        out.position.append(tuple(float(v) for v in plane[0].ImagePositionPatient) if plane and "ImagePositionPatient" in plane[0] else None)
+        ref = None
+        if "DerivationImageSequence" in fg and fg.DerivationImageSequence and "SourceImageSequence" in fg.DerivationImageSequence[0]:
+            ref = fg.DerivationImageSequence[0].SourceImageSequence[0]
+        out.sop_uid.append(str(ref.ReferencedSOPInstanceUID) if ref is not None and "ReferencedSOPInstanceUID" in ref else None)
+        number = ref.get("ReferencedFrameNumber") if ref is not None else None
+        out.frame_number.append(int(number) if number is not None else None)
+    return out
+
+
+def _check_consistency(ds: Any, refs: FrameRefs | None) -> None:
     """Refuse, with the reason, an object whose header contradicts itself (the negative corpus's faults)."""
     n = int(ds.get("NumberOfFrames", 1) or 1)
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    if per_frame is not None and len(per_frame) != n:
-        raise ValueError(f"Number of Frames is {n} but there are {len(per_frame)} Per-frame Functional Groups items")
+    if refs is not None and len(refs) != n:
+        raise ValueError(f"Number of Frames is {n} but there are {len(refs)} Per-frame Functional Groups items")
     numbers = [int(item.SegmentNumber) for item in ds.get("SegmentSequence", [])]
     if not numbers:
         raise ValueError("the Segment Sequence is missing or empty")
@@ -174,7 +203,7 @@ def _check_consistency(ds: Any) -> None:
     shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
     # Pixel Measures are required where there is a frame of reference (not for a projection image's SEG).
     if "FrameOfReferenceUID" in ds and (shared is None or "PixelMeasuresSequence" not in shared) and not all(
-        "PixelMeasuresSequence" in fg for fg in (per_frame or [])
+        "PixelMeasuresSequence" in fg for fg in ds.get("PerFrameFunctionalGroupsSequence", [])
     ):
         raise ValueError("no Pixel Measures, shared or per frame, although the object has a frame of reference")
     if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
@@ -182,9 +211,8 @@ def _check_consistency(ds: Any) -> None:
         have = len(ds.PixelData)
         if have not in (need, need + 1):
             raise ValueError(f"Pixel Data has {have} bytes, {n} frames of {int(ds.Rows)}x{int(ds.Columns)} at {bits} bits need {need}")
-    for i, fg in enumerate(per_frame or []):
-        plane = fg.get("PlanePositionSequence")
-        if plane and not all(np.isfinite(float(v)) for v in plane[0].ImagePositionPatient):
+    for i, pos in enumerate(refs.position if refs is not None else []):
+        if pos is not None and not all(np.isfinite(pos)):
             raise ValueError(f"frame {i + 1}: Image Position (Patient) is not finite")
 
 

@@ -31,12 +31,17 @@ async ({ op, segId, timeoutMs }) => {
       await sleep(100);
     }
     // The second path: the display set's own load call, which gives OHIF's error at once.
+    // load() itself may never settle (seen with 16-bit label maps of 256 segments): bounded too.
     try {
-      await ds.load({ headers: {} });
+      await Promise.race([
+        ds.load({ headers: {} }),
+        sleep(timeoutMs).then(() => { throw new Error(`did not settle within ${timeoutMs} ms`); }),
+      ]);
     } catch (e) {
       return { ok: false, error: `load() rejected: ${errText(e)}`, firstError: rejected };
     }
-    while (Date.now() - start < timeoutMs + 5000) {
+    const settled = Date.now();
+    while (Date.now() - settled < 5000) {
       if (ready()) return { ok: true, path: 'load()', ms: Date.now() - start, firstError: rejected };
       await sleep(100);
     }

@@ -1,0 +1,101 @@
+"""The benchmark: baselines checked, repeats timed, ratios taken, the format study drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conformance.bench import BenchConfig, add_ratios, bench
+from conformance.report import render_format_study
+from conformance.results import BenchStats, Record, ResultsDocument, RunInfo, Status, Timing
+from conformance.runner import RunConfig
+
+from .conftest import CASES, FEATURES
+
+
+def _stats(wall: float) -> BenchStats:
+    t = Timing(wall_s=wall, cpu_s=wall, peak_rss_mb=100)
+    return BenchStats(runs=[t], median_wall_s=wall, median_cpu_s=wall, median_peak_rss_mb=100, min_wall_s=wall, max_wall_s=wall)
+
+
+def test_ratios_are_against_nibabel_and_the_reference_read_of_the_same_object() -> None:
+    run = RunInfo(run_id="b", started="t", suite_version="0", platform="p", python="3", corpus_fingerprint="f",
+                  timeout_s=1, memory_limit_mb=1, workers=1, kind="bench")
+    recs = [
+        Record(case="c", producer="nifti", step="write", status=Status.PASS, bench=_stats(0.5)),
+        Record(case="c", producer="nifti", consumer="nibabel", step="read", status=Status.PASS, bench=_stats(0.4)),
+        Record(case="c", producer="highdicom", step="write", status=Status.PASS, bench=_stats(2.0)),
+        Record(case="c", producer="highdicom", consumer="reference", step="read", status=Status.PASS, bench=_stats(0.8)),
+        Record(case="c", producer="highdicom", consumer="slowtool", step="read", status=Status.FAIL, bench=_stats(8.0)),
+        Record(case="d", producer="highdicom", consumer="slowtool", step="read", status=Status.PASS, bench=_stats(1.0)),
+    ]
+    doc = ResultsDocument(run=run, records=recs)
+    add_ratios(doc)
+    by = {(r.case, r.producer, r.consumer): r.bench for r in doc.records}
+    assert by[("c", "highdicom", None)].ratio_nifti == 4.0  # write against nibabel's write
+    assert by[("c", "highdicom", "slowtool")].ratio_nifti == 20.0
+    assert by[("c", "highdicom", "slowtool")].ratio_reference == 10.0
+    assert by[("c", "highdicom", "reference")].ratio_reference == 1.0
+    assert by[("d", "highdicom", "slowtool")].ratio_nifti is None  # no baseline for that case: no ratio
+
+
+@pytest.mark.slow
+def test_bench_times_real_tools_and_draws_the_study(tmp_path: Path) -> None:
+    cfg = BenchConfig(
+        run=RunConfig(corpus=CASES, features=FEATURES, build=tmp_path / "build", results=tmp_path / "results",
+                      tiers=["quick"], cases=["quick/binary-3-disjoint"], producers=["highdicom"],
+                      consumers=["reference", "highdicom"], validate=False),
+        repeats=2,
+        publish=tmp_path / "published",
+        quick_results=None,
+    )
+    path = bench(cfg)
+    doc = ResultsDocument.load(path)
+    assert doc.run.kind == "bench" and doc.run.machine.get("cores")
+    recs = {(r.producer, r.consumer): r for r in doc.records}
+    # baselines: written, read back by both readers, checked against the truth
+    assert recs[("nifti", None)].status is Status.PASS and recs[("nifti", "nibabel")].status is Status.PASS
+    assert recs[("nifti", "SimpleITK")].status is Status.PASS and recs[("seg-nrrd", "SimpleITK")].status is Status.PASS
+    write, read = recs[("highdicom", None)], recs[("highdicom", "reference")]
+    assert write.status is Status.PASS and read.status is Status.PASS
+    for r in (write, read, recs[("highdicom", "highdicom")], recs[("nifti", "nibabel")]):
+        assert r.bench is not None and len(r.bench.runs) == 2 and r.bench.warmup is not None
+        assert r.bench.min_wall_s <= r.bench.median_wall_s <= r.bench.max_wall_s
+        assert r.bench.ratio_nifti is not None and r.bench.ratio_nifti > 0
+    assert read.bench.ratio_reference == 1.0 and read.bench.median_tool_s is not None  # type: ignore[union-attr]
+    assert read.bench.size == write.seg.size  # type: ignore[union-attr]
+    published = tmp_path / "published" / "bench-quick.json"
+    assert ResultsDocument.load(published).run.run_dir is None
+    page = render_format_study([doc], tmp_path / "site")
+    html = page.read_text()
+    assert "quick/binary-3-disjoint" in html and "× .nii.gz" in html and "nibabel" in html
+
+
+def test_format_study_plots_size_and_read_time_against_segments(tmp_path: Path) -> None:
+    run = RunInfo(run_id="b", started="t", suite_version="0", platform="p", python="3", corpus_fingerprint="f",
+                  timeout_s=1, memory_limit_mb=1, workers=1, kind="bench", machine={"cpu": "test cpu", "cores": "2"})
+    recs = []
+    for n in (104, 1000, 2000):
+        for kind in ("binary", "labelmap"):
+            case = f"full/body-{n}-{kind}"
+            w = _stats(n / 100)
+            w.size = n * 1000 * (8 if kind == "binary" else 1)
+            recs.append(Record(case=case, producer="highdicom", step="write", status=Status.PASS, features=[kind], segments=n, bench=w))
+            recs.append(Record(case=case, producer="highdicom", consumer="reference", step="read", status=Status.PASS,
+                               features=[kind], segments=n, bench=_stats(n / 1000)))
+        nii = _stats(0.3)
+        nii.size = 5000
+        recs.append(Record(case=f"full/body-{n}-labelmap", producer="nifti", step="write", status=Status.PASS, segments=n, bench=nii,
+                           notes=["written by nibabel"]))
+        recs.append(Record(case=f"full/body-{n}-labelmap", producer="nifti", consumer="nibabel", step="read", status=Status.PASS,
+                           segments=n, bench=_stats(0.25)))
+    page = render_format_study([ResultsDocument(run=run, records=recs)], tmp_path)
+    html = page.read_text()
+    for name in ("size", "read", "memory"):
+        svg = (tmp_path / "bench" / f"{name}.svg").read_text()
+        assert svg.startswith("<?xml") and "<svg" in svg
+        assert f'src="bench/{name}.svg"' in html
+    read_svg = (tmp_path / "bench" / "read.svg").read_text()
+    assert "reference reads LABELMAP" in read_svg and "nibabel reads .nii.gz" in read_svg
+    assert "test cpu" in html
