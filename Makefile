@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: setup system run test stress lint clean
+.PHONY: setup system run test stress bench lint clean
 
 setup: system $(VENV)/.installed
 
@@ -31,6 +31,10 @@ test: setup
 
 stress: setup
 	$(BIN)/dicom4qi run --tier stress -j 1 --out build/stress-results
+
+bench: setup
+	$(BIN)/dicom4qi bench --tier full
+	$(BIN)/dicom4qi report
 
 lint: setup
 	$(BIN)/dicom4qi corpus lint
