@@ -164,6 +164,9 @@ def run_child(
             outcome.message += f" (near the memory limit of {memory_mb:g} MiB)"
         return outcome
     outcome.response = response
+    if isinstance(response.get("peak_rss_mb"), (int, float)):
+        # The child's own figure: wait4's includes the harness's memory copied at fork (see child.own_peak_rss_mb).
+        outcome.peak_rss_mb = float(response["peak_rss_mb"])
     if not response.get("ok"):
         outcome.kind = "error"
         outcome.message = f"{response.get('error_type', 'Error')}: {response.get('message', '')}".strip()
