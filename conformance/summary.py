@@ -42,7 +42,7 @@ class FeatureCount:
 
 
 def _graded(doc: ResultsDocument, step: str) -> list[Record]:
-    return [r for r in doc.records if r.step == step and r.tier != "negative" and r.producer != "(external)"]
+    return [r for r in doc.records if r.step == step and r.tier not in ("negative", "external")]
 
 
 def by_feature(doc: ResultsDocument, role: str = "consumer") -> dict[str, dict[str, FeatureCount]]:
