@@ -196,7 +196,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from conformance.report import render_site
+    from conformance.report import SiteOptions, render_site
     from conformance.results import ResultsDocument
 
     paths = args.results or [Path("reports/results/latest.json")]
@@ -210,8 +210,23 @@ def cmd_report(args: argparse.Namespace) -> int:
         except (ValidationError, ValueError) as exc:
             console.print(f"[red]{p}: not a valid results document: {str(exc)[:500]}")
             return 2
+    history = []
+    history_dir = args.history
+    if history_dir is None and Path("reports/history").is_dir():
+        history_dir = Path("reports/history")
+    elif history_dir is None and not args.results and Path("reports/results").is_dir():
+        history_dir = Path("reports/results")  # the earlier runs `dicom4qi run` keeps beside latest.json
+    if history_dir is not None:
+        if not history_dir.is_dir():
+            console.print(f"[red]no history folder {history_dir}")
+            return 2
+        for p in sorted(history_dir.glob("*.json")):
+            try:
+                history.append(ResultsDocument.load(p))
+            except (ValidationError, ValueError, OSError) as exc:
+                console.print(f"[yellow]{p}: not a valid results document, left out of the history: {str(exc)[:300]}")
     links = {}
-    benches = []
+    benches = [d for d in docs if d.run.kind == "bench"]
     for bench_path in sorted(args.bench.glob("*.json")) if args.bench.is_dir() else []:
         try:
             benches.append(ResultsDocument.load(bench_path))
@@ -220,10 +235,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     if benches:
         from conformance.report import render_format_study
 
-        links["format-study.html"] = "format study: is it the format or the implementations?"
+        links["format-study.html"] = "Format study"
         console.print(f"wrote {render_format_study(benches, args.out)}")
-    target = render_site(docs, args.out, links=links)
-    console.print(f"wrote {target}")
+    runs = [d for d in docs if d.run.kind == "run"]
+    if not runs:
+        console.print("[red]no conformance results among the files given (only benchmarks)")
+        return 2 if not benches else 0
+    options = SiteOptions(
+        base_url=args.base_url,
+        copy_max_bytes=int(args.copy_max_mb * 2**20),
+        copy_total_bytes=int(args.copy_total_mb * 2**20),
+        history_runs=max(1, args.history_runs),
+        pictures=not args.no_pictures,
+    )
+    if args.corpus is not None:
+        options.corpus = args.corpus
+    if args.build is not None:
+        options.build = args.build
+    elif Path("build").is_dir():
+        options.build = Path("build")
+    target = render_site(runs, args.out, links=links, history=history, options=options)
+    sizes = json.loads((args.out / "data" / "pages.json").read_text(encoding="utf-8"))
+    biggest = max(sizes["pages"].items(), key=lambda kv: kv[1])
+    console.print(
+        f"wrote {target}: {len(sizes['pages'])} pages (largest {biggest[0]}, {biggest[1] / 2**20:.2f} MiB), "
+        f"{sizes['copied_files']} files copied ({sizes['copied_bytes'] / 2**20:.1f} MiB), {sizes['not_copied']} too big to copy"
+    )
     return 0
 
 
@@ -397,11 +434,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--memory-mb", type=float, default=12288.0, help="address-space limit per call (default: %(default)s)")
     bench.set_defaults(func=cmd_bench)
 
-    report = sub.add_parser("report", help="render the dashboard from results JSON")
+    report = sub.add_parser(
+        "report", help="render the dashboard (a static site) from results JSON",
+        description="Merge the results files into the current grid (a later run wins a cell) and write the static site: "
+        "grid, overview, a page per cell, tool and case, history, badges, format study.",
+    )
+    report.add_argument("results", nargs="*", type=Path,
+                        help="results files, merged into the grid and shown in the history (default: reports/results/latest.json)")
+    report.add_argument("--out", type=Path, default=Path("reports/site"), help="site folder (default: %(default)s)")
     report.add_argument("--bench", type=Path, default=Path("reports/bench"),
                         help="folder of published benchmark JSON for the format study (default: %(default)s)")
-    report.add_argument("results", nargs="*", type=Path, help="results files (default: reports/results/latest.json)")
-    report.add_argument("--out", type=Path, default=Path("reports/site"), help="site folder (default: %(default)s)")
+    report.add_argument("--history", type=Path, metavar="DIR",
+                        help="folder of earlier results JSON, for the history page and change markers only "
+                        "(default: reports/history if it exists; else, with no results files named, reports/results)")
+    report.add_argument("--history-runs", type=int, default=12, metavar="N", help="runs shown side by side (default: %(default)s)")
+    report.add_argument("--corpus", type=Path, help="folder of case files (default: the suite's corpus/cases)")
+    report.add_argument("--build", type=Path, help="another build folder to find built cases (truth) in (default: build)")
+    report.add_argument("--base-url", metavar="URL", help="where the site is published, for the badge snippets")
+    report.add_argument("--copy-max-mb", type=float, default=5.0, metavar="MB",
+                        help="copy objects, truth and artifacts up to this size into the site (default: %(default)s)")
+    report.add_argument("--copy-total-mb", type=float, default=300.0, metavar="MB",
+                        help="at most this much copied in all (default: %(default)s)")
+    report.add_argument("--no-pictures", action="store_true", help="do not draw the truth of each case")
     report.set_defaults(func=cmd_report)
 
     summary = sub.add_parser("summary", help="print pass counts per feature and tool from a results JSON")
