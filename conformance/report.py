@@ -1146,7 +1146,7 @@ def _plot(series: dict[str, list[tuple[float, float]]], ylabel: str, title: str,
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.hashsalt"] = "dicom4qi"  # stable ids: the same figures give the same file
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    fig, ax = plt.subplots(figsize=(9.0, 4.2))
     markers = "os^vD<>ph*"
     for i, (label, points) in enumerate(sorted(series.items())):
         xs, ys = zip(*points)
@@ -1158,7 +1158,52 @@ def _plot(series: dict[str, list[tuple[float, float]]], ylabel: str, title: str,
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return True
+
+
+def _encoding_bars(study: list[BenchRow], path: Path) -> bool:
+    """File size and reference read time per encoding for the 104-segment body case, as two bar panels."""
+    size: dict[str, float] = {}
+    read: dict[str, float] = {}
+    for r in study:
+        b = r.record.bench
+        if r.segments != 104 or b is None:
+            continue
+        if r.operation == "write" and b.size and (r.tool == "highdicom" or r.encoding in (".nii.gz", ".seg.nrrd")):
+            size.setdefault(r.encoding, b.size / 2**20)
+        if (r.operation == "read highdicom's" and r.tool == "reference") or (r.operation == "read" and r.tool == "nibabel"):
+            read.setdefault(r.encoding, b.median_wall_s)
+    names = [n for n in size if n in read]
+    if not names:
+        return False
+    names.sort(key=lambda n: size[n], reverse=True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "dicom4qi"
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 0.5 * len(names) + 1.6), sharey=True)
+    ys = range(len(names))
+    colours = ["#8250df" if n.startswith(".") else "#0969da" for n in names]
+    a1.barh(ys, [size[n] for n in names], color=colours)
+    a1.set_xscale("log")
+    a1.set_xlabel("file size (MiB, log)")
+    a1.set_yticks(list(ys), names)
+    a1.invert_yaxis()
+    a2.barh(ys, [read[n] for n in names], color=colours)
+    a2.set_xlabel("read time, whole process (s)")
+    for ax, values in ((a1, [size[n] for n in names]), (a2, [read[n] for n in names])):
+        for y, v in zip(ys, values):
+            ax.text(v, y, f" {v:.2f}" if v < 10 else f" {v:.0f}", va="center", fontsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    a1.set_title("size", fontsize=10)
+    a2.set_title("read by the reference decoder (.nii.gz: nibabel)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="svg", metadata={"Date": None})
@@ -1180,26 +1225,29 @@ def render_format_study(documents: list[ResultsDocument], out_dir: Path) -> Path
     read: dict[str, list[tuple[float, float]]] = defaultdict(list)
     memory: dict[str, list[tuple[float, float]]] = defaultdict(list)
     study = [r for r in rows if r.case.split("/")[-1].startswith("body-") and r.segments and r.record.bench]
+    plain = ("BINARY", "LABELMAP")  # uncompressed SEG, against the segment count; compression gets its own figure
     for r in study:
         b = r.record.bench
         assert b is not None
-        if r.operation == "write" and r.tool == "highdicom" and b.size:
-            size[f"SEG {r.encoding} (highdicom)"].append((r.segments, b.size / 2**20))
-        if r.operation == "write" and r.encoding in (".nii.gz", ".seg.nrrd") and b.size and "BINARY" not in r.case:
-            if r.case.endswith("-labelmap"):
-                size[r.encoding].append((r.segments, b.size / 2**20))
-        if r.operation == "read highdicom's" and r.tool in ("reference", "highdicom"):
+        if r.operation == "write" and r.tool == "highdicom" and b.size and r.encoding in plain:
+            size[f"SEG {r.encoding}"].append((r.segments, b.size / 2**20))
+        if r.operation == "write" and r.encoding in (".nii.gz", ".seg.nrrd") and b.size and r.case.endswith("-labelmap"):
+            size[r.encoding].append((r.segments, b.size / 2**20))
+        if r.operation == "read highdicom's" and r.tool in ("reference", "highdicom") and r.encoding in plain:
             read[f"{r.tool} reads {r.encoding}"].append((r.segments, b.median_wall_s))
             memory[f"{r.tool} reads {r.encoding}"].append((r.segments, b.median_peak_rss_mb))
-        if r.operation == "read" and r.encoding == ".nii.gz" and r.case.endswith("-labelmap"):
-            read[f"{r.tool} reads .nii.gz"].append((r.segments, b.median_wall_s))
-            memory[f"{r.tool} reads .nii.gz"].append((r.segments, b.median_peak_rss_mb))
+        if r.operation == "read" and r.tool == "nibabel" and r.encoding == ".nii.gz" and r.case.endswith("-labelmap"):
+            read["nibabel reads .nii.gz"].append((r.segments, b.median_wall_s))
+            memory["nibabel reads .nii.gz"].append((r.segments, b.median_peak_rss_mb))
     if _plot(size, "file size (MiB)", "File size against segments, 512x512x300", figures / "size.svg"):
-        plots.append(("bench/size.svg", "File size against the number of segments"))
+        plots.append(("bench/size.svg", "File size against the number of segments (SEG written by highdicom)"))
     if _plot(read, "read time, whole process (s)", "Read time against segments (median of the timed runs)", figures / "read.svg"):
         plots.append(("bench/read.svg", "Read time against the number of segments"))
     if _plot(memory, "peak memory (MiB)", "Peak memory of the reading process", figures / "memory.svg"):
         plots.append(("bench/memory.svg", "Peak memory against the number of segments"))
+    if _encoding_bars(study, figures / "encodings.svg"):
+        plots.append(("bench/encodings.svg", "What label maps and compression buy, 104 organs on 512x512x300: "
+                      "file size and the reference decoder's read time per encoding"))
     by_case: dict[str, list[BenchRow]] = defaultdict(list)
     for r in rows:
         by_case[r.case].append(r)
