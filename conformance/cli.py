@@ -292,6 +292,54 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_combine(args: argparse.Namespace) -> int:
+    """Merge results documents (shards of a run, earlier runs) into one; exit 2 when they do not merge."""
+    from conformance.combine import CombineError, combine, load_inputs, write_combined
+
+    if args.out.resolve() in {p.resolve() for p in args.results}:
+        console.print(f"--out {args.out} is one of the inputs: write the combined document elsewhere",
+                      style="red", markup=False, soft_wrap=True)
+        return 2
+    try:
+        inputs = load_inputs(args.results)
+        command = ["dicom4qi", "combine", *map(str, args.results), "--out", str(args.out)]
+        doc = combine(inputs, command=command + (["--run-id", args.run_id] if args.run_id else []), run_id=args.run_id)
+    except CombineError as exc:
+        console.print(str(exc), highlight=False, markup=False, style="red", soft_wrap=True)
+        return 2
+    write_combined(doc, args.out)
+    unfinished = [i.label for i in inputs if i.doc.run.finished is None]
+    if unfinished:
+        console.print(
+            f"not finished (interrupted?): {', '.join(unfinished)}; the combined run is marked unfinished",
+            style="yellow", markup=False, soft_wrap=True,
+        )
+    console.print(
+        f"combined {len(inputs)} document(s): {len(doc.records)} records, {len(doc.tools)} tools, "
+        f"run {doc.run.run_id} -> {args.out}",
+        markup=False, soft_wrap=True,
+    )
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the shards of a sharded run as GitHub Actions' matrix JSON (or the produce step's arguments)."""
+    from conformance.plan import PlanError, matrix, plan, produce_args
+
+    versions = [v for item in args.include_ohif_versions for v in item.replace(",", " ").split()]
+    tiers = args.tier or ["quick"]
+    try:
+        if args.produce:
+            print(produce_args(tiers, args.case, args.producer or []))
+        else:
+            shards = plan(tiers, args.case, args.producer or [], args.consumer or None, versions)
+            print(json.dumps(matrix(shards), separators=(",", ":")))
+    except PlanError as exc:
+        console.print(str(exc), highlight=False, markup=False, style="red", soft_wrap=True)
+        return 2
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from conformance.case import schema_text as case_schema
     from conformance.results import schema_text as results_schema
@@ -462,6 +510,36 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("results", type=Path, nargs="?", default=Path("reports/results/latest.json"))
     summary.add_argument("--role", choices=["consumer", "producer", "validator"], default="consumer")
     summary.set_defaults(func=cmd_summary)
+
+    combine = sub.add_parser(
+        "combine", help="merge results documents (shards of a run, earlier runs) into one",
+        description="Merge results documents into one that validates against the results schema. Refused (exit 2), "
+        "with the files and values named: inputs of different corpus fingerprints (case files or selection), a tool "
+        "described differently (another version), or a cell (case, producer, consumer) in two inputs with different "
+        "records. A cell in several inputs as the same record (the produce step's writes, carried by every shard) is "
+        "kept once.",
+    )
+    combine.add_argument("results", nargs="+", type=Path, help="results documents to merge")
+    combine.add_argument("--out", type=Path, required=True, help="the combined document to write")
+    combine.add_argument("--run-id", help="the combined run's id (default: the inputs' when they share one, else derived)")
+    combine.set_defaults(func=cmd_combine)
+
+    plan = sub.add_parser(
+        "plan", help="print the matrix of shards (one per consumer) as JSON for GitHub Actions",
+        description="Print {\"include\": [...]} with one shard per consumer (and per extra OHIF version): "
+        "name, consumer, args (of the shard's `dicom4qi run --resume RUN_ID ...`), service (needs chromium, "
+        "Orthanc, npm), ohif_version. With --produce: the produce step's `dicom4qi run` arguments.",
+    )
+    plan.add_argument("--tier", action="append", choices=["quick", "full", "stress"], help="tier(s) (default: quick)")
+    plan.add_argument("--case", action="append", default=[], metavar="ID", help="case id or glob (repeatable)")
+    plan.add_argument("--producer", action="append", help="producer(s) (default: the run's defaults)")
+    plan.add_argument("--consumer", action="append", help="consumer(s), one shard each (default: the run's defaults)")
+    plan.add_argument(
+        "--include-ohif-versions", nargs="*", default=[], metavar="VERSION",
+        help="more OHIF releases, one shard each (ohif@VERSION); space- or comma-separated",
+    )
+    plan.add_argument("--produce", action="store_true", help="print the produce step's `dicom4qi run` arguments instead")
+    plan.set_defaults(func=cmd_plan)
 
     schema = sub.add_parser("schema", help="write the JSON Schemas generated from the models")
     schema.add_argument("--check", action="store_true", help="only check that the committed schemas are current")

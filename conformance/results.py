@@ -187,6 +187,11 @@ class RunInfo(_Model):
     harness_overhead: dict[str, float] = Field(
         default_factory=dict, description="Benchmarks: the time a quick run spent outside the tools (seconds and share)."
     )
+    combined_from: list[dict[str, str | int | None]] = Field(
+        default_factory=list,
+        description="Set by `dicom4qi combine`: each document merged into this one (file, sha256, run id, started, "
+        "finished, consumers, records, workers, platform, suite commit), in the order given.",
+    )
 
 
 class ResultsDocument(_Model):

@@ -17,7 +17,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,11 @@ from conformance.synth import SynthesisError, build_case
 from conformance.truth import Truth
 from conformance.validate import dciodvfy_path, dciodvfy_version, run_dciodvfy
 
-__all__ = ["RunConfig", "RunSummary", "run"]
+__all__ = ["NO_CONSUMER", "RunConfig", "RunSummary", "run"]
+
+#: ``--consumer none``: no consumer reads; the run only writes and validates (a CI matrix's produce step,
+#: whose objects the shards then read with ``--resume``).
+NO_CONSUMER = "none"
 
 
 
@@ -212,7 +216,7 @@ def prepare_tool(
 
 class Runner(ExternalFlow, NegativeFlow):
     def __init__(self, config: RunConfig, progress: Progress | None = None) -> None:
-        self.cfg = config
+        self.cfg = replace(config, consumers=[c for c in config.consumers if c != NO_CONSUMER])
         self.progress = progress or Progress()
         #: The Python each tool's calls run with (None: the suite's own).
         self.pythons: dict[str, str | None] = {}
@@ -427,9 +431,15 @@ class Runner(ExternalFlow, NegativeFlow):
         # Handshakes: who is there, in which version, claiming what.
         producers = [] if externals else (["highdicom"] if mutants else cfg.producers)
         specs = [("producer", p) for p in producers] + [("consumer", c) for c in cfg.consumers]
+        kept = self._resumable(previous, run_dir) if previous else {}
+        described = self._described(previous, kept, cases, producers) if previous and not (externals or mutants) else {}
         self.progress.start("handshake", len(specs))
         tools: dict[tuple[str, str], ToolInfo] = {}
         for role, spec in specs:
+            if (role, spec) in described:  # nothing left to call: as the earlier run described it
+                tools[(role, spec)] = described[(role, spec)]
+                self.progress.advance(f"{role} {spec} (kept)")
+                continue
             workdir = run_dir / "handshake" / f"{role}-{slug(spec.replace(':', '_'))}"
             info, python = prepare_tool(role, spec, cfg.build, workdir, cfg.memory_mb, log=self.progress.note)
             tools[(role, spec)] = info
@@ -459,7 +469,9 @@ class Runner(ExternalFlow, NegativeFlow):
             ),
             tools=list(tools.values()),
         )
-        if cfg.validate and not externals:
+        if cfg.validate and ("validator", VALIDATOR) in described:
+            doc.tools.append(described[("validator", VALIDATOR)])
+        elif cfg.validate and not externals:
             path = dciodvfy_path()
             doc.tools.append(
                 ToolInfo(
@@ -468,7 +480,6 @@ class Runner(ExternalFlow, NegativeFlow):
                     homepage="https://www.dclunie.com/dicom3tools.html",
                 )
             )
-        kept = self._resumable(previous, run_dir) if previous else {}
         doc.records = list(kept.values())
         paths = [cfg.results / f"{run_id}.json", cfg.results / "latest.json"]
         writer = ResultsWriter(doc, paths)
@@ -556,6 +567,30 @@ class Runner(ExternalFlow, NegativeFlow):
                 pool.stop()
 
 
+
+    @staticmethod
+    def _described(
+        previous: ResultsDocument,
+        kept: dict[tuple[str, str, str | None], Record],
+        cases: list[LoadedCase],
+        producers: list[str],
+    ) -> dict[tuple[str, str], ToolInfo]:
+        """Tools a resumed run will not call: the earlier run's description of them, by (role, name).
+
+        A producer whose write of every case is kept, and the validator when every kept object's
+        validation is kept. So a shard that reads a produce step's objects (``--resume``) needs
+        neither the producers installed nor their environments, and describes them exactly as the
+        produce step did (``dicom4qi combine`` requires one description per tool).
+        """
+        earlier = {(t.role, t.name): t for t in previous.tools}
+        out: dict[tuple[str, str], ToolInfo] = {}
+        for p in producers:
+            if ("producer", p) in earlier and all((c.id, p, None) in kept for c in cases):
+                out[("producer", p)] = earlier[("producer", p)]
+        objects = [k for k, r in kept.items() if r.step == "write" and r.seg is not None]
+        if ("validator", VALIDATOR) in earlier and all((case, producer, VALIDATOR) in kept for case, producer, _ in objects):
+            out[("validator", VALIDATOR)] = earlier[("validator", VALIDATOR)]
+        return out
 
     def _resumable(self, previous: ResultsDocument, run_dir: Path) -> dict[tuple[str, str, str | None], Record]:
         """Final records of an earlier run whose objects are still on disk, unchanged."""

