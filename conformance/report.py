@@ -1135,18 +1135,32 @@ def _bench_rows(doc: ResultsDocument) -> list[BenchRow]:
     return rows
 
 
-def _plot(series: dict[str, list[tuple[float, float]]], ylabel: str, title: str, path: Path, *, logy: bool = True) -> bool:
-    """One log-log line plot of ``series`` (label -> (segments, value) points) as SVG; False if nothing to draw."""
-    series = {k: sorted(v) for k, v in series.items() if v}
-    if not series:
-        return False
+def _pyplot():  # type: ignore[no-untyped-def]
+    """matplotlib's pyplot, drawing offline, with stable SVG ids (the same figures give the same files)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams["svg.hashsalt"] = "dicom4qi"  # stable ids: the same figures give the same file
-    fig, ax = plt.subplots(figsize=(9.0, 4.2))
+    plt.rcParams["svg.hashsalt"] = "dicom4qi"
+    return plt
+
+
+def _save(fig, path: Path) -> None:  # type: ignore[no-untyped-def]
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+
+
+def _plot(series: dict[str, list[tuple[float, float]]], ylabel: str, title: str, path: Path, *, logy: bool = True) -> bool:
+    """One log-log line plot of ``series`` (label -> (segments, value) points) as SVG; False if nothing to draw."""
+    series = {k: sorted(v) for k, v in series.items() if v}
+    if not series:
+        return False
+    fig, ax = _pyplot().subplots(figsize=(9.0, 4.2))
     markers = "os^vD<>ph*"
     for i, (label, points) in enumerate(sorted(series.items())):
         xs, ys = zip(*points)
@@ -1159,10 +1173,7 @@ def _plot(series: dict[str, list[tuple[float, float]]], ylabel: str, title: str,
     ax.set_title(title, fontsize=11)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -1182,13 +1193,7 @@ def _encoding_bars(study: list[BenchRow], path: Path) -> bool:
     if not names:
         return False
     names.sort(key=lambda n: size[n], reverse=True)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.hashsalt"] = "dicom4qi"
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 0.5 * len(names) + 1.6), sharey=True)
+    fig, (a1, a2) = _pyplot().subplots(1, 2, figsize=(10, 0.5 * len(names) + 1.6), sharey=True)
     ys = range(len(names))
     colours = ["#8250df" if n.startswith(".") else "#0969da" for n in names]
     a1.barh(ys, [size[n] for n in names], color=colours)
@@ -1204,10 +1209,7 @@ def _encoding_bars(study: list[BenchRow], path: Path) -> bool:
         ax.grid(True, axis="x", alpha=0.3)
     a1.set_title("size", fontsize=10)
     a2.set_title("read by the reference decoder (.nii.gz: nibabel)", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
