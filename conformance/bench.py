@@ -77,12 +77,12 @@ def machine_description() -> dict[str, str]:
                 out["cpu"] = line.split(":", 1)[1].strip()
                 break
     except OSError:
-        pass
+        out["cpu"] = "unknown (no /proc/cpuinfo)"
     out["cores"] = str(os.cpu_count())
     try:
         out["memory_gib"] = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f}"
     except (ValueError, OSError):
-        pass
+        out["memory_gib"] = "unknown"
     return out
 
 
