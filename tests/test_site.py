@@ -366,8 +366,11 @@ def test_the_paged_grid_counts_matches_on_other_pages(paged_site: Path, watched:
     links = page.locator("#pages-match a")
     target = next(i for i in range(links.count()) if not links.nth(i).inner_text().endswith(": 0 rows"))
     links.nth(target).click()
+    page.wait_for_url(lambda url: "grid-" in url or url.endswith("index.html") or "#" in url, timeout=10_000)
     assert "status=FAIL" in page.url and "tool=consumer%3Ahighdicom" in page.url
-    assert page.input_value("select[name=tool]") == "consumer:highdicom"
+    # The link opens another page: its script applies the filter from the URL once loaded, so wait for it.
+    page.wait_for_load_state("load")
+    page.wait_for_function("() => document.querySelector('select[name=tool]').value === 'consumer:highdicom'", timeout=10_000)
     rows = _visible_rows(page)
     assert rows and all(r.startswith("quick/synth-") for r in rows)
     assert watched.problems == []
