@@ -366,7 +366,6 @@ def test_the_paged_grid_counts_matches_on_other_pages(paged_site: Path, watched:
     links = page.locator("#pages-match a")
     target = next(i for i in range(links.count()) if not links.nth(i).inner_text().endswith(": 0 rows"))
     links.nth(target).click()
-    page.wait_for_url(lambda url: "grid-" in url or url.endswith("index.html") or "#" in url, timeout=10_000)
     assert "status=FAIL" in page.url and "tool=consumer%3Ahighdicom" in page.url
     # The link opens another page: its script applies the filter from the URL once loaded, so wait for it.
     page.wait_for_load_state("load")
