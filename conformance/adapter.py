@@ -7,8 +7,10 @@ source series) into the canonical decoded form (:mod:`conformance.decoded`).
 
 The harness never calls an adapter in its own process: every call runs in a
 child process (:mod:`conformance.child`) with a timeout and a memory limit.
-Adapters are named by the builtin registry below, or by ``module:Class`` for
-adapters that live elsewhere (the tests' misbehaving fakes, a vendor's module).
+Adapters are named by the builtin registry below, by ``module:Class`` for
+adapters that live elsewhere (the tests' misbehaving fakes, a vendor's module),
+or by ``exec:FOLDER`` for a program in any language that speaks the JSON
+protocol of ``docs/protocol.md`` (:mod:`conformance.execadapter`).
 """
 
 from __future__ import annotations
@@ -168,6 +170,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "dcmqi": "consumers.dcmqi:DcmqiConsumer",
         "pydicom-seg": "consumers.pydicom_seg:PydicomSegConsumer",
         "slicer": "consumers.slicer:SlicerConsumer",
+        "dcmjs": "exec:consumers/dcmjs",
     },
 }
 
@@ -189,7 +192,10 @@ DEFAULTS: dict[Role, list[str]] = {
 
 
 def resolve(role: Role, spec: str) -> type[Adapter]:
-    """The adapter class for a builtin name, ``producer+transcoding``, or ``module:Class`` (any ``@param`` ignored)."""
+    """The adapter class for a builtin name, ``producer+transcoding``, ``module:Class`` or ``exec:FOLDER``.
+
+    Any ``@param`` is ignored here. ``exec:FOLDER`` is an executable adapter (``docs/protocol.md``).
+    """
     spec = split_spec(spec)[0]
     if role == "producer" and "+" in spec and ":" not in spec:
         from producers.transcode import transcoded
@@ -199,6 +205,17 @@ def resolve(role: Role, spec: str) -> type[Adapter]:
         assert issubclass(inner_cls, Producer)
         return transcoded(inner_cls, variant)
     target = BUILTIN[role].get(spec, spec)
+    if role == "producer" and target.startswith("submission:"):
+        from producers.submitted import submitted_producer
+
+        return submitted_producer(Path(target[len("submission:"):]))
+    if target.startswith("exec:"):
+        from conformance.execadapter import exec_adapter
+
+        path = Path(target[5:])
+        if spec in BUILTIN[role]:  # a builtin executable adapter lives in the suite
+            return exec_adapter(role, Path(__file__).resolve().parent.parent / path, name=spec)
+        return exec_adapter(role, path, name=spec)
     if ":" not in target:
         known = ", ".join(sorted(BUILTIN[role]))
         raise ValueError(f"unknown {role} {spec!r} (known: {known}; or give module:Class)")

@@ -6,7 +6,8 @@ response next to the request. Operations:
 - ``info``: the handshake (tool, version, availability, claimed features);
 - ``write``: a producer writes a case's SEG;
 - ``read``: a consumer decodes a SEG into the canonical ``.npz`` (with ``bench``: decodes only);
-- ``baseline``: writes or reads the truth as .nii.gz or .seg.nrrd (:mod:`conformance.baselines`).
+- ``baseline``: writes or reads the truth as .nii.gz or .seg.nrrd (:mod:`conformance.baselines`);
+- ``exchange``: converts an exchange folder (a vendor's decoded output) into the canonical ``.npz``.
 
 An exception becomes ``{"ok": false, ...}`` with its type, message and
 traceback; a ``MemoryError`` is flagged so the harness can say which limit
@@ -33,6 +34,12 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
         from conformance.baselines import run_baseline
 
         return {"ok": True, **run_baseline(req)}
+    if req["op"] == "exchange":  # a vendor's decoded output (an exchange folder), checked and converted here, isolated
+        from conformance.exchange import read_exchange
+
+        writer = read_exchange(Path(req["folder"]), [Path(p) for p in req["sources"]])
+        writer.write(Path(req["output"]))
+        return {"ok": True, "notes": writer.notes}
     from conformance.adapter import (
         Consumer,
         Producer,
@@ -47,6 +54,9 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
     adapter = cls(variant)
     op = req["op"]
     if op == "info":
+        if hasattr(adapter, "describe"):  # an executable adapter: its own handshake says it
+            return {"ok": True, "name": req["adapter"], "service": False, "role": cls.role, "tool": cls.tool,
+                    "homepage": None, "unsupported_combinations": [], **adapter.describe()}
         ok, reason = adapter.available()
         return {
             "ok": True,

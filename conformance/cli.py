@@ -237,6 +237,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         links["format-study.html"] = "Format study"
         console.print(f"wrote {render_format_study(benches, args.out)}")
+    submissions = [d for d in docs if d.run.kind in ("submission", "ingest")]
+    if args.submissions.is_dir():
+        from conformance.submission import load_submissions
+
+        submissions += load_submissions(args.submissions)
     runs = [d for d in docs if d.run.kind == "run"]
     if not runs:
         console.print("[red]no conformance results among the files given (only benchmarks)")
@@ -254,7 +259,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         options.build = args.build
     elif Path("build").is_dir():
         options.build = Path("build")
-    target = render_site(runs, args.out, links=links, history=history, options=options)
+    target = render_site(runs, args.out, links=links, history=history, options=options, submissions=submissions)
     sizes = json.loads((args.out / "data" / "pages.json").read_text(encoding="utf-8"))
     biggest = max(sizes["pages"].items(), key=lambda kv: kv[1])
     console.print(
@@ -344,8 +349,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from conformance.case import schema_text as case_schema
     from conformance.results import schema_text as results_schema
 
+    from conformance.protocol import schema_texts
+
     stale = []
-    for path, text in ((CASE_SCHEMA, case_schema()), (RESULTS_SCHEMA, results_schema())):
+    pairs = [(CASE_SCHEMA, case_schema()), (RESULTS_SCHEMA, results_schema())]
+    pairs += [(RESULTS_SCHEMA.parent / name, text) for name, text in schema_texts().items()]
+    for path, text in pairs:
         current = path.read_text(encoding="utf-8") if path.is_file() else None
         if current == text:
             continue
@@ -421,6 +430,95 @@ def cmd_env(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from conformance.bundle import BundleError, export_bundle
+
+    try:
+        folder, manifest = export_bundle(
+            args.results, args.out, corpus=args.corpus, features=args.features, build=args.build, make_zip=args.zip,
+            progress=RichProgress(),
+        )
+    except BundleError as exc:
+        console.print(f"[red]{exc}")
+        return 2
+    for s in manifest["skipped"]:
+        console.print(f"[yellow]left out: {s}")
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    console.print(
+        f"bundle {manifest['id']}: {len(manifest['objects'])} objects over {len(manifest['cases'])} cases, "
+        f"{size / 2**20:.1f} MiB in {folder}" + (f" (and {folder}.zip)" if args.zip else "")
+    )
+    print(folder)
+    return 0
+
+
+def _receive(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from conformance.submission import receive
+
+    return receive(args.submission, build=args.build, bundle=args.bundle, corpus=args.corpus, features=args.features)
+
+
+def cmd_verify_submission(args: argparse.Namespace) -> int:
+    from conformance.submission import SubmissionError, save_submission_results, verify_submission
+
+    try:
+        rec = _receive(args)
+        doc = verify_submission(rec, build=args.build, progress=RichProgress(), timeout_s=args.timeout, memory_mb=args.memory_mb)
+    except SubmissionError as exc:
+        console.print(f"[red]refused: {exc}")
+        return 2
+    path = save_submission_results(doc, rec, args.out)
+    _print_submission(doc, path)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from conformance.submission import SubmissionError, ingest_submission, save_submission_results
+
+    try:
+        rec = _receive(args)
+        doc = ingest_submission(
+            rec, consumers=args.consumer or list(DEFAULTS["consumer"]), build=args.build, corpus=args.corpus,
+            features=args.features, workers=max(1, args.jobs), timeout_s=args.timeout, memory_mb=args.memory_mb,
+            validate=not args.no_validate, progress=RichProgress(),
+        )
+    except (SubmissionError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]refused: {exc}")
+        return 2
+    path = save_submission_results(doc, rec, args.out)
+    _print_submission(doc, path)
+    return 0
+
+
+def _print_submission(doc, path: Path) -> None:  # type: ignore[no-untyped-def]
+    info = doc.run.submission
+    counts: dict[str, int] = {}
+    for r in doc.records:
+        if r.step == "read":
+            label = r.status.value + (" (self-reported)" if r.provenance == "self-reported" else "")
+            counts[label] = counts.get(label, 0) + 1
+    for problem in info.problems:
+        console.print(f"[yellow]{problem}")
+    console.print(
+        f"{info.vendor}: {info.tool} {info.tool_version}, bundle {info.bundle}: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    )
+    console.print(f"results: {path}")
+
+
+def cmd_submission_make(args: argparse.Namespace) -> int:
+    from conformance.execadapter import AdapterError
+    from conformance.vendorkit import make_submission
+
+    try:
+        path = make_submission(args.adapter, args.bundle, args.out, vendor=args.vendor, timeout_s=args.timeout, progress=RichProgress())
+    except (AdapterError, OSError, ValueError, KeyError) as exc:
+        console.print(f"[red]{exc}")
+        return 2
+    console.print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dicom4qi", description="DICOM SEG interoperability conformance suite.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -435,6 +533,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_corpus_args(build)
     _add_selection_args(build)
     build.set_defaults(func=cmd_build)
+    export = csub.add_parser(
+        "export", help="write the vendor bundle: a run's objects, their sources and truth (NIfTI + JSON), checksums",
+    )
+    _add_corpus_args(export)
+    export.add_argument("--out", type=Path, required=True, help="folder to write dicom4qi-bundle-<id>/ into")
+    export.add_argument("--results", type=Path, default=Path("reports/results/latest.json"),
+                        help="the run whose objects to export (default: %(default)s)")
+    export.add_argument("--zip", action="store_true", help="also write dicom4qi-bundle-<id>.zip")
+    export.add_argument("--build", type=Path, default=Path("build"), help="build folder (default: %(default)s)")
+    export.set_defaults(func=cmd_export)
 
     run = sub.add_parser("run", help="run producers and consumers over the corpus")
     _add_corpus_args(run)
@@ -492,6 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("reports/site"), help="site folder (default: %(default)s)")
     report.add_argument("--bench", type=Path, default=Path("reports/bench"),
                         help="folder of published benchmark JSON for the format study (default: %(default)s)")
+    report.add_argument("--submissions", type=Path, default=Path("reports/submissions"),
+                        help="folder of vendor submissions' results, one folder per vendor (default: %(default)s)")
     report.add_argument("--history", type=Path, metavar="DIR",
                         help="folder of earlier results JSON, for the history page and change markers only "
                         "(default: reports/history if it exists; else, with no results files named, reports/results)")
@@ -540,6 +650,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--produce", action="store_true", help="print the produce step's `dicom4qi run` arguments instead")
     plan.set_defaults(func=cmd_plan)
+
+    def submission_args(p: argparse.ArgumentParser) -> None:
+        _add_corpus_args(p)
+        p.add_argument("submission", type=Path, help="the submission: a folder or a .zip holding submission.json")
+        p.add_argument("--bundle", help="the bundle it answers (folder, manifest.json or id; default: the id it names, "
+                       "looked up in build/bundles)")
+        p.add_argument("--out", type=Path, default=Path("reports/submissions"), help="where results are kept, per vendor (default: %(default)s)")
+        p.add_argument("--build", type=Path, default=Path("build"), help="build folder (default: %(default)s)")
+        p.add_argument("--timeout", type=float, default=600.0, help="seconds per object (default: %(default)s)")
+        p.add_argument("--memory-mb", type=float, default=8192.0, help="address-space limit per call (default: %(default)s)")
+
+    verify = sub.add_parser(
+        "verify-submission", help="check a vendor's consumer submission against the truth (results marked verified)"
+    )
+    submission_args(verify)
+    verify.set_defaults(func=cmd_verify_submission)
+    ingest = sub.add_parser("ingest", help="run every consumer and the validator on a vendor's producer submission")
+    submission_args(ingest)
+    ingest.add_argument("--consumer", action="append", help="consumer(s) to run (default: all)")
+    ingest.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="parallel worker processes (default: 1)")
+    ingest.add_argument("--no-validate", action="store_true", help="skip dciodvfy")
+    ingest.set_defaults(func=cmd_ingest)
+    subm = sub.add_parser("submission", help="the vendor's side: make a submission with a protocol adapter")
+    smsub = subm.add_subparsers(dest="submission_command", required=True)
+    make = smsub.add_parser("make", help="run an adapter (docs/protocol.md) over a bundle; write a submission folder")
+    make.add_argument("--adapter", type=Path, required=True, help="the adapter's folder (with dicom4qi-adapter.json)")
+    make.add_argument("--bundle", type=Path, required=True, help="the bundle folder (dicom4qi-bundle-<id>)")
+    make.add_argument("--vendor", required=True, help="your id: letters, digits, '.', '_', '-'")
+    make.add_argument("--out", type=Path, required=True, help="the submission folder to write")
+    make.add_argument("--timeout", type=float, default=600.0, help="seconds per call (default: %(default)s)")
+    make.set_defaults(func=cmd_submission_make)
 
     schema = sub.add_parser("schema", help="write the JSON Schemas generated from the models")
     schema.add_argument("--check", action="store_true", help="only check that the committed schemas are current")

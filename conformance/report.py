@@ -812,6 +812,29 @@ class _Renderer:
         _write_text(self.site.out_dir / target, html_text)
         self.sizes[target] = len(html_text.encode("utf-8"))
 
+    # ---- vendor submissions
+
+    def submissions(self, docs: list[ResultsDocument]) -> None:
+        """``submissions.html`` and a page per submission, with where each result comes from."""
+        subs = []
+        for d in sorted(docs, key=lambda d: (d.run.submission.vendor if d.run.submission else "", d.run.run_id)):
+            info = d.run.submission
+            if info is None:
+                continue
+            reads = [r for r in d.records if r.step == "read"]
+            verified = Counter(r.status.value for r in reads if r.provenance != "self-reported")
+            selfrep = Counter(r.status.value for r in reads if r.provenance == "self-reported")
+            order = [st.value for st in SYMBOLS]
+            s = {
+                "info": info, "kind": d.run.kind, "records": d.records,
+                "href": f"submission/{_slug(info.vendor, info.tool, info.tool_version, info.sha256[:12])}.html",
+                "verified": sorted(verified.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99),
+                "self_reported": sorted(selfrep.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99),
+            }
+            subs.append(s)
+            self.page("submission.html.j2", s["href"], s=s)
+        self.page("submissions.html.j2", "submissions.html", subs=subs)
+
     # ---- the grid
 
     def grid(self) -> None:
@@ -1047,7 +1070,7 @@ class _Renderer:
 
 
 #: Folders render_site owns and rewrites on every report (img/case and files/case are pruned, not cleared).
-_OWNED = ("cell", "case", "tool", "badges", "artifacts", "data", "static", "files/runs")
+_OWNED = ("cell", "case", "tool", "badges", "artifacts", "data", "static", "files/runs", "submission")
 
 
 def render_site(
@@ -1057,6 +1080,7 @@ def render_site(
     links: dict[str, str] | None = None,
     history: list[ResultsDocument] | None = None,
     options: SiteOptions | None = None,
+    submissions: list[ResultsDocument] | None = None,
 ) -> Path:
     """Write the dashboard for ``documents`` into ``out_dir``; return the grid's first page (``index.html``).
 
@@ -1067,7 +1091,9 @@ def render_site(
     if not documents:
         raise ValueError("no results to report")
     opts = options or SiteOptions()
-    site = _Site(documents, history or [], out_dir, opts, dict(links or {}))
+    links = dict(links or {})
+    links.setdefault("submissions.html", "Vendors")
+    site = _Site(documents, history or [], out_dir, opts, links)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in _OWNED:
         shutil.rmtree(out_dir / name, ignore_errors=True)
@@ -1090,6 +1116,7 @@ def render_site(
     r.history()
     r.overview()
     r.grid()
+    r.submissions(submissions or [])
     _write_text(out_dir / "data" / "pages.json", json.dumps({
         "pages": r.sizes, "copied_files": copier.copied, "copied_bytes": copier.used, "not_copied": copier.refused,
     }, indent=1, sort_keys=True))

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "Check",
+    "SubmissionInfo",
     "CheckStatus",
     "Finding",
     "Record",
@@ -140,6 +141,11 @@ class Record(_Model):
         default_factory=dict, description="Files the call left (e.g. a screenshot), relative to the run folder."
     )
     bench: BenchStats | None = Field(None, description="Set on benchmark records (dicom4qi bench).")
+    provenance: Literal["verified", "self-reported", "submitted"] | None = Field(
+        None,
+        description="Vendor submissions: 'verified' (the suite compared the vendor's decoded output with the truth), "
+        "'self-reported' (the vendor's own status, no output: not verified), 'submitted' (a vendor-written object).",
+    )
 
     @property
     def key(self) -> tuple[str, str, str | None]:
@@ -163,6 +169,26 @@ class ToolInfo(_Model):
     error: str | None = Field(None, description="Why the adapter cannot run although it should (a broken environment).")
 
 
+class SubmissionInfo(_Model):
+    """Where a vendor submission's results come from."""
+
+    vendor: str
+    tool: str
+    tool_version: str
+    homepage: str | None = None
+    role: Literal["consumer", "producer"]
+    bundle: str
+    sha256: str = Field(description="sha256 over every file of the submission as received (paths and contents).")
+    received: str
+    verified_by: str = Field(description="The suite's version and commit that verified it.")
+    contact: str | None = None
+    notes: str | None = None
+    entries: int = 0
+    verified: int = Field(0, description="Objects whose outputs the suite checked against the truth.")
+    self_reported: int = Field(0, description="Objects with only the vendor's own status.")
+    problems: list[str] = Field(default_factory=list, description="Entries the suite could not use, and why.")
+
+
 class RunInfo(_Model):
     run_id: str
     started: str
@@ -182,7 +208,12 @@ class RunInfo(_Model):
     run_dir: str | None = Field(None, description="Folder of the run's objects and artifacts when it ran.")
     harness_peak_rss_mb: float | None = Field(None, description="Peak resident memory of the harness process itself.")
     harness_cpu_s: float | None = Field(None, description="CPU seconds of the harness process itself (tool calls excluded).")
-    kind: Literal["run", "bench"] = Field("run", description="A conformance run, or a benchmark (records carry bench stats).")
+    kind: Literal["run", "bench", "submission", "ingest"] = Field(
+        "run",
+        description="A conformance run; a benchmark (records carry bench stats); a vendor's consumer submission "
+        "verified by the suite; a vendor's producer submission read by every consumer.",
+    )
+    submission: SubmissionInfo | None = Field(None, description="Vendor submissions: who, what, from which bundle.")
     machine: dict[str, str] = Field(default_factory=dict, description="CPU model and the like, for benchmarks.")
     harness_overhead: dict[str, float] = Field(
         default_factory=dict, description="Benchmarks: the time a quick run spent outside the tools (seconds and share)."

@@ -188,6 +188,13 @@ def prepare_tool(
         cls = resolve(role, spec)  # type: ignore[arg-type]
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
         return ToolInfo(name=spec, role=role, tool=spec, available=False, error=f"cannot load the adapter: {exc}"), None  # type: ignore[arg-type]
+    if hasattr(cls, "prepare"):  # an executable adapter: its setup step (npm ci, ...) where due
+        from conformance.execadapter import AdapterError
+
+        try:
+            cls.prepare(log)
+        except AdapterError as exc:
+            return ToolInfo(name=spec, role=role, tool=cls.tool, available=False, error=str(exc)), None  # type: ignore[arg-type]
     env = env_spec(cls)
     python = None
     if env is not None:
