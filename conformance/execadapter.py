@@ -111,7 +111,7 @@ def call_adapter(folder: Path, manifest: AdapterManifest, request: dict[str, Any
     command = list(manifest.command)
     local = folder / command[0]
     if "/" in command[0] or local.is_file():
-        command[0] = str(local.resolve())
+        command[0] = str(local.absolute())  # not resolved: a venv's python is a link that must stay one
     request = {"protocol": PROTOCOL, **request}
     try:
         proc = subprocess.run(
@@ -150,6 +150,8 @@ class ExecAdapterMixin:
     manifest_error: ClassVar[str | None]
     _info: InfoResponse | None = None
     _info_error: str | None = None
+    #: Whether the handshake failed by the adapter's fault (ERROR), not for want of a program (SKIPPED).
+    _info_fault: bool = False
 
     @classmethod
     def prepare(cls, log: Callable[[str], None] | None = None) -> None:
@@ -166,10 +168,12 @@ class ExecAdapterMixin:
                 raise AdapterError(self.manifest_error or "no manifest")
             missing = missing_programs(self.manifest)
             if missing:
-                raise AdapterError(f"{', '.join(missing)} not installed")
+                self._info_error = f"{', '.join(missing)} not installed"
+                return None
             ready, why = setup_state(self.folder, self.manifest)
             if not ready:
-                raise AdapterError(why)
+                self._info_error = why
+                return None
             raw = call_adapter(
                 self.folder, self.manifest, {"op": "info", "supported_protocols": [PROTOCOL]}, timeout_s=HANDSHAKE_TIMEOUT_S
             )
@@ -183,13 +187,17 @@ class ExecAdapterMixin:
             self._info = info
         except (AdapterError, ValidationError) as exc:
             self._info_error = str(exc) if isinstance(exc, AdapterError) else f"malformed handshake: {exc.errors()[0]['msg']}"
+            self._info_fault = True
         return self._info
 
     def describe(self) -> dict[str, Any]:
         """The handshake, as the harness's ``info`` operation reports it."""
         info = self.handshake()
         if info is None:
-            return {"available": False, "reason": self._info_error or "", "version": None, "features": []}
+            out: dict[str, Any] = {"available": False, "reason": self._info_error or "", "version": None, "features": []}
+            if self._info_fault:
+                out["error"] = f"adapter protocol: {self._info_error}"
+            return out
         return {
             "tool": info.tool,
             "version": info.version if info.available else None,

@@ -169,6 +169,7 @@ def handshake(
             unsupported_combinations=r.get("unsupported_combinations", []),
             homepage=r.get("homepage"),
             service=bool(r.get("service")),
+            error=r.get("error"),
         )
     return ToolInfo(
         name=spec, role=role, tool=spec, available=False, error=f"handshake failed: {out.message}"  # type: ignore[arg-type]

@@ -123,7 +123,7 @@ def _extract_zip(src: Path, dest: Path, bounds: Bounds) -> None:
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
                 raise SubmissionError(f"{info.filename}: symbolic links are not allowed")
-            if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG, stat.S_IFDIR):  # 0: no type recorded (Python's own zips)
                 raise SubmissionError(f"{info.filename}: not a regular file")
             if len(name.parts) > bounds.max_depth + 1:
                 raise SubmissionError(f"{info.filename}: nested deeper than {bounds.max_depth} folders")
