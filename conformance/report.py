@@ -826,7 +826,10 @@ class _Renderer:
             selfrep = Counter(r.status.value for r in reads if r.provenance == "self-reported")
             order = [st.value for st in SYMBOLS]
             s = {
-                "info": info, "kind": d.run.kind, "records": d.records,
+                "info": info, "kind": d.run.kind,
+                "records": sorted(d.records, key=lambda r: (
+                    {"verified": 0, "submitted": 0, None: 1, "self-reported": 2}.get(r.provenance, 3),
+                    r.status is Status.SKIPPED, r.case, r.producer, r.step != "write", r.consumer or "")),
                 "href": f"submission/{_slug(info.vendor, info.tool, info.tool_version, info.sha256[:12])}.html",
                 "verified": sorted(verified.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99),
                 "self_reported": sorted(selfrep.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99),
