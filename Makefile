@@ -24,7 +24,9 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	$(BIN)/dicom4qi corpus lint
 	$(BIN)/dicom4qi run --tier quick -j $(JOBS)
-	$(BIN)/dicom4qi report
+	rm -rf build/bundle
+	$(BIN)/dicom4qi corpus export --out build/bundle --zip
+	$(BIN)/dicom4qi report --bundle-zip "$$(ls build/bundle/dicom4qi-bundle-*.zip)"
 
 test: setup
 	$(BIN)/python -m pytest

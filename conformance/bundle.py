@@ -65,6 +65,8 @@ def export_bundle(
     if not doc.run.run_dir:
         raise BundleError(f"{results}: the run does not say where its objects are")
     run_dir = Path(doc.run.run_dir)
+    if not run_dir.is_dir() and (build / "runs" / doc.run.run_id).is_dir():
+        run_dir = build / "runs" / doc.run.run_id  # the run was made elsewhere (a CI job) and its folder brought here
     writes = [r for r in doc.records if r.step == "write" and r.status is Status.PASS and r.seg is not None]
     if not writes:
         raise BundleError(f"{results}: the run has no object that was written correctly")

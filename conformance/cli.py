@@ -259,7 +259,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         options.build = args.build
     elif Path("build").is_dir():
         options.build = Path("build")
-    target = render_site(runs, args.out, links=links, history=history, options=options, submissions=submissions)
+    if args.bundle_zip is not None and not args.bundle_zip.is_file():
+        console.print(f"[red]no bundle zip {args.bundle_zip}")
+        return 2
+    target = render_site(
+        runs, args.out, links=links, history=history, options=options, submissions=submissions, bundle_zip=args.bundle_zip
+    )
     sizes = json.loads((args.out / "data" / "pages.json").read_text(encoding="utf-8"))
     biggest = max(sizes["pages"].items(), key=lambda kv: kv[1])
     console.print(
@@ -600,6 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("reports/site"), help="site folder (default: %(default)s)")
     report.add_argument("--bench", type=Path, default=Path("reports/bench"),
                         help="folder of published benchmark JSON for the format study (default: %(default)s)")
+    report.add_argument("--bundle-zip", type=Path, metavar="ZIP",
+                        help="a bundle made by `dicom4qi corpus export --zip`, offered for download on the Vendors page")
     report.add_argument("--submissions", type=Path, default=Path("reports/submissions"),
                         help="folder of vendor submissions' results, one folder per vendor (default: %(default)s)")
     report.add_argument("--history", type=Path, metavar="DIR",

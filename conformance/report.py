@@ -814,7 +814,7 @@ class _Renderer:
 
     # ---- vendor submissions
 
-    def submissions(self, docs: list[ResultsDocument]) -> None:
+    def submissions(self, docs: list[ResultsDocument], download: dict[str, Any] | None = None) -> None:
         """``submissions.html`` and a page per submission, with where each result comes from."""
         subs = []
         for d in sorted(docs, key=lambda d: (d.run.submission.vendor if d.run.submission else "", d.run.run_id)):
@@ -836,7 +836,7 @@ class _Renderer:
             }
             subs.append(s)
             self.page("submission.html.j2", s["href"], s=s)
-        self.page("submissions.html.j2", "submissions.html", subs=subs)
+        self.page("submissions.html.j2", "submissions.html", subs=subs, download=download)
 
     # ---- the grid
 
@@ -1073,7 +1073,7 @@ class _Renderer:
 
 
 #: Folders render_site owns and rewrites on every report (img/case and files/case are pruned, not cleared).
-_OWNED = ("cell", "case", "tool", "badges", "artifacts", "data", "static", "files/runs", "submission")
+_OWNED = ("cell", "case", "tool", "badges", "artifacts", "data", "static", "files/runs", "submission", "bundle")
 
 
 def render_site(
@@ -1084,6 +1084,7 @@ def render_site(
     history: list[ResultsDocument] | None = None,
     options: SiteOptions | None = None,
     submissions: list[ResultsDocument] | None = None,
+    bundle_zip: Path | None = None,
 ) -> Path:
     """Write the dashboard for ``documents`` into ``out_dir``; return the grid's first page (``index.html``).
 
@@ -1119,7 +1120,14 @@ def render_site(
     r.history()
     r.overview()
     r.grid()
-    r.submissions(submissions or [])
+    download = None
+    if bundle_zip is not None:
+        (out_dir / "bundle").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundle_zip, out_dir / "bundle" / bundle_zip.name)
+        digest = hashlib.sha256(bundle_zip.read_bytes()).hexdigest()
+        download = {"href": f"bundle/{bundle_zip.name}", "name": bundle_zip.name, "size": bundle_zip.stat().st_size,
+                    "sha256": digest}
+    r.submissions(submissions or [], download)
     _write_text(out_dir / "data" / "pages.json", json.dumps({
         "pages": r.sizes, "copied_files": copier.copied, "copied_bytes": copier.used, "not_copied": copier.refused,
     }, indent=1, sort_keys=True))

@@ -454,3 +454,31 @@ def test_script_in_a_label_is_escaped_on_the_dashboard(env: dict[str, Any], tmp_
     assert "&lt;img src=x onerror=" in text and "&lt;script&gt;alert(&#39;notes&#39;)" in text
     # The label failed the numbers-labels check, and its message is escaped too.
     assert "&lt;/td&gt;&lt;script&gt;" in text
+
+
+def test_a_reexported_seg_is_decoded_by_the_reference_and_verified(env: dict[str, Any], tmp_path: Path) -> None:
+    manifest = env["manifest"]
+    oid = "quick__binary-overlap/highdicom"
+    sub = tmp_path / "reexport"
+    (sub / "decoded" / oid).mkdir(parents=True)
+    shutil.copyfile(env["bundle"] / manifest["objects"][oid]["path"], sub / "decoded" / oid / "seg.dcm")
+    _write_doc(sub, {"vendor": "acme", "tool": {"name": "Viewer", "version": "1"}, "role": "consumer", "bundle": manifest["id"]})
+    out = tmp_path / "submissions"
+    # The command line, with the bundle given as its folder.
+    assert main(["verify-submission", str(sub), "--bundle", str(env["bundle"]), "--build", str(env["build"]),
+                 "--corpus", str(CASES), "--features", str(FEATURES), "--out", str(out)]) == 0
+    doc = ResultsDocument.load(next((out / "acme").glob("*.results.json")))
+    rec = next(r for r in doc.records if r.case == "quick/binary-overlap" and r.producer == "highdicom")
+    assert rec.status is Status.PASS and rec.provenance == "verified" and "re-exported" in rec.notes[0]
+    assert (out / "acme" / next((out / "acme").glob("*.results.json")).name.replace(".results.json", ".submission.json")).is_file()
+
+
+def test_the_dashboard_offers_the_bundle(env: dict[str, Any], tmp_path: Path) -> None:
+    run_doc = ResultsDocument.load(sorted((env["root"] / "results").glob("2*.json"))[0])
+    archive = env["bundle"].parent / f"{env['bundle'].name}.zip"
+    site = tmp_path / "site"
+    render_site([run_doc], site, options=SiteOptions(pictures=False), bundle_zip=archive)
+    page = (site / "submissions.html").read_text()
+    assert f'href="bundle/{archive.name}"' in page and sha256_of(archive) in page
+    assert sha256_of(site / "bundle" / archive.name) == sha256_of(archive)
+    assert "No submission yet" in page
