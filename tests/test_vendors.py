@@ -482,3 +482,35 @@ def test_the_dashboard_offers_the_bundle(env: dict[str, Any], tmp_path: Path) ->
     assert f'href="bundle/{archive.name}"' in page and sha256_of(archive) in page
     assert sha256_of(site / "bundle" / archive.name) == sha256_of(archive)
     assert "No submission yet" in page
+
+
+def test_an_image_without_a_frames_list_is_placed_by_its_geometry(env: dict[str, Any], tmp_path: Path, truth_of) -> None:  # type: ignore[no-untyped-def]
+    """A vendor's NIfTI as ITK tools write it: no frames list, slices in reverse order; placed by its affine."""
+    import nibabel as nib
+
+    from conformance.compare import compare, verdict
+    from conformance.decoded import Decoded
+
+    info = env["manifest"]["cases"]["quick/labelmap-8bit"]
+    folder = tmp_path / "itk-style"
+    shutil.copytree(env["bundle"] / info["truth"], folder)
+    doc = json.loads((folder / "segments.json").read_text())
+    doc.pop("frames"), doc.pop("positions", None)
+    (folder / "segments.json").write_text(json.dumps(doc))
+    img = nib.load(str(folder / "labelmap.nii.gz"))
+    data = np.asarray(img.dataobj)[:, :, ::-1]
+    affine = img.affine.copy()
+    affine[:, 3] = img.affine @ np.array([0, 0, data.shape[2] - 1, 1])
+    affine[:, 2] = -img.affine[:, 2]
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), affine), str(folder / "labelmap.nii.gz"))
+    writer = read_exchange(folder, [env["bundle"] / s for s in info["sources"]])
+    writer.write(tmp_path / "d.npz")
+    decoded = Decoded(tmp_path / "d.npz")
+    ok, msg = verdict(compare(truth_of("quick/labelmap-8bit"), decoded, labelmap=False))
+    decoded.close()
+    assert ok, msg
+    # Shifted by half a slice, it lies on no source frame: a clear error, not a wrong answer.
+    affine[:3, 3] += 0.5 * affine[:3, 2]
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), affine), str(folder / "labelmap.nii.gz"))
+    with pytest.raises(ValueError, match="cannot place it|no slice"):
+        read_exchange(folder, [env["bundle"] / s for s in info["sources"]])
