@@ -39,18 +39,9 @@ BASELINES = (
 
 def _ras_affine(truth: Any) -> np.ndarray:
     """The NIfTI affine (RAS) of the truth's grid, array axes (column, row, slice) as NIfTI's i, j, k."""
-    g = truth.geometry
-    o = np.asarray(g.orientation, dtype=float)
-    row_dir, col_dir = o[:3], o[3:]
-    step = (
-        np.asarray(g.positions[1]) - np.asarray(g.positions[0]) if len(g.positions) > 1 else np.cross(row_dir, col_dir) * g.slice_spacing
-    )
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * g.pixel_spacing[1]
-    lps[:3, 1] = col_dir * g.pixel_spacing[0]
-    lps[:3, 2] = step
-    lps[:3, 3] = g.positions[0]
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    from conformance.exchange import ras_affine
+
+    return ras_affine(truth.geometry)
 
 
 def _labelmap(truth: Any) -> np.ndarray:

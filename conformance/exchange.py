@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 from conformance.decoded import DecodedSegment, DecodedWriter
 from conformance.protocol import EXCHANGE_FORMAT, ExchangeDoc
 
-__all__ = ["ExchangeError", "Limits", "read_exchange", "write_truth", "load_json_bounded"]
+__all__ = ["ExchangeError", "Limits", "read_exchange", "write_truth", "load_json_bounded", "ras_affine"]
 
 SEGMENTS_JSON = "segments.json"
 _PIXEL_FILE = re.compile(r"^(labelmap|segment-([1-9][0-9]{0,4}))\.(nii|nii\.gz|nrrd)$")
@@ -106,92 +105,19 @@ def _read_nifti(path: Path, rows: int, columns: int, max_slices: int) -> _Image:
     return _Image(data, None, None)
 
 
-_NRRD_TYPES = {
-    "uchar": "uint8", "unsigned char": "uint8", "uint8": "uint8", "uint8_t": "uint8",
-    "signed char": "int8", "int8": "int8", "int8_t": "int8",
-    "ushort": "uint16", "unsigned short": "uint16", "uint16": "uint16", "uint16_t": "uint16",
-    "short": "int16", "int16": "int16", "int16_t": "int16", "signed short": "int16",
-    "uint": "uint32", "unsigned int": "uint32", "uint32": "uint32", "uint32_t": "uint32",
-    "int": "int32", "int32": "int32", "int32_t": "int32", "signed int": "int32",
-    "float": "float32", "double": "float64",
-}
-
-
-def _vector(text: str) -> list[float]:
-    return [float(v) for v in text.strip().strip("()").split(",")]
-
-
 def _read_nrrd(path: Path, rows: int, columns: int, max_slices: int) -> _Image:
-    with open(path, "rb") as fh:
-        head = fh.read(65536)
-        end = head.find(b"\n\n")
-        if not head.startswith(b"NRRD000") or end < 0:
-            raise ExchangeError(f"{path.name}: not an NRRD file with attached data (or its header exceeds 64 KiB)")
-        fields: dict[str, str] = {}
-        for line in head[:end].decode("ascii", "replace").splitlines()[1:]:
-            if line.startswith("#") or ":" not in line:
-                continue
-            key, _, value = line.partition(":")
-            if value.startswith("="):
-                continue  # key/value pairs: not geometry
-            fields[key.strip().lower()] = value.strip()
-        try:
-            sizes = [int(v) for v in fields["sizes"].split()]
-            dtype = np.dtype(_NRRD_TYPES[fields["type"].lower()])
-        except (KeyError, ValueError) as exc:
-            raise ExchangeError(f"{path.name}: NRRD header without a usable sizes or type ({exc})") from None
-        if dtype.itemsize > 1:
-            dtype = dtype.newbyteorder("<" if fields.get("endian", "little") == "little" else ">")
-        cols, rws, slices = _check_shape(path.name, tuple(sizes), dtype.newbyteorder("="), rows, columns, max_slices)
-        if fields.get("data file") or fields.get("datafile"):
-            raise ExchangeError(f"{path.name}: detached NRRD data files are not accepted")
-        need = cols * rws * slices * dtype.itemsize
-        fh.seek(end + 2)
-        encoding = fields.get("encoding", "raw").lower()
-        if encoding == "raw":
-            payload = fh.read(need + 1)
-        elif encoding in ("gzip", "gz"):
-            # Decompress at most what the header declares: a bomb stops at its declared size.
-            inflater = zlib.decompressobj(wbits=47)
-            chunks, got = [], 0
-            while got <= need:
-                block = fh.read(1 << 20)
-                if not block:
-                    break
-                part = inflater.decompress(block, need + 1 - got)
-                chunks.append(part)
-                got += len(part)
-                while inflater.unconsumed_tail and got <= need:
-                    part = inflater.decompress(inflater.unconsumed_tail, need + 1 - got)
-                    if not part:
-                        break
-                    chunks.append(part)
-                    got += len(part)
-            payload = b"".join(chunks)
-        else:
-            raise ExchangeError(f"{path.name}: NRRD encoding {encoding!r} is not accepted (raw or gzip)")
-    if len(payload) < need:
-        raise ExchangeError(f"{path.name}: {len(payload)} bytes of voxel data, the header declares {need}")
-    if len(payload) > need:
-        raise ExchangeError(f"{path.name}: more voxel data than the header declares ({need} bytes)")
-    data = np.frombuffer(payload, dtype=dtype).reshape(slices, rws, cols).astype(dtype.newbyteorder("="))
-    origin = axes = None
-    if "space directions" in fields:
-        try:
-            parts = re.findall(r"\([^)]*\)", fields["space directions"])
-            axes = np.array([_vector(p) for p in parts], dtype=float)
-            origin = np.array(_vector(fields.get("space origin", "(0,0,0)")), dtype=float)
-        except ValueError as exc:
-            raise ExchangeError(f"{path.name}: unreadable space directions or origin ({exc})") from None
-        if axes.shape != (3, 3) or origin.shape != (3,) or not (np.all(np.isfinite(axes)) and np.all(np.isfinite(origin))):
-            raise ExchangeError(f"{path.name}: space directions must be three 3-vectors and the origin one")
-        space = fields.get("space", "left-posterior-superior").lower()
-        if space in ("right-anterior-superior", "ras"):
-            flip = np.array([-1.0, -1.0, 1.0])
-            axes, origin = axes * flip, origin * flip
-        elif space not in ("left-posterior-superior", "lps"):
-            raise ExchangeError(f"{path.name}: space {space!r} is not accepted (left-posterior-superior or RAS)")
-    return _Image(data, origin, axes)
+    from conformance.nrrd import read_nrrd
+
+    def check(sizes: tuple[int, ...], dtype: np.dtype) -> None:
+        _check_shape(path.name, sizes, dtype, rows, columns, max_slices)
+
+    try:
+        image = read_nrrd(path, check, need_geometry=False)
+    except ExchangeError:
+        raise
+    except (ValueError, OSError) as exc:
+        raise ExchangeError(str(exc)) from None
+    return _Image(image.data, image.origin, image.axes)
 
 
 def _read_image(path: Path, rows: int, columns: int, max_slices: int) -> _Image:
@@ -342,7 +268,7 @@ def _geometry(writer: DecodedWriter, doc: ExchangeDoc, image: _Image | None, src
 
 
 # --------------------------------------------------------------------------- writing (the truth)
-def _ras_affine(geometry: Any) -> np.ndarray:
+def ras_affine(geometry: Any) -> np.ndarray:
     """A NIfTI affine (RAS) for a truth grid; the identity (with spacing) where there is no patient space."""
     if geometry.orientation is None or geometry.positions is None:
         affine = np.diag([geometry.pixel_spacing[1], geometry.pixel_spacing[0], 1.0, 1.0])
@@ -374,7 +300,7 @@ def write_truth(truth: Any, folder: Path) -> list[str]:
 
     folder.mkdir(parents=True, exist_ok=True)
     g = truth.geometry
-    affine = _ras_affine(g)
+    affine = ras_affine(g)
     segments = []
     for s in truth.segments:
         entry: dict[str, Any] = {"number": s.number, "label": s.label, "category": s.category, "type": s.type}

@@ -8,8 +8,12 @@ order with the column index fastest.
 from __future__ import annotations
 
 import gzip
+import re
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -34,11 +38,14 @@ _NAMES = {
 
 @dataclass
 class NrrdImage:
-    """A 3D image: data (frames, rows, columns), origin, and axis vectors (mm per index step, LPS)."""
+    """A 3D image: data (frames, rows, columns), origin, and axis vectors (mm per index step, LPS).
+
+    ``origin`` and ``axes`` are None for an image without a geometry (read with ``need_geometry=False``).
+    """
 
     data: np.ndarray
-    origin: np.ndarray
-    axes: np.ndarray  # 3x3: rows are the column, row and slice steps
+    origin: np.ndarray | None
+    axes: np.ndarray | None  # 3x3: rows are the column, row and slice steps
 
 
 def write_nrrd(
@@ -82,36 +89,93 @@ def _vector(text: str) -> list[float]:
     return [float(v) for v in text.strip().strip("()").split(",")]
 
 
-def read_nrrd(path: Path) -> NrrdImage:
-    """Read a 3D NRRD with attached data (raw or gzip), as ITK and dcmqi write it."""
-    blob = path.read_bytes()
-    end = blob.find(b"\n\n")
-    if not blob.startswith(b"NRRD") or end < 0:
-        raise ValueError(f"{path.name}: not an NRRD file with attached data")
-    fields: dict[str, str] = {}
-    for line in blob[:end].decode("ascii", "replace").splitlines()[1:]:
-        if line.startswith("#") or ":" not in line:
-            continue
-        key, _, value = line.partition(":")
-        fields[key.strip().lower()] = value.lstrip("=").strip()
-    if int(fields.get("dimension", "0")) != 3:
-        raise ValueError(f"{path.name}: dimension {fields.get('dimension')} is not 3")
-    sizes = [int(v) for v in fields["sizes"].split()]
-    dtype = np.dtype(_NAMES[fields["type"].lower()])
-    if dtype.itemsize > 1:
-        dtype = dtype.newbyteorder("<" if fields.get("endian", "little") == "little" else ">")
-    payload = blob[end + 2 :]
-    encoding = fields.get("encoding", "raw").lower()
-    if encoding in ("gzip", "gz"):
-        payload = gzip.decompress(payload)
-    elif encoding != "raw":
-        raise ValueError(f"{path.name}: encoding {encoding} is not supported")
-    count = sizes[0] * sizes[1] * sizes[2]
-    data = np.frombuffer(payload[: count * dtype.itemsize], dtype=dtype).reshape(sizes[2], sizes[1], sizes[0])
-    axes = np.array([_vector(v) for v in fields["space directions"].replace(") (", ")|(").split("|")])
-    origin = np.array(_vector(fields.get("space origin", "(0,0,0)")))
+def read_nrrd(
+    path: Path, check: Callable[[tuple[int, ...], np.dtype], None] | None = None, *, need_geometry: bool = True
+) -> NrrdImage:
+    """Read a 3D NRRD with attached data (raw or gzip), as ITK and dcmqi write it.
+
+    Bounded for files from outside: the header is at most 64 KiB, ``check`` sees the declared sizes and voxel type
+    before any voxel is read (and raises to refuse them), gzip data is inflated only up to the declared size (a
+    payload that inflates further is refused), detached data files are refused. Without ``space directions`` the
+    image has no geometry (``axes`` and ``origin`` None), which is an error when ``need_geometry``.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+        end = head.find(b"\n\n")
+        if not head.startswith(b"NRRD000") or end < 0:
+            raise ValueError(f"{path.name}: not an NRRD file with attached data (or its header exceeds 64 KiB)")
+        fields: dict[str, str] = {}
+        for line in head[:end].decode("ascii", "replace").splitlines()[1:]:
+            if line.startswith("#") or ":" not in line:
+                continue
+            key, _, value = line.partition(":")
+            if value.startswith("="):
+                continue  # key/value pairs (3D Slicer's segment metadata): not the image's
+            fields[key.strip().lower()] = value.strip()
+        try:
+            sizes = tuple(int(v) for v in fields["sizes"].split())
+            dtype = np.dtype(_NAMES[fields["type"].lower()])
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"{path.name}: NRRD header without a usable sizes or type ({exc})") from None
+        if int(fields.get("dimension", len(sizes))) != len(sizes):
+            raise ValueError(f"{path.name}: dimension {fields.get('dimension')} but {len(sizes)} sizes")
+        if check is not None:
+            check(sizes, dtype)
+        if len(sizes) != 3 or min(sizes) < 1:
+            raise ValueError(f"{path.name}: sizes {sizes}: a 3D image is needed")
+        if fields.get("data file") or fields.get("datafile"):
+            raise ValueError(f"{path.name}: detached NRRD data files are not accepted")
+        if dtype.itemsize > 1:
+            dtype = dtype.newbyteorder("<" if fields.get("endian", "little") == "little" else ">")
+        need = sizes[0] * sizes[1] * sizes[2] * dtype.itemsize
+        fh.seek(end + 2)
+        encoding = fields.get("encoding", "raw").lower()
+        if encoding == "raw":
+            payload = fh.read(need + 1)
+        elif encoding in ("gzip", "gz"):
+            payload = _inflate_at_most(fh, need + 1)
+        else:
+            raise ValueError(f"{path.name}: NRRD encoding {encoding!r} is not supported (raw or gzip)")
+    if len(payload) < need:
+        raise ValueError(f"{path.name}: {len(payload)} bytes of voxel data, the header declares {need}")
+    if len(payload) > need:
+        raise ValueError(f"{path.name}: more voxel data than the header declares ({need} bytes)")
+    data = np.frombuffer(payload, dtype=dtype).reshape(sizes[2], sizes[1], sizes[0])
+    data = data.astype(data.dtype.newbyteorder("="))
+    if "space directions" not in fields:
+        if need_geometry:
+            raise ValueError(f"{path.name}: no space directions")
+        return NrrdImage(data=data, origin=None, axes=None)
+    try:
+        axes = np.array([_vector(p) for p in re.findall(r"\([^)]*\)", fields["space directions"])], dtype=float)
+        origin = np.array(_vector(fields.get("space origin", "(0,0,0)")), dtype=float)
+    except ValueError as exc:
+        raise ValueError(f"{path.name}: unreadable space directions or origin ({exc})") from None
+    if axes.shape != (3, 3) or origin.shape != (3,) or not (np.all(np.isfinite(axes)) and np.all(np.isfinite(origin))):
+        raise ValueError(f"{path.name}: space directions must be three 3-vectors and the origin one")
     space = fields.get("space", "left-posterior-superior").lower()
     if space in ("right-anterior-superior", "ras"):
         flip = np.array([-1.0, -1.0, 1.0])
         axes, origin = axes * flip, origin * flip
-    return NrrdImage(data=data.astype(data.dtype.newbyteorder("=")), origin=origin, axes=axes)
+    elif space not in ("left-posterior-superior", "lps"):
+        raise ValueError(f"{path.name}: space {space!r} is not supported (left-posterior-superior or RAS)")
+    return NrrdImage(data=data, origin=origin, axes=axes)
+
+
+def _inflate_at_most(fh: BinaryIO, limit: int) -> bytes:
+    """Inflate a gzip stream up to ``limit`` bytes of output (a bomb stops there)."""
+    inflater = zlib.decompressobj(wbits=47)
+    chunks: list[bytes] = []
+    got = 0
+    pending = b""
+    while got < limit:
+        block = pending or fh.read(1 << 20)
+        if not block:
+            break
+        part = inflater.decompress(block, limit - got)
+        pending = inflater.unconsumed_tail
+        chunks.append(part)
+        got += len(part)
+        if not part and not pending and inflater.eof:
+            break
+    return b"".join(chunks)

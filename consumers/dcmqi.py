@@ -71,6 +71,7 @@ class DcmqiConsumer(Consumer):
         first = None
         for path, group in zip(files, groups):
             image = read_nrrd(path)
+            assert image.origin is not None and image.axes is not None  # read_nrrd requires a geometry by default
             placement = src.place(image.origin, image.axes, image.data.shape[0])
             first = first or (image, placement)
             grid = src.to_grid(placement, image.data)
