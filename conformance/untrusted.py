@@ -183,7 +183,7 @@ def open_submission(src: Path, work: Path, bounds: Bounds | None = None) -> Path
         # A zip holding one folder: that folder is the submission.
         entries = list(work.iterdir())
         if len(entries) == 1 and entries[0].is_dir() and not (work / "submission.json").exists():
-            inner = entries[0]
+            inner = entries[0].rename(work / f".inner-{os.getpid()}")  # its children may share its name
             for child in inner.iterdir():
                 child.rename(work / child.name)
             inner.rmdir()
