@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -113,21 +114,35 @@ def call_adapter(folder: Path, manifest: AdapterManifest, request: dict[str, Any
     if "/" in command[0] or local.is_file():
         command[0] = str(local.absolute())  # not resolved: a venv's python is a link that must stay one
     request = {"protocol": PROTOCOL, **request}
-    try:
-        proc = subprocess.run(
-            command, cwd=folder, input=json.dumps(request).encode("utf-8"), capture_output=True, timeout=timeout_s,
-        )
-    except FileNotFoundError:
-        raise AdapterError(f"cannot run {command[0]!r}: not found") from None
-    except subprocess.TimeoutExpired:
-        raise AdapterError(f"the adapter gave no answer within {timeout_s:g} s") from None
+    payload = json.dumps(request).encode("utf-8")
+    with tempfile.TemporaryDirectory(prefix="dicom4qi-call-") as tmp:
+        response_file = Path(tmp) / "response.json"
+        if manifest.transport == "files":
+            (Path(tmp) / "request.json").write_bytes(payload)
+            command += [str(Path(tmp) / "request.json"), str(response_file)]
+        try:
+            proc = subprocess.run(
+                command, cwd=folder, input=payload if manifest.transport == "stdio" else b"", capture_output=True,
+                timeout=timeout_s,
+            )
+        except FileNotFoundError:
+            raise AdapterError(f"cannot run {command[0]!r}: not found") from None
+        except subprocess.TimeoutExpired:
+            raise AdapterError(f"the adapter gave no answer within {timeout_s:g} s") from None
+        if manifest.transport == "files":
+            if not response_file.is_file():
+                raise AdapterError(f"the adapter wrote no response file (exit status {proc.returncode})")
+            if response_file.stat().st_size > MAX_RESPONSE:
+                raise AdapterError(f"the adapter's response file is over {MAX_RESPONSE} bytes")
+            out = response_file.read_bytes()
+        else:
+            out = proc.stdout
     stderr = proc.stderr.decode("utf-8", "replace").strip()
     if stderr:
         # Kept beside the call (the child's stderr is the cell's log).
         import sys
 
         print(stderr[-20000:], file=sys.stderr)
-    out = proc.stdout
     if len(out) > MAX_RESPONSE:
         raise AdapterError(f"the adapter wrote {len(out)} bytes to standard output; a response is at most {MAX_RESPONSE}")
     if proc.returncode != 0:
@@ -136,7 +151,8 @@ def call_adapter(folder: Path, manifest: AdapterManifest, request: dict[str, Any
     try:
         response = json.loads(out.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise AdapterError(f"the adapter's standard output is not one JSON object: {out[:200]!r}") from None
+        where = "response file" if manifest.transport == "files" else "standard output"
+        raise AdapterError(f"the adapter's {where} is not one JSON object: {out[:200]!r}") from None
     if not isinstance(response, dict):
         raise AdapterError("the adapter's response is not a JSON object")
     return response

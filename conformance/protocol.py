@@ -52,6 +52,8 @@ RelPath = Annotated[
     str,
     StringConstraints(max_length=512, pattern=r"^[A-Za-z0-9_+@=-][A-Za-z0-9._+@=-]*(/[A-Za-z0-9_+@=-][A-Za-z0-9._+@=-]*)*$"),
 ]
+#: A web link: http or https only (a link from outside must not run script on the dashboard).
+HttpUrl = Annotated[str, StringConstraints(max_length=512, pattern=r"^https?://[^\s\"'<>`]+$")]
 FeatureName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 UidText = Annotated[str, StringConstraints(max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$")]
 FrameKey = Annotated[str, StringConstraints(max_length=80, pattern=r"^[0-9]+(\.[0-9]+)*(#[1-9][0-9]{0,8})?$")]
@@ -67,6 +69,11 @@ class AdapterManifest(_Doc):
 
     protocol: Literal[1] = Field(description="The protocol version the adapter speaks.")
     command: list[Short] = Field(min_length=1, max_length=32, description="Run in the adapter's folder, once per request.")
+    transport: Literal["stdio", "files"] = Field(
+        "stdio",
+        description="stdio: the request on standard input, the response on standard output; files: the command gets "
+        "two more arguments, the request file to read and the response file to write.",
+    )
     setup: list[Short] | None = Field(None, max_length=32, description="Run once in the folder before the first request.")
     setup_inputs: list[RelPath] = Field(default_factory=list, max_length=32, description="Files whose change reruns setup.")
     requires: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._+-]{1,64}$")]] = Field(
@@ -103,7 +110,7 @@ class InfoResponse(BaseModel):
     reason: Long = ""
     features: list[FeatureName] = Field(default_factory=list, max_length=256)
     unsupported_combinations: list[list[FeatureName]] = Field(default_factory=list, max_length=256)
-    homepage: Short | None = None
+    homepage: HttpUrl | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> InfoResponse:
@@ -175,7 +182,7 @@ class ExchangeDoc(_Doc):
 class SubmittedTool(_Doc):
     name: Short = Field(min_length=1, max_length=100)
     version: Short = Field(min_length=1, max_length=64)
-    homepage: Short | None = None
+    homepage: HttpUrl | None = None
 
 
 class SelfReport(_Doc):

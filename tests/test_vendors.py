@@ -183,49 +183,57 @@ def test_dcmjs_runs_in_the_harness_as_a_consumer(env: dict[str, Any]) -> None:
 ADAPTER = r'''
 import json, sys, shutil
 from pathlib import Path
-req = json.load(sys.stdin)
+FILES = len(sys.argv) == 3  # transport "files": the request file, the response file
+req = json.loads(Path(sys.argv[1]).read_text()) if FILES else json.load(sys.stdin)
+def answer(obj):
+    text = obj if isinstance(obj, str) else json.dumps(obj)
+    Path(sys.argv[2]).write_text(text) if FILES else print(text)
 MODE = {mode!r}
 if req["op"] == "info":
     proto = 2 if MODE == "protocol-2" else 1
-    print(json.dumps({{"protocol": proto, "ok": True, "name": "fake", "tool": "fake-tool", "version": "9.9",
-                      "role": {role!r}, "features": {features!r}}}))
+    answer({{"protocol": proto, "ok": True, "name": "fake", "tool": "fake-tool", "version": "9.9",
+            "role": {role!r}, "features": {features!r}}})
     sys.exit(0)
 if MODE == "garbage":
-    print("this is not json"); sys.exit(0)
+    answer("this is not json"); sys.exit(0)
 if MODE == "crash":
     sys.exit(3)
 if MODE == "error":
-    print(json.dumps({{"protocol": 1, "ok": False, "error": "cannot read this object"}})); sys.exit(0)
+    answer({{"protocol": 1, "ok": False, "error": "cannot read this object"}}); sys.exit(0)
 if req["op"] == "read":
     out = Path(req["output"])
     (out / "segments.json").write_text(json.dumps({{"format": "dicom4qi-exchange/1", "segments": [{{"number": 1}}]}}))
     import nibabel, numpy
     img = nibabel.Nifti1Image(numpy.full((4, 4, 1), 7, dtype=numpy.uint8), numpy.eye(4))
     nibabel.save(img, str(out / "labelmap.nii.gz"))
-    print(json.dumps({{"protocol": 1, "ok": True, "notes": ["fake read"]}}))
+    answer({{"protocol": 1, "ok": True, "notes": ["fake read"]}})
 if req["op"] == "write":
     truth = Path(req["truth"])
     doc = json.loads((truth / "segments.json").read_text())
     assert doc["format"] == "dicom4qi-exchange/1" and len(doc["frames"]) == len(req["sources"])
     assert req["case"]["id"] == "quick/binary-overlap" and req["case"]["encoding"]["type"] == "BINARY"
     shutil.copyfile({seg!r}, req["output"])
-    print(json.dumps({{"protocol": 1, "ok": True, "notes": ["copied a known object: tests the plumbing only"]}}))
+    answer({{"protocol": 1, "ok": True, "notes": ["copied a known object: tests the plumbing only"]}})
 '''
 
 
-def _adapter(folder: Path, mode: str, role: str = "consumer", features: list[str] | None = None, seg: str = "") -> Path:
+def _adapter(
+    folder: Path, mode: str, role: str = "consumer", features: list[str] | None = None, seg: str = "", transport: str = "stdio",
+) -> Path:
     folder.mkdir(parents=True)
     (folder / "adapter.py").write_text(
         ADAPTER.format(mode=mode, role=role, features=features or ["binary", "overlap", "disjoint", "single-frame-source", "ts-explicit-le", "segment-metadata"], seg=seg)
     )
-    (folder / "dicom4qi-adapter.json").write_text(json.dumps({"protocol": 1, "command": [sys.executable, "adapter.py"]}))
+    (folder / "dicom4qi-adapter.json").write_text(
+        json.dumps({"protocol": 1, "command": [sys.executable, "adapter.py"], "transport": transport})
+    )
     return folder
 
 
 @pytest.mark.parametrize(
     ("mode", "status", "words"),
     [
-        ("garbage", Status.ERROR, "not one JSON object"),
+        ("garbage", Status.ERROR, "standard output is not one JSON object"),
         ("crash", Status.ERROR, "exited with status 3"),
         ("error", Status.ERROR, "cannot read this object"),
         ("misplaced", Status.ERROR, "cannot place it on the source frames"),
@@ -258,9 +266,10 @@ def test_an_adapter_whose_program_is_missing_is_skipped(env: dict[str, Any], tmp
     assert read.status is Status.SKIPPED and "no-such-program-here not installed" in read.message
 
 
-def test_an_executable_producer_gets_the_truth_as_an_exchange_folder(env: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["stdio", "files"])
+def test_an_executable_producer_gets_the_truth_as_an_exchange_folder(env: dict[str, Any], tmp_path: Path, transport: str) -> None:
     known = env["bundle"] / env["manifest"]["objects"]["quick__binary-overlap/highdicom"]["path"]
-    folder = _adapter(tmp_path / "producer", "ok", role="producer", seg=str(known))
+    folder = _adapter(tmp_path / "producer", "ok", role="producer", seg=str(known), transport=transport)
     cfg = RunConfig(
         corpus=CASES, features=FEATURES, build=env["build"], results=tmp_path / "results", tiers=[],
         cases=["quick/binary-overlap"], producers=[f"exec:{folder}"], consumers=["reference"], validate=False, timeout_s=120,
@@ -338,6 +347,10 @@ def test_bad_schema_is_refused_with_the_field(env: dict[str, Any], tmp_path: Pat
                                 "bundle": env["manifest"]["id"]})
     with pytest.raises(SubmissionError, match="vendor"):
         _receive(env, tmp_path / "t")
+    _write_doc(tmp_path / "v", {"vendor": "acme", "tool": {"name": "V", "version": "1", "homepage": "javascript:alert(1)"},
+                                "role": "consumer", "bundle": env["manifest"]["id"]})
+    with pytest.raises(SubmissionError, match="homepage"):
+        _receive(env, tmp_path / "v")
     (tmp_path / "u").mkdir()
     (tmp_path / "u" / "submission.json").write_text("{not json")
     with pytest.raises(SubmissionError, match="JSON"):
