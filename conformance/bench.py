@@ -49,7 +49,7 @@ __all__ = ["BENCH_CONSUMERS", "BENCH_PRODUCERS", "BenchConfig", "bench", "machin
 
 #: What a benchmark runs by default: the tools whose speed the mission asks about (no viewer in a browser).
 BENCH_PRODUCERS = ["highdicom", "dcmqi", "pydicom-seg", "reference"]
-BENCH_CONSUMERS = ["reference", "highdicom", "dcmqi", "pydicom-seg"]
+BENCH_CONSUMERS = ["reference", "highdicom", "dcmqi", "pydicom-seg", "dcmjs"]
 
 #: The operation each baseline record stands for.
 NIFTI, NIBABEL = "nifti", "nibabel"
