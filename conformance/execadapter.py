@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -139,10 +140,7 @@ def call_adapter(folder: Path, manifest: AdapterManifest, request: dict[str, Any
             out = proc.stdout
     stderr = proc.stderr.decode("utf-8", "replace").strip()
     if stderr:
-        # Kept beside the call (the child's stderr is the cell's log).
-        import sys
-
-        print(stderr[-20000:], file=sys.stderr)
+        print(stderr[-20000:], file=sys.stderr)  # kept beside the call: the child's stderr is the cell's log
     if len(out) > MAX_RESPONSE:
         raise AdapterError(f"the adapter wrote {len(out)} bytes to standard output; a response is at most {MAX_RESPONSE}")
     if proc.returncode != 0:

@@ -178,7 +178,9 @@ class SubmissionInfo(_Model):
     homepage: str | None = None
     role: Literal["consumer", "producer"]
     bundle: str
-    sha256: str = Field(description="sha256 over every file of the submission as received (paths and contents).")
+    sha256: str = Field(
+        description="The submission as received: sha256 of its files' sha256sum lines ('<sha256>  <path>'), sorted by path."
+    )
     received: str
     verified_by: str = Field(description="The suite's version and commit that verified it.")
     contact: str | None = None

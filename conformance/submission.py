@@ -45,7 +45,7 @@ from conformance.results import (
 from conformance.sandbox import run_child
 from conformance.steps import LABELMAP_SEG_STORAGE, git_commit, now_iso, outcome_record
 from conformance.synth import build_case
-from conformance.untrusted import Bounds, SubmissionError, open_submission, tree_digest
+from conformance.untrusted import Bounds, SubmissionError, open_submission
 
 __all__ = ["Received", "SubmissionError", "receive", "verify_submission", "tool_column", "save_submission_results"]
 
@@ -65,10 +65,13 @@ class Received:
     cases: dict[str, LoadedCase]
 
 
+def _path_safe(text: str, limit: int) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:limit]
+
+
 def tool_column(doc: SubmissionDoc) -> str:
     """The grid name of a submitted tool: ``<vendor>/<tool>``, path-safe."""
-    tool = re.sub(r"[^A-Za-z0-9._-]+", "-", doc.tool.name).strip("-.")[:40] or "tool"
-    return f"{doc.vendor}/{tool}"
+    return f"{doc.vendor}/{_path_safe(doc.tool.name, 40) or 'tool'}"
 
 
 def receive(
@@ -79,9 +82,8 @@ def receive(
     from conformance.bundle import BundleError, load_manifest
 
     work = build / "submissions" / f"incoming-{uuid.uuid4().hex[:8]}"
-    folder = open_submission(src, work, bounds)
+    folder, digest = open_submission(src, work, bounds)
     try:
-        digest = tree_digest(folder)
         final = build / "submissions" / digest[:16]
         shutil.rmtree(final, ignore_errors=True)
         folder.rename(final)
@@ -275,7 +277,7 @@ def save_submission_results(doc: ResultsDocument, rec: Received, out_root: Path)
     assert doc.run.submission is not None
     folder = out_root / rec.doc.vendor
     folder.mkdir(parents=True, exist_ok=True)
-    tool = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{rec.doc.tool.name}-{rec.doc.tool.version}").strip("-.")[:80]
+    tool = _path_safe(f"{rec.doc.tool.name}-{rec.doc.tool.version}", 80)
     stem = f"{doc.run.kind}-{tool}-{rec.digest[:12]}"
     path = folder / f"{stem}.results.json"
     path.write_text(doc.model_dump_json(indent=1), encoding="utf-8")

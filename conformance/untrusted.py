@@ -24,7 +24,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-__all__ = ["Bounds", "SubmissionError", "open_submission", "tree_digest"]
+__all__ = ["Bounds", "SubmissionError", "open_submission"]
 
 
 class SubmissionError(ValueError):
@@ -57,7 +57,7 @@ def _check_name(name: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def _copy_tree(src: Path, dest: Path, bounds: Bounds) -> None:
+def _copy_tree(src: Path, dest: Path, bounds: Bounds, sums: dict[str, str]) -> None:
     files = 0
     total = 0
     root_depth = len(src.parts)
@@ -95,6 +95,7 @@ def _copy_tree(src: Path, dest: Path, bounds: Bounds) -> None:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
             with os.fdopen(fd, "rb") as fin, open(target, "xb") as fout:
                 copied = 0
+                h = hashlib.sha256()
                 while True:
                     block = fin.read(1 << 20)
                     if not block:
@@ -102,10 +103,12 @@ def _copy_tree(src: Path, dest: Path, bounds: Bounds) -> None:
                     copied += len(block)
                     if copied > st.st_size:  # the file grew while we read it
                         raise SubmissionError(f"{rel}: changed while it was read")
+                    h.update(block)
                     fout.write(block)
+            sums[rel] = h.hexdigest()
 
 
-def _extract_zip(src: Path, dest: Path, bounds: Bounds) -> None:
+def _extract_zip(src: Path, dest: Path, bounds: Bounds, sums: dict[str, str]) -> None:
     try:
         zf = zipfile.ZipFile(src)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -142,6 +145,7 @@ def _extract_zip(src: Path, dest: Path, bounds: Bounds) -> None:
             target = dest / name
             target.parent.mkdir(parents=True, exist_ok=True)
             written = 0
+            h = hashlib.sha256()
             with zf.open(info) as fin, open(target, "xb") as fout:
                 while True:
                     try:
@@ -156,14 +160,18 @@ def _extract_zip(src: Path, dest: Path, bounds: Bounds) -> None:
                             f"{info.filename}: inflates past {allowed} bytes (compression ratio or size limit): "
                             "refused as a zip bomb"
                         )
+                    h.update(block)
                     fout.write(block)
+            sums[name.as_posix()] = h.hexdigest()
             total += written
 
 
-def open_submission(src: Path, work: Path, bounds: Bounds | None = None) -> Path:
-    """Check ``src`` (a folder or a .zip) and copy it into ``work`` (created); return the private copy.
+def open_submission(src: Path, work: Path, bounds: Bounds | None = None) -> tuple[Path, str]:
+    """Check ``src`` (a folder or a .zip) and copy it into ``work`` (created).
 
-    Raises :class:`SubmissionError` on the first rule broken; nothing partial is left behind.
+    Returns the private copy and the submission's identity: a sha256 over every file's path and sha256 (taken while
+    the file was copied, so nothing is read twice). Raises :class:`SubmissionError` on the first rule broken;
+    nothing partial is left behind.
     """
     bounds = bounds or Bounds()
     if src.is_symlink():
@@ -171,11 +179,12 @@ def open_submission(src: Path, work: Path, bounds: Bounds | None = None) -> Path
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
+    sums: dict[str, str] = {}
     try:
         if src.is_dir():
-            _copy_tree(src, work, bounds)
+            _copy_tree(src, work, bounds, sums)
         elif src.is_file() and zipfile.is_zipfile(src):
-            _extract_zip(src, work, bounds)
+            _extract_zip(src, work, bounds, sums)
         elif src.is_file():
             raise SubmissionError(f"{src}: neither a folder nor a zip file")
         else:
@@ -183,23 +192,16 @@ def open_submission(src: Path, work: Path, bounds: Bounds | None = None) -> Path
         # A zip holding one folder: that folder is the submission.
         entries = list(work.iterdir())
         if len(entries) == 1 and entries[0].is_dir() and not (work / "submission.json").exists():
+            prefix = entries[0].name + "/"
             inner = entries[0].rename(work / f".inner-{os.getpid()}")  # its children may share its name
             for child in inner.iterdir():
                 child.rename(work / child.name)
             inner.rmdir()
+            sums = {k.removeprefix(prefix): v for k, v in sums.items()}
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return work
-
-
-def tree_digest(folder: Path) -> str:
-    """sha256 over every file's relative path and content: the identity of a submission as received."""
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        h.update(b"\0")
-    return h.hexdigest()
+    for rel, digest in sorted(sums.items()):
+        h.update(f"{digest}  {rel}\n".encode("utf-8"))
+    return work, h.hexdigest()
