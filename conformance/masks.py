@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = ["Crop", "MaskFile", "crop_from_dense", "crops_from_labelmap", "labelmap_from_crops", "write_masks"]
 
@@ -64,6 +63,8 @@ def crops_from_labelmap(labelmap: np.ndarray, *, base_frame: int = 0) -> dict[in
     max_label = int(labelmap.max()) if labelmap.size else 0
     if max_label == 0:
         return out
+    from scipy import ndimage  # here, not at import: every adapter call imports this module
+
     for index, box in enumerate(ndimage.find_objects(labelmap, max_label=max_label), start=1):
         if box is None:
             continue
