@@ -19,11 +19,13 @@ import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from conformance.case import Case
 from conformance.decoded import DecodedWriter
-from conformance.truth import Truth
+
+if TYPE_CHECKING:  # a read need not import the case model (pydantic): every call's start-up counts
+    from conformance.case import Case
+    from conformance.truth import Truth
 
 __all__ = [
     "Adapter",
@@ -32,6 +34,7 @@ __all__ = [
     "ReadRequest",
     "Service",
     "WriteRequest",
+    "family_of",
     "split_spec",
     "BUILTIN",
     "DEFAULTS",
@@ -116,6 +119,9 @@ class Adapter(ABC):
     #: Feature combinations the tool declares it cannot handle, e.g. {binary, ts-rle}.
     unsupported_combinations: ClassVar[tuple[frozenset[str], ...]] = ()
     homepage: ClassVar[str | None] = None
+    #: Adapters that share their decoding code (releases of one viewer, one binary called two ways) declare one
+    #: family: where there is no truth they count as one vote (:mod:`conformance.consensus`). None: the name.
+    family: ClassVar[str | None] = None
     #: A pinned requirements file beside the adapter's module: the adapter then runs in its own
     #: environment built from it (see :mod:`conformance.envs`). Keep tool imports inside methods,
     #: so that the harness can read these declarations without the tool installed.
@@ -173,6 +179,11 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "dcmjs": "exec:consumers/dcmjs",
     },
 }
+
+
+def family_of(name: str, declared: str | None = None) -> str:
+    """The family a reader votes with: what its adapter declares, else its name without ``@param``."""
+    return declared or split_spec(name)[0]
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:

@@ -57,7 +57,8 @@ NIFTI, NIBABEL = "nifti", "nibabel"
 
 @dataclass
 class BenchConfig:
-    run: RunConfig = field(default_factory=lambda: RunConfig(tiers=["full"], producers=list(BENCH_PRODUCERS), consumers=list(BENCH_CONSUMERS)))
+    run: RunConfig = field(default_factory=lambda: RunConfig(
+        tiers=["full"], producers=list(BENCH_PRODUCERS), consumers=list(BENCH_CONSUMERS), verify_writes=False))
     repeats: int = 3
     #: A cell whose warm-up takes longer than this is timed once more only (a minute-long call varies little
     #: next to what it shows, and three more would not fit a nightly budget).

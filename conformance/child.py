@@ -56,7 +56,7 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
     if op == "info":
         if hasattr(adapter, "describe"):  # an executable adapter: its own handshake says it
             return {"ok": True, "name": req["adapter"], "service": False, "role": cls.role, "tool": cls.tool,
-                    "homepage": None, "unsupported_combinations": [], **adapter.describe()}
+                    "homepage": None, "family": None, "unsupported_combinations": [], **adapter.describe()}
         ok, reason = adapter.available()
         return {
             "ok": True,
@@ -70,6 +70,7 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
             "features": sorted(cls.features),
             "unsupported_combinations": [sorted(c) for c in cls.unsupported_combinations],
             "homepage": cls.homepage,
+            "family": cls.family,
         }
     if op == "write":
         from conformance.case import load_case

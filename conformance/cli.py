@@ -70,6 +70,8 @@ class RichProgress:
 
 def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", type=Path, default=Path("corpus/cases"), help="folder of case files (default: %(default)s)")
+    p.add_argument("--known-issues", type=Path, default=None,
+                   help="folder of known-issue files, one per upstream bug (default: known-issues beside the corpus folder)")
     p.add_argument("--features", type=Path, default=Path("corpus/features.txt"), help="controlled feature list (default: %(default)s)")
 
 
@@ -96,11 +98,29 @@ def cmd_lint(args: argparse.Namespace) -> int:
     uncovered = uncovered_features(cases, features)
     for name in uncovered:
         print(f"{args.features}: {name}: no quick case exercises this feature (every run must cover it)")
+    folder = args.known_issues if args.known_issues is not None else args.corpus.parent / "known-issues"
+    known, known_errors = _lint_known_issues(folder, args.corpus, features, [c.id for c in cases])
+    for e in known_errors:
+        print(f"{e.path}: {e.field}: {e.reason}")
     print(
         f"{len(cases)} case file(s) valid, {len(errors)} invalid; "
-        f"{len(features) - len(uncovered)} of {len(features)} features covered by quick cases"
+        f"{len(features) - len(uncovered)} of {len(features)} features covered by quick cases; "
+        f"{len(known)} known-issue file(s) valid, {len(known_errors)} problem(s)"
     )
-    return 1 if errors or uncovered else 0
+    return 1 if errors or uncovered or known_errors else 0
+
+
+def _lint_known_issues(folder: Path, corpus: Path, features: dict[str, str], case_ids: list[str]):  # type: ignore[no-untyped-def]
+    """The known issues, checked against the features, the cases (and mutants) and the adapters there are."""
+    from conformance.adapter import BUILTIN
+    from conformance.known import load_known_issues
+    from conformance.mutate import load_mutants
+
+    negative = corpus.parent / "negative.toml"
+    ids = list(case_ids) + ([m.id for m in load_mutants(negative)] if negative.is_file() else [])
+    tools = {n for names in DEFAULTS.values() for n in names} | {n for names in BUILTIN.values() for n in names}
+    tools |= {"dciodvfy"}
+    return load_known_issues(folder, features=features, case_ids=ids, tool_names=sorted(tools))
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -169,6 +189,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             tiers=args.tier or ["full"], cases=args.case,
             producers=args.producer or list(BENCH_PRODUCERS), consumers=args.consumer or list(BENCH_CONSUMERS),
             workers=max(1, args.jobs), timeout_s=args.timeout, memory_mb=args.memory_mb, validate=False,
+            verify_writes=False,  # the benchmark times calls; each warm-up read is checked against the truth
         ),
         repeats=args.repeats,
         publish=None if args.no_publish else args.publish,
@@ -255,6 +276,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     if args.corpus is not None:
         options.corpus = args.corpus
+    if args.known_issues is not None:
+        options.known_issues = args.known_issues
     if args.build is not None:
         options.build = args.build
     elif Path("build").is_dir():
@@ -357,7 +380,10 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from conformance.protocol import schema_texts
 
     stale = []
-    pairs = [(CASE_SCHEMA, case_schema()), (RESULTS_SCHEMA, results_schema())]
+    from conformance.known import schema_text as known_schema
+
+    pairs = [(CASE_SCHEMA, case_schema()), (RESULTS_SCHEMA, results_schema()),
+             (CASE_SCHEMA.with_name("known-issue.schema.json"), known_schema())]
     pairs += [(RESULTS_SCHEMA.parent / name, text) for name, text in schema_texts().items()]
     for path, text in pairs:
         current = path.read_text(encoding="utf-8") if path.is_file() else None
@@ -615,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--history-runs", type=int, default=12, metavar="N", help="runs shown side by side (default: %(default)s)")
     report.add_argument("--corpus", type=Path, help="folder of case files (default: the suite's corpus/cases)")
     report.add_argument("--build", type=Path, help="another build folder to find built cases (truth) in (default: build)")
+    report.add_argument("--known-issues", type=Path, help="folder of known-issue files (default: the suite's corpus/known-issues)")
     report.add_argument("--base-url", metavar="URL", help="where the site is published, for the badge snippets")
     report.add_argument("--copy-max-mb", type=float, default=5.0, metavar="MB",
                         help="copy objects, truth and artifacts up to this size into the site (default: %(default)s)")

@@ -235,6 +235,8 @@ def _prefixed(rec: Record, prefix: str) -> Record:
     if rec.seg is not None:
         rec.seg.path = (PurePosixPath(prefix) / rec.seg.path).as_posix()
     rec.artifacts = {k: (PurePosixPath(prefix) / v).as_posix() for k, v in rec.artifacts.items()}
+    if rec.content is not None:  # what the object holds, which its readers are judged against
+        rec.content.content = {k: (PurePosixPath(prefix) / v).as_posix() for k, v in rec.content.content.items()}
     return rec
 
 

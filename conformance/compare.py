@@ -7,16 +7,40 @@ source frame and how many voxels differ.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import numpy as np
 
 from conformance.decoded import Decoded, DecodedSegment
 from conformance.masks import Crop
 from conformance.results import Check, CheckStatus
-from conformance.truth import SegmentInfo, Truth
+from conformance.truth import Geometry, SegmentInfo
 
-__all__ = ["compare", "verdict"]
+__all__ = ["Expected", "agreement", "compare", "first_voxel_difference", "verdict"]
+
+
+class MaskSource(Protocol):
+    def get(self, number: int) -> Crop | None: ...
+
+
+class Expected(Protocol):
+    """What a decoding is compared with: the case's truth (:class:`conformance.truth.Truth`), or what an
+    object holds as an independent decoder decoded it (:class:`conformance.content.ObjectContent`)."""
+
+    frame_keys: list[str]
+    geometry: Geometry
+    segments: list[SegmentInfo]
+    fractional: bool
+
+    @property
+    def fractional_scale(self) -> float: ...
+
+    @property
+    def fractional_step(self) -> float: ...
+
+    def masks(self) -> AbstractContextManager[MaskSource]: ...
 
 #: Tolerances: positions in mm, direction cosines, spacing (relative), colour per RGB channel.
 POSITION_TOL_MM = 0.01
@@ -60,7 +84,7 @@ def _is_background(seg: DecodedSegment, labelmap: bool) -> bool:
     return labelmap and seg.number == 0
 
 
-def _check_segments(truth: Truth, segs: list[DecodedSegment]) -> list[Check]:
+def _check_segments(truth: Expected, segs: list[DecodedSegment]) -> list[Check]:
     checks: list[Check] = []
     expected = {s.number: s for s in truth.segments}
     got = {s.number: s for s in segs}
@@ -167,8 +191,8 @@ def _check_algorithms(expected: dict[int, SegmentInfo], got: dict[int, DecodedSe
             have, want = getattr(g, attr), getattr(e, attr)
             if attr != "algorithm_type" and e.algorithm_type == "MANUAL":
                 continue  # a manual segment has no algorithm identification
-            if have is None:
-                continue
+            if have is None or want is None:
+                continue  # not reported (by the consumer, or by the check decoder that says what an object holds)
             compared.add(attr.split("_")[1])
             if str(have) != str(want):
                 problems.append(f"segment {n}: {attr.replace('_', ' ')} {have!r}, expected {want!r}")
@@ -201,7 +225,7 @@ def _ranges(numbers: list[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
-def _check_geometry(truth: Truth, decoded: Decoded) -> Check:
+def _check_geometry(truth: Expected, decoded: Decoded) -> Check:
     g = decoded.geometry
     index = {uid: i for i, uid in enumerate(truth.frame_keys)}
     unknown = [k for k in decoded.frame_keys if k not in index]
@@ -221,7 +245,7 @@ def _check_geometry(truth: Truth, decoded: Decoded) -> Check:
         have = np.asarray(g.orientation, dtype=float)
         if have.shape != (6,) or np.max(np.abs(have - want)) > ORIENTATION_TOL:
             problems.append(f"orientation {np.round(have, 4).tolist()}, source {np.round(want, 4).tolist()}")
-    if g.pixel_spacing is not None:
+    if g.pixel_spacing is not None and truth.geometry.pixel_spacing is not None:
         compared.append("pixel spacing")
         want = np.asarray(truth.geometry.pixel_spacing)
         have = np.asarray(g.pixel_spacing, dtype=float)
@@ -288,16 +312,17 @@ def _compare_segment(
     info: SegmentInfo | None,
     want: Crop | None,
     have: Crop | None,
-    truth: Truth,
+    truth: Expected,
     fractional: bool,
-) -> str | None:
+) -> tuple[str, int] | None:
+    """How one segment's decoded voxels differ from the expected ones: the message and the first differing frame."""
     if want is None and have is None:
         return None
     lo, hi = _union(want, have)
     name = _seg_name(info, number)
     if fractional:
-        step = 1.0 / truth.fractional_max
-        t = _place(want, lo, hi, np.float32) * step if want is not None else np.zeros(tuple(hi - lo), np.float32)
+        step = truth.fractional_step
+        t = _place(want, lo, hi, np.float32) * truth.fractional_scale if want is not None else np.zeros(tuple(hi - lo), np.float32)
         d = _place(have, lo, hi, np.float32)
         if have is not None and have.data.dtype == bool:
             d = d.astype(np.float32)
@@ -322,17 +347,16 @@ def _compare_segment(
     detail = f"max difference {float(diff.max()):.3f}, " if fractional else ""
     return (
         f"{name}: {n_bad} voxel(s) differ on {len(frames)} frame(s), first frame {first} "
-        f"(source {truth.frame_keys[first]}): {detail}{missing} {what}, {extra} {more}"
+        f"(source {truth.frame_keys[first]}): {detail}{missing} {what}, {extra} {more}",
+        first,
     )
 
 
-def _check_voxels(truth: Truth, decoded: Decoded, labelmap: bool) -> Check:
+def _voxel_differences(truth: Expected, decoded: Decoded, labelmap: bool) -> Iterator[tuple[int, str, int | None]]:
+    """Each segment whose voxels differ: its number, the message, and its first differing frame (truth order)."""
     index = {uid: i for i, uid in enumerate(truth.frame_keys)}
     frame_map = np.array([index.get(k, -1) for k in decoded.frame_keys], dtype=np.int64)
     infos = {s.number: s for s in truth.segments}
-    problems: list[str] = []
-    differing: list[int] = []
-    fractional = truth.fractional
     with truth.masks() as tm:
         numbers = sorted(set(infos) | set(decoded.numbers_with_pixels))
         for number in numbers:
@@ -343,28 +367,41 @@ def _check_voxels(truth: Truth, decoded: Decoded, labelmap: bool) -> Check:
             if have_raw is not None:
                 mapped = _to_truth_frames(have_raw, frame_map)
                 if isinstance(mapped, str):
-                    problems.append(f"{_seg_name(infos.get(number), number)}: {mapped}")
-                    differing.append(number)
+                    yield number, f"{_seg_name(infos.get(number), number)}: {mapped}", None
                     continue
                 have = mapped
             if number not in infos:
                 if have is not None and have.voxels:
-                    problems.append(f"segment {number}: {have.voxels} voxel(s) for a segment that does not exist")
-                    differing.append(number)
+                    yield number, f"segment {number}: {have.voxels} voxel(s) for a segment that does not exist", have.offset[0]
                 continue
-            msg = _compare_segment(number, infos.get(number), tm.get(number), have, truth, fractional)
-            if msg:
-                problems.append(msg)
-                differing.append(number)
+            found = _compare_segment(number, infos.get(number), tm.get(number), have, truth, truth.fractional)
+            if found:
+                yield number, found[0], found[1]
+
+
+def _check_voxels(truth: Expected, decoded: Decoded, labelmap: bool) -> Check:
+    problems: list[str] = []
+    differing: list[int] = []
+    for number, message, _ in _voxel_differences(truth, decoded, labelmap):
+        problems.append(message)
+        differing.append(number)
     if problems:
         if len(differing) > 1:
-            problems.insert(0, f"{len(differing)} of {len(infos)} segments differ ({_ranges(differing)})")
+            problems.insert(0, f"{len(differing)} of {len(truth.segments)} segments differ ({_ranges(differing)})")
         return _fail("voxels", problems)
-    tol = " (within one quantization step)" if fractional else " (exact)"
-    return _pass("voxels", f"{len(infos)} segments on {len(truth.frame_keys)} frames{tol}")
+    tol = " (within one quantization step)" if truth.fractional else " (exact)"
+    return _pass("voxels", f"{len(truth.segments)} segments on {len(truth.frame_keys)} frames{tol}")
 
 
-def compare(truth: Truth, decoded: Decoded, *, labelmap: bool) -> list[Check]:
+def first_voxel_difference(truth: Expected, decoded: Decoded, *, labelmap: bool) -> tuple[int, int] | None:
+    """The first segment whose voxels differ and its first differing frame (truth order), for the difference picture."""
+    for number, _, frame in _voxel_differences(truth, decoded, labelmap):
+        if frame is not None:
+            return number, frame
+    return None
+
+
+def compare(truth: Expected, decoded: Decoded, *, labelmap: bool) -> list[Check]:
     """All subchecks of one decoded object against the truth.
 
     ``labelmap`` says that the object is a LABELMAP segmentation, whose segment
@@ -386,20 +423,75 @@ def verdict(checks: Iterable[Check]) -> tuple[bool, str]:
     return False, " | ".join(f"{c.name}: {c.message}" for c in failed)
 
 
-def agreement(a: Decoded, b: Decoded, *, labelmap: bool, fractional_tol: float = 1.0001 / 255) -> list[str]:
-    """Where two consumers' decodings of the same object differ (empty: they agree).
+#: Segment attributes two decodings are compared on, where both report them (for at least one segment).
+_TEXTS = ("label", "description", "tracking_id", "tracking_uid", "algorithm_type", "algorithm_name", "algorithm_version")
 
-    Used for objects from the wild, which have no truth: segments, labels and
-    voxels of ``b`` are compared with ``a`` after mapping ``b``'s frames onto
-    ``a``'s by source frame key.
+
+def _reported(segs: dict[int, DecodedSegment], numbers: list[int], attr: str) -> bool:
+    return any(getattr(segs[n], attr) is not None for n in numbers)
+
+
+def _metadata_differences(sa: dict[int, DecodedSegment], sb: dict[int, DecodedSegment]) -> list[str]:
+    """Segment attributes on which two decodings differ; an attribute one of them never reports is not compared."""
+    problems: list[str] = []
+    common = sorted(set(sa) & set(sb))
+    for attr in (*_TEXTS, *_CODES):
+        if not (_reported(sa, common, attr) and _reported(sb, common, attr)):
+            continue
+        code = attr in _CODES
+        diff = [n for n in common
+                if not (_same_code(getattr(sa[n], attr), getattr(sb[n], attr)) if code else getattr(sa[n], attr) == getattr(sb[n], attr))]
+        if diff:
+            n = diff[0]
+            va, vb = getattr(sa[n], attr), getattr(sb[n], attr)
+            shown = (_code_str(va), _code_str(vb)) if code else (_clip(va), _clip(vb))
+            more = f" (and {len(diff) - 1} more segment(s))" if len(diff) > 1 else ""
+            problems.append(f"segment {n}: {attr.replace('_', ' ')} {shown[0]} vs {shown[1]}{more}")
+    return problems
+
+
+def _geometry_differences(a: Decoded, b: Decoded) -> list[str]:
+    """Orientation, spacing and frame positions where both decodings report them."""
+    problems: list[str] = []
+    ga, gb = a.geometry, b.geometry
+    if ga.orientation is not None and gb.orientation is not None:
+        oa, ob = np.asarray(ga.orientation, dtype=float), np.asarray(gb.orientation, dtype=float)
+        if oa.shape != ob.shape or not np.all(np.isfinite(oa)) or not np.all(np.isfinite(ob)) or np.max(np.abs(oa - ob)) > ORIENTATION_TOL:
+            problems.append(f"orientation {np.round(oa, 4).tolist()} vs {np.round(ob, 4).tolist()}")
+    if ga.pixel_spacing is not None and gb.pixel_spacing is not None:
+        pa, pb = np.asarray(ga.pixel_spacing, dtype=float), np.asarray(gb.pixel_spacing, dtype=float)
+        if pa.shape != pb.shape or not np.all(np.isfinite(pa)) or not np.all(np.isfinite(pb)) or np.max(np.abs(pa - pb) / np.abs(pa)) > SPACING_RTOL:
+            problems.append(f"pixel spacing {pa.tolist()} vs {pb.tolist()}")
+    common = [k for k in ga.positions if k in gb.positions]
+    bad = []
+    for k in common:
+        pa, pb = np.asarray(ga.positions[k], dtype=float), np.asarray(gb.positions[k], dtype=float)
+        if pa.shape != pb.shape or not np.all(np.isfinite(pa)) or not np.all(np.isfinite(pb)) or np.max(np.abs(pa - pb)) > POSITION_TOL_MM:
+            bad.append((k, pa, pb))
+    if bad:
+        k, pa, pb = bad[0]
+        problems.append(f"{len(bad)} frame position(s) differ; first: {k} at {np.round(pa, 3).tolist()} vs {np.round(pb, 3).tolist()}")
+    return problems
+
+
+def agreement(a: Decoded, b: Decoded, *, labelmap: bool, fractional_tol: float = 1.0001 / 255) -> list[str]:
+    """Where two decodings of the same object differ (empty: they agree). Symmetric.
+
+    Used where there is no truth to compare with (objects from the wild, the write step's two check
+    decoders): segment numbers, every segment attribute and geometry that both report, and the voxels
+    of every segment, ``b``'s frames mapped onto ``a``'s by source frame key. Display colours are not
+    compared (tools convert CIELab differently; it is an advisory check against truth too).
     """
     problems: list[str] = []
     sa = {s.number: s for s in a.segments if not _is_background(s, labelmap)}
     sb = {s.number: s for s in b.segments if not _is_background(s, labelmap)}
     if set(sa) != set(sb):
         problems.append(f"segment numbers {_ranges(list(sa)) or 'none'} vs {_ranges(list(sb)) or 'none'}")
-    labels = [f"segment {n}: {sa[n].label!r} vs {sb[n].label!r}" for n in sorted(set(sa) & set(sb)) if sa[n].label != sb[n].label]
-    problems += labels[:3]
+    problems += _metadata_differences(sa, sb)
+    if (a.rows, a.columns) != (b.rows, b.columns):
+        problems.append(f"decoded matrix {a.rows}x{a.columns} vs {b.rows}x{b.columns}")
+        return problems
+    problems += _geometry_differences(a, b)
     index = {k: i for i, k in enumerate(a.frame_keys)}
     frame_map = np.array([index.get(k, -1) for k in b.frame_keys], dtype=np.int64)
     fractional = a.fractional or b.fractional
@@ -413,6 +505,7 @@ def agreement(a: Decoded, b: Decoded, *, labelmap: bool, fractional_tol: float =
             mapped = _to_truth_frames(cb_raw, frame_map)
             if isinstance(mapped, str):
                 problems.append(f"segment {number}: {mapped}")
+                differing.append(number)
                 continue
             cb = mapped
         if ca is None and cb is None:
@@ -420,7 +513,7 @@ def agreement(a: Decoded, b: Decoded, *, labelmap: bool, fractional_tol: float =
         lo, hi = _union(ca, cb)
         if fractional:
             da, db = _place(ca, lo, hi, np.float32), _place(cb, lo, hi, np.float32)
-            bad = np.abs(da - db) > fractional_tol
+            bad = ~(np.abs(da - db) <= fractional_tol)  # NaN is a difference
         else:
             bad = _place(ca, lo, hi, bool) != _place(cb, lo, hi, bool)
         n_bad = int(np.count_nonzero(bad))

@@ -220,6 +220,7 @@ class ExecAdapterMixin:
             "features": sorted(info.features),
             "unsupported_combinations": [sorted(c) for c in info.unsupported_combinations],
             "homepage": info.homepage,
+            "family": info.family,
         }
 
     def version(self) -> str | None:
@@ -259,7 +260,7 @@ class _ExecConsumer(ExecAdapterMixin, Consumer):
              "output": str(out.resolve())}
         )
         writer = read_exchange(out, request.sources)
-        writer.notes[:0] = notes
+        writer.notes = notes + [n for n in writer.notes if n not in notes]  # an adapter may say them in both places
         return writer
 
 

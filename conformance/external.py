@@ -1,12 +1,11 @@
 """Objects from the wild: SEG files written elsewhere, read by every consumer, judged by agreement.
 
 There is no synthetic truth for them. Each object is read by every consumer;
-the decodings are compared pairwise (:func:`conformance.compare.agreement`) and a
-reader's record says which others it agrees with. A record is PASS when the
-reader agrees with every other reader that decoded the object, FAIL when it
-disagrees with any (the message names them and the first difference): agreement,
-not truth. Source images are found in the same folder or in pydicom's bundled
-test data, by the SOP Instance UIDs the object references.
+the decodings are compared pairwise (:func:`conformance.compare.agreement`) and
+each reader is judged by the majority of independent readers
+(:mod:`conformance.consensus`): agreement, not truth. Source images are found in
+the same folder or in pydicom's bundled test data, by the SOP Instance UIDs the
+object references.
 """
 
 from __future__ import annotations

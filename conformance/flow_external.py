@@ -1,12 +1,12 @@
-"""The flow of ``run --external``: every consumer reads every object from the wild; reads are judged by agreement."""
+"""The flow of ``run --external``: every consumer reads every object from the wild; reads are judged by consensus."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-from conformance.adapter import missing_features
-from conformance.compare import agreement
+from conformance.adapter import family_of, missing_features
+from conformance.consensus import consensus
 from conformance.decoded import Decoded
 from conformance.external import ExternalObject
 from conformance.results import (
@@ -33,8 +33,8 @@ def external_fingerprint(objects: list[ExternalObject]) -> str:
     return h.hexdigest()[:16]
 
 
-def judge_agreement(reads: dict[str, tuple[Record, Path | None]], labelmap: bool) -> None:
-    """Set each successful read's status by its agreement with the other readers of the same object."""
+def judge_agreement(reads: dict[str, tuple[Record, Path | None]], labelmap: bool, families: dict[str, str]) -> None:
+    """Set each successful read's status by the consensus of independent readers (:mod:`conformance.consensus`)."""
     decoded: dict[str, Decoded] = {}
     for name, (rec, path) in reads.items():
         if path is None or rec.status is not Status.PASS:
@@ -44,29 +44,9 @@ def judge_agreement(reads: dict[str, tuple[Record, Path | None]], labelmap: bool
         except (OSError, ValueError) as exc:
             rec.status, rec.message = Status.ERROR, f"the consumer's decoded output is unusable: {exc}"
     try:
-        for name, d in decoded.items():
+        for name, j in consensus(decoded, families, labelmap=labelmap).items():
             rec = reads[name][0]
-            agrees, differs = [], []
-            for other, od in decoded.items():
-                if other == name:
-                    continue
-                problems = agreement(od, d, labelmap=labelmap)
-                (differs if problems else agrees).append((other, problems))
-            rec.checks = [
-                Check(name=f"agrees-with-{other}", status=CheckStatus.FAIL if problems else CheckStatus.PASS, message="; ".join(problems)[:500])
-                for other, problems in agrees + differs
-            ]
-            if differs:
-                rec.status = Status.FAIL
-                rec.message = "disagrees with " + "; ".join(f"{o}: {p[0]}" for o, p in differs)[:900]
-                if agrees:
-                    rec.message += f" | agrees with {', '.join(o for o, _ in agrees)}"
-            elif agrees:
-                rec.message = f"agrees with {', '.join(o for o, _ in agrees)} (agreement, not truth)"
-            else:
-                # Read, but nothing to agree with: no verdict, so no PASS.
-                rec.status = Status.SKIPPED
-                rec.message = "read, but no other reader decoded this object: agreement cannot be judged"
+            rec.status, rec.message, rec.checks, rec.basis = j.status, j.message, j.checks, "consensus"
     finally:
         for d in decoded.values():
             d.close()
@@ -103,7 +83,7 @@ class ExternalFlow:
                 pool.stop()
         for obj_id, obj in by_id.items():
             decoded = {name: (rec, path) for (oid, name), (rec, path) in reads.items() if oid == obj_id}
-            judge_agreement(decoded, obj.labelmap)
+            judge_agreement(decoded, obj.labelmap, {k.name: family_of(k.name, k.family) for k in consumers})
             for rec, path in decoded.values():
                 writer.add(rec)
                 if path is not None and not cfg.keep_decoded:

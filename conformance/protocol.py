@@ -111,6 +111,7 @@ class InfoResponse(BaseModel):
     features: list[FeatureName] = Field(default_factory=list, max_length=256)
     unsupported_combinations: list[list[FeatureName]] = Field(default_factory=list, max_length=256)
     homepage: HttpUrl | None = None
+    family: SafeName | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> InfoResponse:

@@ -37,6 +37,8 @@ from urllib.parse import quote, urlencode
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from conformance.adapter import split_spec
+from conformance.known import Explained, KnownIssue, in_scope, load_known_issues, matches
 from conformance.mutate import REACTIONS
 from conformance.results import Record, ResultsDocument, RunInfo, Status, ToolInfo
 
@@ -53,6 +55,7 @@ SYMBOLS = {
     Status.ERROR: "!",
     Status.CRASH: "☠",
     Status.TIMEOUT: "◔",
+    Status.DISPUTED: "?",
     Status.UNSUPPORTED: "–",
     Status.SKIPPED: "∅",
 }
@@ -62,13 +65,14 @@ MEANINGS = {
     Status.ERROR: "the tool reported an error, exceeded its memory limit, or its output is unusable",
     Status.CRASH: "the process died without an answer",
     Status.TIMEOUT: "killed at the time limit",
+    Status.DISPUTED: "no verdict can be given honestly: the independent decoders or readers disagree (no pass, no blame)",
     Status.UNSUPPORTED: "the tool declares that it does not support a feature of the case",
     Status.SKIPPED: "not run: the tool is not installed, or there is no object to read",
 }
 PROBLEM = frozenset({Status.FAIL, Status.ERROR, Status.CRASH, Status.TIMEOUT})
 TRIED = PROBLEM | {Status.PASS}
 STATUS_CODE = {Status.PASS: "P", Status.FAIL: "F", Status.ERROR: "E", Status.CRASH: "C", Status.TIMEOUT: "T",
-               Status.UNSUPPORTED: "U", Status.SKIPPED: "S"}
+               Status.DISPUTED: "D", Status.UNSUPPORTED: "U", Status.SKIPPED: "S"}
 CHANGE_CODE = {"regressed": "r", "fixed": "f", "changed": "c"}
 #: Order of severity, worst first (tool pages list failures in this order).
 SEVERITY = [Status.CRASH, Status.TIMEOUT, Status.ERROR, Status.FAIL]
@@ -109,6 +113,8 @@ class SiteOptions:
     negative: Path = ROOT / "corpus" / "negative.toml"
     #: Another build folder to look for built cases in (each run's own build folder is tried first).
     build: Path | None = None
+    #: The known issues (one TOML file per upstream bug), matched with the failing cells when the report is drawn.
+    known_issues: Path = ROOT / "corpus" / "known-issues"
     #: Where the site will be published, for the badge snippets (e.g. https://org.github.io/dicom4qi).
     base_url: str | None = None
     copy_max_bytes: int = 5 * 2**20
@@ -208,14 +214,38 @@ class Cell:
     prev_run: RunInfo | None = None
     artifacts: list[FileLink] = field(default_factory=list)
     object: FileLink | None = None
+    #: The known issues that explain this cell (failing cells only).
+    known: list[KnownIssue] = field(default_factory=list)
+    rerun: str = ""
 
     @property
     def status(self) -> str:
         return self.rec.status.value
 
     @property
+    def failing(self) -> bool:
+        return self.rec.status in PROBLEM
+
+    @property
+    def novelty(self) -> str | None:
+        """'known' or 'new' for a failing cell charged to its tool (None otherwise: a refusal of an object its
+        producer wrote wrong is nobody's fault to explain)."""
+        if not self.failing or not self.rec.charged:
+            return None
+        return "known" if self.known else "new"
+
+    @property
+    def object_wrong(self) -> bool:
+        """A read of an object its producer wrote wrong, faithful (PASS) or refused (ERROR): not the reader's fault."""
+        return self.rec.step == "read" and self.rec.basis == "object" and self.rec.status in (Status.PASS, Status.ERROR)
+
+    @property
     def screenshots(self) -> list[FileLink]:
-        return [a for a in self.artifacts if a.href and a.href.endswith(".png")]
+        return [a for a in self.artifacts if a.href and a.href.endswith(".png") and a.label != "difference"]
+
+    @property
+    def difference(self) -> FileLink | None:
+        return next((a for a in self.artifacts if a.label == "difference" and a.href), None)
 
 
 @dataclass
@@ -375,6 +405,29 @@ def _change(prev: Status | None, cur: Status) -> str | None:
     return "changed"
 
 
+def _issue_tracker(homepage: str | None) -> str | None:
+    """A GitHub project's issue tracker, from its homepage."""
+    if homepage and re.match(r"^https://github\.com/[^/]+/[^/]+/?$", homepage):
+        return homepage.rstrip("/") + "/issues"
+    return None
+
+
+def rerun_command(rec: Record, run: RunInfo) -> str:
+    """The one command that runs this cell again (for an object without truth: with the readers it is judged among)."""
+    import shlex
+
+    q = shlex.quote
+    if rec.tier == "external":
+        folder = (run.filters.get("external") or ["DIR"])[0]
+        readers = " ".join(f"--consumer {q(c)}" for c in run.filters.get("consumer", []))
+        return f"dicom4qi run --external {q(folder)} --case {q(rec.case)}" + (f" {readers}" if readers else "")
+    if rec.tier == "negative":
+        return f"dicom4qi run --tier negative --case {q(rec.case)} --consumer {q(rec.consumer or 'none')}"
+    consumer = rec.consumer if rec.step == "read" else "none"
+    tier = f"--tier {q(rec.tier)} " if rec.tier else ""
+    return f"dicom4qi run {tier}--case {q(rec.case)} --producer {q(rec.producer)} --consumer {q(consumer or 'none')}"
+
+
 def _group_of(tier: str, features: list[str]) -> str:
     if tier in ("negative", "external"):
         return tier
@@ -446,6 +499,32 @@ class _Site:
         self._rows()
         self.records = [c.rec for c in self.cells.values()]
         self.graded = _graded(self.records)
+        self.known_issues, errors = load_known_issues(opts.known_issues)
+        self.known_errors = [str(e) for e in errors]
+        self.explained = self._match_known()
+        for cell in self.cells.values():
+            cell.rerun = rerun_command(cell.rec, cell.run)
+
+    def _match_known(self) -> list[Explained]:
+        """Each known issue with the failing cells it explains, and how many tried cells lie in its scope."""
+        version_of: dict[str, str | None] = {}
+        for t in self.tools:
+            version_of.setdefault(t.name, t.version)
+        out = []
+        for issue in self.known_issues:
+            explained: list[Record] = []
+            scope = 0
+            for cell in self.cells.values():
+                rec = cell.rec
+                own = rec.producer if rec.step == "write" else rec.consumer or ""
+                version = version_of.get(issue.tool, version_of.get(own))
+                if matches(issue, rec, version):
+                    cell.known.append(issue)
+                    explained.append(rec)
+                if rec.status in TRIED and any(in_scope(m, rec) for m in issue.match):
+                    scope += 1
+            out.append(Explained(issue, explained, scope))
+        return out
 
     # ---- rows of the grid
 
@@ -474,7 +553,7 @@ class _Site:
         step = {"producer": "write", "consumer": "read", "validator": "validate"}[role]
         recs = [r for r in self.graded if r.step == step and (r.producer if role == "producer" else r.consumer) == name]
         counts = Counter(r.status.value for r in recs)
-        tried = sum(counts[s.value] for s in TRIED)
+        tried = sum(1 for r in recs if r.status in TRIED and r.charged)
         return counts[Status.PASS.value], tried, counts
 
     def graded_doc(self) -> ResultsDocument:
@@ -823,6 +902,7 @@ class _Renderer:
                 continue
             reads = [r for r in d.records if r.step == "read"]
             verified = Counter(r.status.value for r in reads if r.provenance != "self-reported")
+            writes = Counter(r.status.value for r in d.records if r.step == "write")
             selfrep = Counter(r.status.value for r in reads if r.provenance == "self-reported")
             order = [st.value for st in SYMBOLS]
             s = {
@@ -832,6 +912,7 @@ class _Renderer:
                     r.status is Status.SKIPPED, r.case, r.producer, r.step != "write", r.consumer or "")),
                 "href": f"submission/{_slug(info.vendor, info.tool, info.tool_version, info.sha256[:12])}.html",
                 "verified": sorted(verified.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99),
+                "writes": sorted(writes.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99),
                 "self_reported": sorted(selfrep.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99),
             }
             subs.append(s)
@@ -870,7 +951,8 @@ class _Renderer:
                     cells = [row.write] + row.cells
                     index_rows.append([pi, row.tier, row.producer, " ".join(row.features),
                                        "".join(STATUS_CODE[c.rec.status] if c else "." for c in cells),
-                                       "".join(CHANGE_CODE.get(c.change or "", ".") if c else "." for c in cells)])
+                                       "".join(CHANGE_CODE.get(c.change or "", ".") if c else "." for c in cells),
+                                       "".join((c.novelty or ".")[0] if c else "." for c in cells)])
             for pi in range(len(pages)):
                 _write_text(site.out_dir / "data" / f"grid-index-{pi + 1}.js", _js_data("D4Q_INDEX", {
                     "current": pi, "columns": cols,
@@ -935,18 +1017,28 @@ class _Renderer:
                   tools=tools, reactions=reactions, sensitivity=sensitivity, ext_readers=ext_readers,
                   ext_objects=len({r.case for r in external}), changes=changes, runs=site.current_docs,
                   totals=Counter(r.status.value for r in site.graded if r.step == "read"),
+                  explained=sorted(site.explained, key=lambda e: (e.issue.tool, e.state != "seen", e.issue.id)),
+                  known_errors=site.known_errors,
+                  known_counts=Counter(c.novelty for c in site.cells.values() if c.novelty),
                   writes=Counter(r.status.value for r in site.graded if r.step == "write"))
 
     # ---- cells
 
     def cell_pages(self) -> None:
         site = self.site
+        trackers = {t.name: _issue_tracker(t.homepage) for t in site.tools}
         for key, cell in site.cells.items():
             series = []
             for i, rec in site.series.get(key, []):
                 series.append((site.runs[i].run, rec))
-            self.page("cell.html.j2", cell.href, cell=cell, rec=cell.rec, case=self.cases.get(cell.rec.case),
-                      series=series[-LIST_LIMIT:], message_limit=MESSAGE_CHARS, list_limit=LIST_LIMIT)
+            rec = cell.rec
+            write = site.cells.get((rec.case, rec.producer, None))
+            caption = next((n.removeprefix("difference picture: ") for n in rec.notes if n.startswith("difference picture: ")), None)
+            at_fault = rec.consumer if rec.step == "read" else rec.producer
+            self.page("cell.html.j2", cell.href, cell=cell, rec=rec, case=self.cases.get(rec.case),
+                      series=series[-LIST_LIMIT:], message_limit=MESSAGE_CHARS, list_limit=LIST_LIMIT,
+                      write_href=write.href if write else cell.href, difference_caption=caption,
+                      tool_issues=trackers.get(at_fault or ""))
 
     # ---- tools
 
@@ -981,11 +1073,10 @@ class _Renderer:
                                  "reactions": reactions, "claims": claims, "badge": self.badges.get((role, name)),
                                  "tool_filter": f"{role}:{name}"})
             homepage = next((t.homepage for t in infos if t.homepage), None)
-            issues = None
-            if homepage and re.match(r"^https://github\.com/[^/]+/[^/]+/?$", homepage):
-                issues = homepage.rstrip("/") + "/issues"
+            issues = _issue_tracker(homepage)
             base = (site.opts.base_url or "").rstrip("/")
-            self.page("tool.html.j2", self.tool_hrefs[name], name=name, infos=infos, sections=sections,
+            known = [e for e in site.explained if e.issue.tool == name or split_spec(name)[0] == e.issue.tool]
+            self.page("tool.html.j2", self.tool_hrefs[name], name=name, infos=infos, sections=sections, known=known,
                       homepage=homepage if homepage and homepage.startswith(("https://", "http://")) else None,
                       issues=issues, base_url=base, list_limit=LIST_LIMIT)
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "Check",
+    "ContentCheck",
     "SubmissionInfo",
     "CheckStatus",
     "Finding",
@@ -42,6 +43,7 @@ class Status(str, Enum):
     ERROR = "ERROR"  # the tool (or its adapter) reported an error, or its output is unusable
     CRASH = "CRASH"  # the process died without an answer (signal, abort, exit without response)
     TIMEOUT = "TIMEOUT"  # the call did not finish within the time limit and was killed
+    DISPUTED = "DISPUTED"  # no verdict can be given honestly: the independent decoders disagree (no pass, no blame)
     UNSUPPORTED = "UNSUPPORTED"  # the tool declares it does not support what the case needs
     SKIPPED = "SKIPPED"  # not run: the tool is not installed, or there is no object to read
 
@@ -87,6 +89,29 @@ class SegObject(_Model):
     sop_class_uid: str | None = None
     transfer_syntax_uid: str | None = None
     frames: int | None = None
+
+
+class ContentCheck(_Model):
+    """How the write step checked what a produced object holds, by decoding it independently.
+
+    Two decoders (the reference decoder and highdicom) read every object; each decoding is compared with the
+    truth. ``verdict``: ``matches`` (every decoder that could read it finds the truth), ``differs`` (every one
+    finds it differs from the truth: the producer's fault), ``disputed`` (the decoders disagree with each other),
+    ``unverified`` (no decoder could read it).
+    """
+
+    verdict: Literal["matches", "differs", "disputed", "unverified"]
+    decoders: dict[str, str] = Field(
+        default_factory=dict, description="Each check decoder's finding: 'matches the truth', 'differs: ...', 'could not read: ...'."
+    )
+    agreed: bool | None = Field(
+        None, description="Whether the decoders that found a difference decoded the object identically (one content)."
+    )
+    content: dict[str, str] = Field(
+        default_factory=dict,
+        description="Decoder -> its decoding of the object (relative to the run folder), kept when the object is not "
+        "as the truth says, so that readers are judged against what the object holds.",
+    )
 
 
 class Timing(_Model):
@@ -141,6 +166,12 @@ class Record(_Model):
         default_factory=dict, description="Files the call left (e.g. a screenshot), relative to the run folder."
     )
     bench: BenchStats | None = Field(None, description="Set on benchmark records (dicom4qi bench).")
+    basis: Literal["truth", "object", "consensus"] | None = Field(
+        None,
+        description="What a read was judged against: the case's truth; what the object holds (its producer wrote it "
+        "wrong, so a faithful read is the reader's PASS); or the consensus of independent readers (no truth).",
+    )
+    content: ContentCheck | None = Field(None, description="Write records: what the object holds, as decoded independently.")
     provenance: Literal["verified", "self-reported", "submitted"] | None = Field(
         None,
         description="Vendor submissions: 'verified' (the suite compared the vendor's decoded output with the truth), "
@@ -150,6 +181,17 @@ class Record(_Model):
     @property
     def key(self) -> tuple[str, str, str | None]:
         return (self.case, self.producer, self.consumer)
+
+    @property
+    def charged(self) -> bool:
+        """Whether this cell's outcome counts in its tool's pass rate.
+
+        Not a DISPUTED cell (no verdict), nor a reader's refusal (ERROR) of an object its producer wrote
+        wrong (``basis`` "object"): that fault is the producer's, counted on its write.
+        """
+        if self.status is Status.DISPUTED:
+            return False
+        return not (self.step == "read" and self.basis == "object" and self.status is Status.ERROR)
 
 
 class ToolInfo(_Model):
@@ -165,6 +207,9 @@ class ToolInfo(_Model):
     unsupported_combinations: list[list[str]] = Field(default_factory=list)
     homepage: str | None = None
     service: bool = Field(False, description="The adapter runs a long-lived service (a server, a browser).")
+    family: str | None = Field(
+        None, description="Readers of one family share their decoding code and count as one vote where there is no truth."
+    )
     environment: str | None = Field(None, description="The adapter's own Python environment, if it has one.")
     error: str | None = Field(None, description="Why the adapter cannot run although it should (a broken environment).")
 

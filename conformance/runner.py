@@ -13,6 +13,7 @@ import hashlib
 import os
 import platform
 import resource
+import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterable
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance import __version__
-from conformance.adapter import DEFAULTS, missing_features, resolve
+from conformance.adapter import DEFAULTS, family_of, missing_features, resolve
 from conformance.case import SYNTHESIS_VERSION, LoadedCase, implied_features, load_cases
 from conformance.compare import compare, verdict
 from conformance.decoded import Decoded
@@ -43,7 +44,9 @@ from conformance.results import (
     Status,
     ToolInfo,
 )
-from conformance.sandbox import kill_all, run_child
+from conformance.content import CHECK_DECODERS, REFUSED, DecoderFinding, ReadVerdict, judge_content, judge_read
+from conformance.diffpic import difference_picture
+from conformance.sandbox import ChildOutcome, kill_all, run_child
 from conformance.services import ServiceError, ServicePool
 from conformance.steps import (
     LABELMAP_SEG_STORAGE,
@@ -93,6 +96,8 @@ class RunConfig:
     #: Time limit per call on the negative corpus (a hang there is a finding, not a wait).
     negative_timeout_s: float = 60.0
     keep_decoded: bool = False
+    #: Decode every produced object with the check decoders and judge what it holds (conformance.content).
+    verify_writes: bool = True
     #: Run adapters on cases they do not claim (to find out what a tool can do); never used for the grid.
     ignore_claims: bool = False
 
@@ -169,6 +174,7 @@ def handshake(
             unsupported_combinations=r.get("unsupported_combinations", []),
             homepage=r.get("homepage"),
             service=bool(r.get("service")),
+            family=family_of(spec if ":" in spec else r["name"], r.get("family")),
             error=r.get("error"),
         )
     return ToolInfo(
@@ -228,6 +234,8 @@ class Runner(ExternalFlow, NegativeFlow):
         self.progress = progress or Progress()
         #: The Python each tool's calls run with (None: the suite's own).
         self.pythons: dict[str, str | None] = {}
+        #: Check decodes of the write step that a read cell of the same consumer reuses: (case, producer, consumer).
+        self._check_reads: dict[tuple[str, str, str], tuple[ChildOutcome, Path]] = {}
 
     # ------------------------------------------------------------------ plumbing
     def _base(self, loaded: LoadedCase, producer: str, consumer: str | None) -> dict[str, Any]:
@@ -283,7 +291,104 @@ class Runner(ExternalFlow, NegativeFlow):
             return Record(**base, **timing, status=Status.ERROR, message=f"output is not a readable DICOM file: {exc}", notes=notes)
         obj.path = seg_path.relative_to(run_dir).as_posix()
         ok, msg = verdict(checks)
-        return Record(**base, **timing, status=Status.PASS if ok else Status.FAIL, message=msg, checks=checks, seg=obj, notes=notes)
+        rec = Record(**base, **timing, status=Status.PASS if ok else Status.FAIL, message=msg, checks=checks, seg=obj, notes=notes)
+        if self.cfg.verify_writes:
+            self.check_content(rec, truth, seg_path, run_dir)
+        return rec
+
+    def check_content(self, rec: Record, truth: Truth, seg_path: Path, run_dir: Path) -> None:
+        """Decode a produced object with both check decoders and set the write's verdict on what it holds.
+
+        Each check decode is exactly the read call of that consumer, in its own read folder: when the
+        decoder is also a column of this run, its read cell reuses the call instead of making it twice.
+        """
+        assert rec.seg is not None
+        labelmap = rec.seg.sop_class_uid == LABELMAP_SEG_STORAGE
+        findings: list[DecoderFinding] = []
+        for decoder in CHECK_DECODERS:
+            work = seg_path.parent / f"read-{decoder}"
+            out, decoded_path = self._read_call(decoder, seg_path, truth, work, python=None)
+            if out.kind != "ok":
+                findings.append(DecoderFinding(decoder, None, error=out.message, seconds=out.wall_s))
+                continue
+            try:
+                decoded = Decoded(decoded_path)
+            except (OSError, ValueError) as exc:
+                findings.append(DecoderFinding(decoder, None, error=f"its decoded output is unusable: {exc}", seconds=out.wall_s))
+                continue
+            try:
+                checks = compare(truth, decoded, labelmap=labelmap)
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                findings.append(DecoderFinding(decoder, None, error=f"its decoded output cannot be compared: {exc}", seconds=out.wall_s))
+                continue
+            finally:
+                decoded.close()
+            findings.append(DecoderFinding(decoder, decoded_path, checks, seconds=out.wall_s))
+            if decoder in self.cfg.consumers:
+                self._check_reads[(rec.case, rec.producer, decoder)] = (out, decoded_path)
+        judged = judge_content(findings, labelmap=labelmap)
+        content_dir = seg_path.parent / "content"
+        by_name = {f.decoder: f for f in findings}
+        for name in judged.keep:
+            src = by_name[name].decoded
+            assert src is not None
+            content_dir.mkdir(parents=True, exist_ok=True)
+            target = content_dir / f"{name}.npz"
+            target.unlink(missing_ok=True)
+            try:
+                os.link(src, target)  # the read folder's copy may be deleted after its read cell
+            except OSError:
+                shutil.copyfile(src, target)
+            judged.content.content[name] = target.relative_to(run_dir).as_posix()
+        rec.content = judged.content
+        rec.checks += judged.checks
+        for f in findings:
+            rec.notes.append(f"content check: {f.decoder}" + (f" ({f.seconds:.2f} s)" if f.seconds is not None else "") + f": {f.summary()[:300]}")
+        verdict_ = judged.content.verdict
+        if verdict_ == "differs":
+            rec.status = Status.FAIL
+            rec.message = " | ".join(filter(None, [rec.message, judged.message]))
+            deciding = judged.keep[0]
+            decoded = Decoded(content_dir / f"{deciding}.npz")
+            try:
+                caption = difference_picture(truth, decoded, content_dir / "difference.png", labelmap=labelmap,
+                                             reader=f"the object as {deciding} decodes it")
+            finally:
+                decoded.close()
+            if caption:
+                rec.artifacts["difference"] = (content_dir / "difference.png").relative_to(run_dir).as_posix()
+                rec.notes.append(f"difference picture: {caption}")
+        elif verdict_ in ("disputed", "unverified"):
+            rec.message = " | ".join(filter(None, [rec.message, judged.message]))
+            if rec.status is Status.PASS:
+                rec.status = Status.DISPUTED
+        for f in findings:
+            if f.decoded is not None and (rec.case, rec.producer, f.decoder) not in self._check_reads and not self.cfg.keep_decoded:
+                f.decoded.unlink(missing_ok=True)
+
+    def _read_call(
+        self, consumer: str, seg_path: Path, truth: Truth, work: Path, *, python: str | None,
+        pool: ServicePool | None = None,
+    ) -> tuple[ChildOutcome, Path]:
+        """One consumer's read of an object, isolated: the outcome and where its decoding is written.
+
+        Raises ServiceError when the consumer's service cannot be leased.
+        """
+        decoded_path = work / "decoded.npz"
+        req: dict[str, Any] = {
+            "op": "read",
+            "role": "consumer",
+            "adapter": consumer,
+            "seg": str(seg_path.resolve()),
+            "sources": [str(p.resolve()) for p in truth.source_paths],
+            "output": str(decoded_path.resolve()),
+        }
+        limits = {"timeout_s": self.cfg.timeout_s, "memory_mb": self.cfg.memory_mb, "python": python}
+        if pool is None:
+            return run_child(req, work, **limits), decoded_path  # type: ignore[arg-type]
+        with pool.lease() as endpoints:
+            req["service"] = endpoints
+            return run_child(req, work, **limits), decoded_path  # type: ignore[arg-type]
 
     def validate_step(self, loaded: LoadedCase, write: Record, run_dir: Path) -> Record:
         """dciodvfy on a produced object: PASS without errors, FAIL with them (warnings are advisory)."""
@@ -335,57 +440,64 @@ class Runner(ExternalFlow, NegativeFlow):
             return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons), seg=write.seg)
         seg_path = run_dir / write.seg.path
         work = seg_path.parent / f"read-{slug(tool.name.replace(':', '_'))}"
-        decoded_path = work / "decoded.npz"
-        req = {
-            "op": "read",
-            "role": "consumer",
-            "adapter": tool.name,
-            "seg": str(seg_path.resolve()),
-            "sources": [str(p.resolve()) for p in truth.source_paths],
-            "output": str(decoded_path.resolve()),
-        }
-        if pool is not None:
+        reused = self._check_reads.pop((loaded.id, write.producer, tool.name), None)
+        notes: list[str] = []
+        if reused is not None and self.pythons.get(tool.name) is None:
+            out, decoded_path = reused
+            notes.append("decoded once for the write step's content check and for this cell: the same call")
+        else:
             try:
-                with pool.lease() as endpoints:
-                    req["service"] = endpoints
-                    out = run_child(
-                        req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb,
-                        python=self.pythons.get(tool.name),
-                    )
+                out, decoded_path = self._read_call(
+                    tool.name, seg_path, truth, work, python=self.pythons.get(tool.name), pool=pool
+                )
             except ServiceError as exc:
                 return Record(**base, status=Status.ERROR, message=str(exc), seg=write.seg)
-        else:
-            out = run_child(
-                req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb, python=self.pythons.get(tool.name)
-            )
         artifacts = artifacts_of(work, run_dir)
         if out.kind != "ok":
             rec = outcome_record(base, out, "read")
             rec.seg, rec.artifacts = write.seg, artifacts
+            if write.status is Status.FAIL:  # the object is wrong: a refusal is no fault of the reader's
+                rec.basis = "object"
+                if rec.status is Status.ERROR:
+                    rec.message = f"{REFUSED}: {rec.message}"
             return rec
-        timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb, "artifacts": artifacts}
-        notes = [str(n) for n in out.response.get("notes", [])]
+        timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb}
+        notes += [str(n) for n in out.response.get("notes", [])]
         try:
             decoded = Decoded(decoded_path)
         except (OSError, ValueError) as exc:
             return Record(
-                **base, **timing, status=Status.ERROR, seg=write.seg, notes=notes,
+                **base, **timing, artifacts=artifacts, status=Status.ERROR, seg=write.seg, notes=notes,
                 message=f"the consumer's decoded output is unusable: {exc}",
             )
+        labelmap = write.seg.sop_class_uid == LABELMAP_SEG_STORAGE
+        judged: ReadVerdict | None = None
         try:
-            checks = compare(truth, decoded, labelmap=write.seg.sop_class_uid == LABELMAP_SEG_STORAGE)
+            judged = judge_read(truth, decoded, write.content, run_dir, labelmap=labelmap)
+            if any(c.name == "voxels" and c.status is CheckStatus.FAIL for c in judged.checks):
+                against = judged.against
+                picture = work / "difference.png"
+                caption = difference_picture(
+                    against or truth, decoded, picture, labelmap=labelmap, reader=f"{tool.name}'s read",
+                    expected_name=f"what the object holds (as {against.decoder} decodes it)" if against else "the truth",
+                )
+                if caption:
+                    artifacts["difference"] = picture.relative_to(run_dir).as_posix()
+                    notes.append(f"difference picture: {caption}")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             return Record(
-                **base, **timing, status=Status.ERROR, seg=write.seg, notes=notes,
+                **base, **timing, artifacts=artifacts, status=Status.ERROR, seg=write.seg, notes=notes,
                 message=f"the consumer's decoded output cannot be compared: {type(exc).__name__}: {exc}",
             )
         finally:
             decoded.close()
+            if judged is not None and judged.against is not None:
+                judged.against.close()
             if not self.cfg.keep_decoded:
                 decoded_path.unlink(missing_ok=True)
-        ok, msg = verdict(checks)
         return Record(
-            **base, **timing, status=Status.PASS if ok else Status.FAIL, message=msg, checks=checks, seg=write.seg, notes=notes
+            **base, **timing, artifacts=artifacts, status=judged.status, message=judged.message, checks=judged.checks,
+            seg=write.seg, notes=judged.notes + notes, basis=judged.basis,
         )
 
     # ------------------------------------------------------------------ the run
@@ -405,6 +517,10 @@ class Runner(ExternalFlow, NegativeFlow):
             externals = find_external(cfg.external)
             if not externals:
                 raise ValueError(f"--external: no DICOM SEG object below {cfg.external}")
+            if cfg.cases:
+                externals = [o for o in externals if any(fnmatch.fnmatch(o.id, p) or o.id.endswith("/" + p) for p in cfg.cases)]
+                if not externals:
+                    raise ValueError(f"--external: no object below {cfg.external} matches {cfg.cases}")
             cases, case_errors = [], []
         else:
             all_cases, errors = load_cases(cfg.corpus, cfg.features)
@@ -500,6 +616,11 @@ class Runner(ExternalFlow, NegativeFlow):
             else:
                 self._matrix(cases, tools, kept, writer, run_dir, case_errors)
         finally:
+            # Check decodes whose read cell did not run (kept, not a column, or the run was interrupted).
+            for _, path in self._check_reads.values():
+                if not cfg.keep_decoded:
+                    path.unlink(missing_ok=True)
+            self._check_reads.clear()
             # Whatever happened (Ctrl-C included), what was done is on disk.
             doc.records.sort(key=lambda r: (r.case, r.producer, r.step != "write", r.consumer or ""))
             usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -573,8 +694,6 @@ class Runner(ExternalFlow, NegativeFlow):
         finally:
             for pool in pools.values():
                 pool.stop()
-
-
 
     @staticmethod
     def _described(

@@ -2,7 +2,13 @@
 
 A read cell counts for every feature its case exercises. Only cells that were
 really tried count (PASS, FAIL, ERROR, CRASH, TIMEOUT); UNSUPPORTED and SKIPPED
-cells are counted apart, never as passes.
+cells are counted apart, never as passes; DISPUTED cells (no verdict could be
+given honestly) and a reader's refusal of an object written wrong count neither way.
+
+Blame goes where the fault is: a producer's wrong object is its write's FAIL; a
+reader that decodes that object faithfully is the reader's PASS (judged against
+what the object holds, :mod:`conformance.content`), so reader rates count only
+the readers' own faults. The interop score counts only objects written right.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ class FeatureCount:
     passed: int = 0
     tried: int = 0
     untried: int = 0
+    #: Tried, but charged to nobody: DISPUTED, or a refusal of an object its producer wrote wrong.
+    uncharged: int = 0
     failed_cases: set[str] = field(default_factory=set)
 
     @property
@@ -31,7 +39,9 @@ class FeatureCount:
         return self.passed / self.tried if self.tried else None
 
     def add(self, r: Record) -> None:
-        if r.status in TRIED:
+        if not r.charged:
+            self.uncharged += 1
+        elif r.status in TRIED:
             self.tried += 1
             if r.status is Status.PASS:
                 self.passed += 1
@@ -59,15 +69,17 @@ def by_feature(doc: ResultsDocument, role: str = "consumer") -> dict[str, dict[s
 
 
 def interop_score(doc: ResultsDocument, tools: list[str]) -> dict[str, tuple[int, int]]:
-    """feature -> (objects every listed reader decoded right, objects of that feature written).
+    """feature -> (objects every listed reader decoded right, objects of that feature written right).
 
-    An object counts when its producer wrote it; it scores when every reader in ``tools`` passed it
-    (a reader that did not try it, for any reason, does not pass it).
+    An object counts when its write is PASS (checked for content: a wrong object is its producer's
+    fault, scored on the producer's write, not here); it scores when every reader in ``tools`` passed
+    it (a reader that did not try it, for any reason, does not pass it).
     """
+    written = {(r.case, r.producer) for r in _graded(doc, "write") if r.status is Status.PASS}
     reads: dict[tuple[str, str], dict[str, Status]] = defaultdict(dict)
     features: dict[tuple[str, str], list[str]] = {}
     for r in _graded(doc, "read"):
-        if r.consumer in tools and r.seg is not None:
+        if r.consumer in tools and r.seg is not None and (r.case, r.producer) in written:
             reads[(r.case, r.producer)][r.consumer] = r.status
             features[(r.case, r.producer)] = r.features
     score: dict[str, list[int]] = defaultdict(lambda: [0, 0])

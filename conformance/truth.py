@@ -49,12 +49,13 @@ class SegmentInfo:
     """What a segment is: the metadata a consumer is expected to report."""
 
     number: int
-    label: str
-    category: dict[str, str]
-    type: dict[str, str]
-    algorithm_type: str
-    algorithm_name: str
-    algorithm_version: str
+    #: The truth always has these; what an object holds (conformance.content) may lack them (None).
+    label: str | None
+    category: dict[str, str] | None
+    type: dict[str, str] | None
+    algorithm_type: str | None
+    algorithm_name: str | None
+    algorithm_version: str | None
     description: str | None = None
     type_modifier: dict[str, str] | None = None
     anatomic_region: dict[str, str] | None = None
@@ -88,6 +89,16 @@ class Truth:
     def shape(self) -> tuple[int, int, int]:
         g = self.geometry
         return (len(self.frame_keys), g.rows, g.columns)
+
+    @property
+    def fractional_scale(self) -> float:
+        """What a stored fractional value of the truth's masks is multiplied by to lie in [0, 1]."""
+        return 1.0 / self.fractional_max
+
+    @property
+    def fractional_step(self) -> float:
+        """One quantization step in [0, 1]: how far a decoded fractional value may lie from the truth."""
+        return 1.0 / self.fractional_max
 
     @property
     def source_paths(self) -> list[Path]:

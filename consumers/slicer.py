@@ -38,6 +38,8 @@ def slicer_executable() -> str | None:
 
 class SlicerConsumer(Consumer):
     name = "slicer"
+    #: Slicer's DICOM SEG plugin decodes with dcmqi's segimage2itkimage: it shares dcmqi's decoding code.
+    family = "dcmqi"
     tool = "3D Slicer"
     homepage = "https://github.com/Slicer/Slicer"
     features = EVERY_FEATURE  # it claims to read any SEG

@@ -114,3 +114,72 @@ class BrokenEnvProducer(GarbageProducer):
 
     name = "broken-env-writer"
     requirements = "broken_env.requirements.txt"
+
+
+# --------------------------------------------------------------------------- readers for the consensus tests
+from consumers.reference import ReferenceConsumer  # noqa: E402
+
+
+class _Clone(ReferenceConsumer):
+    """The reference decoder under another name: an independent reader that reads right."""
+
+    tool = "fake"
+
+    def version(self) -> str | None:
+        return "0.0"
+
+
+class CloneA(_Clone):
+    name = "clone-a"
+
+
+class CloneB(_Clone):
+    name = "clone-b"
+
+
+class CloneC(_Clone):
+    name = "clone-c"
+
+
+class CloneD(_Clone):
+    name = "clone-d"
+
+
+class _Dropper(_Clone):
+    """Reads right, then loses the first foreground voxel of the lowest-numbered segment: a one-voxel dissent."""
+
+    family = "dropper"
+
+    def read(self, request: ReadRequest) -> DecodedWriter:
+        writer = super().read(request)
+        writer.write(request.workdir / "_full.npz")  # cut the label maps into crops first
+        from conformance.decoded import Decoded
+
+        full = Decoded(request.workdir / "_full.npz")
+        out = DecodedWriter(full.frame_keys, full.rows, full.columns, fractional=full.fractional)
+        for s in full.segments:
+            out.add_segment(s)
+        out.geometry = full.geometry
+        dropped = False
+        for number, crop in full:
+            data = crop.data.copy()
+            if not dropped and number > 0:
+                idx = np.argwhere(data)[0]
+                data[tuple(idx)] = 0
+                dropped = True
+            from conformance.masks import Crop
+
+            out.set_crop(number, Crop(crop.offset, data))
+        full.close()
+        (request.workdir / "_full.npz").unlink()
+        return out
+
+
+class Dropper(_Dropper):
+    name = "dropper"
+
+
+class DropperVariant(_Dropper):
+    """The dropper called another way: the same code, so the same family and one vote."""
+
+    name = "dropper-variant"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,12 +18,12 @@ def test_interrupt_keeps_results_and_kills_children(tmp_path: Path) -> None:
     results = tmp_path / "results"
     cmd = [
         sys.executable, "-m", "conformance.cli", "run", "--corpus", str(CASES), "--features", str(FEATURES),
-        "--build", str(tmp_path / "build"), "--out", str(results), "--case", "quick/binary-3-disjoint",
+        "--build", str(tmp_path / "build"), "--out", str(results), "--case", "quick/binary-3-disjoint", "--producer", "highdicom",
         "--consumer", "tests.fakes:HangingConsumer", "--timeout", "300",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     latest = results / "latest.json"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 150
     hanging: list[psutil.Process] = []
     while time.monotonic() < deadline and not hanging:
         time.sleep(0.2)
@@ -52,11 +51,12 @@ def _cmdline(p: psutil.Process) -> list[str]:
 
 
 def _is_reader(p: psutil.Process) -> bool:
-    """A child running conformance.child on a read request."""
+    """A child running conformance.child on the hanging consumer's read request (not the write step's check decodes)."""
     cmd = _cmdline(p)
     if "conformance.child" not in cmd:
         return False
     try:
-        return "read-" in os.path.dirname(cmd[-1])
-    except IndexError:
+        request = json.loads(Path(cmd[-1]).read_text())
+    except (IndexError, OSError, ValueError):
         return False
+    return request.get("op") == "read" and request.get("adapter") == "tests.fakes:HangingConsumer"

@@ -36,8 +36,13 @@ def test_counts_tried_cells_per_feature_and_keeps_untried_apart() -> None:
     assert by_feature(doc, "producer")["binary"]["p"].passed == 1
 
 
+def _write(case: str, status: Status, producer: str = "p") -> Record:
+    return Record(case=case, producer=producer, step="write", status=status, features=["binary"], seg=SEG, tier="quick")
+
+
 def test_interop_needs_every_listed_reader_to_pass() -> None:
     doc = _doc(
+        _write("a", Status.PASS), _write("b", Status.PASS),
         _read("a", "x", Status.PASS, ["binary"]),
         _read("a", "y", Status.PASS, ["binary"]),
         _read("b", "x", Status.PASS, ["binary", "overlap"]),
@@ -45,3 +50,28 @@ def test_interop_needs_every_listed_reader_to_pass() -> None:
     )
     assert interop_score(doc, ["x", "y"]) == {"binary": (1, 2), "overlap": (0, 1)}
     assert interop_score(doc, ["x"]) == {"binary": (2, 2), "overlap": (1, 1)}
+
+
+def test_a_wrong_object_is_its_producers_fault_not_the_readers() -> None:
+    """Reads of an object whose write FAILed are out of the interop score; a faithful read is the reader's pass."""
+    faithful = _read("c", "x", Status.PASS, ["binary"])
+    faithful.basis = "object"
+    refused = _read("c", "y", Status.ERROR, ["binary"])  # a refusal of the wrong object: not y's fault
+    refused.basis = "object"
+    own = _read("c", "z", Status.FAIL, ["binary"])  # decodes the wrong object differently again: z's own fault
+    own.basis = "object"
+    doc = _doc(
+        _write("a", Status.PASS), _write("c", Status.FAIL), _write("d", Status.DISPUTED),
+        _read("a", "x", Status.PASS, ["binary"]),
+        faithful,
+        _read("d", "x", Status.DISPUTED, ["binary"]),
+        refused,
+        own,
+    )
+    assert interop_score(doc, ["x"]) == {"binary": (1, 1)}
+    assert (by_feature(doc)["binary"]["y"].tried, by_feature(doc)["binary"]["y"].uncharged) == (0, 1)
+    assert (by_feature(doc)["binary"]["z"].passed, by_feature(doc)["binary"]["z"].tried) == (0, 1)
+    counts = by_feature(doc)["binary"]["x"]
+    assert (counts.passed, counts.tried, counts.uncharged, counts.untried) == (2, 2, 1, 0)
+    writes = by_feature(doc, "producer")["binary"]["p"]
+    assert (writes.passed, writes.tried, writes.uncharged) == (1, 2, 1)

@@ -2,7 +2,8 @@
  *
  * The filter lives in the URL's hash (#feature=oblique&tier=quick&status=FAIL&tool=consumer:ohif), so a
  * filtered view can be bookmarked, shared and reloaded. Rows carry data-tier, data-f (features), data-p
- * (producer); cells carry data-c (column index), data-s (status) and data-x (change since the previous run).
+ * (producer); cells carry data-c (column index), data-s (status), data-x (change since the previous run) and,
+ * on failing cells, data-k: "k" when a known issue explains the failure, "n" when it is new.
  * When the grid spans several pages, window.D4Q_INDEX (data/grid-index.js) holds every row in short form so
  * that each page can say how many rows match on the other pages.
  */
@@ -10,7 +11,7 @@
   "use strict";
   var KEYS = ["feature", "tier", "status", "tool"];
   var PROBLEM = { FAIL: 1, ERROR: 1, CRASH: 1, TIMEOUT: 1 };
-  var CODES = { P: "PASS", F: "FAIL", E: "ERROR", C: "CRASH", T: "TIMEOUT", U: "UNSUPPORTED", S: "SKIPPED" };
+  var CODES = { P: "PASS", F: "FAIL", E: "ERROR", C: "CRASH", T: "TIMEOUT", D: "DISPUTED", U: "UNSUPPORTED", S: "SKIPPED" };
   var CHANGES = { r: "regressed", f: "fixed", c: "changed" };
   var form = document.getElementById("filters");
   var table = document.getElementById("grid");
@@ -31,9 +32,11 @@
     return text ? "#" + text : "";
   }
 
-  function statusMatches(status, change, want) {
+  function statusMatches(status, change, want, known) {
     if (!want) { return true; }
     if (want === "problem") { return !!PROBLEM[status]; }
+    if (want === "new") { return !!PROBLEM[status] && known === "n"; }
+    if (want === "known") { return !!PROBLEM[status] && known === "k"; }
     if (want === "regressed" || want === "fixed" || want === "changed") { return change === want || (want === "changed" && !!change); }
     return status === want;
   }
@@ -64,21 +67,22 @@
     }
     if (f.status) {
       var idx = vis || r.s.map(function (_, k) { return k; });
-      return idx.some(function (k) { return r.s[k] && statusMatches(r.s[k], r.x[k], f.status); });
+      return idx.some(function (k) { return r.s[k] && statusMatches(r.s[k], r.x[k], f.status, r.k[k]); });
     }
     return true;
   }
 
   function domRow(tr) {
-    var s = [], x = [];
-    cols.forEach(function () { s.push(""); x.push(""); });
+    var s = [], x = [], k = [];
+    cols.forEach(function () { s.push(""); x.push(""); k.push(""); });
     Array.prototype.forEach.call(tr.querySelectorAll("td[data-c]"), function (td) {
       var c = Number(td.getAttribute("data-c"));
       s[c] = td.getAttribute("data-s") || "";
       x[c] = td.getAttribute("data-x") || "";
+      k[c] = td.getAttribute("data-k") || "";
     });
     return { tier: tr.getAttribute("data-tier") || "", p: tr.getAttribute("data-p") || "",
-             f: (tr.getAttribute("data-f") || "").split(" "), s: s, x: x };
+             f: (tr.getAttribute("data-f") || "").split(" "), s: s, x: x, k: k };
   }
 
   var rows = Array.prototype.map.call(table.querySelectorAll("tbody tr.r"), function (tr) {
@@ -120,7 +124,8 @@
     index.rows.forEach(function (r) {
       var row = { tier: r[1], p: r[2], f: r[3].split(" "),
                   s: r[4].split("").map(function (c) { return CODES[c] || ""; }),
-                  x: r[5].split("").map(function (c) { return CHANGES[c] || ""; }) };
+                  x: r[5].split("").map(function (c) { return CHANGES[c] || ""; }),
+                  k: (r[6] || "").split("").map(function (c) { return c === "." ? "" : c; }) };
       if (rowMatches(row, f, vis)) { counts[r[0]] += 1; }
     });
     box.textContent = "";
@@ -153,7 +158,7 @@
         var c = Number(td.getAttribute("data-c"));
         td.hidden = !!vis && vis.indexOf(c) < 0;
         var st = td.getAttribute("data-s") || "";
-        td.classList.toggle("dim", !!f.status && !(st && statusMatches(st, td.getAttribute("data-x") || "", f.status)));
+        td.classList.toggle("dim", !!f.status && !(st && statusMatches(st, td.getAttribute("data-x") || "", f.status, td.getAttribute("data-k") || "")));
       });
     });
     Array.prototype.forEach.call(groups, function (tr) {
