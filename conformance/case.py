@@ -74,7 +74,18 @@ class SegmentationType(str, Enum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused everywhere (TOML can spell both): a source with NaN geometry would be
+    # synthesized, and every tool blamed for it.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: The farthest a position (origin, slice position) may lie from the patient origin, in mm.
+MAX_POSITION_MM = 1e6
+#: The largest pixel or slice spacing, in mm.
+MAX_SPACING_MM = 1000.0
+Position = Annotated[float, Field(ge=-MAX_POSITION_MM, le=MAX_POSITION_MM)]
+Spacing = Annotated[float, Field(gt=0, le=MAX_SPACING_MM)]
+DirectionCosine = Annotated[float, Field(ge=-1, le=1)]
 
 
 class Code(_Strict):
@@ -126,21 +137,21 @@ class Source(_Strict):
     rows: int = Field(ge=8, le=65536)
     columns: int = Field(ge=8, le=65536)
     frames: int = Field(ge=1, le=5000, description="Number of slices (time points for cine).")
-    pixel_spacing: tuple[float, float] = Field(
+    pixel_spacing: tuple[Spacing, Spacing] = Field(
         (1.0, 1.0), description="Row spacing and column spacing in mm."
     )
-    slice_spacing: float = Field(2.0, gt=0, description="Distance between slices in mm.")
-    slice_positions: list[float] | None = Field(
+    slice_spacing: Spacing = Field(2.0, description="Distance between slices in mm.")
+    slice_positions: list[Position] | None = Field(
         None,
         description="Position of each slice along the normal in mm, from the origin (strictly increasing): "
         "uneven spacing or a gap. Default: evenly spaced by slice_spacing.",
     )
-    orientation: tuple[float, float, float, float, float, float] = Field(
+    orientation: tuple[DirectionCosine, DirectionCosine, DirectionCosine, DirectionCosine, DirectionCosine, DirectionCosine] = Field(
         (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
         description="Image Orientation (Patient): row direction then column direction.",
     )
-    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    frame_time: float = Field(40.0, gt=0, description="cine: milliseconds between frames.")
+    origin: tuple[Position, Position, Position] = (0.0, 0.0, 0.0)
+    frame_time: float = Field(40.0, gt=0, le=1e6, description="cine: milliseconds between frames.")
     tile: int = Field(256, ge=16, le=4096, description="slide-tiled-full: tile rows and columns.")
 
     @model_validator(mode="after")
@@ -286,11 +297,41 @@ class Metadata(_Strict):
         numbers = [s.number for s in self.segment]
         if len(numbers) != len(set(numbers)):
             raise ValueError("segment overrides name a segment number twice")
+        _check_label_pattern(self.label_pattern)
+        return self
+
+
+#: Segment Label is an LO: at most this many characters.
+LABEL_MAX = 64
+
+
+def _check_label_pattern(pattern: str, count: int = 1) -> None:
+    """A label pattern whose labels fit an LO, refused before it is ever expanded in full.
+
+    Only ``{n}`` may be substituted, with a format spec whose width and precision stay within the 64
+    characters (``{n:>999999999}`` would build a gigabyte in memory before any length check).
+    """
+    import re
+    import string
+
+    try:
+        fields = list(string.Formatter().parse(pattern))
+    except ValueError as exc:
+        raise ValueError(f"label_pattern: {exc}") from None
+    for _, name, spec, conversion in fields:
+        if name is None:
+            continue
+        if name != "n" or conversion:
+            raise ValueError(f"label_pattern: only {{n}} may be substituted, not {{{name}{'!' + conversion if conversion else ''}}}")
+        if any(int(d) > LABEL_MAX for d in re.findall(r"\d+", spec or "")):
+            raise ValueError(f"label_pattern: the format spec {spec!r} asks for more than the {LABEL_MAX} characters of a label")
+    for n in {1, count}:
         try:
-            self.label_pattern.format(n=1)
+            label = pattern.format(n=n)
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"label_pattern: {exc}") from None
-        return self
+        if len(label) > LABEL_MAX:
+            raise ValueError(f"label_pattern: segment {n}'s label is {len(label)} characters; a Segment Label (LO) holds {LABEL_MAX}")
 
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
@@ -331,6 +372,10 @@ class Case(_Strict):
                 raise ValueError(f"metadata.segment: number {o.number} > segments.count")
         if len(set(self.features)) != len(self.features):
             raise ValueError("features: listed twice")
+        try:
+            _check_label_pattern(self.metadata.label_pattern, s.count)
+        except ValueError as exc:
+            raise ValueError(f"metadata.{exc}") from None
         return self
 
     def fingerprint(self) -> str:

@@ -225,6 +225,27 @@ def _ranges(numbers: list[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
+def _values(v: object) -> np.ndarray:
+    try:
+        return np.asarray(v, dtype=float)
+    except (TypeError, ValueError):
+        return np.full(1, np.nan)
+
+
+def _within(have: np.ndarray, want: np.ndarray, tol: float, *, relative: bool = False) -> bool:
+    """Whether ``have`` is ``want`` within ``tol``: same shape, every value finite (NaN compares false with
+    anything, so a plain ``diff > tol`` would pass it), the largest difference at most ``tol``."""
+    if have.shape != want.shape or not np.all(np.isfinite(have)):
+        return False
+    diff = np.abs(have - want) / (np.abs(want) if relative else 1.0)
+    return bool(np.all(diff <= tol))
+
+
+def _shown(v: np.ndarray, digits: int) -> str:
+    text = str(np.round(v, digits).tolist())
+    return text + ("" if np.all(np.isfinite(v)) else " (not finite)")
+
+
 def _check_geometry(truth: Expected, decoded: Decoded) -> Check:
     g = decoded.geometry
     index = {uid: i for i, uid in enumerate(truth.frame_keys)}
@@ -241,30 +262,31 @@ def _check_geometry(truth: Expected, decoded: Decoded) -> Check:
     compared: list[str] = []
     if g.orientation is not None and truth.geometry.orientation is not None:
         compared.append("orientation")
-        want = np.asarray(truth.geometry.orientation)
-        have = np.asarray(g.orientation, dtype=float)
-        if have.shape != (6,) or np.max(np.abs(have - want)) > ORIENTATION_TOL:
-            problems.append(f"orientation {np.round(have, 4).tolist()}, source {np.round(want, 4).tolist()}")
+        want = np.asarray(truth.geometry.orientation, dtype=float)
+        have = _values(g.orientation)
+        if not _within(have, want, ORIENTATION_TOL):
+            problems.append(f"orientation {_shown(have, 4)}, source {np.round(want, 4).tolist()}")
     if g.pixel_spacing is not None and truth.geometry.pixel_spacing is not None:
         compared.append("pixel spacing")
-        want = np.asarray(truth.geometry.pixel_spacing)
-        have = np.asarray(g.pixel_spacing, dtype=float)
-        if have.shape != (2,) or np.max(np.abs(have - want) / want) > SPACING_RTOL:
-            problems.append(f"pixel spacing {have.tolist()}, source {want.tolist()}")
+        want = np.asarray(truth.geometry.pixel_spacing, dtype=float)
+        have = _values(g.pixel_spacing)
+        if not _within(have, want, SPACING_RTOL, relative=True):
+            problems.append(f"pixel spacing {_shown(have, 6)}, source {want.tolist()}")
     if g.positions and truth.geometry.positions is not None:
         compared.append(f"{sum(k in index for k in g.positions)} frame positions")
         bad = []
         for key, pos in g.positions.items():
             if key not in index:
                 continue
-            want = np.asarray(truth.geometry.positions[index[key]])
-            if np.max(np.abs(np.asarray(pos, dtype=float) - want)) > POSITION_TOL_MM:
-                bad.append((index[key], pos, want))
+            want = np.asarray(truth.geometry.positions[index[key]], dtype=float)
+            have = _values(pos)
+            if not _within(have, want, POSITION_TOL_MM):
+                bad.append((index[key], have, want))
         if bad:
-            i, pos, want = bad[0]
+            i, have, want = bad[0]
             problems.append(
                 f"{len(bad)} frame position(s) differ from the source; first: frame {i} at "
-                f"{np.round(pos, 3).tolist()}, source {np.round(want, 3).tolist()}"
+                f"{_shown(have, 3)}, source {np.round(want, 3).tolist()}"
             )
     if problems:
         return _fail("geometry", problems)
@@ -327,9 +349,9 @@ def _compare_segment(
         if have is not None and have.data.dtype == bool:
             d = d.astype(np.float32)
         diff = np.abs(d - t)
-        bad = diff > step * 1.0001
+        bad = ~(diff <= step * 1.0001)  # a NaN or infinite decoded value differs, whatever the truth
         missing = int(np.count_nonzero(bad & (d < t)))
-        extra = int(np.count_nonzero(bad & (d > t)))
+        extra = int(np.count_nonzero(bad & ~(d < t)))
     else:
         t = _place(want, lo, hi, bool)
         d = _place(have, lo, hi, bool)
@@ -344,7 +366,12 @@ def _compare_segment(
     first = int(frames[0])
     what = "below" if fractional else "missing"
     more = "above" if fractional else "extra"
-    detail = f"max difference {float(diff.max()):.3f}, " if fractional else ""
+    detail = ""
+    if fractional:
+        finite = np.isfinite(diff)
+        detail = f"max difference {float(diff[finite].max()) if finite.any() else float('nan'):.3f}, "
+        if not finite.all():
+            detail += f"{int(np.count_nonzero(~finite))} value(s) not finite, "
     return (
         f"{name}: {n_bad} voxel(s) differ on {len(frames)} frame(s), first frame {first} "
         f"(source {truth.frame_keys[first]}): {detail}{missing} {what}, {extra} {more}",
@@ -451,26 +478,26 @@ def _metadata_differences(sa: dict[int, DecodedSegment], sb: dict[int, DecodedSe
 
 
 def _geometry_differences(a: Decoded, b: Decoded) -> list[str]:
-    """Orientation, spacing and frame positions where both decodings report them."""
+    """Orientation, spacing and frame positions where both decodings report them (a non-finite value differs)."""
     problems: list[str] = []
     ga, gb = a.geometry, b.geometry
+
+    def same(va: np.ndarray, vb: np.ndarray, tol: float, relative: bool = False) -> bool:
+        return bool(np.all(np.isfinite(va))) and _within(vb, va, tol, relative=relative)
+
     if ga.orientation is not None and gb.orientation is not None:
-        oa, ob = np.asarray(ga.orientation, dtype=float), np.asarray(gb.orientation, dtype=float)
-        if oa.shape != ob.shape or not np.all(np.isfinite(oa)) or not np.all(np.isfinite(ob)) or np.max(np.abs(oa - ob)) > ORIENTATION_TOL:
-            problems.append(f"orientation {np.round(oa, 4).tolist()} vs {np.round(ob, 4).tolist()}")
+        oa, ob = _values(ga.orientation), _values(gb.orientation)
+        if not same(oa, ob, ORIENTATION_TOL):
+            problems.append(f"orientation {_shown(oa, 4)} vs {_shown(ob, 4)}")
     if ga.pixel_spacing is not None and gb.pixel_spacing is not None:
-        pa, pb = np.asarray(ga.pixel_spacing, dtype=float), np.asarray(gb.pixel_spacing, dtype=float)
-        if pa.shape != pb.shape or not np.all(np.isfinite(pa)) or not np.all(np.isfinite(pb)) or np.max(np.abs(pa - pb) / np.abs(pa)) > SPACING_RTOL:
-            problems.append(f"pixel spacing {pa.tolist()} vs {pb.tolist()}")
-    common = [k for k in ga.positions if k in gb.positions]
-    bad = []
-    for k in common:
-        pa, pb = np.asarray(ga.positions[k], dtype=float), np.asarray(gb.positions[k], dtype=float)
-        if pa.shape != pb.shape or not np.all(np.isfinite(pa)) or not np.all(np.isfinite(pb)) or np.max(np.abs(pa - pb)) > POSITION_TOL_MM:
-            bad.append((k, pa, pb))
+        pa, pb = _values(ga.pixel_spacing), _values(gb.pixel_spacing)
+        if not same(pa, pb, SPACING_RTOL, relative=True):
+            problems.append(f"pixel spacing {_shown(pa, 6)} vs {_shown(pb, 6)}")
+    bad = [(k, _values(ga.positions[k]), _values(gb.positions[k])) for k in ga.positions if k in gb.positions]
+    bad = [(k, pa, pb) for k, pa, pb in bad if not same(pa, pb, POSITION_TOL_MM)]
     if bad:
         k, pa, pb = bad[0]
-        problems.append(f"{len(bad)} frame position(s) differ; first: {k} at {np.round(pa, 3).tolist()} vs {np.round(pb, 3).tolist()}")
+        problems.append(f"{len(bad)} frame position(s) differ; first: {k} at {_shown(pa, 3)} vs {_shown(pb, 3)}")
     return problems
 
 

@@ -174,6 +174,37 @@ def test_wrong_position_fails(truth_of, tmp_path: Path) -> None:  # type: ignore
     assert "1 frame position(s) differ" in failed["geometry"] and "frame 3" in failed["geometry"]
 
 
+@pytest.mark.parametrize("field", ["position", "orientation", "spacing"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_geometry_fails(truth_of, tmp_path: Path, field: str, value: float) -> None:  # type: ignore[no-untyped-def]
+    """NaN compares false with everything: a check written as 'difference > tolerance' would pass it."""
+    truth = truth_of("quick/binary-3-disjoint")
+
+    def spoil(w: DecodedWriter, t: Truth) -> None:
+        if field == "position":
+            w.geometry.positions = {k: [value, value, value] for k in w.geometry.positions}
+        elif field == "orientation":
+            w.geometry.orientation = [value] * 6
+        else:
+            w.geometry.pixel_spacing = [value, value]
+
+    failed = _failed(_checks(truth, tmp_path, spoil))
+    assert "geometry" in failed and "not finite" in failed["geometry"]
+
+
+def test_non_finite_fractional_values_fail(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    truth = truth_of("quick/fractional")
+
+    def spoil(w: DecodedWriter, t: Truth) -> None:
+        c = w._crops[1]
+        data = c.data.copy()
+        data[data > 0] = np.nan
+        w._crops[1] = Crop(c.offset, data)
+
+    failed = _failed(_checks(truth, tmp_path, spoil))
+    assert "segment 1" in failed["voxels"] and "not finite" in failed["voxels"]
+
+
 def test_fractional_tolerance_is_one_step(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     truth = truth_of("quick/fractional")
     step = 1.0 / truth.fractional_max
