@@ -30,6 +30,18 @@ __all__ = ["main"]
 
 
 def _run(req: dict[str, Any]) -> dict[str, Any]:
+    if req["op"] == "inspect":  # the header of an object the suite did not write: parsed here, bounded
+        from conformance.dicomio import header_summary
+
+        return {"ok": True, "header": header_summary(Path(req["seg"]))}
+    if req["op"] == "validate":  # the validator, and the inflation it needs, under this call's limits
+        from conformance.validate import validate_here
+
+        return {"ok": True, **validate_here(Path(req["seg"]), Path(req["workdir"]), float(req["timeout_s"]))}
+    if req["op"] == "scan":  # a folder of objects from the wild: their headers, read here
+        from conformance.external import find_external
+
+        return {"ok": True, "objects": [o.to_json() for o in find_external(Path(req["folder"]))]}
     if req["op"] == "baseline":  # a benchmark baseline (.nii.gz, .seg.nrrd): no adapter involved
         from conformance.baselines import run_baseline
 
@@ -49,6 +61,9 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
         split_spec,
     )
 
+    service = req.get("service") or {}
+    if service.get("netns"):
+        join_network(str(service["netns"]))
     cls = resolve(req["role"], req["adapter"])
     variant = split_spec(req["adapter"])[1]
     adapter = cls(variant)
@@ -112,13 +127,32 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown operation {op!r}")
 
 
+def join_network(path: str) -> None:
+    """Enter a service's network namespace (``/proc/PID/ns/net``), where its servers listen on loopback."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise RuntimeError(f"the service's network namespace {path} is gone: {exc}") from None
+    try:
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            raise RuntimeError(f"cannot join the service's network namespace: {os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(fd)
+
+
 def limit_memory() -> None:
-    """Apply the address-space limit the harness asked for, to this process and its children."""
+    """Apply the address-space limit the harness asked for, to this process and its children.
+
+    Soft and hard alike, so that the tool cannot raise it (where the harness runs as root, ``setpriv``
+    has dropped CAP_SYS_RESOURCE from this process). A service start gets no limit (its browser
+    reserves terabytes of address space); its calls do.
+    """
     limit = os.environ.get("DICOM4QI_MEMORY_LIMIT")
     if limit:
-        # Soft limit only: a service the child starts (a browser) may lift it for itself.
-        _, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (int(limit), hard))
+        resource.setrlimit(resource.RLIMIT_AS, (int(limit), int(limit)))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from conformance.case import TRANSFER_SYNTAXES
 
-__all__ = ["ExternalObject", "find_external", "SEG_CLASSES"]
+__all__ = ["ExternalObject", "find_external", "scan_external", "SEG_CLASSES"]
 
 SEG_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4": "SEG", "1.2.840.10008.5.1.4.1.1.66.7": "LABELMAP"}
 _TS_FEATURE = {uid: feature for uid, feature in TRANSFER_SYNTAXES.values()}
@@ -32,6 +32,26 @@ class ExternalObject:
     labelmap: bool = False
     written_by: str = ""
 
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.id, "path": str(self.path), "sources": [str(p) for p in self.sources], "missing": self.missing,
+                "features": self.features, "labelmap": self.labelmap, "written_by": self.written_by}
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> ExternalObject:
+        return cls(id=str(d["id"]), path=Path(str(d["path"])), sources=[Path(str(p)) for p in d["sources"]],  # type: ignore[union-attr]
+                   missing=[str(m) for m in d["missing"]], features=[str(f) for f in d["features"]],  # type: ignore[union-attr]
+                   labelmap=bool(d["labelmap"]), written_by=str(d["written_by"]))
+
+
+def scan_external(folder: Path, workdir: Path, *, timeout_s: float, memory_mb: float) -> list[ExternalObject]:
+    """:func:`find_external` in a bounded child (the files are untrusted: any of them may be a bomb)."""
+    from conformance.sandbox import run_child
+
+    out = run_child({"op": "scan", "folder": str(folder.resolve())}, workdir, timeout_s=timeout_s, memory_mb=memory_mb)
+    if out.kind != "ok":
+        raise ValueError(f"--external: the folder {folder} could not be scanned: {out.message}")
+    return [ExternalObject.from_json(o) for o in out.response["objects"]]
+
 
 def _index(paths: list[Path]) -> tuple[dict[str, Path], list[Path]]:
     """SOP Instance UID to file for non-SEG DICOM files; and the SEG files."""
@@ -40,14 +60,26 @@ def _index(paths: list[Path]) -> tuple[dict[str, Path], list[Path]]:
 
     index: dict[str, Path] = {}
     segs: list[Path] = []
+    from pydicom.filereader import read_file_meta_info
+
+    from conformance.dicomio import DEFLATED
+
     for path in paths:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # odd files (pydicom's own test data) are only looked at, not judged
-                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
-        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError):
+                try:
+                    meta = read_file_meta_info(path)
+                except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError):
+                    meta = None
+                if meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
+                    # never inflated here: the file meta (not deflated) names the instance
+                    sop_class, uid = str(meta.get("MediaStorageSOPClassUID", "")), str(meta.get("MediaStorageSOPInstanceUID", ""))
+                else:
+                    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+                    sop_class, uid = str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
+        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError, MemoryError):
             continue
-        sop_class, uid = str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
         if sop_class in SEG_CLASSES:
             segs.append(path)
         elif uid:
@@ -72,7 +104,12 @@ def find_external(folder: Path) -> list[ExternalObject]:
     fallback: dict[str, Path] | None = None
     out = []
     for seg in segs:
-        ds = pydicom.dcmread(seg, stop_before_pixels=True)
+        from conformance.dicomio import read_header
+
+        try:
+            ds = read_header(seg)  # a Deflated object inflated only as far as its header
+        except (ValueError, OSError, EOFError, MemoryError, AttributeError, KeyError):
+            continue
         refs = [
             str(inst.ReferencedSOPInstanceUID)
             for series in ds.get("ReferencedSeriesSequence", [])

@@ -20,7 +20,7 @@ from conformance.results import (
 )
 from conformance.sandbox import run_child
 from conformance.services import ServiceError, ServicePool
-from conformance.steps import EXTERNAL, artifacts_of, outcome_record, sha256_of, slug
+from conformance.steps import EXTERNAL, artifacts_of, outcome_record, private_copy, sha256_of, slug
 
 __all__ = ["ExternalFlow", "external_fingerprint", "judge_agreement"]
 
@@ -109,8 +109,9 @@ class ExternalFlow:
             return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons), seg=seg), None
         work = run_dir / "external" / slug(obj.id) / f"read-{slug(tool.name.replace(':', '_'))}"
         decoded_path = work / "decoded.npz"
+        copy = private_copy(obj.path, work)  # the reader's own copy: the folder given is never written to
         req = {
-            "op": "read", "role": "consumer", "adapter": tool.name, "seg": str(obj.path.resolve()),
+            "op": "read", "role": "consumer", "adapter": tool.name, "seg": str(copy.resolve()),
             "sources": [str(p.resolve()) for p in obj.sources], "output": str(decoded_path.resolve()),
         }
         pool = getattr(self, "_pools", {}).get(tool.name)
@@ -121,7 +122,9 @@ class ExternalFlow:
             else:
                 out = run_child(req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb, python=self.pythons.get(tool.name))
         except ServiceError as exc:
-            return Record(**base, status=Status.ERROR, message=str(exc), seg=seg), None
+            return Record(**base, status=Status.ERROR, message=str(exc), seg=seg, harness=f"service: {exc}"), None
+        finally:
+            copy.unlink(missing_ok=True)
         artifacts = artifacts_of(work, run_dir)
         if out.kind != "ok":
             rec = outcome_record(base, out, "read")

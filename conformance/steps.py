@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +22,8 @@ from conformance.truth import Truth
 
 __all__ = [
     "EXTERNAL", "LABELMAP_SEG_STORAGE", "MUTANT", "SEG_STORAGE", "VALIDATOR",
-    "artifacts_of", "git_commit", "inspect_object", "now_iso", "outcome_record", "sha256_of", "slug",
+    "artifacts_of", "changed_note", "git_commit", "inspect_object", "now_iso", "outcome_record", "private_copy",
+    "sha256_of", "slug",
 ]
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -71,7 +73,39 @@ def outcome_record(base: dict[str, Any], out: ChildOutcome, what: str) -> Record
         cpu_s=out.cpu_s,
         peak_rss_mb=out.peak_rss_mb,
         checks=[Check(name="opened" if base["step"] == "read" else "written", status=CheckStatus.FAIL, message=out.message[:500])],
+        harness=out.harness,
     )
+
+
+def private_copy(src: Path, work: Path) -> Path:
+    """The object a reader gets: its own copy in its work folder, so that no reader can change another's input.
+
+    Copied by the kernel (sendfile), never held in memory; a full disk raises DiskFull.
+    """
+    from conformance.sandbox import DiskFull
+
+    work.mkdir(parents=True, exist_ok=True)
+    target = work / "input.dcm"
+    target.unlink(missing_ok=True)
+    try:
+        shutil.copyfile(src, target)
+    except OSError as exc:
+        if exc.errno == 28:
+            target.unlink(missing_ok=True)
+            raise DiskFull(28, f"the disk holding {work} is full while copying the object for a reader") from None
+        raise
+    return target
+
+
+def changed_note(copy: Path, sha256: str) -> str | None:
+    """A note when a reader changed its own copy of the object (no other reader saw the change); None otherwise."""
+    try:
+        now = sha256_of(copy)
+    except OSError as exc:
+        return f"the reader removed or damaged its copy of the object ({exc}); no other reader saw it"
+    if now != sha256:
+        return f"the reader changed its copy of the object (sha256 {now[:16]}…, was {sha256[:16]}…); no other reader saw it"
+    return None
 
 
 ARTIFACT_SUFFIXES = (".png", ".txt", ".log", ".json")
@@ -87,14 +121,15 @@ def artifacts_of(work: Path, run_dir: Path) -> dict[str, str]:
     return out
 
 
-def inspect_object(path: Path, loaded: LoadedCase, truth: Truth) -> tuple[list[Check], SegObject]:
-    """Check a producer's output: a DICOM SEG of the type, bits and transfer syntax asked for, describing every segment."""
-    import pydicom
+def inspect_object(path: Path, header: dict[str, Any], loaded: LoadedCase, truth: Truth) -> tuple[list[Check], SegObject]:
+    """Check a producer's output: a DICOM SEG of the type, bits and transfer syntax asked for, describing every segment.
 
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    ``header`` is what :func:`conformance.dicomio.header_summary` read from the object, in a bounded child:
+    the harness itself parses no byte of an object it did not write.
+    """
     enc = loaded.case.encoding
-    sop = str(ds.get("SOPClassUID", ""))
-    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    sop = str(header.get("sop_class_uid") or "")
+    ts = str(header.get("transfer_syntax_uid") or "")
     want_sop = LABELMAP_SEG_STORAGE if enc.type.value == "LABELMAP" else SEG_STORAGE
     checks = [Check(name="written", status=CheckStatus.PASS)]
 
@@ -102,12 +137,12 @@ def inspect_object(path: Path, loaded: LoadedCase, truth: Truth) -> tuple[list[C
         checks.append(Check(name=name, status=CheckStatus.PASS if ok else CheckStatus.FAIL, message="" if ok else msg))
 
     chk("sop-class", sop == want_sop, f"SOP Class {sop or 'missing'}, expected {want_sop}")
-    seg_type = str(ds.get("SegmentationType", ""))
+    seg_type = str(header.get("segmentation_type") or "")
     chk("segmentation-type", seg_type == enc.type.value, f"Segmentation Type {seg_type or 'missing'}, expected {enc.type.value}")
-    bits = ds.get("BitsAllocated")
+    bits = header.get("bits_allocated")
     chk("bits-allocated", bits == enc.bits, f"Bits Allocated {bits}, expected {enc.bits}")
     chk("transfer-syntax", ts == enc.transfer_syntax_uid, f"transfer syntax {ts or 'missing'}, expected {enc.transfer_syntax_uid}")
-    declared = [int(item.get("SegmentNumber", -1)) for item in ds.get("SegmentSequence", [])]
+    declared = [int(n) for n in header.get("segment_numbers", [])]
     expected = [s.number for s in truth.segments]
     listed = [n for n in declared if not (n == 0 and want_sop == LABELMAP_SEG_STORAGE)]  # 0: a label map's background
     missing = sorted(set(expected) - set(listed))
@@ -119,7 +154,7 @@ def inspect_object(path: Path, loaded: LoadedCase, truth: Truth) -> tuple[list[C
         + (f"; missing segment numbers {missing[:10]}" if missing else "")
         + (f"; unexpected segment numbers {extra[:10]}" if extra else ""),
     )
-    frames = ds.get("NumberOfFrames")
+    frames = header.get("frames")
     obj = SegObject(
         path="",
         size=path.stat().st_size,

