@@ -108,8 +108,43 @@ def run_setup(folder: Path, manifest: AdapterManifest, log: Callable[[str], None
         )
 
 
-def call_adapter(folder: Path, manifest: AdapterManifest, request: dict[str, Any], *, timeout_s: float | None = None) -> dict[str, Any]:
-    """Run the adapter once on ``request``; its parsed JSON response (protocol faults raise AdapterError)."""
+_BWRAP: list[bool] = []
+#: Said in a call's notes when the adapter ran in the sandbox.
+SANDBOX_NOTE = ("ran in bubblewrap: the file system read-only but its output folder, no network, "
+                "its own PID and IPC namespaces")
+
+
+def sandbox(writable: list[Path]) -> list[str]:
+    """The bubblewrap command line an executable adapter runs under, or [] where bubblewrap cannot run.
+
+    The adapter sees the whole file system read-only (its inputs, its own folder, the system's programs),
+    writes only to ``writable`` (its output, and the call's temporary folder, its TMPDIR), has no network
+    (not even loopback to the host's services), and its own PID namespace (it dies with its call).
+    ``DICOM4QI_NO_SANDBOX=1`` turns it off (to debug an adapter).
+    """
+    bwrap = shutil.which("bwrap")
+    if bwrap is None or os.environ.get("DICOM4QI_NO_SANDBOX"):
+        return []
+    base = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+            "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]
+    if not _BWRAP:  # can it run here at all (user namespaces, or root)?
+        try:
+            ok = subprocess.run([*base, "--", "true"], capture_output=True, timeout=30).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            ok = False
+        _BWRAP.append(ok)
+    if not _BWRAP[0]:
+        return []
+    for path in writable:
+        base += ["--bind", str(path), str(path)]
+    return [*base, "--"]
+
+
+def call_adapter(
+    folder: Path, manifest: AdapterManifest, request: dict[str, Any], *, timeout_s: float | None = None,
+    writable: list[Path] | None = None,
+) -> dict[str, Any]:
+    """Run the adapter once on ``request``, sandboxed; its parsed JSON response (protocol faults raise AdapterError)."""
     command = list(manifest.command)
     local = folder / command[0]
     if "/" in command[0] or local.is_file():
@@ -123,8 +158,8 @@ def call_adapter(folder: Path, manifest: AdapterManifest, request: dict[str, Any
             command += [str(Path(tmp) / "request.json"), str(response_file)]
         try:
             proc = subprocess.run(
-                command, cwd=folder, input=payload if manifest.transport == "stdio" else b"", capture_output=True,
-                timeout=timeout_s,
+                [*sandbox([Path(tmp), *(writable or [])]), *command], cwd=folder,
+                input=payload if manifest.transport == "stdio" else b"", capture_output=True, timeout=timeout_s,
             )
         except FileNotFoundError:
             raise AdapterError(f"cannot run {command[0]!r}: not found") from None
@@ -233,10 +268,11 @@ class ExecAdapterMixin:
             return False, self._info_error or "handshake failed"
         return info.available, info.reason
 
-    def _call(self, request: dict[str, Any]) -> list[str]:
+    def _call(self, request: dict[str, Any], writable: Path) -> list[str]:
         if self.manifest is None:
             raise AdapterError(self.manifest_error or "no manifest")
-        raw = call_adapter(self.folder, self.manifest, request)
+        boxed = bool(sandbox([]))
+        raw = call_adapter(self.folder, self.manifest, request, writable=[writable])
         try:
             response = CallResponse.model_validate(raw)
         except ValidationError as exc:
@@ -245,7 +281,7 @@ class ExecAdapterMixin:
             raise AdapterError(f"the adapter answered in protocol {response.protocol}")
         if not response.ok:
             raise AdapterError(response.error or "the adapter reported an error without a message")
-        return list(response.notes)
+        return list(response.notes) + ([SANDBOX_NOTE] if boxed else ["ran without a sandbox (bubblewrap is not available)"])
 
 
 class _ExecConsumer(ExecAdapterMixin, Consumer):
@@ -257,7 +293,8 @@ class _ExecConsumer(ExecAdapterMixin, Consumer):
         out.mkdir(parents=True)
         notes = self._call(
             {"op": "read", "seg": str(request.seg.resolve()), "sources": [str(p.resolve()) for p in request.sources],
-             "output": str(out.resolve())}
+             "output": str(out.resolve())},
+            out,
         )
         writer = read_exchange(out, request.sources)
         writer.notes = notes + [n for n in writer.notes if n not in notes]  # an adapter may say them in both places
@@ -280,7 +317,8 @@ class _ExecProducer(ExecAdapterMixin, Producer):
         case = {"id": request.case_id, **request.case.model_dump(mode="json")}
         return self._call(
             {"op": "write", "case": case, "truth": str(truth_dir.resolve()),
-             "sources": [str(p.resolve()) for p in request.truth.source_paths], "output": str(request.output.resolve())}
+             "sources": [str(p.resolve()) for p in request.truth.source_paths], "output": str(request.output.resolve())},
+            request.output.parent,
         )
 
 

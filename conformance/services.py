@@ -10,8 +10,10 @@ errors and on Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import shutil
 import signal
 import threading
 import time
@@ -72,6 +74,10 @@ class ServicePool:
         if not start:
             return self._idle.get()
         workdir = self.root / f"{self.tool.name.replace(':', '_').replace('/', '_')}-{index}"
+        # The same folder in an earlier, killed run of this run id (resume): whatever it started that still
+        # runs holds its ports and database. Stop it, then start clean.
+        _stop_stale(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
         with self._lock:
             self._workdirs.append(workdir)
         t0 = time.monotonic()
@@ -113,6 +119,27 @@ class ServicePool:
                 deadline = time.monotonic() + 3
                 while time.monotonic() < deadline and any(_alive(p) for p in pids):
                     time.sleep(0.05)
+        for pid in pids:  # the harness is their subreaper once their starter exited: reap them
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+
+
+def _stop_stale(workdir: Path) -> None:
+    """Kill the processes an earlier start in ``workdir`` recorded, if they still run there."""
+    try:
+        pids = [int(x) for x in (workdir / PIDFILE).read_text().split()]
+    except (OSError, ValueError):
+        return
+    mark = str(workdir.resolve()).encode()
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if mark in cmd:  # not a reused PID of another program
+            kill_group(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

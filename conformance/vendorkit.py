@@ -67,6 +67,7 @@ def make_submission(
                 request = {"op": "read", "seg": str((bundle / item["path"]).resolve()),
                            "sources": [str((bundle / s).resolve()) for s in case["sources"]], "output": str(target.resolve())}
                 entry: dict[str, Any] = {"object": key, "decoded": f"decoded/{key}"}
+                writable = target
             else:
                 case_doc = tomllib.loads((bundle / item["file"]).read_text(encoding="utf-8"))
                 seg = Path("objects") / f"{key.replace('/', '__')}.dcm"
@@ -74,8 +75,10 @@ def make_submission(
                 request = {"op": "write", "case": {"id": key, **case_doc}, "truth": str((bundle / item["truth"]).resolve()),
                            "sources": [str((bundle / s).resolve()) for s in item["sources"]], "output": str((out / seg).resolve())}
                 entry = {"case": key, "seg": seg.as_posix()}
+                writable = (out / seg).parent
             try:
-                response = CallResponse.model_validate(call_adapter(adapter.resolve(), probe.manifest, request, timeout_s=timeout_s))
+                response = CallResponse.model_validate(call_adapter(adapter.resolve(), probe.manifest, request, timeout_s=timeout_s,
+                                                                    writable=[writable]))
                 if not response.ok:
                     raise AdapterError(response.error or "failed without a message")
                 entry["notes"] = [n[:1000] for n in response.notes[:16]]

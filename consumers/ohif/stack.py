@@ -158,9 +158,39 @@ class Stack:
     orthanc: str
     cdp: str
     pids: list[int] = field(default_factory=list)
+    #: The network namespace the stack lives in (a /proc path), or "" when it shares the host's.
+    netns: str = ""
 
     def endpoints(self) -> dict[str, str]:
-        return {"viewer": self.viewer, "orthanc": self.orthanc, "cdp": self.cdp}
+        return {"viewer": self.viewer, "orthanc": self.orthanc, "cdp": self.cdp, "netns": self.netns}
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def private_network() -> bool:
+    """Move this process into a network namespace of its own with only loopback up (needs root).
+
+    Orthanc 1.10 listens on every interface and chromium's DevTools port answers any local process: in a
+    namespace of their own, nothing of the stack can be reached from the host, by another machine or by
+    another local process; only the calls that join the namespace (:func:`conformance.child.join_network`)
+    can. False, changing nothing, where the namespace cannot be made (not root); the stack then listens
+    on loopback in the host's namespace (Orthanc refuses remote clients at the HTTP level).
+    """
+    if os.environ.get("DICOM4QI_NO_NETNS") or shutil.which("ip") is None:
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(_CLONE_NEWNET) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    up = subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True, text=True, check=False)
+    if up.returncode != 0:
+        raise StackError(f"cannot bring up loopback in the stack's network namespace: {up.stderr.strip()}")
+    return True
 
 
 def start_stack(version: str, workdir: Path, cache: Path) -> Stack:
@@ -171,8 +201,9 @@ def start_stack(version: str, workdir: Path, cache: Path) -> Stack:
     for path, pkg in ((ORTHANC, "orthanc"), (DICOMWEB_PLUGIN, "orthanc-dicomweb")):
         if not os.path.exists(path):
             raise StackError(f"{path} is missing (Debian package {pkg})")
-    dist = ensure_viewer(version, cache)
+    dist = ensure_viewer(version, cache)  # from the npm registry: before leaving the host's network
     workdir.mkdir(parents=True, exist_ok=True)
+    isolated = private_network()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         o_port, v_port, c_port = free_port(), free_port(), free_port()
@@ -214,6 +245,10 @@ def start_stack(version: str, workdir: Path, cache: Path) -> Stack:
         _wait_http(f"http://127.0.0.1:{o_port}/system", orthanc, "Orthanc")
         _wait_http(f"http://127.0.0.1:{v_port}/index.html", proxy, "the viewer server")
         _wait_http(f"http://127.0.0.1:{c_port}/json/version", browser, "chromium")
+        harness = os.environ.get("DICOM4QI_HARNESS")
+        if harness:  # stops the stack when the harness is gone (killed), the parent-death signal cannot
+            procs.append(_spawn([sys.executable, "-m", "conformance.watchdog", harness, *(str(p.pid) for p in procs)],
+                                workdir / "watchdog.log", cwd=Path(__file__).resolve().parents[2]))
     except BaseException:
         for p in procs:
             kill_group(p.pid)
@@ -223,5 +258,6 @@ def start_stack(version: str, workdir: Path, cache: Path) -> Stack:
         orthanc=f"http://127.0.0.1:{o_port}",
         cdp=f"http://127.0.0.1:{c_port}",
         pids=[p.pid for p in procs],
+        netns=f"/proc/{orthanc.pid}/ns/net" if isolated else "",
     )
 
