@@ -42,6 +42,7 @@ __all__ = [
     "package_version",
     "missing_features",
     "resolve",
+    "unknown_spec",
 ]
 
 Role = Literal["producer", "consumer"]
@@ -235,6 +236,25 @@ def resolve(role: Role, spec: str) -> type[Adapter]:
     if not (isinstance(cls, type) and issubclass(cls, Producer if role == "producer" else Consumer)):
         raise TypeError(f"{target} is not a {role} adapter")
     return cls
+
+
+def unknown_spec(role: Role, spec: str) -> str | None:
+    """Why ``spec`` names no adapter (a usage error, before anything runs), or None.
+
+    Builtin names (with ``+transcoding``) must exist and ``exec:FOLDER`` must be a folder; a
+    ``module:Class`` is only imported in its own child, where a fault of its code is its cells' ERROR.
+    """
+    name = split_spec(spec)[0]
+    if name.startswith("exec:"):
+        folder = Path(name[5:])
+        return None if folder.is_dir() else f"{role} {spec!r}: no such adapter folder {folder}"
+    if ":" in name:
+        return None
+    try:
+        resolve(role, spec)
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return None
 
 
 def missing_features(

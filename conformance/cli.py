@@ -68,6 +68,44 @@ class RichProgress:
             self._progress = None
 
 
+#: Bounds of the limits a user may ask for: finite, positive, and sane.
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+MIN_MEMORY_MB, MAX_MEMORY_MB = 64.0, 4 * 2**20
+MAX_JOBS = 256
+
+
+def _bounded(kind: type, low: float, high: float, what: str):  # type: ignore[no-untyped-def]
+    """An argparse type: a finite number of ``kind`` in [low, high]; anything else is a usage error (exit 2)."""
+    import math
+
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not a {what} (from {low:g} to {high:.0f})")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+seconds = _bounded(float, 0.001, MAX_TIMEOUT_S, "time limit in seconds")
+megabytes = _bounded(float, MIN_MEMORY_MB, MAX_MEMORY_MB, "memory limit in MiB")
+workers = _bounded(int, 1, MAX_JOBS, "number of workers")
+
+
+def _unknown_adapters(producers: list[str] | None, consumers: list[str] | None) -> list[str]:
+    """Usage errors for adapter names that name nothing (checked before anything runs)."""
+    from conformance.adapter import unknown_spec
+    from conformance.runner import NO_CONSUMER
+
+    problems = [unknown_spec("producer", p) for p in producers or []]
+    problems += [unknown_spec("consumer", c) for c in consumers or [] if c != NO_CONSUMER]
+    return [p for p in problems if p]
+
+
 def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", type=Path, default=Path("corpus/cases"), help="folder of case files (default: %(default)s)")
     p.add_argument("--known-issues", type=Path, default=None,
@@ -81,7 +119,7 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
         help="tier(s) to run (default: quick); negative: the broken objects of corpus/negative.toml, alone",
     )
     p.add_argument("--case", action="append", default=[], metavar="ID", help="case id or glob, e.g. 'quick/labelmap-*' (repeatable)")
-    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="parallel worker processes (default: 1)")
+    p.add_argument("-j", "--jobs", type=workers, default=1, metavar="N", help="parallel worker processes (default: 1)")
     p.add_argument("--build", type=Path, default=Path("build"), help="folder for generated corpus and objects (default: %(default)s)")
 
 
@@ -144,6 +182,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from conformance.runner import RunConfig, run
 
+    unknown = _unknown_adapters(args.producer, args.consumer)
+    if unknown:
+        for u in unknown:
+            console.print(f"[red]{u}")
+        return 2
+
     cfg = RunConfig(
         corpus=args.corpus,
         features=args.features,
@@ -163,8 +207,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         ignore_claims=args.ignore_claims,
         validate_timeout_s=args.validate_timeout,
     )
+    from conformance.sandbox import DiskFull
+
     try:
         summary = run(cfg, RichProgress())
+    except DiskFull as exc:
+        console.print(f"[red]disk full: {exc.strerror}", soft_wrap=True)
+        return 1
     except (FileNotFoundError, ValueError) as exc:
         console.print(f"[red]{exc}")
         return 2
@@ -183,6 +232,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from conformance.bench import BENCH_CONSUMERS, BENCH_PRODUCERS, BenchConfig, bench
     from conformance.runner import RunConfig
 
+    unknown = _unknown_adapters(args.producer, args.consumer)
+    if unknown:
+        for u in unknown:
+            console.print(f"[red]{u}")
+        return 2
     cfg = BenchConfig(
         run=RunConfig(
             corpus=args.corpus, features=args.features, build=args.build, results=args.out,
@@ -229,7 +283,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             docs.append(ResultsDocument.load(p))
         except (ValidationError, ValueError) as exc:
-            console.print(f"[red]{p}: not a valid results document: {str(exc)[:500]}")
+            console.print(f"[red]{str(exc)[:700]}")
             return 2
     history = []
     history_dir = args.history
@@ -307,7 +361,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     try:
         doc = ResultsDocument.load(args.results)
     except (OSError, ValidationError, ValueError) as exc:
-        console.print(f"[red]{args.results}: not a valid results document: {str(exc)[:500]}")
+        console.print(f"[red]{str(exc)[:700]}")
         return 2
     table_data = by_feature(doc, args.role)
     tools = sorted({t for per in table_data.values() for t in per})
@@ -506,12 +560,17 @@ def cmd_verify_submission(args: argparse.Namespace) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from conformance.submission import SubmissionError, ingest_submission, save_submission_results
 
+    unknown = _unknown_adapters(None, args.consumer)
+    if unknown:
+        for u in unknown:
+            console.print(f"[red]{u}")
+        return 2
     try:
         rec = _receive(args)
         doc = ingest_submission(
             rec, consumers=args.consumer or list(DEFAULTS["consumer"]), build=args.build, corpus=args.corpus,
             features=args.features, workers=max(1, args.jobs), timeout_s=args.timeout, memory_mb=args.memory_mb,
-            validate=not args.no_validate, progress=RichProgress(),
+            validate=not args.no_validate, validate_timeout_s=args.validate_timeout, progress=RichProgress(),
         )
     except (SubmissionError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]refused: {exc}")
@@ -587,8 +646,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"consumer(s) (default: {', '.join(DEFAULTS['consumer'])}); also NAME@PARAM (e.g. ohif@3.11.1), module:Class",
     )
     run.add_argument("--out", type=Path, default=Path("reports/results"), help="results folder (default: %(default)s)")
-    run.add_argument("--timeout", type=float, default=600.0, metavar="S", help="time limit per call in seconds (default: %(default)s)")
-    run.add_argument("--memory-mb", type=float, default=8192.0, metavar="MB", help="address-space limit per call (default: %(default)s)")
+    run.add_argument("--timeout", type=seconds, default=600.0, metavar="S", help="time limit per call in seconds (default: %(default)s)")
+    run.add_argument("--memory-mb", type=megabytes, default=8192.0, metavar="MB", help="address-space limit per call (default: %(default)s)")
     run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID", help="continue an interrupted run (default: the latest)")
     run.add_argument("--keep-decoded", action="store_true", help="keep each consumer's decoded .npz")
     run.add_argument(
@@ -597,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(the run is marked so; do not publish it as the grid)",
     )
     run.add_argument("--no-validate", action="store_true", help="do not run dciodvfy on the produced objects")
-    run.add_argument("--validate-timeout", type=float, default=300.0, metavar="S", help="dciodvfy time limit per object (default: %(default)s)")
+    run.add_argument("--validate-timeout", type=seconds, default=300.0, metavar="S", help="dciodvfy time limit per object (default: %(default)s)")
     run.add_argument(
         "--external", type=Path, metavar="DIR",
         help="read SEG objects written elsewhere (no truth: every consumer, judged by agreement)",
@@ -617,8 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder of the published benchmark JSON, rewritten (default: %(default)s)")
     bench.add_argument("--no-publish", action="store_true", help="do not rewrite the published benchmark JSON")
     bench.add_argument("--site", type=Path, default=Path("reports/site"), help="where the format study page goes (default: %(default)s)")
-    bench.add_argument("--timeout", type=float, default=300.0, help="seconds per call; slower is TIMEOUT (default: %(default)s)")
-    bench.add_argument("--memory-mb", type=float, default=12288.0, help="address-space limit per call (default: %(default)s)")
+    bench.add_argument("--timeout", type=seconds, default=300.0, help="seconds per call; slower is TIMEOUT (default: %(default)s)")
+    bench.add_argument("--memory-mb", type=megabytes, default=12288.0, help="address-space limit per call (default: %(default)s)")
     bench.set_defaults(func=cmd_bench)
 
     report = sub.add_parser(
@@ -692,8 +751,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "looked up in build/bundles)")
         p.add_argument("--out", type=Path, default=Path("reports/submissions"), help="where results are kept, per vendor (default: %(default)s)")
         p.add_argument("--build", type=Path, default=Path("build"), help="build folder (default: %(default)s)")
-        p.add_argument("--timeout", type=float, default=600.0, help="seconds per object (default: %(default)s)")
-        p.add_argument("--memory-mb", type=float, default=8192.0, help="address-space limit per call (default: %(default)s)")
+        p.add_argument("--timeout", type=seconds, default=600.0, help="seconds per object (default: %(default)s)")
+        p.add_argument("--memory-mb", type=megabytes, default=8192.0, help="address-space limit per call (default: %(default)s)")
 
     verify = sub.add_parser(
         "verify-submission", help="check a vendor's consumer submission against the truth (results marked verified)"
@@ -703,8 +762,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="run every consumer and the validator on a vendor's producer submission")
     submission_args(ingest)
     ingest.add_argument("--consumer", action="append", help="consumer(s) to run (default: all)")
-    ingest.add_argument("-j", "--jobs", type=int, default=1, metavar="N", help="parallel worker processes (default: 1)")
+    ingest.add_argument("-j", "--jobs", type=workers, default=1, metavar="N", help="parallel worker processes (default: 1)")
     ingest.add_argument("--no-validate", action="store_true", help="skip dciodvfy")
+    ingest.add_argument("--validate-timeout", type=seconds, default=300.0, metavar="S", help="dciodvfy time limit per object (default: %(default)s)")
     ingest.set_defaults(func=cmd_ingest)
     subm = sub.add_parser("submission", help="the vendor's side: make a submission with a protocol adapter")
     smsub = subm.add_subparsers(dest="submission_command", required=True)
@@ -713,7 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--bundle", type=Path, required=True, help="the bundle folder (dicom4qi-bundle-<id>)")
     make.add_argument("--vendor", required=True, help="your id: letters, digits, '.', '_', '-'")
     make.add_argument("--out", type=Path, required=True, help="the submission folder to write")
-    make.add_argument("--timeout", type=float, default=600.0, help="seconds per call (default: %(default)s)")
+    make.add_argument("--timeout", type=seconds, default=600.0, help="seconds per call (default: %(default)s)")
     make.set_defaults(func=cmd_submission_make)
 
     schema = sub.add_parser("schema", help="write the JSON Schemas generated from the models")

@@ -41,17 +41,38 @@ class Limits:
     files: int = 5001
 
 
-def load_json_bounded(path: Path, limit: int) -> Any:
-    """Parse a JSON file of at most ``limit`` bytes (refusing links)."""
+#: How deep arrays and objects of an untrusted JSON file may nest (a deeper one is a parser bomb, not data).
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:\\.|[^"\\])*"')
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (strings do not count)."""
+    brackets = np.frombuffer(_JSON_STRING.sub("", text).encode("ascii", "replace"), dtype=np.uint8)
+    steps = np.zeros(len(brackets), dtype=np.int64)
+    steps[(brackets == ord("[")) | (brackets == ord("{"))] = 1
+    steps[(brackets == ord("]")) | (brackets == ord("}"))] = -1
+    return int(np.cumsum(steps).max()) if len(steps) else 0
+
+
+def load_json_bounded(path: Path, limit: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse a JSON file of at most ``limit`` bytes, nested at most ``max_depth`` deep (refusing links)."""
     if path.is_symlink() or not path.is_file():
         raise ExchangeError(f"{path.name}: not a regular file")
     size = path.stat().st_size
     if size > limit:
         raise ExchangeError(f"{path.name}: {size} bytes, more than the limit of {limit}")
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ExchangeError(f"{path.name}: not valid UTF-8 JSON ({exc})") from None
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise ExchangeError(f"{path.name}: nested {depth} levels deep, more than the limit of {max_depth}")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ExchangeError(f"{path.name}: not valid JSON ({exc})") from None
 
 
 # --------------------------------------------------------------------------- images

@@ -9,10 +9,12 @@ the vendor workflow in ``docs/vendors.md``.
 
 from __future__ import annotations
 
+import re
+
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 __all__ = [
     "PROTOCOL",
@@ -221,8 +223,21 @@ class SubmissionDoc(_Doc):
     """``submission.json``: who submits what, for which bundle."""
 
     format: Literal["dicom4qi-submission/1"] = SUBMISSION_FORMAT
-    vendor: SafeName = Field(description="The submitter's id: letters, digits, '.', '_' and '-' (it names a folder).")
+    vendor: SafeName = Field(
+        description="The submitter's id: letters, digits, '.', '_' and '-' (it names a folder); compared in lower case "
+        "without trailing punctuation, so 'ACME', 'acme.' and 'acme' are one vendor."
+    )
     tool: SubmittedTool
+
+    @field_validator("vendor", mode="before")
+    @classmethod
+    def _normalized_vendor(cls, v: object) -> object:
+        if not isinstance(v, str):
+            return v
+        norm = v.strip().lower().rstrip("._-")
+        if re.search(r"[._-]{2,}", norm):
+            raise ValueError(f"{v!r}: punctuation may not repeat in a vendor id")
+        return norm
     role: Literal["consumer", "producer"]
     bundle: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] = Field(description="The bundle's id (its manifest).")
     contact: Short | None = None

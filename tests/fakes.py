@@ -183,3 +183,99 @@ class DropperVariant(_Dropper):
     """The dropper called another way: the same code, so the same family and one vote."""
 
     name = "dropper-variant"
+
+
+# --------------------------------------------------------------------------- readers that misbehave towards the harness
+class TamperingConsumer(_Clone):
+    """Truncates the object it was given, then reads it: it must damage nothing for the readers after it."""
+
+    name = "tamper"
+
+    def read(self, request: ReadRequest) -> DecodedWriter:
+        data = request.seg.read_bytes()
+        request.seg.write_bytes(data[: len(data) // 3])
+        raise ValueError("cannot read a truncated object")
+
+
+class EscapingConsumer(_Clone):
+    """Starts a process that leaves the call's process group (setsid) and would run for ten minutes."""
+
+    name = "escape"
+
+    def read(self, request: ReadRequest) -> DecodedWriter:
+        import subprocess
+        import sys
+
+        assert request.workdir is not None
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+        (request.workdir / "escaped.pid").write_text(str(proc.pid))
+        if os.environ.get("DICOM4QI_TEST_HANG"):
+            time.sleep(3600)
+        return super().read(request)
+
+
+class LimitRaisingConsumer(_Clone):
+    """Tries to lift its own memory limit, then to use 3 GiB (the tests give it 2 GiB)."""
+
+    name = "raise-limit"
+
+    def read(self, request: ReadRequest) -> DecodedWriter:
+        import resource
+
+        notes = []
+        for limits in ((resource.RLIM_INFINITY, resource.RLIM_INFINITY), (resource.RLIM_INFINITY, resource.getrlimit(resource.RLIMIT_AS)[1])):
+            try:
+                resource.setrlimit(resource.RLIMIT_AS, limits)
+                notes.append(f"raised to {limits}")
+            except (ValueError, OSError) as exc:
+                notes.append(f"refused: {exc}")
+        hog = np.ones(3 * 2**30, dtype=np.uint8)
+        raise AssertionError(f"used {hog.nbytes} bytes; {notes}")
+
+
+class TempLeavingConsumer(_Clone):
+    """Leaves a temporary folder and hangs until it is killed at its time limit."""
+
+    name = "temp-leaver"
+
+    def read(self, request: ReadRequest) -> DecodedWriter:
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="dicom4qi-test-leaver-")
+        assert request.workdir is not None
+        (request.workdir / "temp-folder.txt").write_text(folder)
+        time.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+class FailingServiceConsumer(_Clone):
+    """Needs a service that cannot start: its cells are harness faults, not the tool's."""
+
+    name = "no-service"
+    needs_service = True
+
+    def start_service(self, workdir: Path, cache: Path):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the port the service needs is held by a leftover of an earlier run")
+
+
+class DiskFillingProducer(Producer):
+    """Fills the disk it writes to while a marker file exists (the test's full disk), else writes with highdicom."""
+
+    name = "disk-filler"
+    tool = "fake"
+    features = FEATURES
+
+    def version(self) -> str | None:
+        return "0.0"
+
+    def write(self, request: WriteRequest) -> list[str]:
+        marker = os.environ.get("DICOM4QI_TEST_FILL")
+        if marker and Path(marker).exists():
+            with open(request.output.parent / "filler.bin", "wb") as fh:
+                block = b"\0" * 2**20
+                while True:
+                    fh.write(block)
+                    fh.flush()
+        from producers.highdicom import HighdicomProducer
+
+        return HighdicomProducer().write(request)

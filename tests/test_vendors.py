@@ -527,3 +527,90 @@ def test_an_image_without_a_frames_list_is_placed_by_its_geometry(env: dict[str,
     nib.save(nib.Nifti1Image(np.ascontiguousarray(data), affine), str(folder / "labelmap.nii.gz"))
     with pytest.raises(ValueError, match="cannot place it|no slice"):
         read_exchange(folder, [env["bundle"] / s for s in info["sources"]])
+
+
+# --------------------------------------------------------------------------- hardening of the vendor path and the report
+def _leftovers(env: dict[str, Any]) -> set[str]:
+    return {p.name for p in (env["build"] / "submissions").iterdir()} if (env["build"] / "submissions").is_dir() else set()
+
+
+def test_a_refused_submission_leaves_nothing_behind(env: dict[str, Any], tmp_path: Path) -> None:
+    before = _leftovers(env)
+    _write_doc(tmp_path / "w", {"vendor": "acme", "tool": {"name": "V", "version": "1"}, "role": "consumer", "bundle": "0" * 16})
+    with pytest.raises(SubmissionError, match="unknown here"):
+        _receive(env, tmp_path / "w")
+    (tmp_path / "nojson").mkdir()
+    (tmp_path / "nojson" / "x.txt").write_text("x")
+    with pytest.raises(SubmissionError, match="no submission.json"):
+        _receive(env, tmp_path / "nojson")
+    assert _leftovers(env) == before
+
+
+def test_nested_json_bombs_and_file_folder_clashes_are_refused_with_the_rule(env: dict[str, Any], tmp_path: Path) -> None:
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "submission.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(SubmissionError, match="nested 100000 levels deep, more than the limit of 64"):
+        _receive(env, tmp_path / "deep")
+    clash = tmp_path / "clash.zip"
+    with zipfile.ZipFile(clash, "w") as zf:
+        zf.writestr("submission.json", "{}")
+        zf.writestr("x", "a file")
+        zf.writestr("x/y", "a file in a folder of the same name")
+    with pytest.raises(SubmissionError, match="x is both a file and a folder"):
+        _receive(env, clash)
+
+
+def test_vendor_ids_are_normalized_and_lookalikes_refused(env: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "submissions"
+    saved = []
+    for i, vendor in enumerate(["ACME", "acme.", "acme-"]):
+        sub = _perfect_submission(env, tmp_path / f"s{i}", vendor=vendor)
+        rec = _receive(env, sub)
+        assert rec.doc.vendor == "acme"
+        saved.append(save_submission_results(verify_submission(rec, build=env["build"]), rec, out))
+    assert {p.parent.name for p in saved} == {"acme"}
+    rec = _receive(env, _perfect_submission(env, tmp_path / "look", vendor="ac-me"))
+    with pytest.raises(SubmissionError, match="looks like the vendor 'acme'"):
+        save_submission_results(verify_submission(rec, build=env["build"]), rec, out)
+    _write_doc(tmp_path / "dots", {"vendor": "ac..me", "tool": {"name": "V", "version": "1"}, "role": "consumer",
+                                   "bundle": env["manifest"]["id"]})
+    with pytest.raises(SubmissionError, match="punctuation may not repeat"):
+        _receive(env, tmp_path / "dots")
+
+
+def test_two_verifications_of_one_submission_at_once_share_nothing(env: dict[str, Any], tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    sub = _perfect_submission(env, tmp_path / "twice")
+
+    def verify() -> ResultsDocument:
+        return verify_submission(_receive(env, sub), build=env["build"])
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        docs = list(pool.map(lambda _: verify(), range(2)))
+    for doc in docs:
+        assert {r.status for r in doc.records} == {Status.PASS}, [r.message for r in doc.records if r.status is not Status.PASS]
+
+
+def test_bidi_and_control_characters_are_shown_not_obeyed(env: dict[str, Any], tmp_path: Path) -> None:
+    run_doc = ResultsDocument.load(sorted((env["root"] / "results").glob("2*.json"))[0])
+    spoof = "reference\u202egnp.evil\u0007"
+    for r in run_doc.records:
+        r.message = spoof
+    site = tmp_path / "site"
+    render_site([run_doc], site, options=SiteOptions(pictures=False))
+    text = "".join(p.read_text() for p in (site / "cell").glob("*.html"))
+    assert "\u202e" not in text and "\u0007" not in text and "[U+202E]" in text and "[U+0007]" in text
+
+
+def test_the_report_copies_nothing_from_outside_the_suites_run_folders(env: dict[str, Any], tmp_path: Path) -> None:
+    run_doc = ResultsDocument.load(sorted((env["root"] / "results").glob("2*.json"))[0])
+    run_doc.run.run_dir = "/"
+    for r in run_doc.records:
+        r.artifacts = {"secret": "etc/passwd"}
+        if r.seg is not None:
+            r.seg.path = "etc/passwd"
+    site = tmp_path / "site"
+    render_site([run_doc], site, options=SiteOptions(pictures=False))
+    copied = [p for p in site.rglob("*") if p.is_file() and p.name == "passwd"]
+    assert not copied, copied
