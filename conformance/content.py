@@ -200,7 +200,7 @@ def judge_content(findings: list[DecoderFinding], *, labelmap: bool) -> ContentJ
     holds = " | ".join(f"{c.name}: {c.message}" for c in failed)
     how = (f"{_joined(names)} agree" if agreed and len(differ) > 1 else
            f"{_joined(names)} both find a difference, but decode it differently" if len(differ) > 1 else
-           f"decoded by {names[0]}{alone}")
+           alone.strip(" ()") or f"decoded by {names[0]}")
     msg = f"the object differs from the truth ({how}): {holds}"
     checks = [Check(name="content", status=CheckStatus.FAIL, message=msg[:2000])]
     checks += [c.model_copy(update={"name": f"object:{c.name}"}) for c in deciding.checks or [] if c.name != "opened"]
