@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: setup system run test stress bench lint clean
+.PHONY: setup system run test stress bench lint format clean
 
 setup: system $(VENV)/.installed
 
@@ -39,8 +39,16 @@ bench: setup
 	$(BIN)/dicom4qi report
 
 lint: setup
+	$(BIN)/python -m pip install -q -e '.[test,lint]'
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/dicom4qi corpus lint
 	$(BIN)/dicom4qi schema --check
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 clean:
 	rm -rf build reports/results reports/site

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance.case import LoadedCase, load_case, load_features
-from conformance.synth import build_case
-from conformance.truth import Truth
+from dicom4qi.model.case import LoadedCase, load_case, load_features
+from dicom4qi.corpus.synth import build_case
+from dicom4qi.model.truth import Truth
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "corpus" / "cases"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance.adapter import Consumer, Producer, ReadRequest, WriteRequest
-from conformance.decoded import DecodedSegment, DecodedWriter
-from consumers.highdicom import HighdicomConsumer
+from dicom4qi.adapters.contract import Consumer, Producer, ReadRequest, WriteRequest
+from dicom4qi.model.decoded import DecodedSegment, DecodedWriter
+from dicom4qi.tools.highdicom.consumer import HighdicomConsumer
 
 FEATURES = HighdicomConsumer.features
 
@@ -117,7 +117,7 @@ class BrokenEnvProducer(GarbageProducer):
 
 
 # --------------------------------------------------------------------------- readers for the consensus tests
-from consumers.reference import ReferenceConsumer  # noqa: E402
+from dicom4qi.tools.reference.consumer import ReferenceConsumer  # noqa: E402
 
 
 class _Clone(ReferenceConsumer):
@@ -153,7 +153,7 @@ class _Dropper(_Clone):
     def read(self, request: ReadRequest) -> DecodedWriter:
         writer = super().read(request)
         writer.write(request.workdir / "_full.npz")  # cut the label maps into crops first
-        from conformance.decoded import Decoded
+        from dicom4qi.model.decoded import Decoded
 
         full = Decoded(request.workdir / "_full.npz")
         out = DecodedWriter(full.frame_keys, full.rows, full.columns, fractional=full.fractional)
@@ -167,7 +167,7 @@ class _Dropper(_Clone):
                 idx = np.argwhere(data)[0]
                 data[tuple(idx)] = 0
                 dropped = True
-            from conformance.masks import Crop
+            from dicom4qi.model.masks import Crop
 
             out.set_crop(number, Crop(crop.offset, data))
         full.close()
@@ -276,6 +276,6 @@ class DiskFillingProducer(Producer):
                 while True:
                     fh.write(block)
                     fh.flush()
-        from producers.highdicom import HighdicomProducer
+        from dicom4qi.tools.highdicom.producer import HighdicomProducer
 
         return HighdicomProducer().write(request)

@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conformance.case import (
+from dicom4qi.model.case import (
     CaseError,
     implied_features,
     load_case,
@@ -18,8 +18,8 @@ from conformance.case import (
     schema_text,
     uncovered_features,
 )
-from conformance.cli import main
-from conformance.results import schema_text as results_schema_text
+from dicom4qi.cli.main import main
+from dicom4qi.model.results import schema_text as results_schema_text
 
 from .conftest import CASES, FEATURES, ROOT
 

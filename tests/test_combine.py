@@ -9,9 +9,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conformance.cli import main
-from conformance.combine import CombineError, combine, load_inputs
-from conformance.results import (
+from dicom4qi.cli.main import main
+from dicom4qi.run.combine import CombineError, combine, load_inputs
+from dicom4qi.model.results import (
     Record,
     ResultsDocument,
     RunInfo,
@@ -217,7 +217,7 @@ def test_sharded_run_matches_a_single_run(tmp_path: Path, capsys: pytest.Capture
     give the cells, statuses and site of one run of the same selection."""
     import shlex
 
-    from conformance.report import SiteOptions, render_site
+    from dicom4qi.site.report import SiteOptions, render_site
 
     build = tmp_path / "build"
     common = ["--corpus", str(CASES), "--features", str(FEATURES), "--build", str(build), "-j", "1",

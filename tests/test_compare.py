@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conformance.compare import compare, verdict
-from conformance.decoded import Decoded, DecodedSegment, DecodedWriter
-from conformance.masks import Crop
-from conformance.results import CheckStatus
-from conformance.truth import Truth
+from dicom4qi.judge.compare import compare, verdict
+from dicom4qi.model.decoded import Decoded, DecodedSegment, DecodedWriter
+from dicom4qi.model.masks import Crop
+from dicom4qi.model.results import CheckStatus
+from dicom4qi.model.truth import Truth
 
 Mutator = Callable[[DecodedWriter, Truth], None]
 
@@ -267,9 +267,9 @@ def test_reference_decoder_agrees_with_truth_on_every_highdicom_encoding(truth_o
     """The reference decoder in-process on highdicom objects: BINARY, FRACTIONAL, LABELMAP, compressed, multi-frame."""
     import highdicom  # noqa: F401 - the producer below needs it
 
-    from conformance.adapter import ReadRequest, WriteRequest
-    from consumers.reference import ReferenceConsumer
-    from producers.highdicom import HighdicomProducer
+    from dicom4qi.adapters.contract import ReadRequest, WriteRequest
+    from dicom4qi.tools.reference.consumer import ReferenceConsumer
+    from dicom4qi.tools.highdicom.producer import HighdicomProducer
 
     from .conftest import loaded
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance.envs import EnvError, EnvSpec, ensure_env, env_state
-from conformance.results import ResultsDocument, Status
-from conformance.runner import RunConfig, run
+from dicom4qi.adapters.envs import EnvError, EnvSpec, ensure_env, env_state
+from dicom4qi.model.results import ResultsDocument, Status
+from dicom4qi.run.runner import RunConfig, run
 
 from .conftest import CASES, FEATURES
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance.external import find_external
-from conformance.results import ResultsDocument, Status
-from conformance.runner import RunConfig, run
+from dicom4qi.corpus.wild import find_external
+from dicom4qi.model.results import ResultsDocument, Status
+from dicom4qi.run.runner import RunConfig, run
 
 from .conftest import CASES, FEATURES, ROOT
 
@@ -55,7 +55,7 @@ def test_agreement_among_readers_and_a_liar(wild: Path, tmp_path: Path) -> None:
 
 
 def test_external_refuses_a_folder_without_seg(tmp_path: Path) -> None:
-    from conformance.cli import main
+    from dicom4qi.cli.main import main
 
     (tmp_path / "empty").mkdir()
     assert main(["run", "--external", str(tmp_path / "empty"), "--build", str(tmp_path / "b"), "--out", str(tmp_path / "r")]) == 2

@@ -7,11 +7,11 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conformance.adapter import WriteRequest
-from conformance.framescan import scan_per_frame
-from consumers.reference import frame_refs
-from producers.highdicom import HighdicomProducer
-from producers.reference import ReferenceProducer
+from dicom4qi.adapters.contract import WriteRequest
+from dicom4qi.formats.framescan import scan_per_frame
+from dicom4qi.tools.reference.consumer import frame_refs
+from dicom4qi.tools.highdicom.producer import HighdicomProducer
+from dicom4qi.tools.reference.producer import ReferenceProducer
 
 from .conftest import loaded
 

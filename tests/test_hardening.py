@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance.cli import main
-from conformance.results import ResultsDocument, ResultsFileError
-from conformance.runner import RunConfig
+from dicom4qi.cli.main import main
+from dicom4qi.model.results import ResultsDocument, ResultsFileError
+from dicom4qi.run.runner import RunConfig
 
 from .conftest import CASES, FEATURES
 
@@ -71,7 +71,7 @@ def test_a_truncated_latest_names_the_file_and_the_intact_copy(tmp_path: Path, c
 
 # --------------------------------------------------------------------------- readers that misbehave towards the harness
 def _run(tmp_path: Path, consumers: list[str], **kw):  # type: ignore[no-untyped-def]
-    from conformance.runner import run
+    from dicom4qi.run.runner import run
 
     cfg = RunConfig(corpus=CASES, features=FEATURES, build=tmp_path / "build", results=tmp_path / "results",
                     cases=["quick/binary-3-disjoint"], producers=["highdicom"], consumers=consumers, validate=False, **kw)
@@ -92,7 +92,7 @@ def test_a_reader_that_damages_its_input_harms_no_other(tmp_path: Path) -> None:
     tamper = reads["tests.fakes:TamperingConsumer"]
     assert tamper.status.value == "ERROR" and "changed its copy of the object" in tamper.message
     write = next(r for r in doc.records if r.step == "write")
-    from conformance.steps import sha256_of
+    from dicom4qi.run.steps import sha256_of
 
     assert write.seg is not None and sha256_of(Path(doc.run.run_dir or "") / write.seg.path) == write.seg.sha256
 
@@ -116,7 +116,7 @@ def test_the_memory_limit_cannot_be_lifted_by_the_tool(tmp_path: Path) -> None:
 
 
 def test_a_service_that_cannot_start_is_a_harness_fault(tmp_path: Path) -> None:
-    from conformance.runner import Runner
+    from dicom4qi.run.runner import Runner
 
     doc = _run(tmp_path, ["tests.fakes:FailingServiceConsumer"])
     rec = next(r for r in doc.records if r.step == "read")
@@ -148,7 +148,7 @@ def test_a_sigkilled_harness_leaves_nothing_running_after_the_next_start(tmp_pat
     from .conftest import ROOT
 
     build = tmp_path / "build"
-    base = [sys.executable, "-m", "conformance.cli", "run", "--corpus", str(CASES), "--features", str(FEATURES),
+    base = [sys.executable, "-m", "dicom4qi.cli.main", "run", "--corpus", str(CASES), "--features", str(FEATURES),
             "--build", str(build), "--case", "quick/binary-3-disjoint", "--producer", "highdicom", "--no-validate"]
     env = {**os.environ, "DICOM4QI_TEST_HANG": "1"}
     proc = subprocess.Popen([*base, "--out", str(tmp_path / "r1"), "--consumer", "tests.fakes:EscapingConsumer"],
@@ -195,7 +195,7 @@ def test_a_full_disk_ends_the_run_in_one_line_and_resume_finishes_it(small_disk:
 
     marker = tmp_path / "fill"
     marker.write_text("")
-    base = [sys.executable, "-m", "conformance.cli", "run", "--corpus", str(CASES), "--features", str(FEATURES),
+    base = [sys.executable, "-m", "dicom4qi.cli.main", "run", "--corpus", str(CASES), "--features", str(FEATURES),
             "--build", str(small_disk / "build"), "--out", str(small_disk / "results"), "--case", "quick/binary-3-disjoint",
             "--producer", "highdicom", "--producer", "tests.fakes:DiskFillingProducer", "--consumer", "reference",
             "--no-validate", "-j", "1"]
@@ -302,7 +302,7 @@ def _deflate_bomb(seg: Path, out: Path, inflated_bytes: int = 2**29) -> None:
 @pytest.fixture(scope="module")
 def bomb(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bomb")
-    from conformance.runner import run
+    from dicom4qi.run.runner import run
 
     cfg = RunConfig(corpus=CASES, features=FEATURES, build=root / "build", results=root / "results",
                     cases=["quick/binary-3-disjoint"], producers=["highdicom"], consumers=["none"], validate=False,
@@ -333,7 +333,7 @@ def test_a_decompression_bomb_from_the_wild_leaves_the_harness_bounded(bomb: dic
     for src in (truth / "source").iterdir():
         shutil.copyfile(src, wild / src.name)
     done = subprocess.run(
-        [sys.executable, "-m", "conformance.cli", "run", "--external", str(wild), "--build", str(tmp_path / "build"),
+        [sys.executable, "-m", "dicom4qi.cli.main", "run", "--external", str(wild), "--build", str(tmp_path / "build"),
          "--out", str(tmp_path / "results"), "--consumer", "reference", "--consumer", "highdicom", "--memory-mb", "2048"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -346,7 +346,7 @@ def test_a_decompression_bomb_in_a_producer_submission_leaves_the_harness_bounde
     import subprocess
     import sys
 
-    from conformance.bundle import export_bundle
+    from dicom4qi.vendors.bundle import export_bundle
 
     from .conftest import ROOT
 
@@ -359,7 +359,7 @@ def test_a_decompression_bomb_in_a_producer_submission_leaves_the_harness_bounde
         "vendor": "mallory", "tool": {"name": "Bomb", "version": "1"}, "role": "producer", "bundle": manifest["id"],
         "entries": [{"case": "quick/binary-3-disjoint", "seg": "objects/bomb.dcm"}]}))
     done = subprocess.run(
-        [sys.executable, "-m", "conformance.cli", "ingest", str(sub), "--build", str(bomb["root"] / "build"),
+        [sys.executable, "-m", "dicom4qi.cli.main", "ingest", str(sub), "--build", str(bomb["root"] / "build"),
          "--out", str(tmp_path / "kept"), "--consumer", "reference", "--memory-mb", "2048", "--validate-timeout", "60"],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]

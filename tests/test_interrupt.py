@@ -17,7 +17,7 @@ from .conftest import CASES, FEATURES, ROOT
 def test_interrupt_keeps_results_and_kills_children(tmp_path: Path) -> None:
     results = tmp_path / "results"
     cmd = [
-        sys.executable, "-m", "conformance.cli", "run", "--corpus", str(CASES), "--features", str(FEATURES),
+        sys.executable, "-m", "dicom4qi.cli.main", "run", "--corpus", str(CASES), "--features", str(FEATURES),
         "--build", str(tmp_path / "build"), "--out", str(results), "--case", "quick/binary-3-disjoint", "--producer", "highdicom",
         "--consumer", "tests.fakes:HangingConsumer", "--timeout", "300",
     ]
@@ -51,9 +51,9 @@ def _cmdline(p: psutil.Process) -> list[str]:
 
 
 def _is_reader(p: psutil.Process) -> bool:
-    """A child running conformance.child on the hanging consumer's read request (not the write step's check decodes)."""
+    """A child running dicom4qi.adapters.child on the hanging consumer's read request (not the write step's check decodes)."""
     cmd = _cmdline(p)
-    if "conformance.child" not in cmd:
+    if "dicom4qi.adapters.child" not in cmd:
         return False
     try:
         request = json.loads(Path(cmd[-1]).read_text())

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance.mutate import MUTATIONS, load_mutants
-from conformance.results import ResultsDocument, Status
-from conformance.runner import RunConfig, run
+from dicom4qi.corpus.mutate import MUTATIONS, load_mutants
+from dicom4qi.model.results import ResultsDocument, Status
+from dicom4qi.run.runner import RunConfig, run
 
 from .conftest import CASES, FEATURES, ROOT
 

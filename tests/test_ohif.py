@@ -8,9 +8,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from consumers.ohif import OhifConsumer
-from conformance.results import ResultsDocument, Status
-from conformance.runner import RunConfig, run
+from dicom4qi.tools.ohif.consumer import OhifConsumer
+from dicom4qi.model.results import ResultsDocument, Status
+from dicom4qi.run.runner import RunConfig, run
 
 from .conftest import CASES, FEATURES
 
@@ -69,7 +69,7 @@ def test_the_stack_is_stopped_after_the_run(ohif_run) -> None:  # type: ignore[n
 
 
 def test_the_report_links_the_screenshot(ohif_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from conformance.report import render_site
+    from dicom4qi.site.report import render_site
 
     _, doc = ohif_run
     page = render_site([doc], tmp_path / "site").read_text()
@@ -99,9 +99,9 @@ def test_the_stack_is_reachable_by_the_suite_only(tmp_path: Path) -> None:
     own: nothing listens in the host's, a second local process cannot connect, nor can a non-loopback client."""
     import socket
 
-    from conformance.lifetime import harness_id
-    from conformance.results import ToolInfo
-    from conformance.services import ServicePool
+    from dicom4qi.process.lifetime import harness_id
+    from dicom4qi.model.results import ToolInfo
+    from dicom4qi.process.services import ServicePool
 
     if os.geteuid() != 0:
         pytest.skip("a network namespace of its own needs root")
@@ -136,7 +136,7 @@ def test_sigkill_of_an_ohif_run_then_resume_gives_the_same_statuses(ohif_run, tm
     from .conftest import ROOT
 
     _, whole = ohif_run
-    args = [sys.executable, "-m", "conformance.cli", "run", "--corpus", str(CASES), "--features", str(FEATURES),
+    args = [sys.executable, "-m", "dicom4qi.cli.main", "run", "--corpus", str(CASES), "--features", str(FEATURES),
             "--build", str(tmp_path / "build"), "--out", str(tmp_path / "results"), "--producer", "highdicom",
             "--consumer", "ohif", "-j", "2", "--timeout", "120", *[a for c in CASE_IDS for a in ("--case", c)]]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -7,9 +7,9 @@ import shlex
 
 import pytest
 
-from conformance.adapter import DEFAULTS
-from conformance.cli import build_parser, main
-from conformance.plan import PlanError, plan, produce_args
+from dicom4qi.adapters.contract import DEFAULTS
+from dicom4qi.cli.main import build_parser, main
+from dicom4qi.run.plan import PlanError, plan, produce_args
 
 
 def _printed(capsys: pytest.CaptureFixture[str], *args: str) -> str:

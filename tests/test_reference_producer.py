@@ -11,22 +11,22 @@ import numpy as np
 import pydicom
 import pytest
 
-from conformance.adapter import (
+from dicom4qi.adapters.contract import (
     DEFAULTS,
     EVERY_FEATURE,
     ReadRequest,
     WriteRequest,
     resolve,
 )
-from conformance.case import Case, LoadedCase
-from conformance.color import dicom_lab_to_rgb
-from conformance.compare import compare, verdict
-from conformance.decoded import Decoded
-from conformance.results import CheckStatus
-from conformance.synth import build_case
-from conformance.truth import Truth
-from consumers.reference import ReferenceConsumer
-from producers.reference import NativeSink, ReferenceProducer, rgb_to_dicom_lab
+from dicom4qi.model.case import Case, LoadedCase
+from dicom4qi.model.color import dicom_lab_to_rgb
+from dicom4qi.judge.compare import compare, verdict
+from dicom4qi.model.decoded import Decoded
+from dicom4qi.model.results import CheckStatus
+from dicom4qi.corpus.synth import build_case
+from dicom4qi.model.truth import Truth
+from dicom4qi.tools.reference.consumer import ReferenceConsumer
+from dicom4qi.tools.reference.producer import NativeSink, ReferenceProducer, rgb_to_dicom_lab
 
 from .conftest import loaded
 

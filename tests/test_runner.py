@@ -8,8 +8,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from conformance.results import ResultsDocument, Status
-from conformance.runner import RunConfig, run
+from dicom4qi.model.results import ResultsDocument, Status
+from dicom4qi.run.runner import RunConfig, run
 
 from .conftest import CASES, FEATURES, ROOT
 
@@ -115,7 +115,7 @@ def test_resume_runs_only_what_is_missing(faulty_run) -> None:  # type: ignore[n
 
 
 def test_run_refuses_an_empty_selection(tmp_path: Path) -> None:
-    from conformance.cli import main
+    from dicom4qi.cli.main import main
 
     args = ["run", "--corpus", str(CASES), "--build", str(tmp_path / "b"), "--out", str(tmp_path / "r"), "--case", "no/such-case"]
     assert main(args) == 2

@@ -18,10 +18,10 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from conformance import report
-from conformance.cli import main
-from conformance.report import SiteOptions, render_site
-from conformance.results import (
+from dicom4qi.site import report
+from dicom4qi.cli.main import main
+from dicom4qi.site.report import SiteOptions, render_site
+from dicom4qi.model.results import (
     Check,
     CheckStatus,
     Finding,
@@ -29,8 +29,8 @@ from conformance.results import (
     ResultsDocument,
     Status,
 )
-from conformance.runner import RunConfig, run
-from consumers.ohif.stack import chromium_path
+from dicom4qi.run.runner import RunConfig, run
+from dicom4qi.tools.ohif.stack import chromium_path
 
 from .conftest import CASES, FEATURES
 

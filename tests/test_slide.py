@@ -8,14 +8,14 @@ import numpy as np
 import pydicom
 import pytest
 
-from conformance.adapter import Consumer, ReadRequest, WriteRequest
-from conformance.compare import compare, verdict
-from conformance.decoded import Decoded
-from conformance.sources import SourceFrames
-from conformance.truth import Truth
-from consumers.highdicom import HighdicomConsumer
-from consumers.reference import ReferenceConsumer, tiled_full_layout
-from producers.highdicom import HighdicomProducer
+from dicom4qi.adapters.contract import Consumer, ReadRequest, WriteRequest
+from dicom4qi.judge.compare import compare, verdict
+from dicom4qi.model.decoded import Decoded
+from dicom4qi.formats.source_frames import SourceFrames
+from dicom4qi.model.truth import Truth
+from dicom4qi.tools.highdicom.consumer import HighdicomConsumer
+from dicom4qi.tools.reference.consumer import ReferenceConsumer, tiled_full_layout
+from dicom4qi.tools.highdicom.producer import HighdicomProducer
 
 from .conftest import loaded
 
@@ -141,8 +141,8 @@ def test_reference_places_tiled_sparse_frames_by_plane_position(truth_of, tmp_pa
     """highdicom's default for slides: TILED_SPARSE with empty tiles omitted, placed by Plane Position (Slide)."""
     import highdicom as hd
 
-    from conformance.masks import labelmap_from_crops
-    from producers.highdicom import segment_description
+    from dicom4qi.model.masks import labelmap_from_crops
+    from dicom4qi.tools.highdicom.producer import segment_description
 
     truth = truth_of(BINARY)
     source = pydicom.dcmread(truth.source_paths[0], stop_before_pixels=True)
@@ -167,8 +167,8 @@ def test_overlapping_and_fractional_slide_segments_are_read_segment_by_segment(
     tmp_path: Path, kind: str, bits: int, extra: dict[str, bool]
 ) -> None:
     """No corpus case has them yet: an in-memory case on a 300x260 slide in 64-pixel tiles (edge tiles padded)."""
-    from conformance.case import Case, LoadedCase
-    from conformance.synth import build_case
+    from dicom4qi.model.case import Case, LoadedCase
+    from dicom4qi.corpus.synth import build_case
 
     case = Case.model_validate({
         "description": "overlapping slide segments", "features": ["slide-source"], "tier": "quick",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from conformance.results import Record, ResultsDocument, RunInfo, SegObject, Status
-from conformance.summary import by_feature, interop_score
+from dicom4qi.model.results import Record, ResultsDocument, RunInfo, SegObject, Status
+from dicom4qi.run.summary import by_feature, interop_score
 
 SEG = SegObject(path="x/seg.dcm", size=1, sha256="0" * 64)
 

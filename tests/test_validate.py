@@ -7,10 +7,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from conformance import validate
-from conformance.adapter import WriteRequest
-from conformance.validate import parse_dciodvfy, run_dciodvfy
-from producers.highdicom import HighdicomProducer
+from dicom4qi.judge import validate
+from dicom4qi.adapters.contract import WriteRequest
+from dicom4qi.judge.validate import parse_dciodvfy, run_dciodvfy
+from dicom4qi.tools.highdicom.producer import HighdicomProducer
 
 from .conftest import loaded
 
@@ -61,7 +61,7 @@ def test_deflated_object_is_checked_inflated_byte_for_byte(tmp_path: Path) -> No
     import pydicom
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    from conformance.dicomio import inflate_to as inflated_copy
+    from dicom4qi.formats.headers import inflate_to as inflated_copy
 
     ds = pydicom.Dataset()
     ds.file_meta = pydicom.dataset.FileMetaDataset()

@@ -15,27 +15,27 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conformance.bundle import export_bundle
-from conformance.cli import main
-from conformance.exchange import read_exchange
-from conformance.report import SiteOptions, render_site
-from conformance.results import ResultsDocument, Status
-from conformance.runner import NO_CONSUMER, RunConfig, run
-from conformance.steps import sha256_of
-from conformance.submission import (
+from dicom4qi.vendors.bundle import export_bundle
+from dicom4qi.cli.main import main
+from dicom4qi.formats.exchange import read_exchange
+from dicom4qi.site.report import SiteOptions, render_site
+from dicom4qi.model.results import ResultsDocument, Status
+from dicom4qi.run.runner import NO_CONSUMER, RunConfig, run
+from dicom4qi.run.steps import sha256_of
+from dicom4qi.vendors.ingest import (
     SubmissionError,
     ingest_submission,
     receive,
     save_submission_results,
     verify_submission,
 )
-from conformance.untrusted import Bounds
-from conformance.vendorkit import make_submission
+from dicom4qi.vendors.untrusted import Bounds
+from dicom4qi.vendors.kit import make_submission
 
 from .conftest import CASES, FEATURES, ROOT
 
 CASE_IDS = ["quick/binary-overlap", "quick/labelmap-8bit", "quick/uneven-spacing-gap"]
-DCMJS = ROOT / "consumers" / "dcmjs"
+DCMJS = ROOT / "dicom4qi" / "tools" / "dcmjs"
 
 
 def _need_node() -> None:
@@ -112,8 +112,8 @@ def test_bundle_holds_objects_sources_truth_with_sums(env: dict[str, Any]) -> No
 
 def test_bundle_truth_is_exact(env: dict[str, Any], truth_of) -> None:  # type: ignore[no-untyped-def]
     """The bundle's NIfTI truth, read back as a consumer's output would be, passes every check."""
-    from conformance.compare import compare, verdict
-    from conformance.decoded import Decoded
+    from dicom4qi.judge.compare import compare, verdict
+    from dicom4qi.model.decoded import Decoded
 
     bundle, manifest = env["bundle"], env["manifest"]
     for case_id in CASE_IDS:
@@ -501,8 +501,8 @@ def test_an_image_without_a_frames_list_is_placed_by_its_geometry(env: dict[str,
     """A vendor's NIfTI as ITK tools write it: no frames list, slices in reverse order; placed by its affine."""
     import nibabel as nib
 
-    from conformance.compare import compare, verdict
-    from conformance.decoded import Decoded
+    from dicom4qi.judge.compare import compare, verdict
+    from dicom4qi.model.decoded import Decoded
 
     info = env["manifest"]["cases"]["quick/labelmap-8bit"]
     folder = tmp_path / "itk-style"

@@ -12,16 +12,16 @@ import numpy as np
 import pydicom
 import pytest
 
-from conformance.bundle import export_bundle
-from conformance.consensus import consensus
-from conformance.decoded import Decoded, DecodedSegment, DecodedWriter
-from conformance.known import KnownIssue, load_known_issues, matches
-from conformance.masks import Crop
-from conformance.report import render_site
-from conformance.results import Record, ResultsDocument, Status
-from conformance.runner import NO_CONSUMER, RunConfig, run
-from conformance.submission import ingest_submission, receive
-from conformance.truth import Truth
+from dicom4qi.vendors.bundle import export_bundle
+from dicom4qi.judge.consensus import consensus
+from dicom4qi.model.decoded import Decoded, DecodedSegment, DecodedWriter
+from dicom4qi.judge.known import KnownIssue, load_known_issues, matches
+from dicom4qi.model.masks import Crop
+from dicom4qi.site.report import render_site
+from dicom4qi.model.results import Record, ResultsDocument, Status
+from dicom4qi.run.runner import NO_CONSUMER, RunConfig, run
+from dicom4qi.vendors.ingest import ingest_submission, receive
+from dicom4qi.model.truth import Truth
 
 from .conftest import CASES, FEATURES, ROOT
 
@@ -323,7 +323,7 @@ def test_run_external_blames_only_the_dissenter(written: dict[str, Any], tmp_pat
 
 # --------------------------------------------------------------------------- known issues
 def test_the_known_issues_are_valid_and_linked(tmp_path: Path) -> None:
-    from conformance.case import load_cases, load_features
+    from dicom4qi.model.case import load_cases, load_features
 
     cases, _ = load_cases(CASES, FEATURES)
     issues, errors = load_known_issues(ROOT / "corpus" / "known-issues", features=load_features(FEATURES),
@@ -371,8 +371,8 @@ def test_known_issue_matching_by_scope_status_message_and_release() -> None:
 def test_known_new_possibly_fixed_and_regressions_on_the_dashboard(tmp_path: Path) -> None:
     """A failing cell is 'known' (linked) or 'new'; a known issue with cells in its scope but no failure is 'possibly
     fixed'; a cell that passed in the previous run and fails now is a regression, known or not."""
-    from conformance.report import SiteOptions
-    from conformance.results import RunInfo, ToolInfo
+    from dicom4qi.site.report import SiteOptions
+    from dicom4qi.model.results import RunInfo, ToolInfo
 
     known = tmp_path / "known"
     known.mkdir()
@@ -411,8 +411,8 @@ def test_known_new_possibly_fixed_and_regressions_on_the_dashboard(tmp_path: Pat
 
 
 def test_content_judgement_when_decoders_disagree_or_cannot_read(tmp_path: Path) -> None:
-    from conformance.content import DecoderFinding, judge_content
-    from conformance.results import Check, CheckStatus
+    from dicom4qi.judge.content import DecoderFinding, judge_content
+    from dicom4qi.model.results import Check, CheckStatus
 
     ok = [Check(name="voxels", status=CheckStatus.PASS)]
     bad = [Check(name="voxels", status=CheckStatus.FAIL, message="segment 1: 1 voxel(s) differ")]
@@ -431,8 +431,8 @@ def test_content_judgement_when_decoders_disagree_or_cannot_read(tmp_path: Path)
 def test_the_difference_picture_shows_missing_and_extra_in_their_colours(tmp_path: Path) -> None:
     from PIL import Image
 
-    from conformance.diffpic import COLOURS, EXTRA, MISSING, difference_picture
-    from conformance.truth import Geometry, SegmentInfo
+    from dicom4qi.judge.diffpic import COLOURS, EXTRA, MISSING, difference_picture
+    from dicom4qi.model.truth import Geometry, SegmentInfo
 
     class Expected:  # what the picture compares with: one segment, a 4x4 square on frame 1 of 3
         frame_keys = ["a", "b", "c"]

@@ -1,1 +1,0 @@
-"""Consumers: one small adapter module per tool that reads DICOM SEG."""

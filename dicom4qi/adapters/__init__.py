@@ -1,0 +1,1 @@
+"""The adapter contract, its registry, the child side of a call, environments and executable adapters."""

@@ -1,0 +1,289 @@
+"""The adapter contract: what every producer and consumer implements.
+
+An adapter is small. It declares the tool it wraps, the tool's real installed
+version, and the features (from ``corpus/features.txt``) it claims; then a
+producer turns a case into a SEG file and a consumer turns a SEG file (plus its
+source series) into the canonical decoded form (:mod:`dicom4qi.model.decoded`).
+
+The harness never calls an adapter in its own process: every call runs in a
+child process (:mod:`dicom4qi.adapters.child`) with a timeout and a memory limit.
+Adapters are named by the builtin registry below, by ``module:Class`` for
+adapters that live elsewhere (the tests' misbehaving fakes, a vendor's module),
+or by ``exec:FOLDER`` for a program in any language that speaks the JSON
+protocol of ``docs/protocol.md`` (:mod:`dicom4qi.adapters.executable`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from dicom4qi.model.decoded import DecodedWriter
+from dicom4qi.paths import PACKAGE, corpus_file
+
+if TYPE_CHECKING:  # a read need not import the case model (pydantic): every call's start-up counts
+    from dicom4qi.model.case import Case
+    from dicom4qi.model.truth import Truth
+
+__all__ = [
+    "Adapter",
+    "Consumer",
+    "Producer",
+    "ReadRequest",
+    "Service",
+    "WriteRequest",
+    "family_of",
+    "split_spec",
+    "BUILTIN",
+    "DEFAULTS",
+    "EVERY_FEATURE",
+    "package_version",
+    "run_tool",
+    "missing_features",
+    "resolve",
+    "unknown_spec",
+]
+
+Role = Literal["producer", "consumer"]
+
+#: Every feature of the controlled list: what a reader claims when it claims to read any SEG.
+EVERY_FEATURE: frozenset[str] = frozenset(
+    line.split()[0]
+    for line in corpus_file("features.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+)
+
+
+def package_version(distribution: str) -> str | None:
+    """The installed version of a Python distribution, or None when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    """What a producer gets: the case, its truth (with the masks) and the source series."""
+
+    case_id: str
+    case: Case
+    truth: Truth
+    output: Path
+
+
+@dataclass(frozen=True)
+class ReadRequest:
+    """What a consumer gets: the SEG and the source series; never the truth."""
+
+    seg: Path
+    sources: list[Path]
+    #: A folder of the call's own: PNG, TXT, LOG and JSON files left there are kept as artifacts.
+    workdir: Path | None = None
+    #: Endpoints of the adapter's running service (see :meth:`Consumer.start_service`), if it has one.
+    service: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    """A long-running helper of an adapter (a server, a browser), started once per worker and reused.
+
+    The harness stops it by killing each PID's process group when the run ends,
+    on errors and on Ctrl-C.
+    """
+
+    endpoints: dict[str, str]
+    pids: list[int]
+
+
+class Adapter(ABC):
+    """Common declarations of producers and consumers.
+
+    An adapter may take one parameter, given as ``name@param`` (e.g. a version
+    of the tool, ``ohif@3.11.1``): it arrives as ``variant`` and should show in
+    :meth:`version`.
+    """
+
+    def __init__(self, variant: str | None = None) -> None:
+        self.variant = variant
+
+    #: Column name in the grid (unique per role), e.g. ``"highdicom"``.
+    name: ClassVar[str]
+    #: The tool's own name, e.g. the PyPI distribution.
+    tool: ClassVar[str]
+    role: ClassVar[Role]
+    #: Features claimed; a case needing any other feature is UNSUPPORTED.
+    features: ClassVar[frozenset[str]]
+    #: Feature combinations the tool declares it cannot handle, e.g. {binary, ts-rle}.
+    unsupported_combinations: ClassVar[tuple[frozenset[str], ...]] = ()
+    homepage: ClassVar[str | None] = None
+    #: Adapters that share their decoding code (releases of one viewer, one binary called two ways) declare one
+    #: family: where there is no truth they count as one vote (:mod:`dicom4qi.judge.consensus`). None: the name.
+    family: ClassVar[str | None] = None
+    #: A pinned requirements file beside the adapter's module: the adapter then runs in its own
+    #: environment built from it (see :mod:`dicom4qi.adapters.envs`). Keep tool imports inside methods,
+    #: so that the harness can read these declarations without the tool installed.
+    requirements: ClassVar[str | None] = None
+
+    @abstractmethod
+    def version(self) -> str | None:
+        """The real installed version of the tool (None if it is not installed)."""
+
+    def available(self) -> tuple[bool, str]:
+        """Whether the tool can run here, and why not."""
+        return (self.version() is not None, "" if self.version() else f"{self.tool} is not installed")
+
+
+class Producer(Adapter):
+    role: ClassVar[Role] = "producer"
+
+    @abstractmethod
+    def write(self, request: WriteRequest) -> list[str]:
+        """Write ``request.output`` as a DICOM SEG; return notes on how it was written."""
+
+
+class Consumer(Adapter):
+    role: ClassVar[Role] = "consumer"
+
+    @abstractmethod
+    def read(self, request: ReadRequest) -> DecodedWriter:
+        """Decode ``request.seg`` into the canonical form."""
+
+    #: Whether the adapter needs a service (see :meth:`start_service`).
+    needs_service: ClassVar[bool] = False
+
+    def start_service(self, workdir: Path, cache: Path) -> Service:
+        """Start the adapter's long-running helpers; only for adapters with ``needs_service``.
+
+        ``workdir`` is the service's own folder; ``cache`` a folder kept across runs for downloads.
+        """
+        raise TypeError(f"{self.name} has no service")
+
+
+def run_tool(cmd: list[str], notes: list[str], shown: list[str], timeout: float | None = None) -> None:
+    """Run one tool command; record it (as ``shown``) in the notes; raise with its own words on failure."""
+    notes.append("$ " + " ".join(shown))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "error" in ln.lower() or "exception" in ln.lower()] or lines
+        raise RuntimeError(f"{Path(cmd[0]).name} exited with status {proc.returncode}: {' / '.join(errors[-3:])[-700:]}")
+
+
+BUILTIN: dict[Role, dict[str, str]] = {
+    "producer": {
+        "highdicom": "dicom4qi.tools.highdicom.producer:HighdicomProducer",
+        "dcmqi": "dicom4qi.tools.dcmqi.producer:DcmqiProducer",
+        "pydicom-seg": "dicom4qi.tools.pydicom_seg.producer:PydicomSegProducer",
+        "reference": "dicom4qi.tools.reference.producer:ReferenceProducer",
+    },
+    "consumer": {
+        "highdicom": "dicom4qi.tools.highdicom.consumer:HighdicomConsumer",
+        "ohif": "dicom4qi.tools.ohif.consumer:OhifConsumer",
+        "reference": "dicom4qi.tools.reference.consumer:ReferenceConsumer",
+        "dcmqi": "dicom4qi.tools.dcmqi.consumer:DcmqiConsumer",
+        "pydicom-seg": "dicom4qi.tools.pydicom_seg.consumer:PydicomSegConsumer",
+        "slicer": "dicom4qi.tools.slicer.consumer:SlicerConsumer",
+        "dcmjs": "exec:tools/dcmjs",
+    },
+}
+
+
+#: Adapters made from a folder by a higher layer, found by name like the builtins (the contract imports no
+#: implementation): ``submission:FOLDER`` replays the objects of a vendor's producer submission.
+FACTORIES: dict[Role, dict[str, str]] = {
+    "producer": {"submission:": "dicom4qi.vendors.replay:submitted_producer"},
+    "consumer": {},
+}
+
+
+def family_of(name: str, declared: str | None = None) -> str:
+    """The family a reader votes with: what its adapter declares, else its name without ``@param``."""
+    return declared or split_spec(name)[0]
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``name@param`` into its name and parameter (None when there is none)."""
+    name, sep, param = spec.partition("@")
+    return name, (param if sep else None)
+
+
+#: What a run uses when no --producer / --consumer is given: every builtin plus transcoded variants.
+DEFAULTS: dict[Role, list[str]] = {
+    "producer": [
+        *BUILTIN["producer"],
+        "highdicom+rle", "highdicom+jpegls", "highdicom+jpeg2000", "dcmqi+jpegls", "dcmqi+jpeg2000",
+    ],
+    "consumer": [*BUILTIN["consumer"], "dcmqi@mergeSegments"],
+}
+
+
+def resolve(role: Role, spec: str) -> type[Adapter]:
+    """The adapter class for a builtin name, ``producer+transcoding``, ``module:Class`` or ``exec:FOLDER``.
+
+    Any ``@param`` is ignored here. ``exec:FOLDER`` is an executable adapter (``docs/protocol.md``).
+    """
+    spec = split_spec(spec)[0]
+    if role == "producer" and "+" in spec and ":" not in spec:
+        from dicom4qi.adapters.transcode import transcoded
+
+        inner, _, variant = spec.rpartition("+")
+        inner_cls = resolve(role, inner)
+        assert issubclass(inner_cls, Producer)
+        return transcoded(inner_cls, variant)
+    target = BUILTIN[role].get(spec, spec)
+    for prefix, factory in FACTORIES[role].items():
+        if target.startswith(prefix):
+            module_name, _, attr = factory.partition(":")
+            return getattr(importlib.import_module(module_name), attr)(Path(target[len(prefix):]))
+    if target.startswith("exec:"):
+        from dicom4qi.adapters.executable import exec_adapter
+
+        path = Path(target[5:])
+        if spec in BUILTIN[role]:  # a builtin executable adapter lives in the suite
+            return exec_adapter(role, PACKAGE / path, name=spec)
+        return exec_adapter(role, path, name=spec)
+    if ":" not in target:
+        known = ", ".join(sorted(BUILTIN[role]))
+        raise ValueError(f"unknown {role} {spec!r} (known: {known}; or give module:Class)")
+    module_name, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Producer if role == "producer" else Consumer)):
+        raise TypeError(f"{target} is not a {role} adapter")
+    return cls
+
+
+def unknown_spec(role: Role, spec: str) -> str | None:
+    """Why ``spec`` names no adapter (a usage error, before anything runs), or None.
+
+    Builtin names (with ``+transcoding``) must exist and ``exec:FOLDER`` must be a folder; a
+    ``module:Class`` is only imported in its own child, where a fault of its code is its cells' ERROR.
+    """
+    name = split_spec(spec)[0]
+    if name.startswith("exec:"):
+        folder = Path(name[5:])
+        return None if folder.is_dir() else f"{role} {spec!r}: no such adapter folder {folder}"
+    if ":" in name:
+        return None
+    try:
+        resolve(role, spec)
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return None
+
+
+def missing_features(
+    needed: set[str], claimed: set[str], unsupported: list[set[str]] | list[list[str]]
+) -> list[str]:
+    """Why an adapter cannot take a case: features it does not claim or a declared bad combination."""
+    reasons = [f"does not claim {f}" for f in sorted(needed - claimed)]
+    for combo in unsupported:
+        if set(combo) <= needed:
+            reasons.append(f"declares {' + '.join(sorted(combo))} unsupported")
+    return reasons

@@ -1,0 +1,1 @@
+"""The dicom4qi command line."""

@@ -1,0 +1,1 @@
+"""The corpus: synthesized source images and truth, mutations of the negative corpus, objects from the wild."""

@@ -1,0 +1,156 @@
+"""Objects from the wild: SEG files written elsewhere, read by every consumer, judged by agreement.
+
+There is no synthetic truth for them. Each object is read by every consumer;
+the decodings are compared pairwise (:func:`dicom4qi.judge.compare.agreement`) and
+each reader is judged by the majority of independent readers
+(:mod:`dicom4qi.judge.consensus`): agreement, not truth. Source images are found in
+the same folder or in pydicom's bundled test data, by the SOP Instance UIDs the
+object references.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dicom4qi.model.case import TRANSFER_SYNTAXES
+
+__all__ = ["ExternalObject", "find_external", "scan_external", "SEG_CLASSES"]
+
+SEG_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4": "SEG", "1.2.840.10008.5.1.4.1.1.66.7": "LABELMAP"}
+_TS_FEATURE = {uid: feature for uid, feature in TRANSFER_SYNTAXES.values()}
+
+
+@dataclass
+class ExternalObject:
+    id: str
+    path: Path
+    sources: list[Path]
+    missing: list[str]
+    features: list[str] = field(default_factory=list)
+    labelmap: bool = False
+    written_by: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.id, "path": str(self.path), "sources": [str(p) for p in self.sources], "missing": self.missing,
+                "features": self.features, "labelmap": self.labelmap, "written_by": self.written_by}
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> ExternalObject:
+        return cls(id=str(d["id"]), path=Path(str(d["path"])), sources=[Path(str(p)) for p in d["sources"]],  # type: ignore[union-attr]
+                   missing=[str(m) for m in d["missing"]], features=[str(f) for f in d["features"]],  # type: ignore[union-attr]
+                   labelmap=bool(d["labelmap"]), written_by=str(d["written_by"]))
+
+
+def scan_external(folder: Path, workdir: Path, *, timeout_s: float, memory_mb: float) -> list[ExternalObject]:
+    """:func:`find_external` in a bounded child (the files are untrusted: any of them may be a bomb)."""
+    from dicom4qi.process.sandbox import run_child
+
+    out = run_child({"op": "scan", "folder": str(folder.resolve())}, workdir, timeout_s=timeout_s, memory_mb=memory_mb)
+    if out.kind != "ok":
+        raise ValueError(f"--external: the folder {folder} could not be scanned: {out.message}")
+    return [ExternalObject.from_json(o) for o in out.response["objects"]]
+
+
+def _index(paths: list[Path]) -> tuple[dict[str, Path], list[Path]]:
+    """SOP Instance UID to file for non-SEG DICOM files; and the SEG files."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    index: dict[str, Path] = {}
+    segs: list[Path] = []
+    from pydicom.filereader import read_file_meta_info
+
+    from dicom4qi.formats.headers import DEFLATED
+
+    for path in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # odd files (pydicom's own test data) are only looked at, not judged
+                try:
+                    meta = read_file_meta_info(path)
+                except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError):
+                    meta = None
+                if meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
+                    # never inflated here: the file meta (not deflated) names the instance
+                    sop_class, uid = str(meta.get("MediaStorageSOPClassUID", "")), str(meta.get("MediaStorageSOPInstanceUID", ""))
+                else:
+                    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+                    sop_class, uid = str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
+        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError, MemoryError):
+            continue
+        if sop_class in SEG_CLASSES:
+            segs.append(path)
+        elif uid:
+            index.setdefault(uid, path)
+    return index, segs
+
+
+def _pydicom_test_files() -> list[Path]:
+    """The test files bundled in the pydicom package (never the ones it would download)."""
+    import pydicom
+
+    root = Path(pydicom.__file__).resolve().parent / "data" / "test_files"
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def find_external(folder: Path) -> list[ExternalObject]:
+    """Every SEG below ``folder`` with the source images it references."""
+    import pydicom
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    index, segs = _index(files)
+    fallback: dict[str, Path] | None = None
+    out = []
+    for seg in segs:
+        from dicom4qi.formats.headers import read_header
+
+        try:
+            ds = read_header(seg)  # a Deflated object inflated only as far as its header
+        except (ValueError, OSError, EOFError, MemoryError, AttributeError, KeyError):
+            continue
+        refs = [
+            str(inst.ReferencedSOPInstanceUID)
+            for series in ds.get("ReferencedSeriesSequence", [])
+            for inst in series.get("ReferencedInstanceSequence", [])
+        ]
+        if any(r not in index for r in refs) and fallback is None:
+            fallback, _ = _index(_pydicom_test_files())
+        found = {r: index.get(r) or (fallback or {}).get(r) for r in refs}
+        sources = list(dict.fromkeys(p for p in found.values() if p is not None))
+        labelmap = str(ds.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.66.7" or ds.get("SegmentationType") == "LABELMAP"
+        seg_type = "labelmap" if labelmap else str(ds.get("SegmentationType", "BINARY")).lower()
+        features = [seg_type, _TS_FEATURE.get(str(ds.file_meta.TransferSyntaxUID), "ts-explicit-le")]
+        if labelmap:
+            features.append(f"labelmap-{int(ds.BitsAllocated)}bit")
+        features.append(_source_feature(sources))
+        out.append(
+            ExternalObject(
+                id="external/" + seg.relative_to(folder).with_suffix("").as_posix(),
+                path=seg,
+                sources=sources,
+                missing=[r for r, p in found.items() if p is None],
+                features=features,
+                labelmap=labelmap,
+                written_by=" ".join(str(ds.get(k, "")) for k in ("Manufacturer", "ManufacturerModelName", "SoftwareVersions")).strip(),
+            )
+        )
+    return out
+
+
+_WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+
+def _source_feature(sources: list[Path]) -> str:
+    """The source-layout feature of an external object, from its source images' headers."""
+    if len(sources) != 1:
+        return "single-frame-source"
+    import pydicom
+
+    ds = pydicom.dcmread(sources[0], stop_before_pixels=True, specific_tags=["SOPClassUID", "NumberOfFrames", "FrameOfReferenceUID"])
+    if str(ds.get("SOPClassUID", "")) == _WSI:
+        return "slide-source"
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        return "multiframe-source"
+    return "single-frame-source" if "FrameOfReferenceUID" in ds else "projection-source"

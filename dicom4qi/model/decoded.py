@@ -1,0 +1,169 @@
+"""The canonical decoded form every consumer hands to the harness.
+
+A consumer reads a SEG (and its source series) and reports:
+
+- the segments it found: number, label, coded concepts, tracking identifiers,
+  algorithm, display colour;
+- for each segment, its pixel data in *source-frame coordinates*: a crop whose
+  frame axis indexes ``frame_keys``, the source SOP Instance UIDs in the order
+  the consumer chose;
+- the geometry it decoded, where it knows it (orientation, spacing, and the
+  position of each frame), so that a consumer that places pixels right but
+  reports a mirrored or shifted geometry fails the geometry check.
+
+It is written as one ``.npz`` (crops) whose JSON header holds the rest, with
+:class:`DecodedWriter`, one segment at a time, so a consumer never needs every
+segment in memory at once. The harness reads it with :class:`Decoded`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dicom4qi.model.masks import (
+    Crop,
+    MaskFile,
+    crop_from_dense,
+    crops_from_labelmap,
+    write_masks,
+)
+
+__all__ = ["Decoded", "DecodedGeometry", "DecodedSegment", "DecodedWriter", "frame_key"]
+
+FORMAT = "dicom4qi-decoded/1"
+
+
+def frame_key(sop_instance_uid: str, frame_number: int | None = None) -> str:
+    """The key of one source frame.
+
+    The SOP Instance UID of a single-frame image, or ``"<UID>#<n>"`` for frame
+    ``n`` (1-based) of a multi-frame image.
+    """
+    return str(sop_instance_uid) if frame_number is None else f"{sop_instance_uid}#{int(frame_number)}"
+
+
+@dataclass
+class DecodedSegment:
+    """One segment as the consumer reports it. Codes are dicts with value, scheme, meaning."""
+
+    number: int
+    label: str | None = None
+    category: dict[str, str] | None = None
+    type: dict[str, str] | None = None
+    tracking_id: str | None = None
+    tracking_uid: str | None = None
+    algorithm_type: str | None = None
+    algorithm_name: str | None = None
+    color_rgb: tuple[int, int, int] | None = None
+    description: str | None = None
+    type_modifier: dict[str, str] | None = None
+    anatomic_region: dict[str, str] | None = None
+    anatomic_region_modifier: dict[str, str] | None = None
+    algorithm_version: str | None = None
+
+
+@dataclass
+class DecodedGeometry:
+    """Geometry as decoded; ``positions`` maps a frame key to its position (mm)."""
+
+    orientation: list[float] | None = None
+    pixel_spacing: list[float] | None = None
+    positions: dict[str, list[float]] = field(default_factory=dict)
+
+
+class DecodedWriter:
+    """Collects a consumer's output segment by segment and writes the ``.npz``."""
+
+    def __init__(self, frame_keys: list[str], rows: int, columns: int, *, fractional: bool = False) -> None:
+        self.frame_keys = list(frame_keys)
+        self.rows, self.columns = rows, columns
+        self.fractional = fractional
+        self.segments: list[DecodedSegment] = []
+        self.geometry = DecodedGeometry()
+        self.notes: list[str] = []
+        self.info: dict[str, Any] = {}
+        self._crops: dict[int, Crop] = {}
+        self._labelmaps: list[tuple[np.ndarray, int]] = []
+
+    def add_segment(self, segment: DecodedSegment) -> None:
+        self.segments.append(segment)
+
+    def set_pixels(self, number: int, dense: np.ndarray, *, frame_offset: int = 0) -> None:
+        """Give a segment's pixels as a dense (frames, rows, columns) array.
+
+        Binary data is stored as booleans; fractional data as float32 in [0, 1].
+        """
+        if dense.ndim != 3 or dense.shape[1:] != (self.rows, self.columns):
+            raise ValueError(f"segment {number}: pixel array shape {dense.shape} is not (n, {self.rows}, {self.columns})")
+        data = dense.astype(np.float32 if self.fractional else bool, copy=False)
+        crop = crop_from_dense(data, base=(frame_offset, 0, 0))
+        if crop is not None:
+            self._crops[number] = crop
+
+    def set_crop(self, number: int, crop: Crop) -> None:
+        """Give a segment's pixels directly as a crop (frame axis indexes ``frame_keys``)."""
+        self._crops[number] = crop
+
+    def set_labelmap(self, labelmap: np.ndarray, *, frame_offset: int = 0) -> None:
+        """Give the pixels of many disjoint segments as one label map (0 = none).
+
+        The map is kept as given and cut into per-segment crops only when written, so that a
+        benchmark of the tool's decode does not time the suite's conversion.
+        """
+        self._labelmaps.append((labelmap, frame_offset))
+
+    def write(self, path: Path) -> None:
+        for labelmap, offset in self._labelmaps:
+            self._crops.update(crops_from_labelmap(labelmap, base_frame=offset))
+        self._labelmaps.clear()
+        meta = {
+            "format": FORMAT,
+            "frame_keys": self.frame_keys,
+            "rows": self.rows,
+            "columns": self.columns,
+            "fractional": self.fractional,
+            "segments": [asdict(s) for s in self.segments],
+            "geometry": asdict(self.geometry),
+            "notes": self.notes,
+            "info": self.info,
+        }
+        write_masks(path, self._crops, meta)
+
+
+class Decoded:
+    """A consumer's output as the harness reads it (crops loaded one by one)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = MaskFile(path)
+        meta = self._file.meta
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path.name}: not a {FORMAT} file (format={meta.get('format')!r})")
+        try:
+            self.frame_keys: list[str] = [str(k) for k in meta["frame_keys"]]
+            self.rows = int(meta["rows"])
+            self.columns = int(meta["columns"])
+            self.fractional = bool(meta["fractional"])
+            self.segments = [DecodedSegment(**s) for s in meta["segments"]]
+            self.geometry = DecodedGeometry(**meta["geometry"])
+            self.notes: list[str] = list(meta.get("notes", []))
+            self.info: dict[str, Any] = dict(meta.get("info", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path.name}: malformed decoded header ({exc})") from None
+
+    def pixels(self, number: int) -> Crop | None:
+        return self._file.get(number)
+
+    @property
+    def numbers_with_pixels(self) -> list[int]:
+        return list(self._file.numbers)
+
+    def __iter__(self) -> Iterator[tuple[int, Crop]]:
+        return iter(self._file)
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,1 @@
+"""Processes the harness starts: bounded children, their marks, services and their watchdog."""

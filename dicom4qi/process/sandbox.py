@@ -1,0 +1,260 @@
+"""Run one adapter call in its own process, with a timeout and a memory limit.
+
+A crash, a hang or a memory blow-up of a tool becomes an outcome, never a dead
+run: the child runs in its own session (so the whole process group can be
+killed), under a hard ``RLIMIT_AS`` that it cannot raise (``setpriv`` drops
+``CAP_SYS_RESOURCE`` from it where the harness runs as root), with the
+parent-death signal (it dies with the harness, SIGKILL included), and is reaped
+with ``wait4`` for its CPU time and peak resident memory. Every process it
+starts carries the call's marks (:mod:`dicom4qi.process.lifetime`): what is still
+alive when the call ends is killed, also what left the process group. Its
+temporary files go to a folder of its own (``TMPDIR``), removed after the call.
+
+Faults of the harness itself are not the tool's: a full disk raises
+:class:`DiskFull` (the run stops, and nothing is recorded for the call), and a
+call killed because the harness is stopping is marked ``harness``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dicom4qi import paths
+from dicom4qi.model.results import DiskFull
+__all__ = ["ChildOutcome", "DiskFull", "MEMORY_ENV", "configure", "kill_all", "kill_group", "run_child"]
+
+_live: set[int] = set()
+_live_lock = threading.Lock()
+#: Set when the harness kills its children (Ctrl-C, a fault): what ends then was interrupted, not failed.
+_stopping = threading.Event()
+#: The build folder the calls' marks name (see :func:`configure`).
+_build: list[Path] = []
+#: Below this many free bytes where a call works, a failed call is taken as a full disk.
+DISK_FULL_BYTES = 8 * 2**20
+
+
+def configure(build: Path) -> None:
+    """Name the build folder in the marks of every call from now on (the runner does, at the start of a run)."""
+    _build[:] = [build]
+    _stopping.clear()
+
+
+def _wrapper() -> list[str]:
+    """``setpriv`` with the parent-death signal, and (as root) without CAP_SYS_RESOURCE, so that the child's
+    hard memory limit is one it cannot raise; nothing where setpriv is missing."""
+    if os.environ.get("DICOM4QI_NO_SETPRIV") or not _SETPRIV:
+        return []
+    cmd = [_SETPRIV, "--pdeathsig", "KILL"]
+    if os.geteuid() == 0:
+        cmd += ["--bounding-set", "-sys_resource"]
+    return cmd
+
+
+_SETPRIV = shutil.which("setpriv")
+
+
+def _disk_full(workdir: Path, message: str) -> str | None:
+    """Why this looks like a full disk (ENOSPC in the message, or almost no space left), or None."""
+    try:
+        free = shutil.disk_usage(workdir).free
+    except OSError:
+        free = None
+    if "No space left on device" in message or "[Errno 28]" in message or (free is not None and free < DISK_FULL_BYTES):
+        return f"the disk holding {workdir} is full ({free if free is not None else '?'} bytes free)"
+    return None
+
+
+def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal a process group; one that is already gone is not an error."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def kill_all() -> None:
+    """Kill every child still running (on Ctrl-C or a fatal error of the harness)."""
+    _stopping.set()
+    with _live_lock:
+        pids = list(_live)
+    for pid in pids:
+        kill_group(pid)
+
+#: The folder that holds the dicom4qi package.
+SUITE_ROOT = str(paths.SUITE_ROOT)
+
+#: Environment variable through which a child learns its address-space limit (bytes).
+MEMORY_ENV = "DICOM4QI_MEMORY_LIMIT"
+
+_POLL_S = 0.02
+
+
+@dataclass
+class ChildOutcome:
+    """What happened to one isolated call."""
+
+    kind: str  # "ok", "error", "crash", "timeout"
+    response: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    limit: str | None = None  # "time" or "memory"
+    #: A fault of the harness, not of the tool (the call was interrupted by the harness): see Record.harness.
+    harness: str | None = None
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    peak_rss_mb: float = 0.0
+
+
+def _tail(path: Path, n: int = 1500) -> str:
+    try:
+        data = path.read_bytes()[-n:]
+    except OSError:
+        return ""
+    return data.decode("utf-8", "replace").strip()
+
+
+def run_child(
+    request: dict[str, Any],
+    workdir: Path,
+    *,
+    timeout_s: float,
+    memory_mb: float | None,
+    python: str | None = None,
+    env: dict[str, str] | None = None,
+) -> ChildOutcome:
+    """Run ``python -m dicom4qi.adapters.child`` on ``request`` inside ``workdir``."""
+    from dicom4qi.process.lifetime import CALL_ENV, call_env, kill_call
+
+    workdir = workdir.resolve()
+    tmp = workdir / "tmp"
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(exist_ok=True)
+        req_path = workdir / "request.json"
+        resp_path = workdir / "response.json"
+        resp_path.unlink(missing_ok=True)
+        req_path.write_text(json.dumps(request), encoding="utf-8")
+    except OSError as exc:
+        full = _disk_full(workdir if workdir.is_dir() else workdir.parent, str(exc))
+        if full:
+            raise DiskFull(exc.errno, full) from None
+        raise
+    limit = int(memory_mb * 1024 * 1024) if memory_mb else 0
+    child_env = dict(os.environ if env is None else env)
+    marks = call_env(_build[0] if _build else workdir)
+    child_env.update(marks)
+    # Temporary files of the call (and of the tool) go to its own folder, removed when the call ends. Not a
+    # service's: it outlives the call (and chromium's singleton socket needs a short path).
+    service_start = request.get("op") == "start"
+    if not service_start:
+        child_env.update({"TMPDIR": str(tmp), "TEMP": str(tmp), "TMP": str(tmp)})
+    # One thread per tool call: the harness parallelizes with -j, and thread pools
+    # inside a tool would blur its timings and its memory.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        child_env.setdefault(var, "1")
+    # The child applies the limit to itself first thing (no preexec_fn: the harness is threaded).
+    if limit:
+        child_env[MEMORY_ENV] = str(limit)
+    else:
+        child_env.pop(MEMORY_ENV, None)
+    # The suite's packages, and `module:Class` adapter specs, resolve in the child as in the harness,
+    # also when the child runs another environment's Python.
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [SUITE_ROOT, os.getcwd(), child_env.get("PYTHONPATH")]))
+    with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                [*_wrapper(), python or sys.executable, "-m", "dicom4qi.adapters.child", str(req_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=workdir,
+                env=child_env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return ChildOutcome(kind="error", message=f"cannot start {python or sys.executable}: {exc}")
+        with _live_lock:
+            _live.add(proc.pid)
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - start > timeout_s:
+                timed_out = True
+                kill_group(proc.pid)
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(_POLL_S)
+        wall = time.monotonic() - start
+        with _live_lock:
+            _live.discard(proc.pid)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    # Kill anything the tool left behind in its process group, and what left the group (setsid): a
+    # service start leaves its service running, on purpose (it is stopped by its pool).
+    kill_group(proc.pid)
+    if not service_start:
+        kill_call(marks[CALL_ENV])
+    shutil.rmtree(tmp, ignore_errors=True)
+    outcome = ChildOutcome(
+        kind="ok",
+        wall_s=round(wall, 4),
+        cpu_s=round(usage.ru_utime + usage.ru_stime, 4),
+        peak_rss_mb=round(usage.ru_maxrss / 1024, 1),
+    )
+    if timed_out:
+        outcome.kind, outcome.limit = "timeout", "time"
+        outcome.message = f"killed after {timeout_s:g} s"
+        return outcome
+    response: dict[str, Any] | None = None
+    if resp_path.is_file():
+        try:
+            response = json.loads(resp_path.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            response = None
+    code = proc.returncode
+    if response is None or code != 0:
+        outcome.kind = "crash"
+        if code < 0:
+            sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            outcome.message = f"killed by signal {sig}"
+        else:
+            outcome.message = f"exited with status {code} without an answer"
+        tail = _tail(workdir / "stderr.txt")
+        if tail:
+            outcome.message += f"; stderr: {tail[-600:]}"
+        if limit and usage.ru_maxrss * 1024 > 0.9 * limit:
+            outcome.limit = "memory"
+            outcome.message += f" (near the memory limit of {memory_mb:g} MiB)"
+        return _harness_faults(outcome, workdir)
+    outcome.response = response
+    if isinstance(response.get("peak_rss_mb"), (int, float)):
+        # The child's own figure: wait4's includes the harness's memory copied at fork (see child.own_peak_rss_mb).
+        outcome.peak_rss_mb = float(response["peak_rss_mb"])
+    if not response.get("ok"):
+        outcome.kind = "error"
+        outcome.message = f"{response.get('error_type', 'Error')}: {response.get('message', '')}".strip()
+        if response.get("memory"):
+            outcome.limit = "memory"
+            outcome.message = f"memory limit of {memory_mb:g} MiB exceeded ({outcome.message})"
+        return _harness_faults(outcome, workdir)
+    return outcome
+
+
+def _harness_faults(outcome: ChildOutcome, workdir: Path) -> ChildOutcome:
+    """A failed call that is the harness's fault: a full disk stops the run; an interruption is marked."""
+    full = _disk_full(workdir, outcome.message)
+    if full:
+        raise DiskFull(28, f"{full}: {outcome.message[:300]}")
+    if _stopping.is_set():
+        outcome.harness = "interrupted: the harness was stopping (Ctrl-C, a signal, or a fault of the run)"
+    return outcome

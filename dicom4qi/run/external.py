@@ -1,0 +1,135 @@
+"""The flow of ``run --external``: every consumer reads every object from the wild; reads are judged by consensus."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from dicom4qi.adapters.contract import family_of, missing_features
+from dicom4qi.judge.consensus import consensus
+from dicom4qi.model.decoded import Decoded
+from dicom4qi.corpus.wild import ExternalObject
+from dicom4qi.model.results import (
+    Check,
+    CheckStatus,
+    Record,
+    ResultsWriter,
+    SegObject,
+    Status,
+    ToolInfo,
+)
+from dicom4qi.process.sandbox import run_child
+from dicom4qi.process.services import ServiceError, ServicePool
+from dicom4qi.run.steps import EXTERNAL, artifacts_of, outcome_record, private_copy, sha256_of, slug
+
+__all__ = ["ExternalFlow", "external_fingerprint", "judge_agreement"]
+
+
+def external_fingerprint(objects: list[ExternalObject]) -> str:
+    h = hashlib.sha256(b"external")
+    for o in sorted(objects, key=lambda o: o.id):
+        h.update(o.id.encode())
+        h.update(sha256_of(o.path).encode())
+    return h.hexdigest()[:16]
+
+
+def judge_agreement(reads: dict[str, tuple[Record, Path | None]], labelmap: bool, families: dict[str, str]) -> None:
+    """Set each successful read's status by the consensus of independent readers (:mod:`dicom4qi.judge.consensus`)."""
+    decoded: dict[str, Decoded] = {}
+    for name, (rec, path) in reads.items():
+        if path is None or rec.status is not Status.PASS:
+            continue
+        try:
+            decoded[name] = Decoded(path)
+        except (OSError, ValueError) as exc:
+            rec.status, rec.message = Status.ERROR, f"the consumer's decoded output is unusable: {exc}"
+    try:
+        for name, j in consensus(decoded, families, labelmap=labelmap).items():
+            rec = reads[name][0]
+            rec.status, rec.message, rec.checks, rec.basis = j.status, j.message, j.checks, "consensus"
+    finally:
+        for d in decoded.values():
+            d.close()
+
+
+class ExternalFlow:
+    """Mixed into the runner: the external objects' reads and their agreement."""
+
+    def _external(
+        self,
+        objects: list[ExternalObject],
+        consumers: list[ToolInfo],
+        kept: dict[tuple[str, str, str | None], Record],
+        writer: ResultsWriter,
+        run_dir: Path,
+    ) -> None:
+        """Every consumer reads every external object; then each read is judged by agreement."""
+        cfg = self.cfg
+        by_id = {o.id: o for o in objects}
+        reads: dict[tuple[str, str], tuple[Record, Path | None]] = {}
+
+        def read(obj: ExternalObject, tool: ToolInfo) -> Record:
+            rec, decoded = self.read_external(obj, tool, run_dir)
+            reads[(obj.id, tool.name)] = (rec, decoded)
+            return rec
+
+        todo = [(o, k) for o in objects for k in consumers if (o.id, EXTERNAL, k.name) not in kept]
+        pools = {k.name: ServicePool(k, run_dir / "services", cfg.build / "cache", size=cfg.workers, python=self.pythons.get(k.name)) for k in consumers if k.service and k.available}
+        self._pools = pools
+        try:
+            self._parallel("read", todo, read, lambda rec: None)
+        finally:
+            for pool in pools.values():
+                pool.stop()
+        for obj_id, obj in by_id.items():
+            decoded = {name: (rec, path) for (oid, name), (rec, path) in reads.items() if oid == obj_id}
+            judge_agreement(decoded, obj.labelmap, {k.name: family_of(k.name, k.family) for k in consumers})
+            for rec, path in decoded.values():
+                writer.add(rec)
+                if path is not None and not cfg.keep_decoded:
+                    path.unlink(missing_ok=True)
+
+    def read_external(self, obj: ExternalObject, tool: ToolInfo, run_dir: Path) -> tuple[Record, Path | None]:
+        """One consumer's read of an external object (the decoded file is kept for the agreement)."""
+        base = {
+            "case": obj.id, "producer": EXTERNAL, "consumer": tool.name, "step": "read",
+            "features": sorted(obj.features),
+            "tier": "external", "notes": [f"written by {obj.written_by}"] if obj.written_by else [],
+        }
+        size = obj.path.stat().st_size
+        seg = SegObject(path=str(obj.path), size=size, sha256=sha256_of(obj.path))
+        if tool.error:
+            return Record(**base, status=Status.ERROR, message=tool.error, seg=seg), None
+        if not tool.available:
+            return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}", seg=seg), None
+        if obj.missing or not obj.sources:
+            return Record(**base, status=Status.SKIPPED, seg=seg, message=f"source images not found: {len(obj.missing)} referenced instance(s) missing (first {obj.missing[:1]})"), None
+        reasons = missing_features(set(base["features"]), set(tool.features), tool.unsupported_combinations)
+        if reasons:
+            return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons), seg=seg), None
+        work = run_dir / "external" / slug(obj.id) / f"read-{slug(tool.name.replace(':', '_'))}"
+        decoded_path = work / "decoded.npz"
+        copy = private_copy(obj.path, work)  # the reader's own copy: the folder given is never written to
+        req = {
+            "op": "read", "role": "consumer", "adapter": tool.name, "seg": str(copy.resolve()),
+            "sources": [str(p.resolve()) for p in obj.sources], "output": str(decoded_path.resolve()),
+        }
+        pool = getattr(self, "_pools", {}).get(tool.name)
+        try:
+            if pool is not None:
+                with pool.lease() as endpoints:
+                    out = run_child({**req, "service": endpoints}, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb, python=self.pythons.get(tool.name))
+            else:
+                out = run_child(req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb, python=self.pythons.get(tool.name))
+        except ServiceError as exc:
+            return Record(**base, status=Status.ERROR, message=str(exc), seg=seg, harness=f"service: {exc}"), None
+        finally:
+            copy.unlink(missing_ok=True)
+        artifacts = artifacts_of(work, run_dir)
+        if out.kind != "ok":
+            rec = outcome_record(base, out, "read")
+            rec.seg, rec.artifacts = seg, artifacts
+            return rec, None
+        base["notes"] = base["notes"] + [str(n) for n in out.response.get("notes", [])]
+        rec = Record(**base, status=Status.PASS, seg=seg, wall_s=out.wall_s, cpu_s=out.cpu_s, peak_rss_mb=out.peak_rss_mb, artifacts=artifacts)
+        return rec, decoded_path

@@ -1,0 +1,166 @@
+"""Pieces every flow of a run shares: file hashes, artifact collection, outcome records, the write-step check."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dicom4qi.model.case import LoadedCase
+from dicom4qi.model.results import (
+    Check,
+    CheckStatus,
+    Record,
+    SegObject,
+    Status,
+)
+from dicom4qi.process.sandbox import ChildOutcome
+from dicom4qi.model.truth import Truth
+
+__all__ = [
+    "EXTERNAL", "LABELMAP_SEG_STORAGE", "MUTANT", "SEG_STORAGE", "VALIDATOR",
+    "artifacts_of", "changed_note", "git_commit", "inspect_object", "now_iso", "outcome_record", "private_copy",
+    "sha256_of", "slug",
+]
+
+SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def slug(case_id: str) -> str:
+    return case_id.replace("/", "__")
+
+
+EXTERNAL = "external"
+MUTANT = "mutant"
+VALIDATOR = "dciodvfy"
+
+
+def outcome_record(base: dict[str, Any], out: ChildOutcome, what: str) -> Record:
+    """A record for a call that did not give a usable answer."""
+    status = {"error": Status.ERROR, "crash": Status.CRASH, "timeout": Status.TIMEOUT}[out.kind]
+    return Record(
+        **base,
+        status=status,
+        message=f"{what}: {out.message}",
+        limit=out.limit,  # type: ignore[arg-type]
+        wall_s=out.wall_s,
+        cpu_s=out.cpu_s,
+        peak_rss_mb=out.peak_rss_mb,
+        checks=[Check(name="opened" if base["step"] == "read" else "written", status=CheckStatus.FAIL, message=out.message[:500])],
+        harness=out.harness,
+    )
+
+
+def private_copy(src: Path, work: Path) -> Path:
+    """The object a reader gets: its own copy in its work folder, so that no reader can change another's input.
+
+    Copied by the kernel (sendfile), never held in memory; a full disk raises DiskFull.
+    """
+    from dicom4qi.process.sandbox import DiskFull
+
+    work.mkdir(parents=True, exist_ok=True)
+    target = work / "input.dcm"
+    target.unlink(missing_ok=True)
+    try:
+        shutil.copyfile(src, target)
+    except OSError as exc:
+        if exc.errno == 28:
+            target.unlink(missing_ok=True)
+            raise DiskFull(28, f"the disk holding {work} is full while copying the object for a reader") from None
+        raise
+    return target
+
+
+def changed_note(copy: Path, sha256: str) -> str | None:
+    """A note when a reader changed its own copy of the object (no other reader saw the change); None otherwise."""
+    try:
+        now = sha256_of(copy)
+    except OSError as exc:
+        return f"the reader removed or damaged its copy of the object ({exc}); no other reader saw it"
+    if now != sha256:
+        return f"the reader changed its copy of the object (sha256 {now[:16]}…, was {sha256[:16]}…); no other reader saw it"
+    return None
+
+
+ARTIFACT_SUFFIXES = (".png", ".txt", ".log", ".json")
+
+
+def artifacts_of(work: Path, run_dir: Path) -> dict[str, str]:
+    """Files a call left for the report: screenshots and logs in its work folder (never followed out of it)."""
+    out: dict[str, str] = {}
+    for path in sorted(work.glob("*")):
+        if path.is_file() and not path.is_symlink() and path.suffix in ARTIFACT_SUFFIXES and path.stem not in ("request", "response"):
+            if path.stat().st_size:
+                out[path.stem] = path.relative_to(run_dir).as_posix()
+    return out
+
+
+def inspect_object(path: Path, header: dict[str, Any], loaded: LoadedCase, truth: Truth) -> tuple[list[Check], SegObject]:
+    """Check a producer's output: a DICOM SEG of the type, bits and transfer syntax asked for, describing every segment.
+
+    ``header`` is what :func:`dicom4qi.formats.headers.header_summary` read from the object, in a bounded child:
+    the harness itself parses no byte of an object it did not write.
+    """
+    enc = loaded.case.encoding
+    sop = str(header.get("sop_class_uid") or "")
+    ts = str(header.get("transfer_syntax_uid") or "")
+    want_sop = LABELMAP_SEG_STORAGE if enc.type.value == "LABELMAP" else SEG_STORAGE
+    checks = [Check(name="written", status=CheckStatus.PASS)]
+
+    def chk(name: str, ok: bool, msg: str) -> None:
+        checks.append(Check(name=name, status=CheckStatus.PASS if ok else CheckStatus.FAIL, message="" if ok else msg))
+
+    chk("sop-class", sop == want_sop, f"SOP Class {sop or 'missing'}, expected {want_sop}")
+    seg_type = str(header.get("segmentation_type") or "")
+    chk("segmentation-type", seg_type == enc.type.value, f"Segmentation Type {seg_type or 'missing'}, expected {enc.type.value}")
+    bits = header.get("bits_allocated")
+    chk("bits-allocated", bits == enc.bits, f"Bits Allocated {bits}, expected {enc.bits}")
+    chk("transfer-syntax", ts == enc.transfer_syntax_uid, f"transfer syntax {ts or 'missing'}, expected {enc.transfer_syntax_uid}")
+    declared = [int(n) for n in header.get("segment_numbers", [])]
+    expected = [s.number for s in truth.segments]
+    listed = [n for n in declared if not (n == 0 and want_sop == LABELMAP_SEG_STORAGE)]  # 0: a label map's background
+    missing = sorted(set(expected) - set(listed))
+    extra = sorted(set(listed) - set(expected))
+    chk(
+        "segments-declared",
+        not missing and not extra and len(listed) == len(set(listed)),
+        f"Segment Sequence has {len(declared)} items"
+        + (f"; missing segment numbers {missing[:10]}" if missing else "")
+        + (f"; unexpected segment numbers {extra[:10]}" if extra else ""),
+    )
+    frames = header.get("frames")
+    obj = SegObject(
+        path="",
+        size=path.stat().st_size,
+        sha256=sha256_of(path),
+        sop_class_uid=sop or None,
+        transfer_syntax_uid=ts or None,
+        frames=int(frames) if frames is not None else None,
+    )
+    return checks, obj

@@ -1,0 +1,1431 @@
+"""Render results JSON into the static dashboard (Jinja2, autoescaped, no external assets, no CDN).
+
+``dicom4qi report`` writes a site that works from a folder (file://) and from GitHub Pages::
+
+    index.html, grid-2.html ...   the grid: rows case x producer, columns the write step, every consumer and the
+                                  validator, grouped by segmentation type; filters kept in the URL hash
+                                  (static/grid.js); pages of at most GRID_PAGE_BUDGET bytes of rows
+    overview.html                 per reader and per writer pass rates by feature, interop score, tool versions,
+                                  the negative corpus's reactions, objects from the wild
+    cell/*.html                   one call: subchecks, message, validator findings, screenshot, timings, notes,
+                                  the object, its source and the truth to download (small files are copied)
+    tool/*.html                   a tool: version, claims, where it fails most, homepage and issue tracker, badge
+    cases.html, case/*.html       a case: what it tests, the standard, a picture of the truth, its cells
+    history.html                  earlier runs side by side; regressions and fixes since the previous run
+    badges/*.json                 shields.io endpoint JSON per tool (with a local SVG for the site itself)
+    format-study.html             the benchmark's format study (:func:`render_format_study`)
+
+Every label comes from results that may be untrusted (vendor submissions): templates autoescape, file names
+are sanitized, copied files are confined to their run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import math
+import re
+import shutil
+import zipfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from dicom4qi.adapters.contract import split_spec
+from dicom4qi.judge.known import Explained, KnownIssue, in_scope, load_known_issues, matches
+from dicom4qi.corpus.mutate import REACTIONS
+from dicom4qi.model.results import Record, ResultsDocument, RunInfo, Status, ToolInfo
+from dicom4qi.paths import PACKAGE, corpus_file
+
+__all__ = ["SiteOptions", "render_format_study", "render_site"]
+
+TEMPLATES = PACKAGE / "site" / "templates"
+STATIC = PACKAGE / "site" / "static"
+
+#: Symbols shown with the colour, so that the grid reads without colour too.
+SYMBOLS = {
+    Status.PASS: "✓",
+    Status.FAIL: "✗",
+    Status.ERROR: "!",
+    Status.CRASH: "☠",
+    Status.TIMEOUT: "◔",
+    Status.DISPUTED: "?",
+    Status.UNSUPPORTED: "–",
+    Status.SKIPPED: "∅",
+}
+MEANINGS = {
+    Status.PASS: "the call worked and every required check passed",
+    Status.FAIL: "the call worked but the result is wrong",
+    Status.ERROR: "the tool reported an error, exceeded its memory limit, or its output is unusable",
+    Status.CRASH: "the process died without an answer",
+    Status.TIMEOUT: "killed at the time limit",
+    Status.DISPUTED: "no verdict can be given honestly: the independent decoders or readers disagree (no pass, no blame)",
+    Status.UNSUPPORTED: "the tool declares that it does not support a feature of the case",
+    Status.SKIPPED: "not run: the tool is not installed, or there is no object to read",
+}
+PROBLEM = frozenset({Status.FAIL, Status.ERROR, Status.CRASH, Status.TIMEOUT})
+TRIED = PROBLEM | {Status.PASS}
+STATUS_CODE = {Status.PASS: "P", Status.FAIL: "F", Status.ERROR: "E", Status.CRASH: "C", Status.TIMEOUT: "T",
+               Status.DISPUTED: "D", Status.UNSUPPORTED: "U", Status.SKIPPED: "S"}
+CHANGE_CODE = {"regressed": "r", "fixed": "f", "changed": "c"}
+#: Order of severity, worst first (tool pages list failures in this order).
+SEVERITY = [Status.CRASH, Status.TIMEOUT, Status.ERROR, Status.FAIL]
+
+WRITE = "write"  # the column of the producer's own write step
+GRID_PAGE_BUDGET = 1_200_000  # bytes of grid rows on one page (the page stays well under 2 MB)
+GRID_MESSAGE_CHARS = 140
+MESSAGE_CHARS = 20_000
+LIST_LIMIT = 400  # rows of long lists on one page (findings, failing cells, segments, history)
+PICTURE_VERSION = 2
+UNGRADED_TIERS = ("negative", "external")  # not graded against truth: kept out of pass rates and badges
+
+#: Tiers in the order pages list them.
+TIERS = ("quick", "full", "stress", "external", "negative")
+
+
+def _tier_key(tier: str) -> tuple[int, str]:
+    return (TIERS.index(tier) if tier in TIERS else len(TIERS), tier)
+
+
+#: How rows of the grid are grouped: by segmentation type, then the objects without truth.
+GROUPS = {
+    "binary": "BINARY",
+    "fractional": "FRACTIONAL",
+    "labelmap": "LABELMAP",
+    "other": "Other",
+    "external": "Objects from the wild (agreement, not truth)",
+    "negative": "Broken objects: the negative corpus (graded by reaction)",
+}
+
+
+@dataclass
+class SiteOptions:
+    """Where the report finds the corpus and built cases, and how much it copies into the site."""
+
+    corpus: Path = corpus_file("cases")
+    features: Path = corpus_file("features.txt")
+    negative: Path = corpus_file("negative.toml")
+    #: Another build folder to look for built cases in (each run's own build folder is tried first).
+    build: Path | None = None
+    #: The known issues (one TOML file per upstream bug), matched with the failing cells when the report is drawn.
+    known_issues: Path = corpus_file("known-issues")
+    #: Where the site will be published, for the badge snippets (e.g. https://org.github.io/dicom4qi).
+    base_url: str | None = None
+    copy_max_bytes: int = 5 * 2**20
+    copy_total_bytes: int = 300 * 2**20
+    history_runs: int = 12
+    pictures: bool = True
+
+
+# --------------------------------------------------------------------------- small helpers
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _clean(text: str, limit: int = 60) -> str:
+    return _UNSAFE.sub("_", text).strip("._")[:limit] or "x"
+
+
+def _slug(*parts: str | None) -> str:
+    """A file name for untrusted names: readable, safe, and unique (a short hash of the exact parts)."""
+    digest = hashlib.sha1("\x00".join(p if p is not None else "\x01" for p in parts).encode()).hexdigest()[:6]
+    return ".".join(_clean(p if p is not None else WRITE) for p in parts) + "." + digest
+
+
+def _href(path: str) -> str:
+    """A site-relative path as an href (untrusted characters quoted; '@' and '+' kept readable)."""
+    return quote(path, safe="/@+-._~")
+
+
+def _grid_href(**params: str) -> str:
+    return "index.html" + ("#" + urlencode({k: v for k, v in params.items() if v}, quote_via=quote) if params else "")
+
+
+def _rate_class(passed: int, tried: int) -> str:
+    if not tried:
+        return "rnone"
+    r = passed / tried
+    return "r100" if r >= 1 else "r90" if r >= 0.9 else "r70" if r >= 0.7 else "r40" if r >= 0.4 else "r0"
+
+
+def _pct(passed: int, tried: int) -> str:
+    return f"{math.floor(100 * passed / tried)}%" if tried else "—"
+
+
+def _mib(n: float | None) -> str:
+    if n is None:
+        return "—"
+    if n < 1024:
+        return f"{int(n)} B"
+    if n < 2**20:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return "—"
+    return f"{s:.2f} s" if s < 100 else f"{s:.0f} s"
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+#: Characters that reorder or hide text (bidirectional overrides and isolates, marks) and control characters:
+#: a tool name or label holding them could make the dashboard show something else than it holds.
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\u200b-\u200d\ufeff]")
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _neutral(value: Any) -> Any:
+    """Text made visible as it is: bidi and control characters shown as their code points (Markup kept)."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        value = _BIDI.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
+        value = _CONTROL.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
+    elif isinstance(value, list):
+        return [_neutral(v) for v in value]
+    elif isinstance(value, dict):
+        return {_neutral(k): _neutral(v) for k, v in value.items()}
+    return value
+
+
+def _js_data(name: str, value: Any) -> str:
+    """A script that sets ``window[name]``; '<', '>' and '&' escaped so that no text can end a script."""
+    text = json.dumps(_neutral(value), ensure_ascii=False, separators=(",", ":"))
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return f"window.{name} = {text};\n"
+
+
+# --------------------------------------------------------------------------- the site's model
+
+
+@dataclass
+class FileLink:
+    """A file offered for download: its href in the site, or why it is not there."""
+
+    label: str
+    href: str | None
+    note: str = ""
+
+
+@dataclass
+class Cell:
+    """One record of the current grid, with where it came from and how it changed."""
+
+    rec: Record
+    run: RunInfo
+    col: str
+    href: str
+    change: str | None = None
+    prev: Record | None = None
+    prev_run: RunInfo | None = None
+    artifacts: list[FileLink] = field(default_factory=list)
+    object: FileLink | None = None
+    #: The known issues that explain this cell (failing cells only).
+    known: list[KnownIssue] = field(default_factory=list)
+    rerun: str = ""
+
+    @property
+    def status(self) -> str:
+        return self.rec.status.value
+
+    @property
+    def failing(self) -> bool:
+        return self.rec.status in PROBLEM
+
+    @property
+    def novelty(self) -> str | None:
+        """'known' or 'new' for a failing cell charged to its tool (None otherwise: a refusal of an object its
+        producer wrote wrong is nobody's fault to explain)."""
+        if not self.failing or not self.rec.charged:
+            return None
+        return "known" if self.known else "new"
+
+    @property
+    def object_wrong(self) -> bool:
+        """A read of an object its producer wrote wrong, faithful (PASS) or refused (ERROR): not the reader's fault."""
+        return self.rec.step == "read" and self.rec.basis == "object" and self.rec.status in (Status.PASS, Status.ERROR)
+
+    @property
+    def screenshots(self) -> list[FileLink]:
+        return [a for a in self.artifacts if a.href and a.href.endswith(".png") and a.label != "difference"]
+
+    @property
+    def difference(self) -> FileLink | None:
+        return next((a for a in self.artifacts if a.label == "difference" and a.href), None)
+
+
+@dataclass
+class Row:
+    case: str
+    tier: str
+    features: list[str]
+    producer: str
+    group: str
+    write: Cell | None
+    cells: list[Cell | None]  # one per consumer column
+
+
+@dataclass
+class CaseInfo:
+    id: str
+    href: str
+    tier: str
+    description: str = ""
+    standard: str | None = None
+    features: list[str] = field(default_factory=list)
+    params: list[tuple[str, str]] = field(default_factory=list)
+    base: str | None = None  # a mutant's base case
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    segments_total: int = 0
+    picture: str | None = None
+    picture_note: str = ""
+    files: list[FileLink] = field(default_factory=list)
+    fingerprint: str | None = None
+    truth_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Badge:
+    role: str
+    name: str
+    passed: int
+    tried: int
+    json_href: str
+    svg_href: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} SEG {'write' if self.role == 'producer' else 'read'}"
+
+    @property
+    def message(self) -> str:
+        return f"{_pct(self.passed, self.tried)} ({self.passed}/{self.tried})" if self.tried else "no data"
+
+    @property
+    def color(self) -> str:
+        if not self.tried:
+            return "lightgrey"
+        r = self.passed / self.tried
+        return ("brightgreen" if r >= 0.95 else "green" if r >= 0.85 else "yellowgreen" if r >= 0.7
+                else "yellow" if r >= 0.5 else "orange" if r >= 0.3 else "red")
+
+    def endpoint(self) -> dict[str, Any]:
+        return {"schemaVersion": 1, "label": self.label, "message": self.message, "color": self.color}
+
+
+_BADGE_HEX = {"brightgreen": "#4c1", "green": "#97ca00", "yellowgreen": "#a4a61d", "yellow": "#dfb317",
+              "orange": "#fe7d37", "red": "#e05d44", "lightgrey": "#9f9f9f"}
+
+
+def _badge_svg(b: Badge) -> str:
+    """A flat badge drawn locally, so that the site shows it offline (shields.io draws the same from the JSON)."""
+    lw, rw = 7 * len(b.label) + 12, 7 * len(b.message) + 12
+    label, message = html.escape(b.label), html.escape(b.message)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{lw + rw}" height="20" role="img" '
+        f'aria-label="{label}: {message}"><title>{label}: {message}</title>'
+        f'<rect width="{lw}" height="20" fill="#555"/><rect x="{lw}" width="{rw}" height="20" fill="{_BADGE_HEX[b.color]}"/>'
+        f'<g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11" text-anchor="middle">'
+        f'<text x="{lw / 2}" y="14">{label}</text><text x="{lw + rw / 2}" y="14">{message}</text></g></svg>\n'
+    )
+
+
+class Copier:
+    """Copies files into the site: each under ``max_bytes``, all under ``total_bytes``; says why not otherwise."""
+
+    def __init__(self, out_dir: Path, max_bytes: int, total_bytes: int) -> None:
+        self.out_dir = out_dir
+        self.max_bytes = max_bytes
+        self.total_bytes = total_bytes
+        self.used = 0
+        self.copied = 0
+        self.refused = 0
+        self._done: dict[Path, tuple[str | None, str]] = {}
+
+    def copy(self, src: Path, dest: str, *, reuse: bool = False) -> tuple[str | None, str]:
+        """Copy ``src`` to ``dest`` (site-relative): (href, "") or (None, the reason)."""
+        key = src.resolve() if src.exists() else src
+        if key in self._done:
+            return self._done[key]
+        result = self._copy(src, dest, reuse)
+        self._done[key] = result
+        return result
+
+    def _copy(self, src: Path, dest: str, reuse: bool) -> tuple[str | None, str]:
+        if not src.is_file():
+            return None, "not available: the file is not on this machine"
+        size = src.stat().st_size
+        if size > self.max_bytes:
+            self.refused += 1
+            return None, f"not copied into the site: {_mib(size)}, over the {_mib(self.max_bytes)} cap per file"
+        if self.used + size > self.total_bytes:
+            self.refused += 1
+            return None, f"not copied into the site: its copy budget ({_mib(self.total_bytes)}) is used up"
+        target = self.out_dir / dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not (reuse and target.is_file() and target.stat().st_size == size):
+            shutil.copyfile(src, target)
+        self.used += size
+        self.copied += 1
+        return _href(dest), ""
+
+
+_UNSAFE_PART = re.compile(r"[^A-Za-z0-9._@+-]+")
+
+
+def _site_path(rel: str) -> str:
+    """A run-relative path as a path in the site: each part reduced to safe characters."""
+    return "/".join(_UNSAFE_PART.sub("_", part).lstrip("._") or "x" for part in PurePosixPath(rel).parts)
+
+
+def _inside(root: Path, rel: str) -> Path | None:
+    """``root / rel`` if ``rel`` is a plain relative path that stays inside ``root`` (no link out); else None."""
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts or not p.parts:
+        return None
+    full = (root / p).resolve()
+    return full if full.is_relative_to(root.resolve()) else None
+
+
+def _run_root(run: RunInfo) -> Path | None:
+    """The run folder a results document names, if it is one the suite makes: ``<build>/runs/<run id>``
+    (or ``<build>/runs`` for a combined run). A document may say anything: ``run_dir = "/"`` would
+    otherwise have ``/etc/shadow`` copied into the site."""
+    if not run.run_dir:
+        return None
+    try:
+        root = Path(run.run_dir).resolve()
+    except (OSError, RuntimeError):
+        return None
+    if (root.name == "runs" or root.parent.name == "runs") and root.is_dir() and len(root.parts) > 2:
+        return root
+    return None
+
+
+# --------------------------------------------------------------------------- gathering the documents
+
+
+def _dedupe(docs: list[ResultsDocument]) -> list[ResultsDocument]:
+    """One document per run id (the most complete), in the order the runs started."""
+    by_id: dict[str, ResultsDocument] = {}
+    for d in docs:
+        old = by_id.get(d.run.run_id)
+        if old is None or len(d.records) >= len(old.records):
+            by_id[d.run.run_id] = d
+    return sorted(by_id.values(), key=lambda d: (d.run.started, d.run.run_id))
+
+
+def _change(prev: Status | None, cur: Status) -> str | None:
+    if prev is None or prev is cur:
+        return None
+    if prev is Status.PASS and cur in PROBLEM:
+        return "regressed"
+    if prev in PROBLEM and cur is Status.PASS:
+        return "fixed"
+    return "changed"
+
+
+def _issue_tracker(homepage: str | None) -> str | None:
+    """A GitHub project's issue tracker, from its homepage."""
+    if homepage and re.match(r"^https://github\.com/[^/]+/[^/]+/?$", homepage):
+        return homepage.rstrip("/") + "/issues"
+    return None
+
+
+def rerun_command(rec: Record, run: RunInfo) -> str:
+    """The one command that runs this cell again (for an object without truth: with the readers it is judged among)."""
+    import shlex
+
+    q = shlex.quote
+    if rec.tier == "external":
+        folder = (run.filters.get("external") or ["DIR"])[0]
+        readers = " ".join(f"--consumer {q(c)}" for c in run.filters.get("consumer", []))
+        return f"dicom4qi run --external {q(folder)} --case {q(rec.case)}" + (f" {readers}" if readers else "")
+    if rec.tier == "negative":
+        return f"dicom4qi run --tier negative --case {q(rec.case)} --consumer {q(rec.consumer or 'none')}"
+    consumer = rec.consumer if rec.step == "read" else "none"
+    tier = f"--tier {q(rec.tier)} " if rec.tier else ""
+    return f"dicom4qi run {tier}--case {q(rec.case)} --producer {q(rec.producer)} --consumer {q(consumer or 'none')}"
+
+
+def _group_of(tier: str, features: list[str]) -> str:
+    if tier in ("negative", "external"):
+        return tier
+    for g in ("binary", "fractional", "labelmap"):
+        if g in features:
+            return g
+    return "other"
+
+
+def _graded(records: list[Record]) -> list[Record]:
+    return [r for r in records if r.tier not in UNGRADED_TIERS and r.producer not in ("external", "(external)", "mutant")]
+
+
+class _Site:
+    """Everything the pages show, gathered once from the documents."""
+
+    def __init__(self, documents: list[ResultsDocument], history: list[ResultsDocument], out_dir: Path,
+                 opts: SiteOptions, links: dict[str, str]) -> None:
+        self.out_dir = out_dir
+        self.opts = opts
+        self.extra_links = links
+        current_docs = _dedupe([d for d in documents if d.run.kind == "run"])
+        if not current_docs:
+            raise ValueError("no results to report (benchmark documents go to the format study)")
+        self.current_docs = current_docs
+        self.runs = _dedupe([d for d in history if d.run.kind == "run" and d.records] + current_docs)
+        self.run_index = {d.run.run_id: i for i, d in enumerate(self.runs)}
+        self.latest = current_docs[-1].run
+        # The current grid: every given document merged, the later run winning a cell.
+        current: dict[tuple[str, str, str | None], tuple[Record, RunInfo]] = {}
+        tools: dict[tuple[str, str], ToolInfo] = {}
+        for d in current_docs:
+            for r in d.records:
+                current[r.key] = (r, d.run)
+            for t in d.tools:
+                tools[(t.role, t.name)] = t
+        self.tools = list(tools.values())
+        # Each cell's earlier statuses, run by run.
+        self.series: dict[tuple[str, str, str | None], list[tuple[int, Record]]] = defaultdict(list)
+        for i, d in enumerate(self.runs):
+            for r in d.records:
+                self.series[r.key].append((i, r))
+        self.cells: dict[tuple[str, str, str | None], Cell] = {}
+        for key, (rec, run) in current.items():
+            col = WRITE if rec.step == "write" else (rec.consumer or WRITE)
+            cell = Cell(rec=rec, run=run, col=col, href=f"cell/{_slug(rec.case, rec.producer, rec.consumer)}.html")
+            here = self.run_index[run.run_id]
+            earlier = [(i, r) for i, r in self.series[key] if i < here]
+            if earlier:
+                i, prev = earlier[-1]
+                cell.prev, cell.prev_run = prev, self.runs[i].run
+                cell.change = _change(prev.status, rec.status)
+            self.cells[key] = cell
+        consumers = [t.name for t in self.tools if t.role == "consumer"]
+        validators = [t.name for t in self.tools if t.role == "validator"]
+        seen = set(consumers) | set(validators)
+        for rec, _ in current.values():
+            if rec.consumer and rec.consumer not in seen:
+                seen.add(rec.consumer)
+                (validators if rec.step == "validate" else consumers).append(rec.consumer)
+        self.columns = consumers + validators  # the consumer columns, validators last
+        self.validators = set(validators)
+        producers = [t.name for t in self.tools if t.role == "producer"]
+        for rec, _ in current.values():
+            if rec.producer not in producers:
+                producers.append(rec.producer)
+        self.producers = producers
+        self.tool_names = {t.name for t in self.tools}
+        self._rows()
+        self.records = [c.rec for c in self.cells.values()]
+        self.graded = _graded(self.records)
+        self.known_issues, errors = load_known_issues(opts.known_issues)
+        self.known_errors = [str(e) for e in errors]
+        self.explained = self._match_known()
+        for cell in self.cells.values():
+            cell.rerun = rerun_command(cell.rec, cell.run)
+
+    def _match_known(self) -> list[Explained]:
+        """Each known issue with the failing cells it explains, and how many tried cells lie in its scope."""
+        version_of: dict[str, str | None] = {}
+        for t in self.tools:
+            version_of.setdefault(t.name, t.version)
+        out = []
+        for issue in self.known_issues:
+            explained: list[Record] = []
+            scope = 0
+            for cell in self.cells.values():
+                rec = cell.rec
+                own = rec.producer if rec.step == "write" else rec.consumer or ""
+                version = version_of.get(issue.tool, version_of.get(own))
+                if matches(issue, rec, version):
+                    cell.known.append(issue)
+                    explained.append(rec)
+                if rec.status in TRIED and any(in_scope(m, rec) for m in issue.match):
+                    scope += 1
+            out.append(Explained(issue, explained, scope))
+        return out
+
+    # ---- rows of the grid
+
+    def _rows(self) -> None:
+        by_pair: dict[tuple[str, str], dict[str | None, Cell]] = defaultdict(dict)
+        for (case, producer, consumer), cell in self.cells.items():
+            by_pair[(case, producer)][consumer] = cell
+        order = {p: i for i, p in enumerate(self.producers)}
+        groups = list(GROUPS)
+        rows = []
+        for (case, producer), cells in by_pair.items():
+            anyc = next(iter(cells.values())).rec
+            feats = list(anyc.features)
+            tier = anyc.tier or ""
+            rows.append(Row(case, tier, feats, producer, _group_of(tier, feats), cells.get(None),
+                            [cells.get(c) for c in self.columns]))
+        rows.sort(key=lambda r: (groups.index(r.group), r.case, order.get(r.producer, 999), r.producer))
+        self.all_rows = rows
+        self.rows = [r for r in rows if not (r.write and r.write.rec.status is Status.UNSUPPORTED)]
+        self.unsupported = [r for r in rows if r.write and r.write.rec.status is Status.UNSUPPORTED]
+
+    # ---- counts
+
+    def pass_counts(self, role: str, name: str) -> tuple[int, int, Counter[str]]:
+        """(passed, tried, every status) of a tool's graded cells in one role."""
+        step = {"producer": "write", "consumer": "read", "validator": "validate"}[role]
+        recs = [r for r in self.graded if r.step == step and (r.producer if role == "producer" else r.consumer) == name]
+        counts = Counter(r.status.value for r in recs)
+        tried = sum(1 for r in recs if r.status in TRIED and r.charged)
+        return counts[Status.PASS.value], tried, counts
+
+    def graded_doc(self) -> ResultsDocument:
+        return ResultsDocument.model_construct(run=self.latest, tools=self.tools, records=self.graded)
+
+
+# --------------------------------------------------------------------------- cases: descriptions, truth, pictures
+
+
+def _color(seg: Any, number: int) -> tuple[int, int, int]:
+    if seg is not None and getattr(seg, "color_rgb", None):
+        return tuple(int(v) for v in seg.color_rgb)  # type: ignore[return-value]
+    import matplotlib
+
+    r, g, b, _ = matplotlib.colormaps["tab20"]((number - 1) % 20)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _truth_picture(truth: Any, path: Path, *, panels: int = 6, side: int = 360) -> str:
+    """Draw the truth, one slice per group of segments (the frame where the group covers most), into a PNG.
+
+    Reads the truth one crop at a time; large images are drawn at a reduced scale. Returns a caption.
+    """
+    import numpy as np
+
+    frames, rows, cols = truth.shape
+    info = {s.number: s for s in truth.segments}
+    with truth.masks() as mf:
+        present = list(mf.numbers)
+        empty = [s.number for s in truth.segments if s.number not in set(present)]
+        if not present:
+            return "every segment of this case is empty: there is nothing to draw"
+        groups = [[int(n) for n in g] for g in np.array_split(np.array(present), min(panels, len(present)))]
+        group_of = {n: gi for gi, g in enumerate(groups) for n in g}
+        counts = np.zeros((len(groups), frames), dtype=np.int64)
+        for n, crop in mf:
+            per = np.count_nonzero(crop.data.reshape(crop.data.shape[0], -1), axis=1)
+            counts[group_of[n], crop.offset[0]:crop.offset[0] + len(per)] += per
+        best = counts.argmax(axis=1)
+        step = max(1, math.ceil(max(rows, cols) / side))
+        h, w = -(-rows // step), -(-cols // step)
+        canvas = np.empty((len(groups), h, w, 3), dtype=np.float32)
+        canvas[:] = (0.12, 0.13, 0.15)  # the frame's extent, dark
+        for n, crop in mf:
+            g = group_of[n]
+            f = int(best[g])
+            z0, y0, x0 = crop.offset
+            if not z0 <= f < z0 + crop.data.shape[0]:
+                continue
+            fy, fx = (-y0) % step, (-x0) % step
+            sub = crop.data[f - z0][fy::step, fx::step]
+            if sub.size == 0:
+                continue
+            r0, c0 = (y0 + fy) // step, (x0 + fx) // step
+            alpha = sub.astype(np.float32) / truth.fractional_max if truth.fractional else sub.astype(bool).astype(np.float32)
+            alpha = alpha[..., None] * 0.9
+            color = np.asarray(_color(info.get(n), n), dtype=np.float32) / 255
+            region = canvas[g, r0:r0 + sub.shape[0], c0:c0 + sub.shape[1]]
+            region[:] = region * (1 - alpha) + color * alpha
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols = min(3, len(groups))
+    nrows = -(-len(groups) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.6 * nrows), squeeze=False, layout="constrained")
+    aspect = truth.geometry.pixel_spacing[0] / truth.geometry.pixel_spacing[1]
+    for ax in axes.flat:
+        ax.axis("off")
+    for gi, (ax, g) in enumerate(zip(axes.flat, groups)):
+        ax.imshow(np.clip(canvas[gi], 0, 1), interpolation="nearest", aspect=aspect)
+        who = f"segment {g[0]}" if len(g) == 1 else f"segments {g[0]}–{g[-1]}"
+        ax.set_title(f"{who}\nframe {int(best[gi]) + 1} of {frames}", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.08)
+    plt.close(fig)
+    tmp.replace(path)
+    caption = (f"One slice per group of segments, each at the frame where its segments cover the most pixels; "
+               f"{rows}×{cols} pixels, {frames} frame(s)")
+    if step > 1:
+        caption += f", drawn at 1/{step} scale"
+    if empty:
+        caption += f"; empty segment(s), not drawn: {', '.join(map(str, empty[:20]))}{' …' if len(empty) > 20 else ''}"
+    return caption + "."
+
+
+def _zip_folder(folder: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f.relative_to(folder.parent).as_posix())
+    tmp.replace(target)
+
+
+def _case_infos(site: _Site) -> dict[str, CaseInfo]:
+    from dicom4qi.model.case import load_cases
+
+    opts = site.opts
+    loaded = {c.id: c for c in load_cases(opts.corpus)[0]} if opts.corpus.is_dir() else {}
+    mutants: dict[str, Any] = {}
+    if opts.negative.is_file():
+        from dicom4qi.corpus.mutate import load_mutants
+
+        try:
+            mutants = {m.id: m for m in load_mutants(opts.negative)}
+        except (ValueError, OSError):
+            mutants = {}
+    build_roots: dict[str, list[Path]] = defaultdict(list)
+    for cell in site.cells.values():
+        run_root = _run_root(cell.run)
+        if run_root is not None:
+            root = run_root.parent.parent
+            if root not in build_roots[cell.rec.case]:
+                build_roots[cell.rec.case].append(root)
+    out: dict[str, CaseInfo] = {}
+    first: dict[str, Record] = {}
+    for cell in site.cells.values():
+        first.setdefault(cell.rec.case, cell.rec)
+    for case_id, rec in sorted(first.items()):
+        info = CaseInfo(id=case_id, href=f"case/{_slug(case_id)}.html", tier=rec.tier or "", features=list(rec.features))
+        lc = loaded.get(case_id)
+        if lc is not None:
+            c = lc.case
+            info.description, info.standard, info.features = c.description, c.standard, list(c.features)
+            s, e, g = c.source, c.encoding, c.segments
+            info.params = [
+                ("source", f"{s.modality} {s.layout}, {s.rows}×{s.columns}, {s.frames} frame(s)"),
+                ("spacing", f"pixel {s.pixel_spacing[0]} × {s.pixel_spacing[1]} mm"
+                 + (f", slices at {', '.join(map(str, s.slice_positions))} mm" if s.slice_positions
+                    else f", slice {s.slice_spacing} mm" if s.has_patient_geometry and s.layout != "cine" else "")),
+                ("orientation", ", ".join(f"{v:g}" for v in s.orientation) if s.has_patient_geometry else "none (no patient space)"),
+                ("segments", f"{g.count} ({g.generator}, seed {g.seed}, fill {g.fill})"
+                 + (f", empty: {', '.join(map(str, g.empty))}" if g.empty else "")
+                 + (f", empty frames in: {', '.join(map(str, g.gaps))}" if g.gaps else "")),
+                ("encoding", f"{e.type.value}, {e.bits} bit(s), {e.transfer_syntax}"
+                 + (f", frames {e.frame_order}" if e.frame_order != "segment-major" else "")),
+                ("case file", f"corpus/cases/{case_id}.toml"),
+            ]
+            info.fingerprint = c.fingerprint()
+            candidates = build_roots.get(case_id, []) + ([opts.build] if opts.build else [])
+            for root in candidates:
+                d = root / "corpus" / info.fingerprint
+                if (d / "truth.json").is_file():
+                    info.truth_dir = d
+                    break
+        elif case_id in mutants:
+            m = mutants[case_id]
+            info.description = m.description
+            info.base = m.base
+            info.params = [("mutation", m.mutation), ("parameters", json.dumps(m.params, ensure_ascii=False) if m.params else "none"),
+                           ("base object", f"{m.base}, written by highdicom")]
+            info.standard = "PS3.3 C.8.20 (Segmentation IOD); the object is broken on purpose"
+        else:
+            info.notes = sorted({n for c in site.cells.values() if c.rec.case == case_id for n in c.rec.notes[:1]})
+            if info.tier == "external":
+                who = next((n for n in info.notes if n.startswith("written by ")), "written elsewhere")
+                info.description = f"An object from the wild, {who}; no truth: its readers are compared with each other."
+                info.notes = [n for n in info.notes if n != who]
+        out[case_id] = info
+    return out
+
+
+def _case_files(site: _Site, cases: dict[str, CaseInfo], copier: Copier, *, pictures: bool) -> None:
+    """Copy each built case's truth (and zip its source) into the site; draw its picture."""
+    from dicom4qi.model.truth import Truth
+
+    keep_img: set[str] = set()
+    keep_files: set[str] = set()
+    for info in cases.values():
+        if info.truth_dir is None or info.fingerprint is None:
+            if info.fingerprint:
+                info.picture_note = "the case is not built on this machine (dicom4qi corpus build): no picture of the truth"
+                info.files = [FileLink("truth", None, "not available: the case is not built on this machine")]
+            continue
+        fp = _clean(info.fingerprint)
+        try:
+            truth = Truth.load(info.truth_dir)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            info.picture_note = f"the truth could not be read: {exc}"
+            continue
+        info.segments_total = len(truth.segments)
+        for s in truth.segments[:LIST_LIMIT]:
+            info.segments.append({
+                "number": s.number, "label": s.label, "color": s.color_rgb or _color(None, s.number),
+                "category": s.category.get("meaning", ""), "type": s.type.get("meaning", ""),
+                "description": (s.description or "")[:300], "empty": s.empty,
+                "tracking": s.tracking_id or "", "algorithm": f"{s.algorithm_type} {s.algorithm_name} {s.algorithm_version}",
+            })
+        png = f"img/case/{fp}-v{PICTURE_VERSION}.png"
+        keep_img.add(png)
+        if pictures:
+            target = site.out_dir / png
+            try:
+                if not target.is_file():
+                    cap = _truth_picture(truth, target)
+                    (site.out_dir / (png + ".txt")).write_text(cap, encoding="utf-8")
+                cap_file = site.out_dir / (png + ".txt")
+                info.picture_note = cap_file.read_text(encoding="utf-8") if cap_file.is_file() else ""
+                if target.is_file():
+                    info.picture = _href(png)
+            except (OSError, ValueError, MemoryError) as exc:
+                info.picture_note = f"the picture could not be drawn: {exc}"
+            keep_img.add(png + ".txt")
+        files = []
+        for name, label in (("truth.json", "truth: geometry and segment metadata (truth.json)"),
+                            ("truth.npz", "truth: one crop per segment (truth.npz, see dicom4qi/model/masks.py)")):
+            dest = f"files/case/{fp}/{name}"
+            href, note = copier.copy(info.truth_dir / name, dest, reuse=True)
+            if href:
+                keep_files.add(dest)
+            files.append(FileLink(label, href, note))
+        source = info.truth_dir / "source"
+        if source.is_dir():
+            size = sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
+            dest = f"files/case/{fp}/source.zip"
+            if size > copier.max_bytes:
+                files.append(FileLink("source images (zip)", None,
+                                      f"not copied into the site: {_mib(size)}, over the {_mib(copier.max_bytes)} cap per file"))
+            else:
+                target = site.out_dir / dest
+                if not target.is_file():
+                    _zip_folder(source, target)
+                href, note = copier.copy(target, dest, reuse=True)
+                if href:
+                    keep_files.add(dest)
+                files.append(FileLink(f"source images ({sum(1 for f in source.rglob('*') if f.is_file())} files, zip)", href, note))
+        info.files = files
+    # Pictures and case files are kept between reports (keyed by the case's fingerprint); drop the stale ones.
+    for folder, keep in (("img/case", keep_img), ("files/case", keep_files)):
+        base = site.out_dir / folder
+        if not base.is_dir():
+            continue
+        for f in sorted(base.rglob("*"), reverse=True):
+            rel = f.relative_to(site.out_dir).as_posix()
+            if f.is_file() and rel not in keep and not (folder == "img/case" and not pictures):
+                f.unlink()
+            elif f.is_dir() and not any(f.iterdir()):
+                f.rmdir()
+
+
+def _copy_cell_files(site: _Site, copier: Copier) -> None:
+    """Artifacts (screenshots first, then text) and the objects, for the cell pages."""
+    cells = list(site.cells.values())
+    for pngs in (True, False):
+        for cell in cells:
+            root = _run_root(cell.run)
+            for name, rel in cell.rec.artifacts.items():
+                if (Path(rel).suffix.lower() == ".png") != pngs:
+                    continue
+                src = _inside(root, rel) if root else None
+                if src is None:
+                    cell.artifacts.append(FileLink(name, None, "not available: outside the run folder or no run folder"))
+                    continue
+                href, note = copier.copy(src, f"artifacts/{_clean(cell.run.run_id, 80)}/{_site_path(rel)}")
+                cell.artifacts.append(FileLink(name, href, note))
+    for cell in cells:
+        seg = cell.rec.seg
+        if seg is None:
+            continue
+        root = _run_root(cell.run)
+        src = _inside(root, seg.path) if root else None
+        if src is None:
+            cell.object = FileLink("the SEG object", None, f"not copied: {seg.path} lies outside the run folder")
+            continue
+        href, note = copier.copy(src, f"files/runs/{_clean(cell.run.run_id, 80)}/{_site_path(seg.path)}")
+        cell.object = FileLink("the SEG object", href, note)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _env() -> Environment:
+    env = Environment(loader=FileSystemLoader([TEMPLATES]), autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                      finalize=_neutral)
+    env.filters.update(mib=_mib, seconds=_seconds, slug=_slug)
+    env.globals.update(
+        symbols={s.value: v for s, v in SYMBOLS.items()},
+        meanings={s.value: v for s, v in MEANINGS.items()},
+        statuses=[s.value for s in Status],
+        pct=_pct,
+        rate_class=_rate_class,
+        grid_href=_grid_href,
+        reaction_names=list(REACTIONS),
+        reactions_text=REACTIONS,
+    )
+    return env
+
+
+class _Renderer:
+    def __init__(self, site: _Site, cases: dict[str, CaseInfo], features: dict[str, str], copier: Copier) -> None:
+        self.site = site
+        self.cases = cases
+        self.features = features
+        self.copier = copier
+        self.env = _env()
+        self.macros = self.env.get_template("macros.html.j2").module
+        self.sizes: dict[str, int] = {}
+        names: list[str] = []
+        for t in site.tools:
+            if t.name not in names:
+                names.append(t.name)
+        for c in site.columns:
+            if c not in names:
+                names.append(c)
+        self.tool_names = names
+        self.tool_hrefs = {n: f"tool/{_slug(n)}.html" for n in names}
+        nav = [("index.html", "Grid"), ("overview.html", "Overview"), ("overview.html#tools", "Tools"),
+               ("cases.html", "Cases"), ("history.html", "History")]
+        if (site.out_dir / "format-study.html").is_file() or "format-study.html" in site.extra_links:
+            nav.append(("format-study.html", "Format study"))
+        for href, text in site.extra_links.items():
+            if href not in {h for h, _ in nav}:
+                nav.append((href, text))
+        self.nav = nav
+        self.badges: dict[tuple[str, str], Badge] = {}
+        for t in site.tools:
+            if t.role in ("producer", "consumer"):
+                passed, tried, _ = site.pass_counts(t.role, t.name)
+                slug = _slug(t.role, t.name)
+                self.badges[(t.role, t.name)] = Badge(t.role, t.name, passed, tried, f"badges/{slug}.json", f"badges/{slug}.svg")
+
+    def feature_order(self, names: set[str] | list[str]) -> list[str]:
+        known = [f for f in self.features if f in names]
+        return known + sorted(set(names) - set(known))
+
+    def page(self, template: str, target: str, **ctx: Any) -> None:
+        depth = target.count("/")
+        root = "../" * depth
+        html_text = self.env.get_template(template).render(
+            root=root, here=target, nav=self.nav, run=self.site.latest, site=self.site, tool_hrefs=self.tool_hrefs,
+            cases=self.cases, features=self.features, macros=self.macros, **ctx,
+        )
+        _write_text(self.site.out_dir / target, html_text)
+        self.sizes[target] = len(html_text.encode("utf-8"))
+
+    # ---- vendor submissions
+
+    def submissions(self, docs: list[ResultsDocument], download: dict[str, Any] | None = None) -> None:
+        """``submissions.html`` and a page per submission, with where each result comes from."""
+        subs = []
+        for d in sorted(docs, key=lambda d: (d.run.submission.vendor if d.run.submission else "", d.run.run_id)):
+            info = d.run.submission
+            if info is None:
+                continue
+            reads = [r for r in d.records if r.step == "read"]
+            verified = Counter(r.status.value for r in reads if r.provenance != "self-reported")
+            writes = Counter(r.status.value for r in d.records if r.step == "write")
+            selfrep = Counter(r.status.value for r in reads if r.provenance == "self-reported")
+            order = [st.value for st in SYMBOLS]
+            s = {
+                "info": info, "kind": d.run.kind,
+                "records": sorted(d.records, key=lambda r: (
+                    {"verified": 0, "submitted": 0, None: 1, "self-reported": 2}.get(r.provenance, 3),
+                    r.status is Status.SKIPPED, r.case, r.producer, r.step != "write", r.consumer or "")),
+                "href": f"submission/{_slug(info.vendor, info.tool, info.tool_version, info.sha256[:12])}.html",
+                "verified": sorted(verified.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99),
+                "writes": sorted(writes.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99),
+                "self_reported": sorted(selfrep.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99),
+            }
+            subs.append(s)
+            self.page("submission.html.j2", s["href"], s=s)
+        self.page("submissions.html.j2", "submissions.html", subs=subs, download=download)
+
+    # ---- the grid
+
+    def grid(self) -> None:
+        site = self.site
+        row_html = []
+        for row in site.rows:
+            text = str(self.macros.grid_row(row, site.columns, self.cases, self.tool_hrefs, ""))
+            row_html.append((row, text, len(text.encode("utf-8"))))
+        pages: list[list[tuple[Row, str, int]]] = [[]]
+        size = 0
+        for item in row_html:
+            if pages[-1] and size + item[2] > GRID_PAGE_BUDGET:
+                pages.append([])
+                size = 0
+            pages[-1].append(item)
+            size += item[2]
+        hrefs = ["index.html"] + [f"grid-{i + 1}.html" for i in range(1, len(pages))]
+        labels = []
+        for p in pages:
+            if not p:
+                labels.append("empty")
+                continue
+            labels.append(f"{p[0][0].case} … {p[-1][0].case}")
+        multi = len(pages) > 1
+        if multi:
+            cols = [WRITE] + site.columns
+            index_rows = []
+            for pi, p in enumerate(pages):
+                for row, _, _ in p:
+                    cells = [row.write] + row.cells
+                    index_rows.append([pi, row.tier, row.producer, " ".join(row.features),
+                                       "".join(STATUS_CODE[c.rec.status] if c else "." for c in cells),
+                                       "".join(CHANGE_CODE.get(c.change or "", ".") if c else "." for c in cells),
+                                       "".join((c.novelty or ".")[0] if c else "." for c in cells)])
+            for pi in range(len(pages)):
+                _write_text(site.out_dir / "data" / f"grid-index-{pi + 1}.js", _js_data("D4Q_INDEX", {
+                    "current": pi, "columns": cols,
+                    "pages": [{"href": h, "label": lab} for h, lab in zip(hrefs, labels)], "rows": index_rows}))
+        features = self.feature_order({f for r in site.rows for f in r.features})
+        tiers = sorted({r.tier for r in site.rows if r.tier}, key=_tier_key)
+        changes = Counter(c.change for c in site.cells.values() if c.change)
+        producers = [p for p in site.producers if any(r.producer == p for r in site.rows)]
+        reads = [c.rec for c in site.cells.values() if c.rec.step != "write"]
+        totals = Counter(r.status.value for r in reads)
+        for pi, (p, href) in enumerate(zip(pages, hrefs)):
+            items: list[tuple[str, Any]] = []
+            last_group = None
+            for row, text, _ in p:
+                if row.group != last_group:
+                    n = sum(1 for r in site.rows if r.group == row.group)
+                    items.append(("group", (row.group, GROUPS[row.group], last_group is None and pi > 0 and
+                                            pages[pi - 1] and pages[pi - 1][-1][0].group == row.group, n)))
+                    last_group = row.group
+                items.append(("row", Markup(text)))
+            self.page("grid.html.j2", href, items=items, columns=site.columns, page_index=pi,
+                      pages=list(zip(hrefs, labels)), multi=multi, feature_names=features, tiers=tiers,
+                      producers=producers, changes=changes, totals=totals,
+                      unsupported=site.unsupported if pi == 0 else [], n_rows=len(site.rows),
+                      index_script=f"data/grid-index-{pi + 1}.js" if multi else None)
+
+    # ---- overview
+
+    def overview(self) -> None:
+        from dicom4qi.run.summary import by_feature, interop_score
+
+        site = self.site
+        doc = site.graded_doc()
+        readers = by_feature(doc, "consumer")
+        writers = by_feature(doc, "producer")
+        consumers = [c for c in site.columns if c not in site.validators]
+        tried_by = Counter(r.consumer for r in site.graded if r.step == "read" and r.status in TRIED)
+        interop_tools = [c for c in consumers if tried_by.get(c)]
+        interop = interop_score(doc, interop_tools) if interop_tools else {}
+        producers = [p for p in site.producers if any(r.producer == p for r in site.graded)]
+        valid = {}
+        for p in producers:
+            recs = [r for r in site.graded if r.step == "validate" and r.producer == p and r.status in TRIED]
+            valid[p] = (sum(r.status is Status.PASS for r in recs), len(recs))
+        tools = []
+        for t in site.tools:
+            passed, tried, counts = site.pass_counts(t.role, t.name)
+            tools.append({"info": t, "passed": passed, "tried": tried, "counts": counts, "badge": self.badges.get((t.role, t.name))})
+        negative_reads = [c.rec for c in site.cells.values() if c.rec.tier == "negative" and c.rec.step == "read"]
+        reactions = {c: Counter(r.reaction for r in negative_reads if r.consumer == c and r.reaction) for c in site.columns}
+        reactions = {c: v for c, v in reactions.items() if v}
+        mutant_checks = [c.rec for c in site.cells.values() if c.rec.tier == "negative" and c.rec.step == "validate"
+                         and c.rec.status in (Status.PASS, Status.FAIL)]
+        sensitivity = (sum(r.status is Status.PASS for r in mutant_checks), len(mutant_checks))
+        external = [c.rec for c in site.cells.values() if c.rec.tier == "external" and c.rec.step == "read"]
+        ext_readers = {c: Counter(r.status.value for r in external if r.consumer == c) for c in site.columns}
+        ext_readers = {c: v for c, v in ext_readers.items() if v}
+        changes = Counter(c.change for c in site.cells.values() if c.change)
+        self.page("overview.html.j2", "overview.html",
+                  feature_rows=self.feature_order(set(readers) | set(writers)), readers=readers, writers=writers,
+                  consumers=consumers, producers=producers, interop=interop, interop_tools=interop_tools, valid=valid,
+                  tools=tools, reactions=reactions, sensitivity=sensitivity, ext_readers=ext_readers,
+                  ext_objects=len({r.case for r in external}), changes=changes, runs=site.current_docs,
+                  totals=Counter(r.status.value for r in site.graded if r.step == "read"),
+                  explained=sorted(site.explained, key=lambda e: (e.issue.tool, e.state != "seen", e.issue.id)),
+                  known_errors=site.known_errors,
+                  harness_faults=sorted((c for c in site.cells.values() if c.rec.harness), key=lambda c: c.rec.key),
+                  known_counts=Counter(c.novelty for c in site.cells.values() if c.novelty),
+                  writes=Counter(r.status.value for r in site.graded if r.step == "write"))
+
+    # ---- cells
+
+    def cell_pages(self) -> None:
+        site = self.site
+        trackers = {t.name: _issue_tracker(t.homepage) for t in site.tools}
+        for key, cell in site.cells.items():
+            series = []
+            for i, rec in site.series.get(key, []):
+                series.append((site.runs[i].run, rec))
+            rec = cell.rec
+            write = site.cells.get((rec.case, rec.producer, None))
+            caption = next((n.removeprefix("difference picture: ") for n in rec.notes if n.startswith("difference picture: ")), None)
+            at_fault = rec.consumer if rec.step == "read" else rec.producer
+            self.page("cell.html.j2", cell.href, cell=cell, rec=rec, case=self.cases.get(rec.case),
+                      series=series[-LIST_LIMIT:], message_limit=MESSAGE_CHARS, list_limit=LIST_LIMIT,
+                      write_href=write.href if write else cell.href, difference_caption=caption,
+                      tool_issues=trackers.get(at_fault or ""))
+
+    # ---- tools
+
+    def tool_pages(self) -> None:
+        from dicom4qi.run.summary import by_feature
+
+        site = self.site
+        doc = site.graded_doc()
+        per_role = {role: by_feature(doc, role) for role in ("producer", "consumer", "validator")}
+        for name in self.tool_names:
+            infos = [t for t in site.tools if t.name == name]
+            roles = [t.role for t in infos] or (["validator"] if name in site.validators else ["consumer"])
+            sections = []
+            for role in roles:
+                info = next((t for t in infos if t.role == role), None)
+                passed, tried, counts = site.pass_counts(role, name)
+                feats = []
+                for f, per in per_role[role].items():
+                    fc = per.get(name)
+                    if fc is not None and (fc.tried or fc.untried):
+                        feats.append((f, fc))
+                feats.sort(key=lambda item: (item[1].rate if item[1].rate is not None else 2.0, -item[1].tried, item[0]))
+                step = {"producer": "write", "consumer": "read", "validator": "validate"}[role]
+                mine = [c for c in site.cells.values() if c.rec.step == step
+                        and (c.rec.producer if role == "producer" else c.rec.consumer) == name]
+                failing = sorted((c for c in mine if c.rec.status in PROBLEM),
+                                 key=lambda c: (SEVERITY.index(c.rec.status), c.rec.tier or "", c.rec.case, c.rec.producer))
+                reactions = Counter(c.rec.reaction for c in mine if c.rec.tier == "negative" and c.rec.reaction)
+                claims = [(f, self.features.get(f, "")) for f in self.feature_order(info.features)] if info else []
+                sections.append({"role": role, "info": info, "passed": passed, "tried": tried, "counts": counts,
+                                 "features": feats, "failing": failing[:LIST_LIMIT], "failing_total": len(failing),
+                                 "reactions": reactions, "claims": claims, "badge": self.badges.get((role, name)),
+                                 "tool_filter": f"{role}:{name}"})
+            homepage = next((t.homepage for t in infos if t.homepage), None)
+            issues = _issue_tracker(homepage)
+            base = (site.opts.base_url or "").rstrip("/")
+            known = [e for e in site.explained if e.issue.tool == name or split_spec(name)[0] == e.issue.tool]
+            self.page("tool.html.j2", self.tool_hrefs[name], name=name, infos=infos, sections=sections, known=known,
+                      homepage=homepage if homepage and homepage.startswith(("https://", "http://")) else None,
+                      issues=issues, base_url=base, list_limit=LIST_LIMIT)
+
+    # ---- cases
+
+    def case_pages(self) -> None:
+        site = self.site
+        by_case: dict[str, list[Row]] = defaultdict(list)
+        for row in site.all_rows:
+            by_case[row.case].append(row)
+        summary = {}
+        for case_id, info in self.cases.items():
+            reads = [c.rec for c in site.cells.values() if c.rec.case == case_id and c.rec.step == "read"]
+            passed = sum(r.status is Status.PASS for r in reads)
+            tried = sum(r.status in TRIED for r in reads)
+            summary[case_id] = (passed, tried)
+            rows = by_case.get(case_id, [])
+            self.page("case.html.j2", info.href, info=info, rows=[r for r in rows if r not in site.unsupported],
+                      unsupported=[r for r in rows if r in site.unsupported], columns=site.columns,
+                      feature_text=self.features, passed=passed, tried=tried)
+        tiers = sorted({i.tier for i in self.cases.values()}, key=_tier_key)
+        self.page("cases.html.j2", "cases.html", infos=list(self.cases.values()), summary=summary, tiers=tiers)
+
+    # ---- history
+
+    def history(self) -> None:
+        site = self.site
+        shown = site.runs[-site.opts.history_runs:]
+        first = len(site.runs) - len(shown)
+        runs = []
+        prev_tools: dict[tuple[str, str], str | None] | None = None
+        for i, d in enumerate(site.runs):
+            tools = {(t.role, t.name): t.version for t in d.tools}
+            changed = []
+            if prev_tools is not None:
+                for k, v in tools.items():
+                    if k in prev_tools and prev_tools[k] != v:
+                        changed.append(f"{k[1]} {prev_tools[k] or '—'} → {v or '—'}")
+            prev_tools = {**(prev_tools or {}), **tools}
+            if i >= first:
+                reads = [r for r in d.records if r.step == "read"]
+                runs.append({"run": d.run, "records": len(d.records),
+                             "reads": Counter(r.status.value for r in reads),
+                             "tiers": ", ".join(d.run.filters.get("tier", [])) or "—",
+                             "scope": self._scope(d), "versions": changed,
+                             "current": d in site.current_docs})
+        lists = {k: sorted((c for c in site.cells.values() if c.change == k), key=lambda c: c.rec.key)
+                 for k in ("regressed", "fixed", "changed")}
+        table = []
+        for key, series in site.series.items():
+            statuses = {i: r.status for i, r in series if i >= first}
+            cell = site.cells.get(key)
+            if len(set(statuses.values())) < 2 and not (cell and cell.change):
+                continue
+            table.append((cell.change if cell else None, key, [statuses.get(i) for i in range(first, len(site.runs))], cell))
+        rank = {"regressed": 0, "fixed": 1, "changed": 2, None: 3}
+        table.sort(key=lambda t: (rank[t[0]], t[1][0], t[1][1], t[1][2] or ""))
+        full = {"runs": [d.run.run_id for d in site.runs],
+                "cells": [{"case": k[0], "producer": k[1], "consumer": k[2],
+                           "statuses": {site.runs[i].run.run_id: r.status.value for i, r in s}}
+                          for k, s in sorted(site.series.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))]}
+        _write_text(site.out_dir / "data" / "history.json", json.dumps(full, ensure_ascii=False, indent=0))
+        self.page("history.html.j2", "history.html", runs=runs, lists=lists, table=table[:LIST_LIMIT * 2],
+                  table_total=len(table), list_limit=LIST_LIMIT, shown_runs=[d.run for d in shown])
+
+    @staticmethod
+    def _scope(d: ResultsDocument) -> str:
+        f = d.run.filters
+        parts = []
+        if f.get("case"):
+            parts.append(f"{len(f['case'])} case filter(s)")
+        for k in ("producer", "consumer"):
+            if f.get(k):
+                parts.append(f"{len(f[k])} {k}(s)")
+        if f.get("external"):
+            parts.append("external objects")
+        return ", ".join(parts) or "everything"
+
+    # ---- badges and static files
+
+    def badge_files(self) -> None:
+        for b in self.badges.values():
+            _write_text(self.site.out_dir / b.json_href, json.dumps(b.endpoint(), ensure_ascii=False) + "\n")
+            _write_text(self.site.out_dir / b.svg_href, _badge_svg(b))
+
+
+#: Folders render_site owns and rewrites on every report (img/case and files/case are pruned, not cleared).
+_OWNED = ("cell", "case", "tool", "badges", "artifacts", "data", "static", "files/runs", "submission", "bundle")
+
+
+def render_site(
+    documents: list[ResultsDocument],
+    out_dir: Path,
+    *,
+    links: dict[str, str] | None = None,
+    history: list[ResultsDocument] | None = None,
+    options: SiteOptions | None = None,
+    submissions: list[ResultsDocument] | None = None,
+    bundle_zip: Path | None = None,
+) -> Path:
+    """Write the dashboard for ``documents`` into ``out_dir``; return the grid's first page (``index.html``).
+
+    ``documents`` are merged into the current grid (where two runs hold the same cell, the later run wins) and
+    are the most recent entries of the history; ``history`` adds earlier runs, for the history page and the
+    change markers only. Benchmark documents are left out (they feed :func:`render_format_study`).
+    """
+    if not documents:
+        raise ValueError("no results to report")
+    opts = options or SiteOptions()
+    links = dict(links or {})
+    links.setdefault("submissions.html", "Vendors")
+    site = _Site(documents, history or [], out_dir, opts, links)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in _OWNED:
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+    for stale in out_dir.glob("grid-*.html"):
+        stale.unlink()
+    shutil.copytree(STATIC, out_dir / "static")
+    (out_dir / ".nojekyll").write_text("", encoding="utf-8")  # GitHub Pages: serve every file as it is
+    from dicom4qi.model.case import load_features
+
+    features = load_features(opts.features) if opts.features.is_file() else {}
+    copier = Copier(out_dir, opts.copy_max_bytes, opts.copy_total_bytes)
+    cases = _case_infos(site)
+    _copy_cell_files(site, copier)  # screenshots first: they are the viewers' evidence
+    _case_files(site, cases, copier, pictures=opts.pictures)
+    r = _Renderer(site, cases, features, copier)
+    r.badge_files()
+    r.cell_pages()
+    r.tool_pages()
+    r.case_pages()
+    r.history()
+    r.overview()
+    r.grid()
+    download = None
+    if bundle_zip is not None:
+        (out_dir / "bundle").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(bundle_zip, out_dir / "bundle" / bundle_zip.name)
+        digest = hashlib.sha256(bundle_zip.read_bytes()).hexdigest()
+        download = {"href": f"bundle/{bundle_zip.name}", "name": bundle_zip.name, "size": bundle_zip.stat().st_size,
+                    "sha256": digest}
+    r.submissions(submissions or [], download)
+    _write_text(out_dir / "data" / "pages.json", json.dumps({
+        "pages": r.sizes, "copied_files": copier.copied, "copied_bytes": copier.used, "not_copied": copier.refused,
+    }, indent=1, sort_keys=True))
+    return out_dir / "index.html"
+
+
+# --------------------------------------------------------------------------- format study
+
+
+def _encoding_of(features: list[str]) -> str:
+    """A short name of an object's encoding: BINARY, LABELMAP 16-bit, ... and its transfer syntax."""
+    kind = "BINARY" if "binary" in features else "FRACTIONAL" if "fractional" in features else "LABELMAP"
+    ts = {"ts-rle": "RLE", "ts-jpeg2000": "JPEG 2000", "ts-jpegls": "JPEG-LS", "ts-deflate": "Deflate",
+          "ts-implicit-le": "implicit VR"}
+    extra = [v for k, v in ts.items() if k in features]
+    return kind + (f" + {extra[0]}" if extra else "")
+
+
+@dataclass
+class BenchRow:
+    case: str
+    segments: int | None
+    encoding: str
+    tool: str
+    operation: str
+    record: Record
+
+
+def _bench_rows(doc: ResultsDocument) -> list[BenchRow]:
+    rows = []
+    for r in doc.records:
+        if r.bench is None and r.status is Status.UNSUPPORTED:
+            continue
+        if r.producer in ("nifti", "seg-nrrd"):
+            encoding = ".nii.gz" if r.producer == "nifti" else ".seg.nrrd"
+            tool = r.consumer or (r.notes[0].removeprefix("written by ") if r.notes else r.producer)
+            op = "read" if r.consumer else "write"
+        else:
+            encoding = _encoding_of(r.features)
+            tool = r.consumer if r.step == "read" else r.producer
+            op = f"read {r.producer}'s" if r.step == "read" else "write"
+        rows.append(BenchRow(r.case, r.segments, encoding, tool or "", op, r))
+    return rows
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    """matplotlib's pyplot, drawing offline, with stable SVG ids (the same figures give the same files)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "dicom4qi"
+    return plt
+
+
+def _save(fig, path: Path) -> None:  # type: ignore[no-untyped-def]
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+
+
+def _plot(series: dict[str, list[tuple[float, float]]], ylabel: str, title: str, path: Path, *, logy: bool = True) -> bool:
+    """One log-log line plot of ``series`` (label -> (segments, value) points) as SVG; False if nothing to draw."""
+    series = {k: sorted(v) for k, v in series.items() if v}
+    if not series:
+        return False
+    fig, ax = _pyplot().subplots(figsize=(9.0, 4.2))
+    markers = "os^vD<>ph*"
+    for i, (label, points) in enumerate(sorted(series.items())):
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker=markers[i % len(markers)], label=label, linewidth=1.6)
+    ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel("segments")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    _save(fig, path)
+    return True
+
+
+def _encoding_bars(study: list[BenchRow], path: Path) -> bool:
+    """File size and reference read time per encoding for the 104-segment body case, as two bar panels."""
+    size: dict[str, float] = {}
+    read: dict[str, float] = {}
+    for r in study:
+        b = r.record.bench
+        if r.segments != 104 or b is None:
+            continue
+        if r.operation == "write" and b.size and (r.tool == "highdicom" or r.encoding in (".nii.gz", ".seg.nrrd")):
+            size.setdefault(r.encoding, b.size / 2**20)
+        if (r.operation == "read highdicom's" and r.tool == "reference") or (r.operation == "read" and r.tool == "nibabel"):
+            read.setdefault(r.encoding, b.median_wall_s)
+    names = [n for n in size if n in read]
+    if not names:
+        return False
+    names.sort(key=lambda n: size[n], reverse=True)
+    fig, (a1, a2) = _pyplot().subplots(1, 2, figsize=(10, 0.5 * len(names) + 1.6), sharey=True)
+    ys = range(len(names))
+    colours = ["#8250df" if n.startswith(".") else "#0969da" for n in names]
+    a1.barh(ys, [size[n] for n in names], color=colours)
+    a1.set_xscale("log")
+    a1.set_xlabel("file size (MiB, log)")
+    a1.set_yticks(list(ys), names)
+    a1.invert_yaxis()
+    a2.barh(ys, [read[n] for n in names], color=colours)
+    a2.set_xlabel("read time, whole process (s)")
+    for ax, values in ((a1, [size[n] for n in names]), (a2, [read[n] for n in names])):
+        for y, v in zip(ys, values):
+            ax.text(v, y, f" {v:.2f}" if v < 10 else f" {v:.0f}", va="center", fontsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    a1.set_title("size", fontsize=10)
+    a2.set_title("read by the reference decoder (.nii.gz: nibabel)", fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def render_format_study(documents: list[ResultsDocument], out_dir: Path) -> Path:
+    """Write ``format-study.html`` and its plots from benchmark results (the last document of each tier wins)."""
+    benches = [d for d in documents if d.run.kind == "bench"]
+    if not benches:
+        raise ValueError("no benchmark results (run `dicom4qi bench`)")
+    doc = benches[-1]
+    rows = [row for d in benches for row in _bench_rows(d)]
+    # Body cases of one grid (the same source) make the curves: pick the cases with most rows per segment count.
+    plots: list[tuple[str, str]] = []
+    figures = out_dir / "bench"
+    size: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    read: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    memory: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    study = [r for r in rows if r.case.split("/")[-1].startswith("body-") and r.segments and r.record.bench]
+    plain = ("BINARY", "LABELMAP")  # uncompressed SEG, against the segment count; compression gets its own figure
+    for r in study:
+        b = r.record.bench
+        assert b is not None
+        if r.operation == "write" and r.tool == "highdicom" and b.size and r.encoding in plain:
+            size[f"SEG {r.encoding}"].append((r.segments, b.size / 2**20))
+        if r.operation == "write" and r.encoding in (".nii.gz", ".seg.nrrd") and b.size and r.case.endswith("-labelmap"):
+            size[r.encoding].append((r.segments, b.size / 2**20))
+        if r.operation == "read highdicom's" and r.tool in ("reference", "highdicom") and r.encoding in plain:
+            read[f"{r.tool} reads {r.encoding}"].append((r.segments, b.median_wall_s))
+            memory[f"{r.tool} reads {r.encoding}"].append((r.segments, b.median_peak_rss_mb))
+        if r.operation == "read" and r.tool == "nibabel" and r.encoding == ".nii.gz" and r.case.endswith("-labelmap"):
+            read["nibabel reads .nii.gz"].append((r.segments, b.median_wall_s))
+            memory["nibabel reads .nii.gz"].append((r.segments, b.median_peak_rss_mb))
+    if _plot(size, "file size (MiB)", "File size against segments, 512x512x300", figures / "size.svg"):
+        plots.append(("bench/size.svg", "File size against the number of segments (SEG written by highdicom)"))
+    if _plot(read, "read time, whole process (s)", "Read time against segments (median of the timed runs)", figures / "read.svg"):
+        plots.append(("bench/read.svg", "Read time against the number of segments"))
+    if _plot(memory, "peak memory (MiB)", "Peak memory of the reading process", figures / "memory.svg"):
+        plots.append(("bench/memory.svg", "Peak memory against the number of segments"))
+    if _encoding_bars(study, figures / "encodings.svg"):
+        plots.append(("bench/encodings.svg", "What label maps and compression buy, 104 organs on 512x512x300: "
+                      "file size and the reference decoder's read time per encoding"))
+    by_case: dict[str, list[BenchRow]] = defaultdict(list)
+    for r in rows:
+        by_case[r.case].append(r)
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    html = env.get_template("format-study.html.j2").render(
+        run=doc.run, tools=doc.tools, by_case=dict(sorted(by_case.items())), plots=plots,
+        overhead=doc.run.harness_overhead, machine=doc.run.machine,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "format-study.html"
+    tmp = target.with_name("format-study.html.part")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(target)
+    return target

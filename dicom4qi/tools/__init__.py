@@ -1,0 +1,1 @@
+"""The tools under test: one folder per tool with its producer and consumer sides, pins and notes."""

@@ -1,0 +1,1 @@
+"""dcmqi (the PyPI wheel's static binaries): producer and consumer."""

@@ -1,0 +1,112 @@
+"""Consumer ``dcmqi``: ``segimage2itkimage`` from the PyPI wheel, the reader 3D Slicer uses.
+
+3D Slicer's DICOMSegmentationPlugin (QuantitativeReporting, in Slicer core since
+2026) converts a SEG by running ``segimage2itkimage --mergeSegments``; the column
+``dcmqi@mergeSegments`` is that call, ``dcmqi`` the plain one (one file per
+segment). The NRRD volumes and ``meta.json`` it writes are placed back onto the
+source frames by their geometry (slice position along the normal, in-plane
+offset); segment numbers are dcmqi's label IDs, labels, codes and colours come
+from its ``meta.json``. dcmqi writes FRACTIONAL objects as their stored values:
+they are scaled by the object's Maximum Fractional Value, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version
+from dicom4qi.model.decoded import DecodedSegment, DecodedWriter
+from dicom4qi.formats.nrrd import read_nrrd
+from dicom4qi.formats.source_frames import SourceFrames
+from dicom4qi.adapters.contract import run_tool
+from dicom4qi.tools.dcmqi.producer import dcmqi_binary
+
+__all__ = ["DcmqiConsumer"]
+
+
+def _code(c: dict[str, str] | None) -> dict[str, str] | None:
+    if not c:
+        return None
+    return {"value": str(c.get("CodeValue")), "scheme": str(c.get("CodingSchemeDesignator")), "meaning": str(c.get("CodeMeaning"))}
+
+
+class DcmqiConsumer(Consumer):
+    name = "dcmqi"
+    tool = "dcmqi"
+    homepage = "https://github.com/QIICR/dcmqi"
+    features = EVERY_FEATURE  # it claims to read any SEG
+
+    def version(self) -> str | None:
+        return package_version("dcmqi")
+
+    def read(self, request: ReadRequest) -> DecodedWriter:
+        import pydicom
+
+        if self.variant not in (None, "mergeSegments"):
+            raise ValueError(f"unknown dcmqi variant {self.variant!r} (known: mergeSegments)")
+        header = pydicom.dcmread(request.seg, stop_before_pixels=True)
+        fractional = str(header.get("SegmentationType", "")) == "FRACTIONAL"
+        out_dir = (request.workdir or request.seg.parent) / "dcmqi-output"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        notes: list[str] = []
+        args = ["--inputDICOM", str(request.seg), "--outputDirectory", str(out_dir), "--outputType", "nrrd"]
+        if self.variant == "mergeSegments":
+            args.append("--mergeSegments")
+        shown = ["segimage2itkimage", "--inputDICOM", "seg.dcm", "--outputDirectory", "dcmqi-output", *args[4:]]
+        run_tool([str(dcmqi_binary("segimage2itkimage")), *args], notes, shown)
+
+        meta = json.loads((out_dir / "meta.json").read_text())
+        files = sorted(out_dir.glob("*.nrrd"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+        groups = meta.get("segmentAttributes", [])
+        if len(groups) != len(files):
+            raise RuntimeError(f"dcmqi wrote {len(files)} NRRD files but {len(groups)} groups in meta.json")
+        src = SourceFrames(request.sources)
+        writer = DecodedWriter(src.keys, src.rows, src.columns, fractional=fractional)
+        writer.notes.extend(notes)
+        scale = 1.0 / float(header.get("MaximumFractionalValue", 255)) if fractional else None
+        if fractional:
+            writer.notes.append(f"NRRD values scaled by 1/{int(header.get('MaximumFractionalValue', 255))} (Maximum Fractional Value)")
+        first = None
+        for path, group in zip(files, groups):
+            image = read_nrrd(path)
+            assert image.origin is not None and image.axes is not None  # read_nrrd requires a geometry by default
+            placement = src.place(image.origin, image.axes, image.data.shape[0])
+            first = first or (image, placement)
+            grid = src.to_grid(placement, image.data)
+            for attrs in group:
+                number = int(attrs["labelID"])
+                writer.add_segment(
+                    DecodedSegment(
+                        number=number,
+                        label=attrs.get("SegmentLabel"),
+                        category=_code(attrs.get("SegmentedPropertyCategoryCodeSequence")),
+                        type=_code(attrs.get("SegmentedPropertyTypeCodeSequence")),
+                        tracking_id=attrs.get("TrackingIdentifier"),
+                        tracking_uid=attrs.get("TrackingUniqueIdentifier"),
+                        algorithm_type=attrs.get("SegmentAlgorithmType"),
+                        algorithm_name=attrs.get("SegmentAlgorithmName"),
+                        description=attrs.get("SegmentDescription"),
+                        type_modifier=_code(attrs.get("SegmentedPropertyTypeModifierCodeSequence")),
+                        anatomic_region=_code(attrs.get("AnatomicRegionSequence")),
+                        anatomic_region_modifier=_code(attrs.get("AnatomicRegionModifierSequence")),
+                        color_rgb=tuple(attrs["recommendedDisplayRGBValue"]) if attrs.get("recommendedDisplayRGBValue") else None,  # type: ignore[arg-type]
+                    )
+                )
+                if fractional:
+                    # one segment per file: its values are the stored fractions
+                    writer.set_pixels(number, grid.astype(np.float32) * scale)
+                else:
+                    writer.set_pixels(number, grid == number)
+            del grid
+        if first is not None:
+            image, placement = first
+            ax = image.axes
+            writer.geometry.orientation = [*(ax[0] / np.linalg.norm(ax[0])), *(ax[1] / np.linalg.norm(ax[1]))]
+            writer.geometry.pixel_spacing = [float(np.linalg.norm(ax[1])), float(np.linalg.norm(ax[0]))]
+            for k in np.flatnonzero(placement.frames >= 0):
+                corner = image.origin + k * ax[2] - placement.col_offset * ax[0] - placement.row_offset * ax[1]
+                writer.geometry.positions[src.keys[placement.frames[k]]] = [float(v) for v in corner]
+        return writer

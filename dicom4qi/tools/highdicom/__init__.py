@@ -1,0 +1,1 @@
+"""highdicom (PyPI): producer and consumer."""

@@ -1,0 +1,189 @@
+"""Consumer ``highdicom``: read a SEG through highdicom's public API.
+
+The variant ``highdicom@strict`` keeps highdicom's defaults throughout; the plain
+``highdicom`` column, when highdicom refuses an object that does not declare
+Spatial Locations Preserved, reads it again with ``ignore_spatial_locations=True``
+as a user would, and says so in the notes.
+
+The pixels come from ``Segmentation.get_pixels_by_source_instance`` for the
+source series' SOP Instance UIDs (``get_pixels_by_source_frame`` for the frames
+of a multi-frame source), with ``assert_missing_frames_are_empty=True``
+(a SEG may omit empty frames) and highdicom's other defaults: first as one
+label map (``combine_segments=True``, memory of one volume however many
+segments), and for overlapping or fractional objects segment by segment in
+chunks that keep memory bounded. Which call was used is recorded in the notes.
+
+A whole slide image source is one frame of the grid, its total pixel matrix: the
+SEG is read with ``Segmentation.get_total_pixel_matrix`` (highdicom places the
+tiles, TILED_FULL or TILED_SPARSE), first with ``combine_segments=True`` and for
+overlapping or fractional objects segment by segment, one matrix per segment at
+most in each chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version
+from dicom4qi.model.decoded import DecodedWriter, frame_key
+from dicom4qi.formats.segmeta import segments_from_dataset
+
+__all__ = ["HighdicomConsumer", "geometry_from_dataset"]
+
+#: Largest dense chunk (bytes) a chunked read may allocate.
+CHUNK_BYTES = 256 * 1024 * 1024
+#: VL Whole Slide Microscopy Image Storage.
+WSI_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+
+def _highdicom_rgb(lab: list[int]) -> tuple[int, int, int]:
+    """highdicom's own CIELab conversion, clipped to the RGB gamut as a display would (the colour check is advisory)."""
+    from highdicom.color import CIELabColor
+
+    return tuple(int(v) for v in CIELabColor.from_dicom_value(lab).to_rgb(clip=True))  # type: ignore[return-value]
+
+
+def geometry_from_dataset(ds: Any, writer: DecodedWriter) -> None:
+    """Orientation, spacing and the position of each referenced source frame, from the functional groups."""
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
+    if shared is not None and "PlaneOrientationSequence" in shared:
+        writer.geometry.orientation = [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient]
+    if shared is not None and "PixelMeasuresSequence" in shared:
+        writer.geometry.pixel_spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+    for frame in ds.get("PerFrameFunctionalGroupsSequence", []):
+        try:
+            ref = frame.DerivationImageSequence[0].SourceImageSequence[0]
+            pos = [float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient]
+        except (AttributeError, IndexError):
+            continue
+        number = ref.get("ReferencedFrameNumber")
+        key = frame_key(ref.ReferencedSOPInstanceUID, int(number) if number is not None else None)
+        writer.geometry.positions.setdefault(key, pos)
+
+
+class HighdicomConsumer(Consumer):
+    name = "highdicom"
+    tool = "highdicom"
+    homepage = "https://github.com/ImagingDataCommons/highdicom"
+    features = EVERY_FEATURE  # it claims to read any SEG
+
+    def version(self) -> str | None:
+        return package_version("highdicom")
+
+    def read(self, request: ReadRequest) -> DecodedWriter:
+        import highdicom as hd
+        import pydicom
+
+        seg = hd.seg.segread(request.seg)
+        notes: list[str] = []
+        headers = [
+            pydicom.dcmread(
+                p, stop_before_pixels=True,
+                specific_tags=["SOPClassUID", "SOPInstanceUID", "NumberOfFrames", "TotalPixelMatrixRows", "TotalPixelMatrixColumns"],
+            )
+            for p in request.sources
+        ]
+        if any(str(h.get("SOPClassUID", "")) == WSI_STORAGE for h in headers):
+            if len(headers) != 1:
+                raise ValueError(f"{len(headers)} source instances with a whole slide image among them: expected the one slide")
+            return self._read_slide(seg, headers[0])
+        multiframe = len(headers) == 1 and int(headers[0].get("NumberOfFrames", 1) or 1) > 1
+        if multiframe:
+            uid = str(headers[0].SOPInstanceUID)
+            numbers_of_frames = list(range(1, int(headers[0].NumberOfFrames) + 1))
+            keys = [frame_key(uid, n) for n in numbers_of_frames]
+            call = "get_pixels_by_source_frame(assert_missing_frames_are_empty=True"
+
+            def get(**kw: Any) -> np.ndarray:
+                return seg.get_pixels_by_source_frame(uid, numbers_of_frames, **self._options, **kw)
+        else:
+            uids = [str(h.SOPInstanceUID) for h in headers]
+            keys = [frame_key(u) for u in uids]
+            call = "get_pixels_by_source_instance(assert_missing_frames_are_empty=True"
+
+            def get(**kw: Any) -> np.ndarray:
+                return seg.get_pixels_by_source_instance(uids, **self._options, **kw)
+
+        self._options: dict[str, Any] = {"assert_missing_frames_are_empty": True}
+        try:
+            get(segment_numbers=[n for n in seg.segment_numbers if n != 0][:1] or None)
+        except RuntimeError as exc:
+            if "spatial locations are preserved" not in str(exc) or self.variant == "strict":
+                raise
+            # What a highdicom user does next: say that the frames are on the source grid.
+            self._options["ignore_spatial_locations"] = True
+            call += ", ignore_spatial_locations=True"
+            notes.append("the object does not declare Spatial Locations Preserved: read with ignore_spatial_locations=True")
+        seg_type = seg.segmentation_type.value
+        fractional = seg_type == "FRACTIONAL"
+        writer = DecodedWriter(keys, int(seg.Rows), int(seg.Columns), fractional=fractional)
+        writer.notes.extend(notes)
+        for s in segments_from_dataset(seg, color=_highdicom_rgb):
+            writer.add_segment(s)
+        geometry_from_dataset(seg, writer)
+        numbers = [n for n in seg.segment_numbers if n != 0]
+        if not fractional:
+            try:
+                labels = get(combine_segments=True)
+            except (ValueError, RuntimeError) as exc:
+                if "overlap" not in str(exc).lower():
+                    raise
+                writer.notes.append(f"combine_segments=True refused ({exc}); reading segment by segment")
+            else:
+                writer.set_labelmap(np.asarray(labels))
+                writer.notes.append(f"{call}, combine_segments=True)")
+                return writer
+        per_segment = len(keys) * int(seg.Rows) * int(seg.Columns) * (4 if fractional else 1)
+        chunk = max(1, CHUNK_BYTES // max(per_segment, 1))
+        for i in range(0, len(numbers), chunk):
+            part = numbers[i : i + chunk]
+            arr = get(segment_numbers=part, dtype=np.float32 if fractional else np.uint8)
+            for j, n in enumerate(part):
+                writer.set_pixels(n, arr[..., j])
+            del arr
+        writer.notes.append(f"{call}, segment_numbers in chunks of {chunk})")
+        return writer
+
+    def _read_slide(self, seg: Any, source: Any) -> DecodedWriter:
+        """A SEG of a whole slide image, as its total pixel matrix (one frame keyed by the slide's UID)."""
+        uid = str(source.SOPInstanceUID)
+        referenced = {str(u[2]) for u in seg.get_source_image_uids()}
+        if uid not in referenced:
+            raise ValueError(f"the SEG does not reference the source slide {uid} (it references {sorted(referenced)[:3]})")
+        rows, columns = int(source.TotalPixelMatrixRows), int(source.TotalPixelMatrixColumns)
+        if "TotalPixelMatrixRows" not in seg or "TotalPixelMatrixColumns" not in seg:
+            raise ValueError("the source is a whole slide image but the SEG has no Total Pixel Matrix Rows/Columns")
+        seg_matrix = (int(seg.TotalPixelMatrixRows), int(seg.TotalPixelMatrixColumns))
+        if seg_matrix != (rows, columns):
+            raise ValueError(f"the SEG's total pixel matrix is {seg_matrix[0]}x{seg_matrix[1]}, the slide's {rows}x{columns}")
+        fractional = seg.segmentation_type.value == "FRACTIONAL"
+        writer = DecodedWriter([frame_key(uid)], rows, columns, fractional=fractional)
+        for s in segments_from_dataset(seg, color=_highdicom_rgb):
+            writer.add_segment(s)
+        shared = seg.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in seg else None
+        if shared is not None and "PixelMeasuresSequence" in shared:
+            writer.geometry.pixel_spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
+        organization = seg.get("DimensionOrganizationType", "absent")
+        if not fractional:
+            try:
+                labels = seg.get_total_pixel_matrix(combine_segments=True)
+            except (ValueError, RuntimeError) as exc:
+                if "overlap" not in str(exc).lower():
+                    raise
+                writer.notes.append(f"combine_segments=True refused ({exc}); reading segment by segment")
+            else:
+                writer.set_labelmap(np.asarray(labels)[np.newaxis])
+                writer.notes.append(f"get_total_pixel_matrix(combine_segments=True) of a {organization} SEG")
+                return writer
+        numbers = [n for n in seg.segment_numbers if n != 0]
+        chunk = max(1, CHUNK_BYTES // max(rows * columns * (4 if fractional else 1), 1))
+        for i in range(0, len(numbers), chunk):
+            part = numbers[i : i + chunk]
+            arr = seg.get_total_pixel_matrix(segment_numbers=part, dtype=np.float32 if fractional else np.uint8)
+            for j, n in enumerate(part):
+                writer.set_pixels(n, arr[np.newaxis, :, :, j])
+            del arr
+        writer.notes.append(f"get_total_pixel_matrix(segment_numbers in chunks of {chunk}) of a {organization} SEG")
+        return writer

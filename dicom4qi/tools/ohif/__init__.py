@@ -1,0 +1,1 @@
+"""OHIF (npm @ohif/app) in Debian's chromium with Orthanc: consumer."""

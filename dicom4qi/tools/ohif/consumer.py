@@ -1,0 +1,239 @@
+"""Consumer ``ohif``: the real OHIF viewer (npm ``@ohif/app``) in Debian's chromium, read back voxel by voxel.
+
+Per worker, the service (:mod:`dicom4qi.tools.ohif.stack`) runs Orthanc with
+DICOMweb, a same-origin server for the viewer build and one chromium with a
+DevTools port. Per object, the read call:
+
+1. empties Orthanc and uploads the source series and the SEG;
+2. opens the viewer on the study in a fresh browser context (clean storage);
+3. loads the SEG as a user does, by double-clicking its thumbnail in the study
+   browser; if no segmentation appears, the display set's ``load()`` is called
+   as the second path, which gives OHIF's own error at once;
+4. reads back from OHIF's own state (``segmentationService``, the cornerstone
+   cache) the segments and every labelmap slice with the source image it
+   belongs to, and saves a screenshot of the viewer with the SEG shown.
+
+What OHIF gets wrong is the result: nothing is corrected here. The version is
+the adapter's parameter: ``ohif`` is 3.13.2, ``ohif@3.11.1`` another release.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import time
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, Service
+from dicom4qi.model.decoded import DecodedSegment, DecodedWriter, frame_key
+
+__all__ = ["OhifConsumer", "DEFAULT_VERSION"]
+
+DEFAULT_VERSION = "3.13.2"
+PROBE = (Path(__file__).with_name("probe.js")).read_text(encoding="utf-8")
+PAGE_TIMEOUT_MS = 60_000
+LOAD_TIMEOUT_MS = 30_000
+#: Before any page script: skip the onboarding tour (its overlay takes the clicks) and note logged errors.
+INIT_SCRIPT = """
+localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']));
+window.__d4qiErrors = [];
+(() => {
+  const original = console.error;
+  console.error = function (...args) { window.__d4qiErrors.push(args.map(String).join(' ')); return original.apply(this, args); };
+  window.addEventListener('unhandledrejection', (e) => window.__d4qiErrors.push(String((e.reason && e.reason.message) || e.reason)));
+})();
+"""
+_DTYPES = {"Uint8Array": "<u1", "Int8Array": "<i1", "Uint16Array": "<u2", "Int16Array": "<i2",
+           "Uint32Array": "<u4", "Int32Array": "<i4", "Float32Array": "<f4", "Uint8ClampedArray": "<u1"}
+_REF = re.compile(r"/instances/([0-9.]+)/frames/(\d+)")
+
+
+def _http(method: str, url: str, data: bytes | None = None) -> Any:
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/dicom"} if data else {})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        body = resp.read()
+    return json.loads(body) if body else None
+
+
+class OhifConsumer(Consumer):
+    name = "ohif"
+    tool = "@ohif/app"
+    homepage = "https://github.com/OHIF/Viewers"
+    needs_service = True
+    features = EVERY_FEATURE  # it claims to read any SEG
+
+    @property
+    def ohif_version(self) -> str:
+        return self.variant or DEFAULT_VERSION
+
+    def version(self) -> str | None:
+        return self.ohif_version if self.available()[0] else None
+
+    def available(self) -> tuple[bool, str]:
+        from dicom4qi.tools.ohif.stack import DICOMWEB_PLUGIN, ORTHANC, chromium_path
+
+        missing = []
+        if chromium_path() is None:
+            missing.append("chromium (Debian package chromium)")
+        if not Path(ORTHANC).exists() or not Path(DICOMWEB_PLUGIN).exists():
+            missing.append("Orthanc with DICOMweb (Debian packages orthanc, orthanc-dicomweb)")
+        if shutil.which("npm") is None:
+            missing.append("npm (to fetch @ohif/app)")
+        try:
+            metadata.version("playwright")
+        except metadata.PackageNotFoundError:
+            missing.append("playwright (PyPI)")
+        return (not missing, "missing: " + ", ".join(missing) if missing else "")
+
+    def start_service(self, workdir: Path, cache: Path) -> Service:
+        from dicom4qi.tools.ohif.stack import start_stack
+
+        stack = start_stack(self.ohif_version, workdir, cache)
+        return Service(endpoints=stack.endpoints(), pids=stack.pids)
+
+    # ------------------------------------------------------------------ one object
+    def read(self, request: ReadRequest) -> DecodedWriter:
+        import pydicom
+        from playwright.sync_api import sync_playwright
+
+        if not request.service:
+            raise RuntimeError("the OHIF consumer needs its service (viewer, Orthanc, chromium)")
+        ep = request.service
+        seg_hdr = pydicom.dcmread(request.seg, stop_before_pixels=True)
+        headers = [pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "NumberOfFrames"]) for p in request.sources]
+        multiframe = {str(h.SOPInstanceUID) for h in headers if int(h.get("NumberOfFrames", 1) or 1) > 1}
+        keys = [
+            frame_key(str(h.SOPInstanceUID), n) if str(h.SOPInstanceUID) in multiframe else frame_key(str(h.SOPInstanceUID))
+            for h in headers
+            for n in (range(1, int(h.NumberOfFrames) + 1) if str(h.SOPInstanceUID) in multiframe else [None])
+        ]
+        timings: dict[str, float] = {}
+        t0 = time.monotonic()
+        for study in _http("GET", ep["orthanc"] + "/studies") or []:
+            _http("DELETE", f"{ep['orthanc']}/studies/{study}")
+        for path in [*request.sources, request.seg]:
+            _http("POST", ep["orthanc"] + "/instances", path.read_bytes())
+        timings["upload"] = time.monotonic() - t0
+
+        console: list[str] = []
+        workdir = request.workdir or Path(".")
+        with sync_playwright() as pw:
+            browser = pw.chromium.connect_over_cdp(ep["cdp"])
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            try:
+                context.add_init_script(INIT_SCRIPT)
+                page = context.new_page()
+                page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
+                page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+                t1 = time.monotonic()
+                page.goto(f"{ep['viewer']}/viewer?StudyInstanceUIDs={seg_hdr.StudyInstanceUID}", timeout=PAGE_TIMEOUT_MS)
+                page.wait_for_function(
+                    "() => window.services && window.cornerstone && window.cornerstone.getRenderingEngines().length > 0"
+                    " && window.cornerstone.getRenderingEngines()[0].getViewports().some(v => v.getCurrentImageId && v.getCurrentImageId())",
+                    timeout=PAGE_TIMEOUT_MS,
+                )
+                timings["viewer"] = time.monotonic() - t1
+                seg_ds = page.evaluate(
+                    "(series) => { const d = window.services.displaySetService.getActiveDisplaySets()"
+                    ".find(x => x.SeriesInstanceUID === series); return d ? d.displaySetInstanceUID : null; }",
+                    str(seg_hdr.SeriesInstanceUID),
+                )
+                if not seg_ds:
+                    self._screenshot(page, workdir)
+                    raise RuntimeError("OHIF shows no display set for the SEG series" + _console_tail(console))
+                t2 = time.monotonic()
+                page.dblclick(f"#thumbnail-{seg_ds}", timeout=10_000)
+                state = page.evaluate(PROBE, {"op": "waitLoaded", "segId": seg_ds, "timeoutMs": LOAD_TIMEOUT_MS})
+                timings["seg"] = time.monotonic() - t2
+                if not state.get("ok"):
+                    self._screenshot(page, workdir)
+                    raise RuntimeError(f"OHIF did not load the SEG: {state.get('error')}" + _console_tail(console))
+                back = page.evaluate(PROBE, {"op": "readBack", "segId": seg_ds})
+                page.wait_for_timeout(300)
+                self._screenshot(page, workdir)
+            finally:
+                context.close()
+                browser.close()
+        writer = self._decoded(back, keys, multiframe, int(seg_hdr.Rows), int(seg_hdr.Columns))
+        writer.notes.append(f"loaded by {state.get('path')}")
+        if state.get("firstError"):
+            writer.notes.append(f"loading error seen first: {state['firstError']}")
+        writer.notes.append("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+        writer.notes.extend(console[:10])
+        return writer
+
+    @staticmethod
+    def _screenshot(page: Any, workdir: Path) -> None:
+        try:
+            page.screenshot(path=str(workdir / "screenshot.png"))
+        except Exception:  # noqa: BLE001 - a missing screenshot must not hide the real outcome
+            pass
+
+    @staticmethod
+    def _decoded(back: dict[str, Any], keys: list[str], multiframe: set[str], rows: int, columns: int) -> DecodedWriter:
+        """OHIF's labelmap storages, mapped to source frames and segment indices, in the canonical form."""
+        index = {k: i for i, k in enumerate(keys)}
+        writer = DecodedWriter(keys, rows, columns)
+        for s in back["segments"]:
+            writer.add_segment(
+                DecodedSegment(
+                    number=int(s["index"]),
+                    label=s.get("label"),
+                    category=s.get("category"),
+                    type=s.get("type"),
+                    tracking_id=s.get("trackingId"),
+                    tracking_uid=s.get("trackingUid"),
+                    algorithm_type=s.get("algorithmType"),
+                    color_rgb=tuple(int(v) for v in s["color"]) if s.get("color") else None,  # type: ignore[arg-type]
+                )
+            )
+        per_segment: dict[int, dict[int, np.ndarray]] = {}
+        for storage in back["storages"]:
+            mapping = {int(k): int(v) for k, v in (storage.get("labelToSegmentIndex") or {}).items()}
+            dtypes = sorted({sl["dtype"] for sl in storage["slices"] if "dtype" in sl})
+            writer.notes.append(
+                f"OHIF labelmap {storage['id']}: {storage['count']} images, {len(storage['slices'])} non-empty, "
+                f"pixel arrays {', '.join(dtypes) or 'none'}"
+            )
+            for sl in storage["slices"]:
+                if sl.get("missing"):
+                    writer.notes.append(f"labelmap slice for {sl.get('ref')} was not in OHIF's cache")
+                    continue
+                m = _REF.search(sl["ref"] or "")
+                if not m:
+                    raise RuntimeError(f"OHIF labelmap slice refers to an unknown image: {sl['ref']!r}")
+                uid, frame = m.group(1), int(m.group(2))
+                key = frame_key(uid, frame) if uid in multiframe else frame_key(uid)
+                if key not in index:
+                    raise RuntimeError(f"OHIF put labelmap pixels on {key}, which is not a source frame")
+                if (sl["rows"], sl["columns"]) != (rows, columns):
+                    raise RuntimeError(f"OHIF labelmap slice is {sl['rows']}x{sl['columns']}, the SEG {rows}x{columns}")
+                values = np.frombuffer(base64.b64decode(sl["data"]), dtype=_DTYPES[sl["dtype"]]).reshape(rows, columns)
+                for value in np.unique(values):
+                    if value == 0:
+                        continue
+                    seg_index = mapping.get(int(value), int(value))
+                    plane = per_segment.setdefault(seg_index, {}).get(index[key])
+                    hit = values == value
+                    per_segment[seg_index][index[key]] = hit if plane is None else (plane | hit)
+        for number, planes in per_segment.items():
+            z0, z1 = min(planes), max(planes) + 1
+            dense = np.zeros((z1 - z0, rows, columns), dtype=bool)
+            for z, plane in planes.items():
+                dense[z - z0] = plane
+            writer.set_pixels(number, dense, frame_offset=z0)
+        return writer
+
+
+def _console_tail(console: list[str]) -> str:
+    # First line of each distinct error: stack traces name bundle files, not OHIF's words.
+    first_lines = list(dict.fromkeys(c.splitlines()[0][:300] for c in console))
+    return f" (console: {' | '.join(first_lines[:3])})" if first_lines else ""
+

@@ -1,0 +1,1 @@
+"""pydicom-seg 0.4.1, in its own environment: producer and consumer."""

@@ -1,0 +1,79 @@
+"""Consumer ``pydicom-seg``: pydicom-seg 0.4.1's readers, in their own environment.
+
+``MultiClassReader`` for disjoint BINARY objects (what its documentation offers
+for multi-class data), ``SegmentReader`` for overlapping or fractional ones
+(``MultiClassReader`` refuses those, and that refusal is noted). Its volumes
+(SimpleITK geometry) are placed back onto the source frames by geometry. Its
+rejection of the Label Map Segmentation SOP class is a real outcome: ERROR with
+its own message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version
+from dicom4qi.model.decoded import DecodedWriter
+from dicom4qi.formats.segmeta import segment_from_item
+from dicom4qi.formats.source_frames import SourceFrames
+
+__all__ = ["PydicomSegConsumer"]
+
+
+def _axes(image: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Origin and per-index steps (column, row, slice) of a SimpleITK image."""
+    d = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    return np.asarray(image.GetOrigin(), dtype=float), (d * spacing).T
+
+
+class PydicomSegConsumer(Consumer):
+    name = "pydicom-seg"
+    tool = "pydicom-seg"
+    homepage = "https://github.com/razorx89/pydicom-seg"
+    requirements = "pydicom_seg.requirements.txt"
+    features = EVERY_FEATURE  # it claims to read any SEG
+
+    def version(self) -> str | None:
+        return package_version("pydicom-seg")
+
+    def read(self, request: ReadRequest) -> DecodedWriter:
+        import pydicom
+        import pydicom_seg
+
+        ds = pydicom.dcmread(str(request.seg))
+        fractional = str(ds.get("SegmentationType", "")) == "FRACTIONAL"
+        src = SourceFrames(request.sources)
+        writer = DecodedWriter(src.keys, src.rows, src.columns, fractional=fractional)
+        result: Any = None
+        if not fractional:
+            try:
+                result = pydicom_seg.MultiClassReader().read(ds)
+                writer.notes.append("pydicom_seg.MultiClassReader().read(dataset)")
+            except ValueError as exc:
+                if "overlap" not in str(exc).lower():
+                    raise
+                writer.notes.append(f"MultiClassReader refused ({exc}); pydicom_seg.SegmentReader().read(dataset)")
+        if result is None:
+            result = pydicom_seg.SegmentReader().read(ds)
+            if fractional:
+                writer.notes.append("pydicom_seg.SegmentReader().read(dataset)")
+        for number, info in sorted(result.segment_infos.items()):
+            writer.add_segment(segment_from_item(info, number=int(number)))
+        if isinstance(result, pydicom_seg.reader.MultiClassReadResult):
+            image = result.image
+            origin, axes = _axes(image)
+            placement = src.place(origin, axes, image.GetSize()[2])
+            writer.set_labelmap(src.to_grid(placement, np.asarray(result.data)))
+        else:
+            for number in sorted(result.available_segments):
+                image = result.segment_image(number)
+                origin, axes = _axes(image)
+                placement = src.place(origin, axes, image.GetSize()[2])
+                data = np.asarray(result.segment_data(number))
+                writer.set_pixels(int(number), src.to_grid(placement, data.astype(np.float32 if fractional else bool)))
+        writer.geometry.orientation = [*(axes[0] / np.linalg.norm(axes[0])), *(axes[1] / np.linalg.norm(axes[1]))]
+        writer.geometry.pixel_spacing = [float(np.linalg.norm(axes[1])), float(np.linalg.norm(axes[0]))]
+        return writer

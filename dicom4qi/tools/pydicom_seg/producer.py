@@ -1,0 +1,66 @@
+"""Producer ``pydicom-seg``: ``MultiClassWriter`` of pydicom-seg 0.4.1, in its own environment.
+
+The truth goes in as one SimpleITK label image on the source grid and dcmqi-style
+metadata, which pydicom-seg validates against dcmqi's schema
+(``template.from_dcmqi_metainfo``). pydicom-seg writes BINARY segmentations of
+disjoint segments only, uncompressed: it claims nothing else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dicom4qi.adapters.contract import Producer, WriteRequest, package_version
+from dicom4qi.model.masks import labelmap_from_crops
+from dicom4qi.formats.dcmqi_json import dcmqi_metadata
+
+__all__ = ["PydicomSegProducer"]
+
+
+class PydicomSegProducer(Producer):
+    name = "pydicom-seg"
+    tool = "pydicom-seg"
+    homepage = "https://github.com/razorx89/pydicom-seg"
+    requirements = "pydicom_seg.requirements.txt"
+    features = frozenset(
+        {
+            "binary", "disjoint", "empty-segment", "empty-frames", "oblique", "many-segments",
+            "single-frame-source", "segment-metadata", "ts-explicit-le",
+            "non-ascii-text", "long-text", "anatomic-region", "multiple-algorithms",
+        }
+    )
+
+    def version(self) -> str | None:
+        return package_version("pydicom-seg")
+
+    def write(self, request: WriteRequest) -> list[str]:
+        import pydicom
+        import pydicom_seg
+        import SimpleITK as sitk
+
+        truth = request.truth
+        numbers = [s.number for s in truth.segments]
+        meta = dcmqi_metadata(truth, f"SEG pydicom-seg {request.case_id}", [[(n, n) for n in numbers]])
+        template = pydicom_seg.template.from_dcmqi_metainfo(meta)
+        writer = pydicom_seg.MultiClassWriter(
+            template=template, inplane_cropping=False, skip_empty_slices=True, skip_missing_segment=False
+        )
+        with truth.masks() as masks:
+            labels = labelmap_from_crops(dict(masks), truth.shape, dtype=np.uint16)
+        g = truth.geometry
+        o = np.asarray(g.orientation, dtype=float)
+        normal = np.cross(o[:3], o[3:])
+        step = np.asarray(g.positions[1]) - np.asarray(g.positions[0]) if len(g.positions) > 1 else normal * g.slice_spacing
+        image = sitk.GetImageFromArray(labels)
+        image.SetOrigin(tuple(float(v) for v in g.positions[0]))
+        image.SetSpacing((g.pixel_spacing[1], g.pixel_spacing[0], float(np.linalg.norm(step))))
+        # SimpleITK's direction matrix has the axis directions as columns (row-major flattened).
+        image.SetDirection(tuple(float(v) for v in np.column_stack([o[:3], o[3:], normal]).ravel()))
+        sources = [pydicom.dcmread(str(p), stop_before_pixels=True) for p in truth.source_paths]
+        ds = writer.write(image, sources)
+        ds.save_as(str(request.output), write_like_original=False)
+        return [
+            "pydicom_seg.MultiClassWriter(template=template.from_dcmqi_metainfo(meta), inplane_cropping=False, "
+            "skip_empty_slices=True, skip_missing_segment=False).write(<SimpleITK label image on the source grid>, sources)",
+            f"{int(ds.NumberOfFrames)} frames",
+        ]

@@ -1,0 +1,1 @@
+"""The suite's own SEG writer and independent decoder (pydicom and numpy only)."""

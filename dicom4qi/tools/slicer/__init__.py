@@ -1,0 +1,1 @@
+"""3D Slicer, headless, where installed: consumer."""

@@ -1,0 +1,1 @@
+"""Vendors: the bundle sent out, the submissions taken in (untrusted), the kit a vendor runs."""

@@ -1,1 +1,0 @@
-"""Producers: one small adapter module per tool that writes DICOM SEG."""
