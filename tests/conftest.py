@@ -25,7 +25,7 @@ def loaded(case_id: str) -> LoadedCase:
 
 
 @pytest.fixture(scope="session")
-def truth_of(build_dir: Path):  # type: ignore[no-untyped-def]
+def truth_of(build_dir: Path):
     cache: dict[str, Truth] = {}
 
     def get(case_id: str) -> Truth:

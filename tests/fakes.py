@@ -152,6 +152,7 @@ class _Dropper(_Clone):
 
     def read(self, request: ReadRequest) -> DecodedWriter:
         writer = super().read(request)
+        assert request.workdir is not None
         writer.write(request.workdir / "_full.npz")  # cut the label maps into crops first
         from dicom4qi.model.decoded import Decoded
 
@@ -254,7 +255,7 @@ class FailingServiceConsumer(_Clone):
     name = "no-service"
     needs_service = True
 
-    def start_service(self, workdir: Path, cache: Path):  # type: ignore[no-untyped-def]
+    def start_service(self, workdir: Path, cache: Path):
         raise RuntimeError("the port the service needs is held by a leftover of an earlier run")
 
 

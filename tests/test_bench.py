@@ -32,7 +32,7 @@ def test_ratios_are_against_nibabel_and_the_reference_read_of_the_same_object() 
     ]
     doc = ResultsDocument(run=run, records=recs)
     add_ratios(doc)
-    by = {(r.case, r.producer, r.consumer): r.bench for r in doc.records}
+    by = {(r.case, r.producer, r.consumer): r.bench for r in doc.records if r.bench is not None}
     assert by[("c", "highdicom", None)].ratio_nifti == 4.0  # write against nibabel's write
     assert by[("c", "highdicom", "slowtool")].ratio_nifti == 20.0
     assert by[("c", "highdicom", "slowtool")].ratio_reference == 10.0
@@ -63,8 +63,9 @@ def test_bench_times_real_tools_and_draws_the_study(tmp_path: Path) -> None:
         assert r.bench is not None and len(r.bench.runs) == 2 and r.bench.warmup is not None
         assert r.bench.min_wall_s <= r.bench.median_wall_s <= r.bench.max_wall_s
         assert r.bench.ratio_nifti is not None and r.bench.ratio_nifti > 0
-    assert read.bench.ratio_reference == 1.0 and read.bench.median_tool_s is not None  # type: ignore[union-attr]
-    assert read.bench.size == write.seg.size  # type: ignore[union-attr]
+    assert read.bench is not None and write.seg is not None  # checked in the loop above
+    assert read.bench.ratio_reference == 1.0 and read.bench.median_tool_s is not None
+    assert read.bench.size == write.seg.size
     published = tmp_path / "published" / "bench-quick.json"
     assert ResultsDocument.load(published).run.run_dir is None
     page = render_format_study([doc], tmp_path / "site")

@@ -177,7 +177,7 @@ def test_content_implies_the_new_features(tmp_path: Path, change: tuple[str, str
         load_case(_write(tmp_path, text), tmp_path, load_features(FEATURES))
 
 
-def _load(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+def _load(tmp_path: Path, text: str):
     return load_case(_write(tmp_path, text), tmp_path).case
 
 

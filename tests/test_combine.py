@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import jsonschema
 import pytest
@@ -40,7 +41,7 @@ def _run(run_id: str = "20261126T010000Z-abcdef", *, consumers: list[str], start
 
 
 def _tool(role: str, name: str, version: str = "1.0") -> ToolInfo:
-    return ToolInfo(name=name, role=role, tool=name, version=version, available=True, features=["binary"])  # type: ignore[arg-type]
+    return ToolInfo(name=name, role=role, tool=name, version=version, available=True, features=["binary"])
 
 
 def _seg(producer: str) -> SegObject:
@@ -65,12 +66,23 @@ def _read(producer: str, consumer: str, status: Status = Status.PASS, wall_s: fl
     )
 
 
-def _shard(consumer: str, **run: object) -> ResultsDocument:
+class _RunFields(TypedDict, total=False):
+    """What a shard's run may say differently (the keywords of :func:`_run`)."""
+
+    run_id: str
+    started: str
+    finished: str | None
+    fingerprint: str
+    run_dir: str | None
+    workers: int
+
+
+def _shard(consumer: str, **run: Unpack[_RunFields]) -> ResultsDocument:
     """A shard as a resumed run writes it: the produce step's writes and validations, and its own reads."""
     producers = ["highdicom", "reference"]
     tools = [_tool("producer", p) for p in producers] + [_tool("consumer", consumer), _tool("validator", "dciodvfy")]
     records = [r for p in producers for r in (_write(p), _validate(p), _read(p, consumer))]
-    return ResultsDocument(run=_run(consumers=[consumer], **run), tools=tools, records=records)  # type: ignore[arg-type]
+    return ResultsDocument(run=_run(consumers=[consumer], **run), tools=tools, records=records)
 
 
 def _save(tmp: Path, name: str, doc: ResultsDocument) -> Path:

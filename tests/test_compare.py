@@ -53,7 +53,7 @@ def decode_truth(truth: Truth, path: Path, mutate: Mutator | None = None, *, ord
     return Decoded(path)
 
 
-def _checks(truth: Truth, tmp_path: Path, mutate: Mutator | None = None, **kw):  # type: ignore[no-untyped-def]
+def _checks(truth: Truth, tmp_path: Path, mutate: Mutator | None = None, **kw):
     decoded = decode_truth(truth, tmp_path / "d.npz", mutate, **kw)
     try:
         return compare(truth, decoded, labelmap=False)
@@ -61,18 +61,18 @@ def _checks(truth: Truth, tmp_path: Path, mutate: Mutator | None = None, **kw): 
         decoded.close()
 
 
-def _failed(checks) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _failed(checks) -> dict[str, str]:
     return {c.name: c.message for c in checks if c.status is CheckStatus.FAIL and not c.advisory}
 
 
 @pytest.mark.parametrize("case_id", ["quick/binary-3-disjoint", "quick/binary-overlap", "quick/fractional", "quick/oblique", "quick/empty-segment"])
-def test_correct_objects_pass(truth_of, tmp_path: Path, case_id: str) -> None:  # type: ignore[no-untyped-def]
+def test_correct_objects_pass(truth_of, tmp_path: Path, case_id: str) -> None:
     checks = _checks(truth_of(case_id), tmp_path)
     assert verdict(checks) == (True, "")
     assert {c.name for c in checks} >= {"opened", "segment-count", "numbers-labels", "coded-concepts", "geometry", "voxels"}
 
 
-def test_frames_in_another_order_still_pass(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_frames_in_another_order_still_pass(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/binary-3-disjoint")
     order = list(range(len(truth.frame_keys)))[::-1]
     assert verdict(_checks(truth, tmp_path, order=order))[0]
@@ -92,7 +92,7 @@ def _flip_one(data: np.ndarray) -> np.ndarray:
     return data
 
 
-def test_one_flipped_voxel_fails(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_one_flipped_voxel_fails(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/binary-3-disjoint")
     failed = _failed(_checks(truth, tmp_path, _edit(2, _flip_one)))
     assert set(failed) == {"voxels"}
@@ -100,7 +100,7 @@ def test_one_flipped_voxel_fails(truth_of, tmp_path: Path) -> None:  # type: ign
     assert "1 missing, 0 extra" in failed["voxels"]
 
 
-def test_frame_shifted_by_one_fails(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_frame_shifted_by_one_fails(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/binary-3-disjoint")
 
     def shift(w: DecodedWriter, t: Truth) -> None:
@@ -112,7 +112,7 @@ def test_frame_shifted_by_one_fails(truth_of, tmp_path: Path) -> None:  # type: 
     assert "segment 1" in failed["voxels"] and "first frame" in failed["voxels"]
 
 
-def test_two_segments_swapped_fail(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_two_segments_swapped_fail(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/binary-3-disjoint")
 
     def swap(w: DecodedWriter, t: Truth) -> None:
@@ -122,7 +122,7 @@ def test_two_segments_swapped_fail(truth_of, tmp_path: Path) -> None:  # type: i
     assert "segment 1" in failed["voxels"] and "segment 2" in failed["voxels"]
 
 
-def test_wrong_label_fails(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_label_fails(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/segment-metadata")
 
     def relabel(w: DecodedWriter, t: Truth) -> None:
@@ -132,7 +132,7 @@ def test_wrong_label_fails(truth_of, tmp_path: Path) -> None:  # type: ignore[no
     assert failed == {"numbers-labels": "segment 2: label 'Right kidney', expected 'Left kidney'"}
 
 
-def test_wrong_code_and_tracking_fail(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_code_and_tracking_fail(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/segment-metadata")
 
     def recode(w: DecodedWriter, t: Truth) -> None:
@@ -144,10 +144,11 @@ def test_wrong_code_and_tracking_fail(truth_of, tmp_path: Path) -> None:  # type
     assert "segment 3: tracking" in failed["tracking"]
 
 
-def test_mirrored_orientation_fails(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_mirrored_orientation_fails(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/oblique")
 
     def mirror_geometry(w: DecodedWriter, t: Truth) -> None:
+        assert t.geometry.orientation is not None
         o = list(t.geometry.orientation)
         w.geometry.orientation = [-v for v in o[:3]] + o[3:]
 
@@ -163,7 +164,7 @@ def test_mirrored_orientation_fails(truth_of, tmp_path: Path) -> None:  # type: 
     assert set(failed) == {"voxels"}
 
 
-def test_wrong_position_fails(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_position_fails(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/binary-3-disjoint")
 
     def move(w: DecodedWriter, t: Truth) -> None:
@@ -176,7 +177,7 @@ def test_wrong_position_fails(truth_of, tmp_path: Path) -> None:  # type: ignore
 
 @pytest.mark.parametrize("field", ["position", "orientation", "spacing"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_non_finite_geometry_fails(truth_of, tmp_path: Path, field: str, value: float) -> None:  # type: ignore[no-untyped-def]
+def test_non_finite_geometry_fails(truth_of, tmp_path: Path, field: str, value: float) -> None:
     """NaN compares false with everything: a check written as 'difference > tolerance' would pass it."""
     truth = truth_of("quick/binary-3-disjoint")
 
@@ -192,7 +193,7 @@ def test_non_finite_geometry_fails(truth_of, tmp_path: Path, field: str, value: 
     assert "geometry" in failed and "not finite" in failed["geometry"]
 
 
-def test_non_finite_fractional_values_fail(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_non_finite_fractional_values_fail(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/fractional")
 
     def spoil(w: DecodedWriter, t: Truth) -> None:
@@ -205,7 +206,7 @@ def test_non_finite_fractional_values_fail(truth_of, tmp_path: Path) -> None:  #
     assert "segment 1" in failed["voxels"] and "not finite" in failed["voxels"]
 
 
-def test_fractional_tolerance_is_one_step(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_fractional_tolerance_is_one_step(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/fractional")
     step = 1.0 / truth.fractional_max
 
@@ -224,7 +225,7 @@ def test_fractional_tolerance_is_one_step(truth_of, tmp_path: Path) -> None:  # 
     assert "segment 1" in failed["voxels"] and "1 below" in failed["voxels"]
 
 
-def test_missing_and_extra_segments_fail(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_and_extra_segments_fail(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/binary-3-disjoint")
 
     def drop(w: DecodedWriter, t: Truth) -> None:
@@ -239,7 +240,7 @@ def test_missing_and_extra_segments_fail(truth_of, tmp_path: Path) -> None:  # t
     assert "segment 7: 4 voxel(s) for a segment that does not exist" in failed["voxels"]
 
 
-def test_pixels_on_unknown_frame_fail(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_pixels_on_unknown_frame_fail(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/binary-3-disjoint")
 
     def foreign(w: DecodedWriter, t: Truth) -> None:
@@ -249,7 +250,7 @@ def test_pixels_on_unknown_frame_fail(truth_of, tmp_path: Path) -> None:  # type
     assert "refer to no source frame" in failed["geometry"]
 
 
-def test_many_differing_segments_are_summarized_as_ranges(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_many_differing_segments_are_summarized_as_ranges(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/labelmap-16bit-300")
 
     def wrap(w: DecodedWriter, t: Truth) -> None:
@@ -263,7 +264,7 @@ def test_many_differing_segments_are_summarized_as_ranges(truth_of, tmp_path: Pa
     assert failed["voxels"].startswith("89 of 300 segments differ (1-44, 256-300)")
 
 
-def test_reference_decoder_agrees_with_truth_on_every_highdicom_encoding(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_reference_decoder_agrees_with_truth_on_every_highdicom_encoding(truth_of, tmp_path: Path) -> None:
     """The reference decoder in-process on highdicom objects: BINARY, FRACTIONAL, LABELMAP, compressed, multi-frame."""
     import highdicom  # noqa: F401 - the producer below needs it
 
@@ -293,6 +294,12 @@ def _segment(w: DecodedWriter, number: int) -> DecodedSegment:
     return next(s for s in w.segments if s.number == number)
 
 
+def _description(w: DecodedWriter, number: int) -> str:
+    description = _segment(w, number).description
+    assert description is not None
+    return description
+
+
 @pytest.mark.parametrize(
     ("mutate", "check", "expected"),
     [
@@ -302,7 +309,7 @@ def _segment(w: DecodedWriter, number: int) -> DecodedSegment:
          "coded-concepts", "segment 5: anatomic region modifier (7771000"),
         (lambda w, t: setattr(_segment(w, 2), "type_modifier", {"value": "24028007", "scheme": "SCT", "meaning": "Right"}),
          "coded-concepts", "segment 2: type modifier (24028007"),
-        (lambda w, t: setattr(_segment(w, 5), "description", _segment(w, 5).description[:255]), "descriptions",
+        (lambda w, t: setattr(_segment(w, 5), "description", _description(w, 5)[:255]), "descriptions",
          "segment 5: description"),
         (lambda w, t: setattr(_segment(w, 5), "algorithm_name", "TotalSegmentator-like"), "algorithms",
          "segment 5: algorithm name 'TotalSegmentator-like', expected 'Lesion grower'"),
@@ -311,7 +318,7 @@ def _segment(w: DecodedWriter, number: int) -> DecodedSegment:
     ],
 )
 def test_metadata_breadth_defects_are_caught(
-    truth_of, tmp_path: Path, mutate: Mutator, check: str, expected: str  # type: ignore[no-untyped-def]
+    truth_of, tmp_path: Path, mutate: Mutator, check: str, expected: str
 ) -> None:
     truth = truth_of("quick/metadata-breadth")
     assert verdict(_checks(truth, tmp_path))[0]
@@ -319,7 +326,7 @@ def test_metadata_breadth_defects_are_caught(
     assert set(failed) == {check} and expected in failed[check]
 
 
-def test_unreported_metadata_is_not_checked_rather_than_passed(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unreported_metadata_is_not_checked_rather_than_passed(truth_of, tmp_path: Path) -> None:
     def strip(w: DecodedWriter, t: Truth) -> None:
         for s in w.segments:
             s.description = s.anatomic_region = s.anatomic_region_modifier = s.type_modifier = None
@@ -333,7 +340,7 @@ def test_unreported_metadata_is_not_checked_rather_than_passed(truth_of, tmp_pat
 
 
 @pytest.mark.parametrize("case_id", ["quick/projection-dx-binary", "quick/cine-mr-binary", "quick/uneven-spacing-gap"])
-def test_new_sources_compare_clean_and_catch_a_shifted_frame(truth_of, tmp_path: Path, case_id: str) -> None:  # type: ignore[no-untyped-def]
+def test_new_sources_compare_clean_and_catch_a_shifted_frame(truth_of, tmp_path: Path, case_id: str) -> None:
     truth = truth_of(case_id)
     assert verdict(_checks(truth, tmp_path))[0]
 

@@ -25,18 +25,18 @@ def doc(tmp_path_factory: pytest.TempPathFactory) -> ResultsDocument:
     return ResultsDocument.load(run(cfg).path)
 
 
-def _read(doc: ResultsDocument, consumer: str, case: str):  # type: ignore[no-untyped-def]
+def _read(doc: ResultsDocument, consumer: str, case: str):
     (rec,) = [r for r in doc.records if r.consumer == consumer and r.case == case]
     return rec
 
 
-def test_reference_reads_everything(doc) -> None:  # type: ignore[no-untyped-def]
+def test_reference_reads_everything(doc) -> None:
     for case in CASE_IDS:
         rec = _read(doc, "reference", case)
         assert rec.status is Status.PASS, (case, rec.message)
 
 
-def test_dcmqi_plain_and_merged(doc) -> None:  # type: ignore[no-untyped-def]
+def test_dcmqi_plain_and_merged(doc) -> None:
     assert _read(doc, "dcmqi", "quick/binary-overlap").status is Status.PASS
     assert _read(doc, "dcmqi@mergeSegments", "quick/binary-overlap").status is Status.PASS
     assert _read(doc, "dcmqi", "quick/multiframe-enhanced-ct").status is Status.PASS
@@ -49,14 +49,14 @@ def test_dcmqi_plain_and_merged(doc) -> None:  # type: ignore[no-untyped-def]
     assert any(n.startswith("$ segimage2itkimage") and "--mergeSegments" in n for n in merged.notes)
 
 
-def test_pydicom_seg_reads_and_rejects_label_maps(doc) -> None:  # type: ignore[no-untyped-def]
+def test_pydicom_seg_reads_and_rejects_label_maps(doc) -> None:
     assert _read(doc, "pydicom-seg", "quick/binary-overlap").status is Status.PASS
     assert _read(doc, "pydicom-seg", "quick/fractional-rle").status is Status.PASS
     lm = _read(doc, "pydicom-seg", "quick/labelmap-8bit-jpegls")
     assert lm.status is Status.ERROR and "not a DICOM-SEG storage" in lm.message
 
 
-def test_slicer_is_skipped_when_absent(doc) -> None:  # type: ignore[no-untyped-def]
+def test_slicer_is_skipped_when_absent(doc) -> None:
     rec = _read(doc, "slicer", "quick/binary-overlap")
     if rec.status is not Status.SKIPPED:
         pytest.skip("3D Slicer is installed here")

@@ -16,7 +16,7 @@ from dicom4qi.tools.reference.producer import ReferenceProducer
 from .conftest import loaded
 
 
-def _pydicom_refs(ds: pydicom.Dataset):  # type: ignore[no-untyped-def]
+def _pydicom_refs(ds: pydicom.Dataset):
     """What the fallback path reads, through pydicom's own parsing of every item."""
     copy = pydicom.dcmread(ds.filename)
     copy.PerFrameFunctionalGroupsSequence  # parse it: the fallback then runs on a Dataset, not raw bytes
@@ -33,7 +33,7 @@ def _pydicom_refs(ds: pydicom.Dataset):  # type: ignore[no-untyped-def]
         ("quick/multiframe-enhanced-ct", HighdicomProducer),
     ],
 )
-def test_scan_matches_pydicom(truth_of, tmp_path: Path, case_id: str, producer) -> None:  # type: ignore[no-untyped-def]
+def test_scan_matches_pydicom(truth_of, tmp_path: Path, case_id: str, producer) -> None:
     lc = loaded(case_id)
     out = tmp_path / "seg.dcm"
     producer().write(WriteRequest(lc.id, lc.case, truth_of(case_id), out))

@@ -50,7 +50,7 @@ def test_unknown_adapters_are_usage_errors(args: list[str], words: str, tmp_path
 def test_the_run_config_refuses_limits_that_are_no_limits() -> None:
     for bad in ({"timeout_s": float("nan")}, {"timeout_s": 0}, {"memory_mb": -1}, {"memory_mb": float("inf")}, {"workers": 0}):
         with pytest.raises(ValueError, match="must be a"):
-            RunConfig(corpus=CASES, features=FEATURES, **bad)  # type: ignore[arg-type]
+            RunConfig(corpus=CASES, features=FEATURES, **bad)
 
 
 def test_a_truncated_latest_names_the_file_and_the_intact_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,7 +70,7 @@ def test_a_truncated_latest_names_the_file_and_the_intact_copy(tmp_path: Path, c
 
 
 # --------------------------------------------------------------------------- readers that misbehave towards the harness
-def _run(tmp_path: Path, consumers: list[str], **kw):  # type: ignore[no-untyped-def]
+def _run(tmp_path: Path, consumers: list[str], **kw):
     from dicom4qi.run.runner import run
 
     cfg = RunConfig(corpus=CASES, features=FEATURES, build=tmp_path / "build", results=tmp_path / "results",
@@ -126,7 +126,7 @@ def test_a_service_that_cannot_start_is_a_harness_fault(tmp_path: Path) -> None:
     assert rec.key not in kept and any(k[2] is None for k in kept)  # the write is kept, the harness fault runs again
 
 
-def _wait_for(predicate, seconds: float) -> bool:  # type: ignore[no-untyped-def]
+def _wait_for(predicate, seconds: float) -> bool:
     import time
 
     deadline = time.monotonic() + seconds
@@ -167,7 +167,7 @@ def test_a_sigkilled_harness_leaves_nothing_running_after_the_next_start(tmp_pat
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+def small_disk(tmp_path: Path):
     """A 48 MiB file system of its own (tmpfs; needs root, which CI has)."""
     import os
     import subprocess

@@ -37,7 +37,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ResultsDocu
     return tmp, ResultsDocument.load(tmp / "results" / "latest.json")
 
 
-def test_highdicom_round_trip(results) -> None:  # type: ignore[no-untyped-def]
+def test_highdicom_round_trip(results) -> None:
     _, doc = results
     by_case = {(r.case, r.step): r for r in doc.records}
     assert {c for c, _ in by_case} == set(CASE_IDS)
@@ -53,7 +53,7 @@ def test_highdicom_round_trip(results) -> None:  # type: ignore[no-untyped-def]
         assert {c.name for c in read.checks} >= {"voxels", "geometry", "numbers-labels"}
 
 
-def test_objects_are_what_the_case_asked_for(results) -> None:  # type: ignore[no-untyped-def]
+def test_objects_are_what_the_case_asked_for(results) -> None:
     _, doc = results
     write = {r.case: r for r in doc.records if r.step == "write"}
     assert write["quick/labelmap-8bit-jpegls"].seg.sop_class_uid == "1.2.840.10008.5.1.4.1.1.66.7"
@@ -62,7 +62,7 @@ def test_objects_are_what_the_case_asked_for(results) -> None:  # type: ignore[n
     assert write["quick/fractional-rle"].seg.transfer_syntax_uid == "1.2.840.10008.1.2.5"
 
 
-def test_report_renders_the_grid_and_escapes(results) -> None:  # type: ignore[no-untyped-def]
+def test_report_renders_the_grid_and_escapes(results) -> None:
     tmp, doc = results
     assert main(["report", str(tmp / "results" / "latest.json"), "--out", str(tmp / "site")]) == 0
     page = (tmp / "site" / "index.html").read_text()

@@ -43,12 +43,12 @@ def doc(tmp_path_factory: pytest.TempPathFactory) -> ResultsDocument:
     return ResultsDocument.load(run(cfg).path)
 
 
-def _rec(doc: ResultsDocument, name: str, consumer: str):  # type: ignore[no-untyped-def]
+def _rec(doc: ResultsDocument, name: str, consumer: str):
     (rec,) = [r for r in doc.records if r.case == f"negative/{name}" and r.consumer == consumer]
     return rec
 
 
-def test_every_mutant_is_graded_for_every_consumer(doc) -> None:  # type: ignore[no-untyped-def]
+def test_every_mutant_is_graded_for_every_consumer(doc) -> None:
     cases = {r.case for r in doc.records}
     assert cases == {f"negative/{n}" for n in CHOSEN}
     for r in doc.records:
@@ -57,7 +57,7 @@ def test_every_mutant_is_graded_for_every_consumer(doc) -> None:  # type: ignore
             assert r.reaction is not None
 
 
-def test_the_reference_decoder_rejects_each_cleanly(doc) -> None:  # type: ignore[no-untyped-def]
+def test_the_reference_decoder_rejects_each_cleanly(doc) -> None:
     for name in CHOSEN:
         rec = _rec(doc, name, "reference")
         assert rec.reaction == "clean-reject" and rec.status is Status.PASS, (name, rec.message)
@@ -65,13 +65,13 @@ def test_the_reference_decoder_rejects_each_cleanly(doc) -> None:  # type: ignor
     assert "the RLE header declares 15 segment(s)" in _rec(doc, "rle-too-many-segments", "reference").message
 
 
-def test_a_silent_accept_is_a_failure(doc) -> None:  # type: ignore[no-untyped-def]
+def test_a_silent_accept_is_a_failure(doc) -> None:
     # the liar decodes through highdicom and then reports empty segments: whatever it meets, it returns data
     liar = _rec(doc, "swapped-positions", "tests.fakes:LyingConsumer")
     assert liar.reaction == "silent-accept" and liar.status is Status.FAIL
 
 
-def test_the_validator_flags_mutants(doc) -> None:  # type: ignore[no-untyped-def]
+def test_the_validator_flags_mutants(doc) -> None:
     flagged = [r for r in doc.records if r.consumer == "dciodvfy" and r.status is Status.PASS]
     assert len(flagged) >= 5
     rec = _rec(doc, "frames-lie-more", "dciodvfy")

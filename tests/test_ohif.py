@@ -34,12 +34,12 @@ def ohif_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ResultsDoc
     return Path(doc.run.run_dir or ""), doc
 
 
-def _read(doc: ResultsDocument, case: str):  # type: ignore[no-untyped-def]
+def _read(doc: ResultsDocument, case: str):
     (rec,) = [r for r in doc.records if r.case == case and r.consumer == "ohif"]
     return rec
 
 
-def test_disjoint_binary_passes_with_a_screenshot(ohif_run) -> None:  # type: ignore[no-untyped-def]
+def test_disjoint_binary_passes_with_a_screenshot(ohif_run) -> None:
     run_dir, doc = ohif_run
     rec = _read(doc, "quick/binary-3-disjoint")
     assert rec.status is Status.PASS, rec.message
@@ -50,7 +50,7 @@ def test_disjoint_binary_passes_with_a_screenshot(ohif_run) -> None:  # type: ig
     assert tool.version == "3.13.2" and tool.service
 
 
-def test_known_faults_are_recorded_exactly(ohif_run) -> None:  # type: ignore[no-untyped-def]
+def test_known_faults_are_recorded_exactly(ohif_run) -> None:
     _, doc = ohif_run
     frac = _read(doc, "quick/fractional")
     assert frac.status is Status.ERROR
@@ -60,7 +60,7 @@ def test_known_faults_are_recorded_exactly(ohif_run) -> None:  # type: ignore[no
     assert "voxels:" in overlap.message and "missing" in overlap.message
 
 
-def test_the_stack_is_stopped_after_the_run(ohif_run) -> None:  # type: ignore[no-untyped-def]
+def test_the_stack_is_stopped_after_the_run(ohif_run) -> None:
     run_dir, _ = ohif_run
     pids = [int(p) for f in (run_dir / "services").glob("*/pids") for p in f.read_text().split()]
     assert len(pids) >= 3  # Orthanc, the viewer server, chromium (per worker)
@@ -68,7 +68,7 @@ def test_the_stack_is_stopped_after_the_run(ohif_run) -> None:  # type: ignore[n
     assert alive == []
 
 
-def test_the_report_links_the_screenshot(ohif_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_report_links_the_screenshot(ohif_run, tmp_path: Path) -> None:
     from dicom4qi.site.report import render_site
 
     _, doc = ohif_run
@@ -125,7 +125,7 @@ def test_the_stack_is_reachable_by_the_suite_only(tmp_path: Path) -> None:
         pool.stop()
 
 
-def test_sigkill_of_an_ohif_run_then_resume_gives_the_same_statuses(ohif_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_of_an_ohif_run_then_resume_gives_the_same_statuses(ohif_run, tmp_path: Path) -> None:
     """SIGKILL mid-run: no process of the killed run is left (its watchdog stops the stack, the next start kills
     what remains), and --resume ends with the statuses of an uninterrupted run."""
     import signal

@@ -30,19 +30,19 @@ def doc(tmp_path_factory: pytest.TempPathFactory) -> ResultsDocument:
     return ResultsDocument.load(run(cfg).path)
 
 
-def _rec(doc: ResultsDocument, producer: str, case: str, step: str):  # type: ignore[no-untyped-def]
+def _rec(doc: ResultsDocument, producer: str, case: str, step: str):
     (rec,) = [r for r in doc.records if r.producer == producer and r.case == case and r.step == step]
     return rec
 
 
-def test_tools_report_their_real_versions_and_environments(doc) -> None:  # type: ignore[no-untyped-def]
+def test_tools_report_their_real_versions_and_environments(doc) -> None:
     tools = {t.name: t for t in doc.tools if t.role == "producer"}
     assert tools["dcmqi"].version == "1.5.7" and tools["dcmqi"].environment is None
     assert tools["pydicom-seg"].version == "0.4.1" and tools["pydicom-seg"].environment == "pydicom-seg"
     assert "dcmcjpls" in (tools["highdicom+jpegls"].version or "")
 
 
-def test_dcmqi_writes_binary_overlap_and_rle_label_maps(doc) -> None:  # type: ignore[no-untyped-def]
+def test_dcmqi_writes_binary_overlap_and_rle_label_maps(doc) -> None:
     for case in ("quick/binary-3-disjoint", "quick/binary-overlap", "quick/labelmap-16bit-rle"):
         write, read = _rec(doc, "dcmqi", case, "write"), _rec(doc, "dcmqi", case, "read")
         assert write.status is Status.PASS, write.message
@@ -56,7 +56,7 @@ def test_dcmqi_writes_binary_overlap_and_rle_label_maps(doc) -> None:  # type: i
     assert empty.status is Status.ERROR and "monotonically increasing" in empty.message
 
 
-def test_pydicom_seg_in_its_environment(doc) -> None:  # type: ignore[no-untyped-def]
+def test_pydicom_seg_in_its_environment(doc) -> None:
     assert _rec(doc, "pydicom-seg", "quick/binary-3-disjoint", "read").status is Status.PASS
     overlap = _rec(doc, "pydicom-seg", "quick/binary-overlap", "write")
     assert overlap.status is Status.UNSUPPORTED and "overlap" in overlap.message
@@ -70,7 +70,7 @@ def test_pydicom_seg_in_its_environment(doc) -> None:  # type: ignore[no-untyped
     assert _rec(doc, "pydicom-seg", "quick/binary-3-disjoint", "validate").status is Status.PASS
 
 
-def test_transcoded_objects_are_compressed_and_read_back(doc) -> None:  # type: ignore[no-untyped-def]
+def test_transcoded_objects_are_compressed_and_read_back(doc) -> None:
     for producer, case, ts in (
         ("highdicom+jpegls", "quick/labelmap-8bit-jpegls", "1.2.840.10008.1.2.4.80"),
         ("dcmqi+jpegls", "quick/labelmap-8bit-jpegls", "1.2.840.10008.1.2.4.80"),
@@ -85,7 +85,7 @@ def test_transcoded_objects_are_compressed_and_read_back(doc) -> None:  # type: 
     assert any(n.startswith("$ dcmcjpls") for n in _rec(doc, "dcmqi+jpegls", "quick/labelmap-8bit-jpegls", "write").notes)
 
 
-def test_dcmqi_metadata_validates_against_dcmqi_schema(doc) -> None:  # type: ignore[no-untyped-def]
+def test_dcmqi_metadata_validates_against_dcmqi_schema(doc) -> None:
     """The metadata JSON given to dcmqi, against dcmqi's own schema (vendored in pydicom-seg, in its environment)."""
     import json
     from pathlib import Path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from io import BufferedIOBase
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,8 @@ def test_native_sink_packs_little_endian_without_gaps(tmp_path: Path) -> None:
     for p in planes:
         sink.add(p)
     _, value = sink.finish()
-    data = value.read()  # type: ignore[union-attr]
+    assert isinstance(value, BufferedIOBase)  # the native sink hands over an open file
+    data = value.read()
     sink.close()
     assert len(data) == 6  # 45 bits -> 6 bytes, already even
     bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[:45].reshape(3, 3, 5)
@@ -222,8 +224,9 @@ def test_native_sink_packs_little_endian_without_gaps(tmp_path: Path) -> None:
 
 
 def test_display_colour_round_trips() -> None:
-    for rgb in itertools.product(range(0, 256, 51), repeat=3):
-        back = dicom_lab_to_rgb(rgb_to_dicom_lab(rgb))  # type: ignore[arg-type]
+    steps = range(0, 256, 51)
+    for rgb in itertools.product(steps, steps, steps):
+        back = dicom_lab_to_rgb(rgb_to_dicom_lab(rgb))
         assert max(abs(a - b) for a, b in zip(back, rgb)) <= 1, rgb
     assert rgb_to_dicom_lab((255, 255, 255)) == [65535, 32896, 32896]
 

@@ -33,12 +33,12 @@ def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, Res
     return cfg, ResultsDocument.load(summary.path)
 
 
-def _rec(doc: ResultsDocument, producer: str, consumer: str | None):  # type: ignore[no-untyped-def]
+def _rec(doc: ResultsDocument, producer: str, consumer: str | None):
     (rec,) = [r for r in doc.records if r.producer == producer and r.consumer == consumer]
     return rec
 
 
-def test_every_fault_is_an_outcome_and_the_run_goes_on(faulty_run) -> None:  # type: ignore[no-untyped-def]
+def test_every_fault_is_an_outcome_and_the_run_goes_on(faulty_run) -> None:
     _, doc = faulty_run
     assert doc.run.finished is not None
     assert _rec(doc, "highdicom", None).status is Status.PASS
@@ -56,7 +56,7 @@ def test_every_fault_is_an_outcome_and_the_run_goes_on(faulty_run) -> None:  # t
     assert got == expected
 
 
-def test_fault_messages_say_what_happened(faulty_run) -> None:  # type: ignore[no-untyped-def]
+def test_fault_messages_say_what_happened(faulty_run) -> None:
     _, doc = faulty_run
     crash = _rec(doc, "highdicom", FAKE + "CrashingConsumer")
     assert "SIGABRT" in crash.message
@@ -71,7 +71,7 @@ def test_fault_messages_say_what_happened(faulty_run) -> None:  # type: ignore[n
     assert "not installed" in _rec(doc, "highdicom", FAKE + "MissingConsumer").message
 
 
-def test_broken_producers_are_errors_and_leave_nothing_to_read(faulty_run) -> None:  # type: ignore[no-untyped-def]
+def test_broken_producers_are_errors_and_leave_nothing_to_read(faulty_run) -> None:
     _, doc = faulty_run
     garbage = _rec(doc, FAKE + "GarbageProducer", None)
     assert garbage.status is Status.ERROR and "not a readable DICOM file" in garbage.message
@@ -82,7 +82,7 @@ def test_broken_producers_are_errors_and_leave_nothing_to_read(faulty_run) -> No
         assert reads and all(r.status is Status.SKIPPED and "no object" in r.message for r in reads if "Missing" not in r.consumer)
 
 
-def test_results_validate_against_the_committed_schema(faulty_run) -> None:  # type: ignore[no-untyped-def]
+def test_results_validate_against_the_committed_schema(faulty_run) -> None:
     cfg, doc = faulty_run
     schema = json.loads((ROOT / "reports" / "schema" / "results.schema.json").read_text())
     data = json.loads((cfg.results / "latest.json").read_text())
@@ -94,7 +94,7 @@ def test_results_validate_against_the_committed_schema(faulty_run) -> None:  # t
     assert versions["highdicom"] and versions["highdicom"][0].isdigit()
 
 
-def test_resume_runs_only_what_is_missing(faulty_run) -> None:  # type: ignore[no-untyped-def]
+def test_resume_runs_only_what_is_missing(faulty_run) -> None:
     cfg, doc = faulty_run
     latest = cfg.results / "latest.json"
     data = json.loads(latest.read_text())

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 import pytest
@@ -33,6 +34,9 @@ from dicom4qi.run.runner import RunConfig, run
 from dicom4qi.tools.ohif.stack import chromium_path
 
 from .conftest import CASES, FEATURES
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Dialog, Page
 
 CHROMIUM = chromium_path()
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian package chromium)")
@@ -137,7 +141,7 @@ def paged_site(real_doc: ResultsDocument, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -149,8 +153,8 @@ def browser() -> Iterator[object]:
 class Watched:
     """A page with every console error, page error, failed request and dialog recorded."""
 
-    def __init__(self, browser: object, width: int = 1400, height: int = 900) -> None:
-        self.context = browser.new_context(viewport={"width": width, "height": height})  # type: ignore[attr-defined]
+    def __init__(self, browser: Browser, width: int = 1400, height: int = 900) -> None:
+        self.context = browser.new_context(viewport={"width": width, "height": height})
         self.page = self.context.new_page()
         self.problems: list[str] = []
         self.page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
@@ -159,9 +163,9 @@ class Watched:
         self.page.on("requestfailed", lambda r: None if r.failure == "net::ERR_ABORTED"
                      else self.problems.append(f"request failed: {r.url} {r.failure}"))
 
-        def dialog(d: object) -> None:
-            self.problems.append(f"dialog (script ran!): {d.message}")  # type: ignore[attr-defined]
-            d.dismiss()  # type: ignore[attr-defined]
+        def dialog(d: Dialog) -> None:
+            self.problems.append(f"dialog (script ran!): {d.message}")
+            d.dismiss()
 
         self.page.on("dialog", dialog)
 
@@ -170,14 +174,14 @@ class Watched:
 
 
 @pytest.fixture
-def watched(browser: object) -> Iterator[Watched]:
+def watched(browser: Browser) -> Iterator[Watched]:
     w = Watched(browser)
     yield w
     w.close()
 
 
-def _visible_rows(page: object) -> list[str]:
-    return page.eval_on_selector_all(  # type: ignore[attr-defined]
+def _visible_rows(page: Page) -> list[str]:
+    return page.eval_on_selector_all(
         "#grid tbody tr.r", "rows => rows.filter(r => !r.hidden).map(r => r.querySelector('td.case').textContent + ' | ' + r.dataset.p)")
 
 

@@ -51,7 +51,7 @@ def _decode(consumer: Consumer, seg: Path, truth: Truth, tmp_path: Path, labelma
     return ok, message, writer.notes
 
 
-def test_the_slide_source_reads_back_and_its_tiles_reassemble(truth_of) -> None:  # type: ignore[no-untyped-def]
+def test_the_slide_source_reads_back_and_its_tiles_reassemble(truth_of) -> None:
     truth = truth_of(BINARY)
     (path,) = truth.source_paths
     ds = pydicom.dcmread(path)
@@ -87,7 +87,7 @@ def test_tiled_full_order_is_columns_then_rows_then_segments() -> None:
 
 
 @pytest.mark.parametrize("case_id", [BINARY, CELLS])
-def test_highdicom_tiled_full_seg_is_decoded_exactly(truth_of, tmp_path: Path, case_id: str) -> None:  # type: ignore[no-untyped-def]
+def test_highdicom_tiled_full_seg_is_decoded_exactly(truth_of, tmp_path: Path, case_id: str) -> None:
     truth = truth_of(case_id)
     seg = _write(case_id, truth, tmp_path / "seg.dcm")
     ds = pydicom.dcmread(seg, stop_before_pixels=True)
@@ -101,7 +101,7 @@ def test_highdicom_tiled_full_seg_is_decoded_exactly(truth_of, tmp_path: Path, c
     assert any("TILED_FULL implicit order" in n for n in notes)  # the reference placed them by the order
 
 
-def test_a_wrong_tile_order_is_caught(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_wrong_tile_order_is_caught(truth_of, tmp_path: Path) -> None:
     """Swap two tiles of segment 1 in the pixel data: the reference decoder must then differ from the truth."""
     truth = truth_of(BINARY)
     ds = pydicom.dcmread(_write(BINARY, truth, tmp_path / "seg.dcm"))
@@ -117,7 +117,7 @@ def test_a_wrong_tile_order_is_caught(truth_of, tmp_path: Path) -> None:  # type
     assert not ok and "voxels" in message
 
 
-def test_reference_refuses_a_tiled_full_object_whose_frames_do_not_fit(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_reference_refuses_a_tiled_full_object_whose_frames_do_not_fit(truth_of, tmp_path: Path) -> None:
     truth = truth_of(BINARY)
     ds = pydicom.dcmread(_write(BINARY, truth, tmp_path / "seg.dcm"))
     ds.NumberOfFrames = 79
@@ -127,7 +127,7 @@ def test_reference_refuses_a_tiled_full_object_whose_frames_do_not_fit(truth_of,
         ReferenceConsumer().read(ReadRequest(tmp_path / "short.dcm", truth.source_paths))
 
 
-def test_reference_refuses_a_total_pixel_matrix_that_is_not_the_slides(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_reference_refuses_a_total_pixel_matrix_that_is_not_the_slides(truth_of, tmp_path: Path) -> None:
     truth = truth_of(BINARY)
     ds = pydicom.dcmread(_write(BINARY, truth, tmp_path / "seg.dcm"))
     origin = ds.TotalPixelMatrixOriginSequence[0]
@@ -137,7 +137,7 @@ def test_reference_refuses_a_total_pixel_matrix_that_is_not_the_slides(truth_of,
         ReferenceConsumer().read(ReadRequest(tmp_path / "shifted.dcm", truth.source_paths))
 
 
-def test_reference_places_tiled_sparse_frames_by_plane_position(truth_of, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_reference_places_tiled_sparse_frames_by_plane_position(truth_of, tmp_path: Path) -> None:
     """highdicom's default for slides: TILED_SPARSE with empty tiles omitted, placed by Plane Position (Slide)."""
     import highdicom as hd
 

@@ -25,6 +25,7 @@ def test_truth_and_uids_are_deterministic(tmp_path: Path) -> None:
         assert ma.numbers == mb.numbers == [1, 2, 3]
         for n in ma.numbers:
             ca, cb = ma.get(n), mb.get(n)
+            assert ca is not None and cb is not None
             assert ca.offset == cb.offset and np.array_equal(ca.data, cb.data)
     # the source pixels too, byte for byte
     for pa, pb in zip(a.source_paths, b.source_paths):
@@ -77,7 +78,7 @@ def test_empty_segment_and_gap() -> None:
     assert per_frame[0] and per_frame[-1] and len(inner) == 1
 
 
-def test_source_series_geometry(truth_of) -> None:  # type: ignore[no-untyped-def]
+def test_source_series_geometry(truth_of) -> None:
     truth = truth_of("quick/oblique")
     first, second = (pydicom.dcmread(p) for p in truth.source_paths[:2])
     iop = np.array(first.ImageOrientationPatient, dtype=float)
@@ -87,7 +88,7 @@ def test_source_series_geometry(truth_of) -> None:  # type: ignore[no-untyped-de
     assert first.pixel_array.shape == (48, 64)
 
 
-def test_enhanced_multiframe_source(truth_of) -> None:  # type: ignore[no-untyped-def]
+def test_enhanced_multiframe_source(truth_of) -> None:
     truth = truth_of("quick/multiframe-enhanced-mr-labelmap")
     (path,) = truth.source_paths
     ds = pydicom.dcmread(path)
@@ -103,7 +104,7 @@ def test_enhanced_multiframe_source(truth_of) -> None:  # type: ignore[no-untype
     assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == [1.1, 0.9]
 
 
-def test_projection_source_has_no_frame_of_reference_or_position(truth_of) -> None:  # type: ignore[no-untyped-def]
+def test_projection_source_has_no_frame_of_reference_or_position(truth_of) -> None:
     truth = truth_of("quick/projection-dx-binary")
     assert truth.geometry.positions is None and truth.geometry.orientation is None
     (path,) = truth.source_paths
@@ -113,7 +114,7 @@ def test_projection_source_has_no_frame_of_reference_or_position(truth_of) -> No
     assert truth.frame_keys == [ds.SOPInstanceUID] and ds.pixel_array.shape == (ds.Rows, ds.Columns)
 
 
-def test_cine_source_is_one_plane_over_time(truth_of) -> None:  # type: ignore[no-untyped-def]
+def test_cine_source_is_one_plane_over_time(truth_of) -> None:
     truth = truth_of("quick/cine-mr-binary")
     (path,) = truth.source_paths
     ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -127,7 +128,7 @@ def test_cine_source_is_one_plane_over_time(truth_of) -> None:  # type: ignore[n
     assert truth.frame_keys == [f"{ds.SOPInstanceUID}#{k}" for k in range(1, 17)]
 
 
-def test_uneven_series_keeps_its_positions_and_declares_no_spacing(truth_of) -> None:  # type: ignore[no-untyped-def]
+def test_uneven_series_keeps_its_positions_and_declares_no_spacing(truth_of) -> None:
     truth = truth_of("quick/uneven-spacing-gap")
     case = loaded("quick/uneven-spacing-gap").case
     z = [p[2] for p in truth.geometry.positions]
@@ -136,6 +137,6 @@ def test_uneven_series_keeps_its_positions_and_declares_no_spacing(truth_of) -> 
         assert "SpacingBetweenSlices" not in pydicom.dcmread(path, stop_before_pixels=True)
 
 
-def test_non_ascii_labels_reach_the_truth(truth_of) -> None:  # type: ignore[no-untyped-def]
+def test_non_ascii_labels_reach_the_truth(truth_of) -> None:
     labels = [s.label for s in truth_of("quick/non-ascii-labels").segments]
     assert labels == ["Läsion – 肝臓", "Почка левая", "Μάζα αριστερά", "Région 4"]

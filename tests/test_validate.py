@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(validate.dciodvfy_path() is None, reason="dicom3
 
 
 @pytest.fixture(scope="module")
-def good_seg(truth_of, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+def good_seg(truth_of, tmp_path_factory: pytest.TempPathFactory) -> Path:
     case = loaded("quick/labelmap-8bit")
     out = tmp_path_factory.mktemp("v") / "seg.dcm"
     HighdicomProducer().write(WriteRequest(case.id, case.case, truth_of(case.id), out))
@@ -59,14 +59,14 @@ def test_deflated_object_is_checked_inflated_byte_for_byte(tmp_path: Path) -> No
     import zlib
 
     import pydicom
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
+    from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
     from dicom4qi.formats.headers import inflate_to as inflated_copy
 
     ds = pydicom.Dataset()
     ds.file_meta = pydicom.dataset.FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.66.4"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.66.4")
+    ds.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3.4")
     ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     ds.SOPClassUID, ds.SOPInstanceUID, ds.PatientName = "1.2.840.10008.5.1.4.1.1.66.4", "1.2.3.4", "Test^Deflate"
     src = tmp_path / "deflated.dcm"

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -60,7 +60,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "build": build, "bundle": folder, "manifest": manifest}
 
 
-def _receive(env: dict[str, Any], src: Path, **kw: Any):  # type: ignore[no-untyped-def]
+def _receive(env: dict[str, Any], src: Path, **kw: Any):
     return receive(src, build=env["build"], corpus=CASES, features=FEATURES, **kw)
 
 
@@ -110,7 +110,7 @@ def test_bundle_holds_objects_sources_truth_with_sums(env: dict[str, Any]) -> No
     assert set(manifest["files"]) <= names
 
 
-def test_bundle_truth_is_exact(env: dict[str, Any], truth_of) -> None:  # type: ignore[no-untyped-def]
+def test_bundle_truth_is_exact(env: dict[str, Any], truth_of) -> None:
     """The bundle's NIfTI truth, read back as a consumer's output would be, passes every check."""
     from dicom4qi.judge.compare import compare, verdict
     from dicom4qi.model.decoded import Decoded
@@ -152,7 +152,8 @@ def test_round_trip_dcmjs_through_the_protocol_to_the_dashboard(env: dict[str, A
     assert labelmap.provenance == "self-reported" and labelmap.status is Status.UNSUPPORTED  # dcmjs declares it
     assert doc.run.kind == "submission" and doc.run.submission is not None and doc.run.submission.verified >= 3
     saved = save_submission_results(doc, rec, tmp_path / "submissions")
-    assert saved.parent.name == "dcmjs-org" and ResultsDocument.load(saved).run.submission.sha256 == rec.digest
+    submission = ResultsDocument.load(saved).run.submission
+    assert saved.parent.name == "dcmjs-org" and submission is not None and submission.sha256 == rec.digest
 
     run_doc = ResultsDocument.load(sorted((env["root"] / "results").glob("2*.json"))[0])
     site = tmp_path / "site"
@@ -293,7 +294,7 @@ def test_perfect_submission_verifies_and_a_wrong_voxel_fails(env: dict[str, Any]
     # One voxel moved in one decoded label map: that object fails, naming the segment.
     oid = "quick__labelmap-8bit/highdicom"
     path = sub / "decoded" / oid / "labelmap.nii.gz"
-    img = nib.load(str(path))
+    img = cast(nib.Nifti1Image, nib.load(str(path)))  # nibabel types load() as returning the base image class
     data = np.asarray(img.dataobj).copy()
     i = np.argwhere(data > 0)[0]
     data[tuple(i)] = 0
@@ -497,7 +498,7 @@ def test_the_dashboard_offers_the_bundle(env: dict[str, Any], tmp_path: Path) ->
     assert "No submission yet" in page
 
 
-def test_an_image_without_a_frames_list_is_placed_by_its_geometry(env: dict[str, Any], tmp_path: Path, truth_of) -> None:  # type: ignore[no-untyped-def]
+def test_an_image_without_a_frames_list_is_placed_by_its_geometry(env: dict[str, Any], tmp_path: Path, truth_of) -> None:
     """A vendor's NIfTI as ITK tools write it: no frames list, slices in reverse order; placed by its affine."""
     import nibabel as nib
 
@@ -510,7 +511,7 @@ def test_an_image_without_a_frames_list_is_placed_by_its_geometry(env: dict[str,
     doc = json.loads((folder / "segments.json").read_text())
     doc.pop("frames"), doc.pop("positions", None)
     (folder / "segments.json").write_text(json.dumps(doc))
-    img = nib.load(str(folder / "labelmap.nii.gz"))
+    img = cast(nib.Nifti1Image, nib.load(str(folder / "labelmap.nii.gz")))  # load() is typed as returning the base class
     data = np.asarray(img.dataobj)[:, :, ::-1]
     affine = img.affine.copy()
     affine[:, 3] = img.affine @ np.array([0, 0, data.shape[2] - 1, 1])
@@ -572,6 +573,7 @@ def test_vendor_ids_are_normalized_and_lookalikes_refused(env: dict[str, Any], t
         saved.append(save_submission_results(doc, rec, out))
     assert {p.parent.name for p in saved} == {"acme"}
     rec = _receive(env, _perfect_submission(env, tmp_path / "look", vendor="ac-me"))
+    assert doc is not None  # verified in the loop above
     with pytest.raises(SubmissionError, match="looks like the vendor 'acme'"):
         save_submission_results(doc, rec, out)
     _write_doc(tmp_path / "dots", {"vendor": "ac..me", "tool": {"name": "V", "version": "1"}, "role": "consumer",

@@ -254,7 +254,8 @@ def resolve(role: Role, spec: str) -> type[Adapter]:
         raise ValueError(f"unknown {role} {spec!r} (known: {known}; or give module:Class)")
     module_name, _, attr = target.partition(":")
     cls = getattr(importlib.import_module(module_name), attr)
-    if not (isinstance(cls, type) and issubclass(cls, Producer if role == "producer" else Consumer)):
+    base: type[Adapter] = Producer if role == "producer" else Consumer
+    if not (isinstance(cls, type) and issubclass(cls, base)):
         raise TypeError(f"{target} is not a {role} adapter")
     return cls
 

@@ -84,6 +84,7 @@ def ensure_env(spec: EnvSpec, build: Path, *, log: Callable[[str], None] | None 
         [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(spec.requirements)],
     ]
     output = []
+    proc: subprocess.CompletedProcess[str] | None
     for cmd in steps:
         if log:
             log(" ".join(cmd[-3:]))

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from dicom4qi.adapters.contract import Consumer, Producer, ReadRequest, WriteRequest
+from dicom4qi.adapters.contract import Consumer, Producer, ReadRequest, Role, WriteRequest
 from dicom4qi.model.decoded import DecodedWriter
 from dicom4qi.model.protocol import PROTOCOL, AdapterManifest, CallResponse, InfoResponse
 
@@ -194,6 +194,7 @@ def call_adapter(
 class ExecAdapterMixin:
     """What executable producers and consumers share: the folder, the manifest, the handshake."""
 
+    role: ClassVar[Role]  # from Producer or Consumer, beside this mixin
     folder: ClassVar[Path]
     manifest: ClassVar[AdapterManifest | None]
     manifest_error: ClassVar[str | None]
@@ -231,8 +232,8 @@ class ExecAdapterMixin:
                 raise AdapterError(f"the adapter speaks protocol {info.protocol}; this suite speaks {PROTOCOL}")
             if not info.ok:
                 raise AdapterError(f"the adapter's handshake failed: {info.error}")
-            if info.role != self.role:  # type: ignore[attr-defined]
-                raise AdapterError(f"the adapter is a {info.role}, asked for as a {self.role}")  # type: ignore[attr-defined]
+            if info.role != self.role:
+                raise AdapterError(f"the adapter is a {info.role}, asked for as a {self.role}")
             self._info = info
         except (AdapterError, ValidationError) as exc:
             self._info_error = str(exc) if isinstance(exc, AdapterError) else f"malformed handshake: {exc.errors()[0]['msg']}"

@@ -62,7 +62,7 @@ def transcoded(inner: type[Producer], variant: str) -> type[Producer]:
     if "ts-explicit-le" not in inner.features:
         raise ValueError(f"{inner.name} cannot write Explicit VR Little Endian to transcode from")
 
-    class Transcoded(inner):  # type: ignore[valid-type, misc]
+    class Transcoded(inner):  # type: ignore[valid-type, misc]  # mypy cannot type a class on a runtime base
         name: ClassVar[str] = f"{inner.name}+{variant}"
         tool: ClassVar[str] = f"{inner.tool} + {how}"
         features: ClassVar[frozenset[str]] = frozenset((inner.features - _TS_FEATURES) | {feature})

@@ -12,20 +12,28 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 from rich.table import Table
 
 from dicom4qi import __version__
-from dicom4qi.adapters.contract import DEFAULTS
+from dicom4qi.adapters.contract import DEFAULTS, Role
+
+if TYPE_CHECKING:
+    from dicom4qi.judge.known import KnownIssue, KnownIssueError
+    from dicom4qi.model.results import ResultsDocument
+    from dicom4qi.vendors.ingest import Received
 
 __all__ = ["main"]
 
@@ -39,7 +47,7 @@ class RichProgress:
 
     def __init__(self) -> None:
         self._progress: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
 
     def start(self, phase: str, total: int) -> None:
         self._progress = Progress(
@@ -74,7 +82,7 @@ MIN_MEMORY_MB, MAX_MEMORY_MB = 64.0, 4 * 2**20
 MAX_JOBS = 256
 
 
-def _bounded(kind: type, low: float, high: float, what: str):  # type: ignore[no-untyped-def]
+def _bounded(kind: type, low: float, high: float, what: str) -> Callable[[str], float | int]:
     """An argparse type: a finite number of ``kind`` in [low, high]; anything else is a usage error (exit 2)."""
     import math
 
@@ -138,8 +146,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
         print(f"{args.features}: {name}: no quick case exercises this feature (every run must cover it)")
     folder = args.known_issues if args.known_issues is not None else args.corpus.parent / "known-issues"
     known, known_errors = _lint_known_issues(folder, args.corpus, features, [c.id for c in cases])
-    for e in known_errors:
-        print(f"{e.path}: {e.field}: {e.reason}")
+    for ke in known_errors:
+        print(f"{ke.path}: {ke.field}: {ke.reason}")
     print(
         f"{len(cases)} case file(s) valid, {len(errors)} invalid; "
         f"{len(features) - len(uncovered)} of {len(features)} features covered by quick cases; "
@@ -148,7 +156,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return 1 if errors or uncovered or known_errors else 0
 
 
-def _lint_known_issues(folder: Path, corpus: Path, features: dict[str, str], case_ids: list[str]):  # type: ignore[no-untyped-def]
+def _lint_known_issues(folder: Path, corpus: Path, features: dict[str, str], case_ids: list[str]) -> tuple[list[KnownIssue], list[KnownIssueError]]:
     """The known issues, checked against the features, the cases (and mutants) and the adapters there are."""
     from dicom4qi.adapters.contract import BUILTIN
     from dicom4qi.judge.known import load_known_issues
@@ -455,7 +463,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def _all_specs() -> list[tuple[str, str]]:
+def _all_specs() -> list[tuple[Role, str]]:
     return [(role, name) for role, names in DEFAULTS.items() for name in names]
 
 
@@ -483,7 +491,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
     specs = _all_specs()
     if args.env_command == "setup" and args.name:
-        specs = [(r, n) for r, n in specs if n == args.name or (env_spec(resolve(r, n)) and env_spec(resolve(r, n)).name == args.name)]  # type: ignore[union-attr]
+        specs = [(r, n) for r, n in specs if n == args.name or ((spec_env := env_spec(resolve(r, n))) is not None and spec_env.name == args.name)]
         if not specs:
             console.print(f"[red]no adapter or environment named {args.name!r}")
             return 2
@@ -493,7 +501,7 @@ def cmd_env(args: argparse.Namespace) -> int:
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         for role, name in specs:
-            cls = resolve(role, name)  # type: ignore[arg-type]
+            cls = resolve(role, name)
             env = env_spec(cls)
             python = None
             state, why = ("ready", "") if env is None else env_state(env, args.build)
@@ -537,7 +545,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _receive(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _receive(args: argparse.Namespace) -> Received:
     from dicom4qi.vendors.ingest import receive
 
     return receive(args.submission, build=args.build, bundle=args.bundle, corpus=args.corpus, features=args.features)
@@ -580,8 +588,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_submission(doc, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _print_submission(doc: ResultsDocument, path: Path) -> None:
     info = doc.run.submission
+    assert info is not None  # a verified or ingested submission's results
     counts: dict[str, int] = {}
     for r in doc.records:
         if r.step == "read":

@@ -21,6 +21,7 @@ from pydicom.uid import (
     EnhancedMRImageStorage,
     ExplicitVRLittleEndian,
     MRImageStorage,
+    UID,
 )
 
 from dicom4qi.model.case import Source
@@ -41,8 +42,8 @@ def _header(src: Source, sop_class: str, uids: dict[str, str], sop_uid: str, fp:
     """Patient, study, series, frame of reference, equipment and image pixel basics."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = sop_class
@@ -90,11 +91,13 @@ def _single_frame_series(
 ) -> tuple[list[str], list[str]]:
     sop_class = CTImageStorage if src.modality == "CT" else MRImageStorage
     files, keys = [], []
+    positions = geometry.positions
+    assert positions is not None  # CT and MR series lie in patient space
     for k in range(src.frames):
         ds = _header(src, sop_class, uids, uids[f"sop{k}"], fp)
         ds.InstanceNumber = k + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImagePositionPatient = [_ds(v) for v in geometry.positions[k]]
+        ds.ImagePositionPatient = [_ds(v) for v in positions[k]]
         ds.ImageOrientationPatient = [_ds(v) for v in src.orientation]
         ds.PixelSpacing = [_ds(v) for v in src.pixel_spacing]
         ds.SliceThickness = _ds(src.slice_spacing)
@@ -197,6 +200,8 @@ def _enhanced(
         shared.MRImageFrameTypeSequence = Sequence([frame_type])
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     per_frame = []
+    positions = geometry.positions
+    assert positions is not None  # enhanced CT and MR lie in patient space
     for k in range(src.frames):
         fg = Dataset()
         if cine:
@@ -209,7 +214,7 @@ def _enhanced(
                             FrameAcquisitionDateTime=DATE + TIME, FrameReferenceDateTime=DATE + TIME,
                             FrameAcquisitionDuration=0.0)
         fg.FrameContentSequence = Sequence([content])
-        fg.PlanePositionSequence = Sequence([_item(ImagePositionPatient=[_ds(v) for v in geometry.positions[k]])])
+        fg.PlanePositionSequence = Sequence([_item(ImagePositionPatient=[_ds(v) for v in positions[k]])])
         per_frame.append(fg)
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
     ds.PixelData = b"".join(_pixels(src, label_any[k], seed, k) for k in range(src.frames))

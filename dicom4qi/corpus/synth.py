@@ -172,14 +172,17 @@ def _geometry(case: Case) -> Geometry:
     o = np.asarray(s.orientation, dtype=float)
     normal = np.cross(o[:3], o[3:])
     origin = np.asarray(s.origin, dtype=float)
-    positions = [tuple(round(float(v), 6) for v in origin + d * normal) for d in s.offsets]
+    positions: list[tuple[float, float, float]] = []
+    for d in s.offsets:
+        x, y, z = (round(float(v), 6) for v in origin + d * normal)
+        positions.append((x, y, z))
     return Geometry(
         rows=s.rows,
         columns=s.columns,
         orientation=tuple(float(v) for v in s.orientation),
         pixel_spacing=spacing,
         slice_spacing=float(s.slice_spacing),
-        positions=positions,  # type: ignore[arg-type]
+        positions=positions,
         layout=s.layout,
     )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dicom4qi.model.case import TRANSFER_SYNTAXES
 
@@ -37,9 +38,9 @@ class ExternalObject:
                 "features": self.features, "labelmap": self.labelmap, "written_by": self.written_by}
 
     @classmethod
-    def from_json(cls, d: dict[str, object]) -> ExternalObject:
-        return cls(id=str(d["id"]), path=Path(str(d["path"])), sources=[Path(str(p)) for p in d["sources"]],  # type: ignore[union-attr]
-                   missing=[str(m) for m in d["missing"]], features=[str(f) for f in d["features"]],  # type: ignore[union-attr]
+    def from_json(cls, d: dict[str, Any]) -> ExternalObject:
+        return cls(id=str(d["id"]), path=Path(str(d["path"])), sources=[Path(str(p)) for p in d["sources"]],
+                   missing=[str(m) for m in d["missing"]], features=[str(f) for f in d["features"]],
                    labelmap=bool(d["labelmap"]), written_by=str(d["written_by"]))
 
 

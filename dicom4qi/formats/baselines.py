@@ -17,7 +17,7 @@ Only disjoint, non-fractional truths have a label-map baseline.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -76,8 +76,10 @@ def _write(fmt: str, truth: Any, path: Path) -> None:
 def _read(fmt: str, reader: str, path: Path) -> np.ndarray:
     if reader == "nibabel":
         import nibabel as nib
+        from nibabel.dataobj_images import DataobjImage
 
-        return np.asarray(nib.load(str(path)).dataobj)
+        # nibabel annotates load() as returning the base FileBasedImage; its images with voxel data are DataobjImages
+        return np.asarray(cast(DataobjImage, nib.load(str(path))).dataobj)
     if reader == "SimpleITK":
         import SimpleITK as sitk
 

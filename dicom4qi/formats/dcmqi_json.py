@@ -18,6 +18,7 @@ def _code(c: dict[str, str]) -> dict[str, str]:
 
 
 def _segment(info: SegmentInfo, label_id: int) -> dict[str, Any]:
+    assert info.category is not None and info.type is not None  # the truth always has them
     out: dict[str, Any] = {
         "labelID": label_id,
         "SegmentLabel": info.label,

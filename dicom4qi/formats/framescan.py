@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import TypeVar
 
 __all__ = ["FrameRefs", "scan_per_frame"]
 
 _LONG_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
 _UNDEFINED = 0xFFFFFFFF
+_T = TypeVar("_T")
 
 _SEGMENT = (0x0062, 0x000B)  # Referenced Segment Number (US)
 _SOP_UID = (0x0008, 0x1155)  # Referenced SOP Instance UID (UI)
@@ -68,7 +70,7 @@ def scan_per_frame(raw: bytes) -> FrameRefs | None:
     unpack = struct.unpack_from
     try:
         while True:
-            while stack and stack[-1] is not None and pos >= stack[-1]:  # type: ignore[operator]
+            while stack and stack[-1] is not None and pos >= stack[-1]:
                 stack.pop()
                 seqs.pop()
             if pos >= n:
@@ -114,8 +116,18 @@ def scan_per_frame(raw: bytes) -> FrameRefs | None:
     if stack:
         return None
     return FrameRefs(
-        segment=[f.get(_SEGMENT) for f in found],  # type: ignore[misc]
-        sop_uid=[f.get(_SOP_UID) for f in found],  # type: ignore[misc]
-        frame_number=[f.get(_FRAME_NUMBER) for f in found],  # type: ignore[misc]
-        position=[f.get(_POSITION) for f in found],  # type: ignore[misc]
+        segment=_column(found, _SEGMENT, int),
+        sop_uid=_column(found, _SOP_UID, str),
+        frame_number=_column(found, _FRAME_NUMBER, int),
+        position=_column(found, _POSITION, tuple),
     )
+
+
+def _column(found: list[dict[tuple[int, int], object]], tag: tuple[int, int], kind: type[_T]) -> list[_T | None]:
+    """The value of ``tag`` in every frame (``_decode`` gives each tag's values one type, ``kind``)."""
+    out: list[_T | None] = []
+    for f in found:
+        v = f.get(tag)
+        assert v is None or isinstance(v, kind)
+        out.append(v)
+    return out

@@ -86,7 +86,7 @@ def read_header(path: Path, cap: int = HEADER_CAP) -> Any:
         return pydicom.dcmread(path, stop_before_pixels=True)
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_file_meta_info
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import UID, ExplicitVRLittleEndian
 
     prefix, start = _meta_end(path)
     body = io.BytesIO()
@@ -99,7 +99,7 @@ def read_header(path: Path, cap: int = HEADER_CAP) -> Any:
     buf.is_little_endian, buf.is_implicit_VR = True, False
     write_file_meta_info(buf, meta, enforce_standard=False)
     ds = pydicom.dcmread(io.BytesIO(prefix[:132] + buf.getvalue() + body.getvalue()), stop_before_pixels=True)
-    ds.file_meta.TransferSyntaxUID = DEFLATED  # what the object says, not the copy read here
+    ds.file_meta.TransferSyntaxUID = UID(DEFLATED)  # what the object says, not the copy read here
     return ds
 
 

@@ -61,10 +61,12 @@ def write_nrrd(
     row_dir, col_dir = o[:3], o[3:]
     normal = np.cross(row_dir, col_dir)
     steps = [row_dir * geometry.pixel_spacing[1], col_dir * geometry.pixel_spacing[0], normal * geometry.slice_spacing]
-    if len(geometry.positions) > 1:
-        steps[2] = (np.asarray(geometry.positions[1]) - np.asarray(geometry.positions[0]))
+    positions = geometry.positions
+    assert positions is not None  # an NRRD is written only on a grid in patient space
+    if len(positions) > 1:
+        steps[2] = (np.asarray(positions[1]) - np.asarray(positions[0]))
     vec = " ".join("(" + ",".join(f"{v:.10g}" for v in s) + ")" for s in steps)
-    origin = "(" + ",".join(f"{v:.10g}" for v in geometry.positions[0]) + ")"
+    origin = "(" + ",".join(f"{v:.10g}" for v in positions[0]) + ")"
     header = (
         "NRRD0004\n"
         f"type: {_TYPES[data.dtype]}\n"

@@ -76,7 +76,7 @@ class SourceFrames:
         import pydicom
 
         self.keys: list[str] = []
-        positions: list[list[float]] = []
+        positions: list[list[float] | None] = []
         orientation: list[float] | None = None
         spacing: list[float] | None = None
         #: Whether the source is a VL Whole Slide Microscopy image (one key: its total pixel matrix).
@@ -114,7 +114,7 @@ class SourceFrames:
             )
         #: Whether every source frame has a position in patient space (projection and slide images do not).
         self.has_geometry = bool(positions) and all(p is not None for p in positions) and orientation is not None
-        positions = [p if p is not None else [np.nan] * 3 for p in positions]  # type: ignore[misc]
+        positions = [p if p is not None else [np.nan] * 3 for p in positions]
         self.index = {k: i for i, k in enumerate(self.keys)}
         self.positions = np.asarray(positions, dtype=float)
         o = np.asarray(orientation or [1, 0, 0, 0, 1, 0], dtype=float)

@@ -29,10 +29,17 @@ class Expected(Protocol):
     """What a decoding is compared with: the case's truth (:class:`dicom4qi.model.truth.Truth`), or what an
     object holds as an independent decoder decoded it (:class:`dicom4qi.judge.content.ObjectContent`)."""
 
-    frame_keys: list[str]
-    geometry: Geometry
-    segments: list[SegmentInfo]
-    fractional: bool
+    @property
+    def frame_keys(self) -> list[str]: ...
+
+    @property
+    def geometry(self) -> Geometry: ...
+
+    @property
+    def segments(self) -> list[SegmentInfo]: ...
+
+    @property
+    def fractional(self) -> bool: ...
 
     @property
     def fractional_scale(self) -> float: ...
@@ -134,14 +141,16 @@ def _check_segments(truth: Expected, segs: list[DecodedSegment]) -> list[Check]:
             ]
             checks.append(_fail("tracking", tp) if tp else _pass("tracking"))
 
-    coloured = [n for n in common if expected[n].color_rgb is not None and got[n].color_rgb is not None]
+    coloured = {
+        n: (g, e) for n in common if (e := expected[n].color_rgb) is not None and (g := got[n].color_rgb) is not None
+    }
     if not coloured:
         checks.append(_not_checked("display-color", "no display colours reported", advisory=True))
     else:
         cp = [
-            f"segment {n}: colour {tuple(got[n].color_rgb)}, expected {tuple(expected[n].color_rgb)}"  # type: ignore[arg-type]
-            for n in coloured
-            if max(abs(a - b) for a, b in zip(got[n].color_rgb, expected[n].color_rgb)) > COLOR_TOL  # type: ignore[arg-type]
+            f"segment {n}: colour {tuple(g)}, expected {tuple(e)}"
+            for n, (g, e) in coloured.items()
+            if max(abs(a - b) for a, b in zip(g, e)) > COLOR_TOL
         ]
         checks.append(_fail("display-color", cp, advisory=True) if cp else _pass("display-color", advisory=True))
     return checks
@@ -344,8 +353,8 @@ def _compare_segment(
     name = _seg_name(info, number)
     if fractional:
         step = truth.fractional_step
-        t = _place(want, lo, hi, np.float32) * truth.fractional_scale if want is not None else np.zeros(tuple(hi - lo), np.float32)
-        d = _place(have, lo, hi, np.float32)
+        t: np.ndarray = _place(want, lo, hi, np.float32) * truth.fractional_scale if want is not None else np.zeros(tuple(hi - lo), np.float32)
+        d: np.ndarray = _place(have, lo, hi, np.float32)
         if have is not None and have.data.dtype == bool:
             d = d.astype(np.float32)
         diff = np.abs(d - t)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -57,14 +57,20 @@ class ObjectContent:
         index = {k: i for i, k in enumerate(truth.frame_keys)}
         self._frame_map = np.array([index.get(k, -1) for k in self.decoded.frame_keys], dtype=np.int64)
         g, dg = truth.geometry, self.decoded.geometry
-        positions = None
+        # The decoded geometry is the reader's JSON, its lists' lengths unchecked here: tuple() keeps them as decoded.
+        positions: list[tuple[float, float, float]] | None = None
         if g.positions is not None:
-            positions = [tuple(dg.positions.get(k, p)) for k, p in zip(truth.frame_keys, g.positions)]
+            positions = [
+                cast("tuple[float, float, float]", tuple(dg.positions.get(k, p)))
+                for k, p in zip(truth.frame_keys, g.positions)
+            ]
         self.geometry = Geometry(
             rows=self.decoded.rows, columns=self.decoded.columns,
             orientation=tuple(dg.orientation) if dg.orientation is not None and g.orientation is not None else g.orientation,
-            pixel_spacing=tuple(dg.pixel_spacing) if dg.pixel_spacing is not None else g.pixel_spacing,  # type: ignore[arg-type]
-            slice_spacing=g.slice_spacing, positions=positions, layout=g.layout,  # type: ignore[arg-type]
+            pixel_spacing=(
+                cast("tuple[float, float]", tuple(dg.pixel_spacing)) if dg.pixel_spacing is not None else g.pixel_spacing
+            ),
+            slice_spacing=g.slice_spacing, positions=positions, layout=g.layout,
         )
         with_pixels = set(self.decoded.numbers_with_pixels)
         self.segments = [
@@ -74,7 +80,7 @@ class ObjectContent:
                 type_modifier=s.type_modifier, anatomic_region=s.anatomic_region,
                 anatomic_region_modifier=s.anatomic_region_modifier, tracking_id=s.tracking_id,
                 tracking_uid=s.tracking_uid, empty=s.number not in with_pixels,
-                color_rgb=tuple(s.color_rgb) if s.color_rgb is not None else None,  # type: ignore[arg-type]
+                color_rgb=cast("tuple[int, int, int]", tuple(s.color_rgb)) if s.color_rgb is not None else None,
             )
             for s in self.decoded.segments
             if not (labelmap and s.number == 0)

@@ -41,7 +41,7 @@ ZOOM = 32
 
 
 def _frame(crop: Crop | None, frame: int, rows: int, columns: int, dtype: type) -> np.ndarray:
-    out = np.zeros((rows, columns), dtype=dtype)
+    out: np.ndarray = np.zeros((rows, columns), dtype=dtype)
     if crop is None or not crop.offset[0] <= frame < crop.stop[0]:
         return out
     z, y, x = crop.offset

@@ -49,6 +49,11 @@ TRANSFER_SYNTAXES: dict[str, tuple[str, str]] = {
     "JPEG2000Lossless": ("1.2.840.10008.1.2.4.90", "ts-jpeg2000"),
     "JPEGLSLossless": ("1.2.840.10008.1.2.4.80", "ts-jpegls"),
 }
+#: The keys of TRANSFER_SYNTAXES, in the same order, as a type.
+TransferSyntax = Literal[
+    "ImplicitVRLittleEndian", "ExplicitVRLittleEndian", "DeflatedExplicitVRLittleEndian", "RLELossless",
+    "JPEG2000Lossless", "JPEGLSLossless",
+]
 
 #: A Segment Description longer than this (the 64 characters of an LO) is "long text".
 LONG_TEXT = 64
@@ -248,7 +253,7 @@ class Encoding(_Strict):
     bits: Literal[1, 8, 16] = Field(
         description="Bits Allocated: 1 for BINARY, 8 for FRACTIONAL, 8 or 16 for LABELMAP."
     )
-    transfer_syntax: Literal[tuple(TRANSFER_SYNTAXES)] = "ExplicitVRLittleEndian"  # type: ignore[valid-type]
+    transfer_syntax: TransferSyntax = "ExplicitVRLittleEndian"
     max_fractional_value: int = Field(255, ge=1, le=255)
     frame_order: Literal["segment-major", "position-major"] = Field(
         "segment-major",

@@ -34,7 +34,7 @@ class Crop:
 
     @property
     def stop(self) -> tuple[int, int, int]:
-        return tuple(o + s for o, s in zip(self.offset, self.data.shape))  # type: ignore[return-value]
+        return tuple(o + s for o, s in zip(self.offset, self.data.shape))
 
     @property
     def voxels(self) -> int:
@@ -90,7 +90,7 @@ def labelmap_from_crops(
 
 def write_masks(path: Path, crops: Mapping[int, Crop], meta: Mapping[str, Any]) -> None:
     """Write crops and a JSON header into one ``.npz`` file (atomically)."""
-    arrays: dict[str, np.ndarray] = {
+    arrays: dict[str, Any] = {  # Any: numpy's savez_compressed types **kwds against its allow_pickle: bool
         "__meta__": np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8),
     }
     for number, crop in crops.items():
@@ -98,7 +98,7 @@ def write_masks(path: Path, crops: Mapping[int, Crop], meta: Mapping[str, Any]) 
         arrays[f"d{number}"] = crop.data
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
+        np.savez_compressed(fh, **arrays)
     tmp.replace(path)
 
 

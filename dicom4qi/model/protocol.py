@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -35,18 +35,19 @@ __all__ = [
     "schema_texts",
 ]
 
-PROTOCOL = 1
-EXCHANGE_FORMAT = "dicom4qi-exchange/1"
+PROTOCOL: Final = 1
+EXCHANGE_FORMAT: Final = "dicom4qi-exchange/1"
 BUNDLE_FORMAT = "dicom4qi-bundle/1"
-SUBMISSION_FORMAT = "dicom4qi-submission/1"
+SUBMISSION_FORMAT: Final = "dicom4qi-submission/1"
 
 #: Text with no control characters (newlines and tabs aside), bounded.
-def _text(max_length: int) -> Any:
-    return Annotated[str, StringConstraints(max_length=max_length, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
+_TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 
-
-Short = _text(256)
-Long = _text(4096)
+Short = Annotated[str, StringConstraints(max_length=256, pattern=_TEXT_PATTERN)]
+Long = Annotated[str, StringConstraints(max_length=4096, pattern=_TEXT_PATTERN)]
+Text1000 = Annotated[str, StringConstraints(max_length=1000, pattern=_TEXT_PATTERN)]
+Text1024 = Annotated[str, StringConstraints(max_length=1024, pattern=_TEXT_PATTERN)]
+Text2000 = Annotated[str, StringConstraints(max_length=2000, pattern=_TEXT_PATTERN)]
 #: A name safe as one path component (vendor ids, adapter names).
 SafeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 #: A relative path inside a submission: forward slashes; no component starts with '.' (so no '..'), none is absolute.
@@ -153,7 +154,7 @@ class ExchangeSegment(_Doc):
     algorithm_type: Short | None = None
     algorithm_name: Short | None = None
     algorithm_version: Short | None = None
-    description: _text(1024) | None = None  # type: ignore[valid-type]
+    description: Text1024 | None = None
     color_rgb: tuple[Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)]] | None = None
 
 
@@ -190,7 +191,7 @@ class SubmittedTool(_Doc):
 
 class SelfReport(_Doc):
     status: Literal["PASS", "FAIL", "ERROR", "CRASH", "TIMEOUT", "UNSUPPORTED"]
-    message: _text(1000) = ""  # type: ignore[valid-type]
+    message: Text1000 = ""
 
 
 class SubmissionEntry(_Doc):
@@ -206,7 +207,7 @@ class SubmissionEntry(_Doc):
     decoded: RelPath | None = None
     seg: RelPath | None = None
     self_reported: SelfReport | None = None
-    notes: list[_text(1000)] = Field(default_factory=list, max_length=16)  # type: ignore[valid-type]
+    notes: list[Text1000] = Field(default_factory=list, max_length=16)
 
     @model_validator(mode="after")
     def _one(self) -> SubmissionEntry:
@@ -242,7 +243,7 @@ class SubmissionDoc(_Doc):
     bundle: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] = Field(description="The bundle's id (its manifest).")
     contact: Short | None = None
     created: Short | None = None
-    notes: _text(2000) | None = None  # type: ignore[valid-type]
+    notes: Text2000 | None = None
     entries: list[SubmissionEntry] | None = Field(
         None, max_length=20_000,
         description="Consumers may leave this out: decoded/<object id>/ folders are then found by name.",

@@ -13,7 +13,7 @@ import threading
 import time
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,7 +33,7 @@ __all__ = [
     "ToolInfo",
 ]
 
-RESULTS_FORMAT = "dicom4qi-results/1"
+RESULTS_FORMAT: Final = "dicom4qi-results/1"
 
 
 class DiskFull(OSError):

@@ -126,9 +126,9 @@ class Truth:
             rows=g["rows"],
             columns=g["columns"],
             orientation=tuple(g["orientation"]) if g["orientation"] is not None else None,
-            pixel_spacing=tuple(g["pixel_spacing"]),  # type: ignore[arg-type]
+            pixel_spacing=tuple(g["pixel_spacing"]),
             slice_spacing=g["slice_spacing"],
-            positions=[tuple(p) for p in g["positions"]] if g["positions"] is not None else None,  # type: ignore[misc]
+            positions=[tuple(p) for p in g["positions"]] if g["positions"] is not None else None,
             layout=g.get("layout", "single-frame-series"),
         )
         segments = [

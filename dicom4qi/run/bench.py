@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from dicom4qi import __version__
+from dicom4qi.adapters.contract import Role
 from dicom4qi.formats.baselines import BASELINES
 from dicom4qi.model.case import LoadedCase, load_cases
 from dicom4qi.model.results import BenchStats, Record, ResultsDocument, ResultsWriter, RunInfo, Status, Timing, ToolInfo
-from dicom4qi.run.runner import Progress, RunConfig, Runner, corpus_fingerprint, prepare_tool, select_cases
+from dicom4qi.run.runner import ProgressSink, RunConfig, Runner, corpus_fingerprint, prepare_tool, select_cases
 from dicom4qi.process.sandbox import ChildOutcome, run_child
 from dicom4qi.run.steps import git_commit, now_iso, outcome_record, slug
 from dicom4qi.model.truth import Truth
@@ -110,7 +111,7 @@ def _stats(runs: list[Timing], warmup: Timing | None, size: int | None) -> Bench
 class BenchRunner(Runner):
     """Reuses the conformance steps for the warm-up calls, then repeats the timed ones."""
 
-    def __init__(self, config: BenchConfig, progress: Progress | None = None) -> None:
+    def __init__(self, config: BenchConfig, progress: ProgressSink | None = None) -> None:
         super().__init__(config.run, progress)
         self.bcfg = config
 
@@ -222,7 +223,7 @@ class BenchRunner(Runner):
         run_dir = cfg.build / "runs" / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
 
-        specs = [("producer", p) for p in cfg.producers] + [("consumer", c) for c in cfg.consumers]
+        specs: list[tuple[Role, str]] = [("producer", p) for p in cfg.producers] + [("consumer", c) for c in cfg.consumers]
         self.progress.start("handshake", len(specs))
         tools: list[ToolInfo] = []
         for role, spec in specs:
@@ -327,7 +328,7 @@ def add_ratios(doc: ResultsDocument) -> None:
         r.bench.ratio_reference = round(r.bench.median_wall_s / ref, 2) if ref else None
 
 
-def bench(config: BenchConfig, progress: Progress | None = None, after: Callable[[Path], None] | None = None) -> Path:
+def bench(config: BenchConfig, progress: ProgressSink | None = None, after: Callable[[Path], None] | None = None) -> Path:
     """Run the benchmark; return the path of its results document."""
     path = BenchRunner(config, progress).run_bench()
     if after is not None:

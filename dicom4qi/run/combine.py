@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -157,7 +157,8 @@ def _merge_tools(inputs: list[Input]) -> tuple[list[ToolInfo], list[str]]:
 def _tool_rank(role: str, name: str, appearance: int) -> tuple[int, float, int]:
     """Columns in the order a single run with the default tools has them, others after, as they came."""
     rank = _ROLES.index(role) if role in _ROLES else len(_ROLES)
-    defaults = list(DEFAULTS.get(role, []))  # type: ignore[call-overload]
+    # any role may be looked up (the validator has no defaults); the stubs' dict.get takes only the key type
+    defaults = list(cast("Mapping[str, list[str]]", DEFAULTS).get(role, []))
     if name in defaults:
         return rank, float(defaults.index(name)), appearance
     base = split_spec(name)[0]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dicom4qi.adapters.contract import family_of, missing_features
 from dicom4qi.judge.consensus import consensus
@@ -21,6 +23,9 @@ from dicom4qi.model.results import (
 from dicom4qi.process.sandbox import run_child
 from dicom4qi.process.services import ServiceError, ServicePool
 from dicom4qi.run.steps import EXTERNAL, artifacts_of, outcome_record, private_copy, sha256_of, slug
+
+if TYPE_CHECKING:
+    from dicom4qi.run.runner import RunConfig
 
 __all__ = ["ExternalFlow", "external_fingerprint", "judge_agreement"]
 
@@ -54,6 +59,14 @@ def judge_agreement(reads: dict[str, tuple[Record, Path | None]], labelmap: bool
 
 class ExternalFlow:
     """Mixed into the runner: the external objects' reads and their agreement."""
+
+    # What the runner this is mixed into provides.
+    cfg: RunConfig
+    pythons: dict[str, str | None]
+    _pools: dict[str, ServicePool]
+
+    if TYPE_CHECKING:
+        def _parallel(self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]) -> None: ...
 
     def _external(
         self,
@@ -91,7 +104,7 @@ class ExternalFlow:
 
     def read_external(self, obj: ExternalObject, tool: ToolInfo, run_dir: Path) -> tuple[Record, Path | None]:
         """One consumer's read of an external object (the decoded file is kept for the agreement)."""
-        base = {
+        base: dict[str, Any] = {
             "case": obj.id, "producer": EXTERNAL, "consumer": tool.name, "step": "read",
             "features": sorted(obj.features),
             "tier": "external", "notes": [f"written by {obj.written_by}"] if obj.written_by else [],

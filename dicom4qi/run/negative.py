@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dicom4qi.model.case import LoadedCase
 from dicom4qi.corpus.mutate import Mutant, mutate, reaction_of
@@ -18,9 +19,12 @@ from dicom4qi.model.results import (
 )
 from dicom4qi.process.sandbox import run_child
 from dicom4qi.process.services import ServiceError, ServicePool
-from dicom4qi.run.steps import MUTANT, VALIDATOR, artifacts_of, private_copy, sha256_of, slug
+from dicom4qi.run.steps import MUTANT, VALIDATOR, ChildLimits, artifacts_of, private_copy, sha256_of, slug
 from dicom4qi.model.truth import Truth
 from dicom4qi.judge.validate import dciodvfy_path, run_dciodvfy
+
+if TYPE_CHECKING:
+    from dicom4qi.run.runner import RunConfig
 
 __all__ = ["NegativeFlow", "select_mutant"]
 
@@ -31,6 +35,16 @@ def select_mutant(m: Mutant, patterns: list[str]) -> bool:
 
 class NegativeFlow:
     """Mixed into the runner: writing the bases, mutating them, grading the reactions."""
+
+    # What the runner this is mixed into provides.
+    cfg: RunConfig
+    pythons: dict[str, str | None]
+    _pools: dict[str, ServicePool]
+
+    if TYPE_CHECKING:
+        def _parallel(self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]) -> None: ...
+        def build_corpus(self, cases: list[LoadedCase], errors: list[str]) -> dict[str, Truth]: ...
+        def write_step(self, loaded: LoadedCase, truth: Truth, tool: ToolInfo, run_dir: Path) -> Record: ...
 
     def _negative(
         self,
@@ -61,7 +75,7 @@ class NegativeFlow:
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 mutate(m, run_dir / base.seg.path, target)
-            except Exception as exc:  # noqa: BLE001 - a mutation that cannot be made is a corpus error, named
+            except Exception as exc:  # a mutation that cannot be made is a corpus error, named
                 raise ValueError(f"corpus/negative.toml: mutant {m.name}: cannot apply {m.mutation}: {exc}") from exc
             objects[m.id] = (m, target, by_id[m.base])
         consumers = [tools[("consumer", c)] for c in cfg.consumers]
@@ -93,7 +107,7 @@ class NegativeFlow:
         (path.parent / "dciodvfy.txt").write_text(result.raw or "(no output)\n")
         common = {
             "wall_s": round(result.seconds, 3),
-            "findings": [Finding(severity=f.severity, message=f.message, path=f.path) for f in result.findings],  # type: ignore[arg-type]
+            "findings": [Finding(severity=f.severity, message=f.message, path=f.path) for f in result.findings],
             "artifacts": {"dciodvfy": (path.parent / "dciodvfy.txt").relative_to(run_dir).as_posix()},
         }
         if result.kind == "timeout":
@@ -119,14 +133,14 @@ class NegativeFlow:
             "op": "read", "role": "consumer", "adapter": tool.name, "seg": str(copy.resolve()),
             "sources": [str(p.resolve()) for p in truth.source_paths], "output": str(decoded.resolve()),
         }
-        limits = {"timeout_s": self.cfg.negative_timeout_s, "memory_mb": self.cfg.memory_mb, "python": self.pythons.get(tool.name)}
+        limits: ChildLimits = {"timeout_s": self.cfg.negative_timeout_s, "memory_mb": self.cfg.memory_mb, "python": self.pythons.get(tool.name)}
         pool = getattr(self, "_pools", {}).get(tool.name)
         try:
             if pool is not None:
                 with pool.lease() as endpoints:
-                    out = run_child({**req, "service": endpoints}, work, **limits)  # type: ignore[arg-type]
+                    out = run_child({**req, "service": endpoints}, work, **limits)
             else:
-                out = run_child(req, work, **limits)  # type: ignore[arg-type]
+                out = run_child(req, work, **limits)
         except ServiceError as exc:
             return Record(**base, status=Status.ERROR, message=str(exc), harness=f"service: {exc}")
         finally:

@@ -21,10 +21,10 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_compl
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dicom4qi import __version__
-from dicom4qi.adapters.contract import DEFAULTS, family_of, missing_features, resolve
+from dicom4qi.adapters.contract import DEFAULTS, Role, family_of, missing_features, resolve
 from dicom4qi.model.case import SYNTHESIS_VERSION, LoadedCase, implied_features, load_cases
 from dicom4qi.judge.compare import compare, verdict
 from dicom4qi.model.decoded import Decoded
@@ -52,6 +52,7 @@ from dicom4qi.process.services import ServiceError, ServicePool
 from dicom4qi.run.steps import (
     LABELMAP_SEG_STORAGE,
     VALIDATOR,
+    ChildLimits,
     artifacts_of,
     changed_note,
     git_commit,
@@ -133,6 +134,15 @@ class Progress:
     def stop(self) -> None: ...
 
 
+class ProgressSink(Protocol):
+    """The type of whoever watches: a :class:`Progress`, or anything with its methods (the CLI's rich bars)."""
+
+    def start(self, phase: str, total: int) -> None: ...
+    def advance(self, text: str) -> None: ...
+    def note(self, text: str) -> None: ...
+    def stop(self) -> None: ...
+
+
 
 
 
@@ -169,7 +179,7 @@ def corpus_fingerprint(cases: list[LoadedCase]) -> str:
 
 
 def handshake(
-    role: str, spec: str, workdir: Path, timeout_s: float, memory_mb: float, python: str | None = None
+    role: Role, spec: str, workdir: Path, timeout_s: float, memory_mb: float, python: str | None = None
 ) -> ToolInfo:
     """Ask an adapter, in a child process (in its own environment, if any), who it is and what it supports."""
     out = run_child(
@@ -179,7 +189,7 @@ def handshake(
     if out.kind == "ok":
         return ToolInfo(
             name=spec if ":" in spec else r["name"],
-            role=role,  # type: ignore[arg-type]
+            role=role,
             tool=r["tool"],
             version=r.get("version"),
             available=bool(r["available"]),
@@ -192,12 +202,12 @@ def handshake(
             error=r.get("error"),
         )
     return ToolInfo(
-        name=spec, role=role, tool=spec, available=False, error=f"handshake failed: {out.message}"  # type: ignore[arg-type]
+        name=spec, role=role, tool=spec, available=False, error=f"handshake failed: {out.message}"
     )
 
 
 def prepare_tool(
-    role: str, spec: str, build: Path, workdir: Path, memory_mb: float, log: Callable[[str], None] | None = None
+    role: Role, spec: str, build: Path, workdir: Path, memory_mb: float, log: Callable[[str], None] | None = None
 ) -> tuple[ToolInfo, str | None]:
     """Load an adapter's declarations, build its environment if it has one, and shake hands.
 
@@ -206,16 +216,16 @@ def prepare_tool(
     its cells are ERROR with that reason, never SKIPPED or passed.
     """
     try:
-        cls = resolve(role, spec)  # type: ignore[arg-type]
+        cls = resolve(role, spec)
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
-        return ToolInfo(name=spec, role=role, tool=spec, available=False, error=f"cannot load the adapter: {exc}"), None  # type: ignore[arg-type]
+        return ToolInfo(name=spec, role=role, tool=spec, available=False, error=f"cannot load the adapter: {exc}"), None
     if hasattr(cls, "prepare"):  # an executable adapter: its setup step (npm ci, ...) where due
         from dicom4qi.adapters.executable import AdapterError
 
         try:
             cls.prepare(log)
         except AdapterError as exc:
-            return ToolInfo(name=spec, role=role, tool=cls.tool, available=False, error=str(exc)), None  # type: ignore[arg-type]
+            return ToolInfo(name=spec, role=role, tool=cls.tool, available=False, error=str(exc)), None
     env = env_spec(cls)
     python = None
     if env is not None:
@@ -224,7 +234,7 @@ def prepare_tool(
         except EnvError as exc:
             return (
                 ToolInfo(
-                    name=spec, role=role, tool=cls.tool, available=False, environment=env.name,  # type: ignore[arg-type]
+                    name=spec, role=role, tool=cls.tool, available=False, environment=env.name,
                     features=sorted(cls.features), error=str(exc),
                 ),
                 None,
@@ -243,9 +253,9 @@ def prepare_tool(
 
 
 class Runner(ExternalFlow, NegativeFlow):
-    def __init__(self, config: RunConfig, progress: Progress | None = None) -> None:
+    def __init__(self, config: RunConfig, progress: ProgressSink | None = None) -> None:
         self.cfg = replace(config, consumers=[c for c in config.consumers if c != NO_CONSUMER])
-        self.progress = progress or Progress()
+        self.progress: ProgressSink = progress or Progress()
         #: The Python each tool's calls run with (None: the suite's own).
         self.pythons: dict[str, str | None] = {}
         #: Processes of an earlier, dead harness of the same build folder, stopped at the start of this run.
@@ -404,14 +414,14 @@ class Runner(ExternalFlow, NegativeFlow):
             "sources": [str(p.resolve()) for p in truth.source_paths],
             "output": str(decoded_path.resolve()),
         }
-        limits = {"timeout_s": self.cfg.timeout_s, "memory_mb": self.cfg.memory_mb, "python": python}
+        limits: ChildLimits = {"timeout_s": self.cfg.timeout_s, "memory_mb": self.cfg.memory_mb, "python": python}
         try:
             if pool is None:
-                out = run_child(req, work, **limits)  # type: ignore[arg-type]
+                out = run_child(req, work, **limits)
             else:
                 with pool.lease() as endpoints:
                     req["service"] = endpoints
-                    out = run_child(req, work, **limits)  # type: ignore[arg-type]
+                    out = run_child(req, work, **limits)
             note = changed_note(copy, sha256) if sha256 else None
             if note and out.kind == "ok":
                 out.response.setdefault("notes", []).append(note)
@@ -434,7 +444,7 @@ class Runner(ExternalFlow, NegativeFlow):
         work = seg_path.parent / "validate"
         work.mkdir(parents=True, exist_ok=True)
         (work / "dciodvfy.txt").write_text(result.raw or "(no output)\n")
-        findings = [Finding(severity=f.severity, message=f.message, path=f.path) for f in result.findings]  # type: ignore[arg-type]
+        findings = [Finding(severity=f.severity, message=f.message, path=f.path) for f in result.findings]
         common = {
             "seg": write.seg, "wall_s": round(result.seconds, 3), "findings": findings,
             "artifacts": {"dciodvfy": (work / "dciodvfy.txt").relative_to(run_dir).as_posix()},
@@ -594,7 +604,7 @@ class Runner(ExternalFlow, NegativeFlow):
 
         # Handshakes: who is there, in which version, claiming what.
         producers = [] if externals else (["highdicom"] if mutants else cfg.producers)
-        specs = [("producer", p) for p in producers] + [("consumer", c) for c in cfg.consumers]
+        specs: list[tuple[Role, str]] = [("producer", p) for p in producers] + [("consumer", c) for c in cfg.consumers]
         kept = self._resumable(previous, run_dir) if previous else {}
         described = self._described(previous, kept, cases, producers) if previous and not (externals or mutants) else {}
         self.progress.start("handshake", len(specs))
@@ -708,11 +718,16 @@ class Runner(ExternalFlow, NegativeFlow):
                     writes[(c.id, p.name)] = rec
                 else:
                     todo_w.append((c, p))
+
+        def written(rec: Record) -> None:
+            writes.__setitem__((rec.case, rec.producer), rec)
+            writer.add(rec)
+
         self._parallel(
             "write",
             todo_w,
             lambda c, p: self.write_step(c, truths[c.id], p, run_dir),
-            lambda rec: (writes.__setitem__((rec.case, rec.producer), rec), writer.add(rec)),
+            written,
         )
         if cfg.validate:
             todo_v = [(c, p) for c in cases for p in producers if (c.id, p.name, VALIDATOR) not in kept]
@@ -816,6 +831,6 @@ class Runner(ExternalFlow, NegativeFlow):
             self.progress.stop()
 
 
-def run(config: RunConfig, progress: Progress | None = None) -> RunSummary:
+def run(config: RunConfig, progress: ProgressSink | None = None) -> RunSummary:
     """Run the matrix described by ``config``; see :class:`Runner`."""
     return Runner(config, progress).run()

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from dicom4qi.model.case import LoadedCase
 from dicom4qi.model.results import (
@@ -22,12 +22,20 @@ from dicom4qi.model.truth import Truth
 
 __all__ = [
     "EXTERNAL", "LABELMAP_SEG_STORAGE", "MUTANT", "SEG_STORAGE", "VALIDATOR",
-    "artifacts_of", "changed_note", "git_commit", "inspect_object", "now_iso", "outcome_record", "private_copy",
+    "ChildLimits", "artifacts_of", "changed_note", "git_commit", "inspect_object", "now_iso", "outcome_record", "private_copy",
     "sha256_of", "slug",
 ]
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+
+
+class ChildLimits(TypedDict):
+    """The limits of one adapter call, passed on to ``run_child`` as its keywords."""
+
+    timeout_s: float
+    memory_mb: float | None
+    python: str | None
 
 
 def now_iso() -> str:
@@ -68,7 +76,7 @@ def outcome_record(base: dict[str, Any], out: ChildOutcome, what: str) -> Record
         **base,
         status=status,
         message=f"{what}: {out.message}",
-        limit=out.limit,  # type: ignore[arg-type]
+        limit=out.limit,
         wall_s=out.wall_s,
         cpu_s=out.cpu_s,
         peak_rss_mb=out.peak_rss_mb,

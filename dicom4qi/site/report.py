@@ -31,7 +31,8 @@ import zipfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -42,6 +43,9 @@ from dicom4qi.judge.known import Explained, KnownIssue, in_scope, load_known_iss
 from dicom4qi.corpus.mutate import REACTIONS
 from dicom4qi.model.results import Record, ResultsDocument, RunInfo, Status, ToolInfo
 from dicom4qi.paths import PACKAGE, corpus_file
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["SiteOptions", "render_format_study", "render_site"]
 
@@ -596,9 +600,9 @@ class _Site:
 # --------------------------------------------------------------------------- cases: descriptions, truth, pictures
 
 
-def _color(seg: Any, number: int) -> tuple[int, int, int]:
+def _color(seg: Any, number: int) -> tuple[int, ...]:
     if seg is not None and getattr(seg, "color_rgb", None):
-        return tuple(int(v) for v in seg.color_rgb)  # type: ignore[return-value]
+        return tuple(int(v) for v in seg.color_rgb)
     import matplotlib
 
     r, g, b, _ = matplotlib.colormaps["tab20"]((number - 1) % 20)
@@ -657,9 +661,9 @@ def _truth_picture(truth: Any, path: Path, *, panels: int = 6, side: int = 360) 
     aspect = truth.geometry.pixel_spacing[0] / truth.geometry.pixel_spacing[1]
     for ax in axes.flat:
         ax.axis("off")
-    for gi, (ax, g) in enumerate(zip(axes.flat, groups)):
+    for gi, (ax, group) in enumerate(zip(axes.flat, groups)):
         ax.imshow(np.clip(canvas[gi], 0, 1), interpolation="nearest", aspect=aspect)
-        who = f"segment {g[0]}" if len(g) == 1 else f"segments {g[0]}–{g[-1]}"
+        who = f"segment {group[0]}" if len(group) == 1 else f"segments {group[0]}–{group[-1]}"
         ax.set_title(f"{who}\nframe {int(best[gi]) + 1} of {frames}", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
@@ -773,6 +777,7 @@ def _case_files(site: _Site, cases: dict[str, CaseInfo], copier: Copier, *, pict
             continue
         info.segments_total = len(truth.segments)
         for s in truth.segments[:LIST_LIMIT]:
+            assert s.category is not None and s.type is not None  # the truth always has them
             info.segments.append({
                 "number": s.number, "label": s.label, "color": s.color_rgb or _color(None, s.number),
                 "category": s.category.get("meaning", ""), "type": s.type.get("meaning", ""),
@@ -886,7 +891,7 @@ class _Renderer:
         self.features = features
         self.copier = copier
         self.env = _env()
-        self.macros = self.env.get_template("macros.html.j2").module
+        self.macros: Any = self.env.get_template("macros.html.j2").module  # its attributes are the template's macros
         self.sizes: dict[str, int] = {}
         names: list[str] = []
         for t in site.tools:
@@ -940,7 +945,7 @@ class _Renderer:
             writes = Counter(r.status.value for r in d.records if r.step == "write")
             selfrep = Counter(r.status.value for r in reads if r.provenance == "self-reported")
             order = [st.value for st in SYMBOLS]
-            s = {
+            s: dict[str, Any] = {
                 "info": info, "kind": d.run.kind,
                 "records": sorted(d.records, key=lambda r: (
                     {"verified": 0, "submitted": 0, None: 1, "self-reported": 2}.get(r.provenance, 3),
@@ -1145,7 +1150,7 @@ class _Renderer:
         runs = []
         prev_tools: dict[tuple[str, str], str | None] | None = None
         for i, d in enumerate(site.runs):
-            tools = {(t.role, t.name): t.version for t in d.tools}
+            tools: dict[tuple[str, str], str | None] = {(t.role, t.name): t.version for t in d.tools}
             changed = []
             if prev_tools is not None:
                 for k, v in tools.items():
@@ -1290,7 +1295,7 @@ def _bench_rows(doc: ResultsDocument) -> list[BenchRow]:
             continue
         if r.producer in ("nifti", "seg-nrrd"):
             encoding = ".nii.gz" if r.producer == "nifti" else ".seg.nrrd"
-            tool = r.consumer or (r.notes[0].removeprefix("written by ") if r.notes else r.producer)
+            tool: str | None = r.consumer or (r.notes[0].removeprefix("written by ") if r.notes else r.producer)
             op = "read" if r.consumer else "write"
         else:
             encoding = _encoding_of(r.features)
@@ -1300,7 +1305,7 @@ def _bench_rows(doc: ResultsDocument) -> list[BenchRow]:
     return rows
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot() -> ModuleType:
     """matplotlib's pyplot, drawing offline, with stable SVG ids (the same figures give the same files)."""
     import matplotlib
 
@@ -1311,7 +1316,7 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
-def _save(fig, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _save(fig: Figure, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
@@ -1396,6 +1401,7 @@ def render_format_study(documents: list[ResultsDocument], out_dir: Path) -> Path
     for r in study:
         b = r.record.bench
         assert b is not None
+        assert r.segments is not None  # study holds only rows with a segment count
         if r.operation == "write" and r.tool == "highdicom" and b.size and r.encoding in plain:
             size[f"SEG {r.encoding}"].append((r.segments, b.size / 2**20))
         if r.operation == "write" and r.encoding in (".nii.gz", ".seg.nrrd") and b.size and r.case.endswith("-labelmap"):

@@ -28,7 +28,7 @@ def make_submission(
 ) -> Path:
     """Run ``adapter`` over ``bundle`` and write a submission folder ``out``; return submission.json's path."""
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-    cls = exec_adapter("consumer", adapter)
+    cls: type[ExecAdapterMixin] = exec_adapter("consumer", adapter)
     probe: ExecAdapterMixin = cls()
     cls.prepare()
     info = probe.handshake()
@@ -64,7 +64,7 @@ def make_submission(
                 case = manifest["cases"][item["case"]]
                 target = out / "decoded" / key
                 target.mkdir(parents=True)
-                request = {"op": "read", "seg": str((bundle / item["path"]).resolve()),
+                request: dict[str, Any] = {"op": "read", "seg": str((bundle / item["path"]).resolve()),
                            "sources": [str((bundle / s).resolve()) for s in case["sources"]], "output": str(target.resolve())}
                 entry: dict[str, Any] = {"object": key, "decoded": f"decoded/{key}"}
                 writable = target

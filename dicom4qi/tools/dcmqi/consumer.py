@@ -66,7 +66,7 @@ class DcmqiConsumer(Consumer):
         src = SourceFrames(request.sources)
         writer = DecodedWriter(src.keys, src.rows, src.columns, fractional=fractional)
         writer.notes.extend(notes)
-        scale = 1.0 / float(header.get("MaximumFractionalValue", 255)) if fractional else None
+        scale = 1.0 / float(header.get("MaximumFractionalValue", 255)) if fractional else 1.0  # used only if fractional
         if fractional:
             writer.notes.append(f"NRRD values scaled by 1/{int(header.get('MaximumFractionalValue', 255))} (Maximum Fractional Value)")
         first = None
@@ -92,7 +92,7 @@ class DcmqiConsumer(Consumer):
                         type_modifier=_code(attrs.get("SegmentedPropertyTypeModifierCodeSequence")),
                         anatomic_region=_code(attrs.get("AnatomicRegionSequence")),
                         anatomic_region_modifier=_code(attrs.get("AnatomicRegionModifierSequence")),
-                        color_rgb=tuple(attrs["recommendedDisplayRGBValue"]) if attrs.get("recommendedDisplayRGBValue") else None,  # type: ignore[arg-type]
+                        color_rgb=tuple(attrs["recommendedDisplayRGBValue"]) if attrs.get("recommendedDisplayRGBValue") else None,
                     )
                 )
                 if fractional:
@@ -103,6 +103,7 @@ class DcmqiConsumer(Consumer):
             del grid
         if first is not None:
             image, placement = first
+            assert image.origin is not None and image.axes is not None  # as checked in the loop
             ax = image.axes
             writer.geometry.orientation = [*(ax[0] / np.linalg.norm(ax[0])), *(ax[1] / np.linalg.norm(ax[1]))]
             writer.geometry.pixel_spacing = [float(np.linalg.norm(ax[1])), float(np.linalg.norm(ax[0]))]

@@ -72,9 +72,10 @@ class DcmqiProducer(Producer):
             if truth.overlap:
                 groups = [[(n, 1)] for n in numbers]
                 for n in numbers:
-                    single = {1: masks.get(n)} if masks.get(n) is not None else {}
+                    crop = masks.get(n)
+                    single = {1: crop} if crop is not None else {}
                     path = work / f"segment-{n}.nrrd"
-                    write_nrrd(path, labelmap_from_crops(single, truth.shape, dtype=np.uint8), truth.geometry)  # type: ignore[arg-type]
+                    write_nrrd(path, labelmap_from_crops(single, truth.shape, dtype=np.uint8), truth.geometry)
                     inputs.append(path)
             else:
                 groups = [[(n, n) for n in numbers]]

@@ -42,7 +42,8 @@ def _highdicom_rgb(lab: list[int]) -> tuple[int, int, int]:
     """highdicom's own CIELab conversion, clipped to the RGB gamut as a display would (the colour check is advisory)."""
     from highdicom.color import CIELabColor
 
-    return tuple(int(v) for v in CIELabColor.from_dicom_value(lab).to_rgb(clip=True))  # type: ignore[return-value]
+    r, g, b = CIELabColor.from_dicom_value(lab).to_rgb(clip=True)
+    return int(r), int(g), int(b)
 
 
 def geometry_from_dataset(ds: Any, writer: DecodedWriter) -> None:

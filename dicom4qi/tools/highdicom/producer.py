@@ -15,13 +15,17 @@ accepts only with ``omit_empty_frames=False``: every tile is stored).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dicom4qi.adapters.contract import Producer, WriteRequest, package_version
 from dicom4qi.model.masks import labelmap_from_crops
 from dicom4qi.model.truth import SegmentInfo
+
+if TYPE_CHECKING:
+    from highdicom.seg import SegmentDescription
+    from highdicom.sr import CodedConcept
 
 __all__ = ["HighdicomProducer"]
 
@@ -42,13 +46,13 @@ def slide_options(sources: list[Any]) -> dict[str, Any]:
     return {"tile_pixel_array": True, "dimension_organization_type": "TILED_FULL", "omit_empty_frames": False}
 
 
-def _code(c: dict[str, str]):  # type: ignore[no-untyped-def]
+def _code(c: dict[str, str]) -> CodedConcept:
     from highdicom.sr import CodedConcept
 
     return CodedConcept(value=c["value"], scheme_designator=c["scheme"], meaning=c["meaning"])
 
 
-def segment_description(info: SegmentInfo):  # type: ignore[no-untyped-def]
+def segment_description(info: SegmentInfo) -> SegmentDescription:
     """A highdicom SegmentDescription carrying the truth's metadata for one segment.
 
     highdicom has no parameter for the Segmented Property Type Modifier nor the Anatomic Region
@@ -58,12 +62,16 @@ def segment_description(info: SegmentInfo):  # type: ignore[no-untyped-def]
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    color = hd.color.CIELabColor.from_rgb(*info.color_rgb) if info.color_rgb else None  # type: ignore[attr-defined]
+    color = hd.color.CIELabColor.from_rgb(*info.color_rgb) if info.color_rgb else None
     algorithm = None
     if info.algorithm_type != "MANUAL":
+        assert info.algorithm_name is not None and info.algorithm_version is not None  # the truth always has them
         algorithm = hd.AlgorithmIdentificationSequence(
             name=info.algorithm_name, version=info.algorithm_version, family=codes.DCM.ArtificialIntelligence
         )
+    # the truth always has these
+    assert info.label is not None and info.category is not None and info.type is not None
+    assert info.algorithm_type is not None
     desc = hd.seg.SegmentDescription(
         segment_number=info.number,
         segment_label=info.label,
@@ -120,8 +128,8 @@ class HighdicomProducer(Producer):
         with truth.masks() as masks:
             if truth.fractional or truth.overlap:
                 numbers = [s.number for s in truth.segments]
-                dtype = np.float32 if truth.fractional else bool
-                pixels = np.zeros((*shape, len(numbers)), dtype=dtype)
+                dtype: type = np.float32 if truth.fractional else bool
+                pixels: np.ndarray = np.zeros((*shape, len(numbers)), dtype=dtype)
                 for i, n in enumerate(numbers):
                     crop = masks.get(n)
                     if crop is None:

@@ -27,7 +27,7 @@ import time
 import urllib.request
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -191,7 +191,8 @@ class OhifConsumer(Consumer):
                     tracking_id=s.get("trackingId"),
                     tracking_uid=s.get("trackingUid"),
                     algorithm_type=s.get("algorithmType"),
-                    color_rgb=tuple(int(v) for v in s["color"]) if s.get("color") else None,  # type: ignore[arg-type]
+                    # OHIF's JSON: its length is not checked here, the tuple is kept as decoded
+                    color_rgb=cast("tuple[int, int, int]", tuple(int(v) for v in s["color"])) if s.get("color") else None,
                 )
             )
         per_segment: dict[int, dict[int, np.ndarray]] = {}

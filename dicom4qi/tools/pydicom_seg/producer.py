@@ -48,11 +48,13 @@ class PydicomSegProducer(Producer):
         with truth.masks() as masks:
             labels = labelmap_from_crops(dict(masks), truth.shape, dtype=np.uint16)
         g = truth.geometry
+        positions = g.positions
+        assert positions is not None  # the sources this producer claims lie in patient space
         o = np.asarray(g.orientation, dtype=float)
         normal = np.cross(o[:3], o[3:])
-        step = np.asarray(g.positions[1]) - np.asarray(g.positions[0]) if len(g.positions) > 1 else normal * g.slice_spacing
+        step = np.asarray(positions[1]) - np.asarray(positions[0]) if len(positions) > 1 else normal * g.slice_spacing
         image = sitk.GetImageFromArray(labels)
-        image.SetOrigin(tuple(float(v) for v in g.positions[0]))
+        image.SetOrigin(tuple(float(v) for v in positions[0]))
         image.SetSpacing((g.pixel_spacing[1], g.pixel_spacing[0], float(np.linalg.norm(step))))
         # SimpleITK's direction matrix has the axis directions as columns (row-major flattened).
         image.SetDirection(tuple(float(v) for v in np.column_stack([o[:3], o[3:], normal]).ravel()))

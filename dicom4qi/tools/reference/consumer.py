@@ -96,14 +96,16 @@ class ReferenceConsumer(Consumer):
                 "the reference decoder places frames by them"
             )
         for i in range(len(refs)):
-            if refs.segment[i] is not None:
-                segment_of[i] = refs.segment[i]
+            segment = refs.segment[i]
+            if segment is not None:
+                segment_of[i] = segment
             elif shared_seg is not None:
                 segment_of[i] = shared_seg
             pos = refs.position[i]
             key = None
-            if refs.sop_uid[i] is not None:
-                key = frame_key(refs.sop_uid[i], refs.frame_number[i])  # type: ignore[arg-type]
+            sop_uid = refs.sop_uid[i]
+            if sop_uid is not None:
+                key = frame_key(sop_uid, refs.frame_number[i])
             if key is not None and key not in src.index:
                 raise ValueError(f"frame {i + 1} refers to source {key}, which is not among the source images")
             if key is not None:
@@ -129,12 +131,12 @@ class ReferenceConsumer(Consumer):
         if labelmap:
             dtype = np.uint16 if int(ds.BitsAllocated) > 8 else np.uint8
             volume = np.zeros((len(src.keys), rows, cols), dtype=dtype)
-            for i in np.flatnonzero(target >= 0):
-                volume[target[i]] = frames.get([int(i)])[0]
+            for f in np.flatnonzero(target >= 0):
+                volume[target[f]] = frames.get([int(f)])[0]
             writer.set_labelmap(volume)
             writer.notes.append("label map painted frame by frame onto the source grid")
             return writer
-        scale = 1.0 / float(ds.get("MaximumFractionalValue", 255)) if fractional else None
+        scale = 1.0 / float(ds.get("MaximumFractionalValue", 255)) if fractional else 1.0  # used only if fractional
         for number in np.unique(segment_of[target >= 0]):
             idx = np.flatnonzero((segment_of == number) & (target >= 0))
             z = target[idx]
@@ -440,7 +442,7 @@ def _slide_layout(ds: Any, labelmap: bool, numbers: list[int]) -> TileLayout:
     return layout
 
 
-def _paint(target: np.ndarray, tiles: Sequence[np.ndarray], rows: np.ndarray, columns: np.ndarray, *, merge: bool) -> None:
+def _paint(target: np.ndarray, tiles: Sequence[np.ndarray] | np.ndarray, rows: np.ndarray, columns: np.ndarray, *, merge: bool) -> None:
     """Place tiles at their top left pixels in ``target``, clipped at its edges (the padding of edge tiles)."""
     height, width = target.shape
     for tile, r, c in zip(tiles, rows, columns):

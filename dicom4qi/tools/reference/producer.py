@@ -235,9 +235,13 @@ def plan_dimensions(source: SourceInfo, segmented: bool, position_major: bool) -
         spatial = Dimension(_IMAGE_POSITION_PATIENT, _PLANE_POSITION_SEQUENCE, "Image Position (Patient)", lambda f: ranks[f.index])
         kind: str | None = "3D"
     elif all(f.temporal_index is not None for f in frames) and len({f.temporal_index for f in frames}) == len(frames):
+        def temporal_index(f: OutFrame) -> int:
+            t = frames[f.index].temporal_index
+            assert t is not None  # every frame has one (checked above)
+            return int(t)
+
         spatial = Dimension(
-            _TEMPORAL_POSITION_INDEX, _FRAME_CONTENT_SEQUENCE, "Temporal Position Index",
-            lambda f: int(frames[f.index].temporal_index),  # type: ignore[arg-type]
+            _TEMPORAL_POSITION_INDEX, _FRAME_CONTENT_SEQUENCE, "Temporal Position Index", temporal_index,
         )
         kind = "3D_TEMPORAL"
     elif not source.has_positions:
@@ -294,7 +298,7 @@ class NativeSink:
             self._fh.write(b"\x00")
         self._fh.close()
         self._reader = open(self.path, "rb")  # noqa: SIM115 - pydicom reads it at save time; close() closes it
-        return ("OW" if self.bits == 16 else "OB"), self._reader  # type: ignore[return-value]
+        return ("OW" if self.bits == 16 else "OB"), self._reader
 
     def close(self) -> None:
         for fh in (self._fh, self._reader):
@@ -485,6 +489,7 @@ def segment_item(info: SegmentInfo) -> Any:
             AlgorithmVersion=info.algorithm_version,
         )
         item.SegmentationAlgorithmIdentificationSequence = _seq(algorithm)
+    assert info.category is not None and info.type is not None  # the truth always has them
     item.SegmentedPropertyCategoryCodeSequence = _seq(_code_of(info.category))
     prop = _code_of(info.type)
     if info.type_modifier:
@@ -661,14 +666,15 @@ def build_dataset(
 ) -> Any:
     """The object's header, without Pixel Data."""
     from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import UID
 
     labelmap = enc.type is SegmentationType.LABELMAP
     sop_class = LABELMAP_SEG_STORAGE if labelmap else SEG_STORAGE
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = who.sop_instance_uid
-    ds.file_meta.TransferSyntaxUID = enc.transfer_syntax_uid
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(who.sop_instance_uid)
+    ds.file_meta.TransferSyntaxUID = UID(enc.transfer_syntax_uid)
     _patient_study(ds, source.header)
     _series_equipment_image(ds, who, source)
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, who.sop_instance_uid

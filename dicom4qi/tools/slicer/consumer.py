@@ -101,7 +101,7 @@ class SlicerConsumer(Consumer):
                 continue
             unused.remove(match)
             number = match[0]
-            writer.add_segment(DecodedSegment(number=number, label=item["name"], color_rgb=tuple(item["color"])))  # type: ignore[arg-type]
+            writer.add_segment(DecodedSegment(number=number, label=item["name"], color_rgb=tuple(item["color"])))
             data = arrays[item["key"]]
             placement = src.place(np.asarray(report["origin"]), np.asarray(report["axes"]), data.shape[0])
             writer.set_pixels(number, src.to_grid(placement, data.astype(bool)))

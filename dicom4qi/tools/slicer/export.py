@@ -12,13 +12,14 @@ import json
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 
-def main():
+def main() -> None:
     request = json.loads(Path(sys.argv[-1]).read_text())
     out = Path(request["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
-    report = {"slicer_version": None, "segments": [], "error": None}
+    report: dict[str, Any] = {"slicer_version": None, "segments": [], "error": None}
     try:
         import numpy as np
         import slicer
@@ -43,7 +44,7 @@ def main():
         ijk_to_lps = ras_to_lps @ ijk_to_ras
         report["origin"] = ijk_to_lps[:3, 3].tolist()
         report["axes"] = [ijk_to_lps[:3, i].tolist() for i in range(3)]  # steps along i (column), j (row), k (slice)
-        arrays = {}
+        arrays: dict[str, Any] = {}  # numpy's savez_compressed types **kwds against its allow_pickle: bool
         for node in segmentations:
             segmentation = node.GetSegmentation()
             for n in range(segmentation.GetNumberOfSegments()):
