@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dicom4qi.model.case import LoadedCase, load_case, load_features
 from dicom4qi.corpus.synth import build_case
+from dicom4qi.model.case import LoadedCase, load_case, load_features
 from dicom4qi.model.truth import Truth
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from dicom4qi.cli.main import main
 from dicom4qi.model.case import (
     CaseError,
     implied_features,
@@ -18,7 +19,6 @@ from dicom4qi.model.case import (
     schema_text,
     uncovered_features,
 )
-from dicom4qi.cli.main import main
 from dicom4qi.model.results import schema_text as results_schema_text
 
 from .conftest import CASES, FEATURES, ROOT

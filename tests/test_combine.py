@@ -11,7 +11,6 @@ import jsonschema
 import pytest
 
 from dicom4qi.cli.main import main
-from dicom4qi.run.combine import CombineError, combine, load_inputs
 from dicom4qi.model.results import (
     Record,
     ResultsDocument,
@@ -20,6 +19,7 @@ from dicom4qi.model.results import (
     Status,
     ToolInfo,
 )
+from dicom4qi.run.combine import CombineError, combine, load_inputs
 
 from .conftest import CASES, FEATURES, ROOT
 

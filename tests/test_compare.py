@@ -269,8 +269,8 @@ def test_reference_decoder_agrees_with_truth_on_every_highdicom_encoding(truth_o
     import highdicom  # noqa: F401 - the producer below needs it
 
     from dicom4qi.adapters.contract import ReadRequest, WriteRequest
-    from dicom4qi.tools.reference.consumer import ReferenceConsumer
     from dicom4qi.tools.highdicom.producer import HighdicomProducer
+    from dicom4qi.tools.reference.consumer import ReferenceConsumer
 
     from .conftest import loaded
 

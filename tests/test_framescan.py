@@ -9,8 +9,8 @@ import pytest
 
 from dicom4qi.adapters.contract import WriteRequest
 from dicom4qi.formats.framescan import scan_per_frame
-from dicom4qi.tools.reference.consumer import frame_refs
 from dicom4qi.tools.highdicom.producer import HighdicomProducer
+from dicom4qi.tools.reference.consumer import frame_refs
 from dicom4qi.tools.reference.producer import ReferenceProducer
 
 from .conftest import loaded
@@ -19,7 +19,7 @@ from .conftest import loaded
 def _pydicom_refs(ds: pydicom.Dataset):
     """What the fallback path reads, through pydicom's own parsing of every item."""
     copy = pydicom.dcmread(ds.filename)
-    copy.PerFrameFunctionalGroupsSequence  # parse it: the fallback then runs on a Dataset, not raw bytes
+    _ = copy.PerFrameFunctionalGroupsSequence  # parse it: the fallback then runs on a Dataset, not raw bytes
     return frame_refs(copy)
 
 

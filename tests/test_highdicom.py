@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from dicom4qi.cli.main import main
-from dicom4qi.site.report import render_site
 from dicom4qi.model.results import ResultsDocument, Status
+from dicom4qi.site.report import render_site
 
 from .conftest import CASES, FEATURES
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dicom4qi.tools.ohif.consumer import OhifConsumer
 from dicom4qi.model.results import ResultsDocument, Status
 from dicom4qi.run.runner import RunConfig, run
+from dicom4qi.tools.ohif.consumer import OhifConsumer
 
 from .conftest import CASES, FEATURES
 
@@ -99,8 +99,8 @@ def test_the_stack_is_reachable_by_the_suite_only(tmp_path: Path) -> None:
     own: nothing listens in the host's, a second local process cannot connect, nor can a non-loopback client."""
     import socket
 
-    from dicom4qi.process.lifetime import harness_id
     from dicom4qi.model.results import ToolInfo
+    from dicom4qi.process.lifetime import harness_id
     from dicom4qi.process.services import ServicePool
 
     if os.geteuid() != 0:

@@ -19,12 +19,12 @@ from dicom4qi.adapters.contract import (
     WriteRequest,
     resolve,
 )
+from dicom4qi.corpus.synth import build_case
+from dicom4qi.judge.compare import compare, verdict
 from dicom4qi.model.case import Case, LoadedCase
 from dicom4qi.model.color import dicom_lab_to_rgb
-from dicom4qi.judge.compare import compare, verdict
 from dicom4qi.model.decoded import Decoded
 from dicom4qi.model.results import CheckStatus
-from dicom4qi.corpus.synth import build_case
 from dicom4qi.model.truth import Truth
 from dicom4qi.tools.reference.consumer import ReferenceConsumer
 from dicom4qi.tools.reference.producer import NativeSink, ReferenceProducer, rgb_to_dicom_lab

@@ -19,9 +19,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from dicom4qi.site import report
 from dicom4qi.cli.main import main
-from dicom4qi.site.report import SiteOptions, render_site
 from dicom4qi.model.results import (
     Check,
     CheckStatus,
@@ -31,6 +29,8 @@ from dicom4qi.model.results import (
     Status,
 )
 from dicom4qi.run.runner import RunConfig, run
+from dicom4qi.site import report
+from dicom4qi.site.report import SiteOptions, render_site
 from dicom4qi.tools.ohif.stack import chromium_path
 
 from .conftest import CASES, FEATURES

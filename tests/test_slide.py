@@ -9,13 +9,13 @@ import pydicom
 import pytest
 
 from dicom4qi.adapters.contract import Consumer, ReadRequest, WriteRequest
+from dicom4qi.formats.source_frames import SourceFrames
 from dicom4qi.judge.compare import compare, verdict
 from dicom4qi.model.decoded import Decoded
-from dicom4qi.formats.source_frames import SourceFrames
 from dicom4qi.model.truth import Truth
 from dicom4qi.tools.highdicom.consumer import HighdicomConsumer
-from dicom4qi.tools.reference.consumer import ReferenceConsumer, tiled_full_layout
 from dicom4qi.tools.highdicom.producer import HighdicomProducer
+from dicom4qi.tools.reference.consumer import ReferenceConsumer, tiled_full_layout
 
 from .conftest import loaded
 
@@ -167,8 +167,8 @@ def test_overlapping_and_fractional_slide_segments_are_read_segment_by_segment(
     tmp_path: Path, kind: str, bits: int, extra: dict[str, bool]
 ) -> None:
     """No corpus case has them yet: an in-memory case on a 300x260 slide in 64-pixel tiles (edge tiles padded)."""
-    from dicom4qi.model.case import Case, LoadedCase
     from dicom4qi.corpus.synth import build_case
+    from dicom4qi.model.case import Case, LoadedCase
 
     case = Case.model_validate({
         "description": "overlapping slide segments", "features": ["slide-source"], "tier": "quick",

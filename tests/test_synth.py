@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from dicom4qi.model.masks import labelmap_from_crops
 from dicom4qi.corpus.synth import build_case, synthesize_masks
+from dicom4qi.model.masks import labelmap_from_crops
 
 from .conftest import loaded
 

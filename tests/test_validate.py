@@ -7,8 +7,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicom4qi.judge import validate
 from dicom4qi.adapters.contract import WriteRequest
+from dicom4qi.judge import validate
 from dicom4qi.judge.validate import parse_dciodvfy, run_dciodvfy
 from dicom4qi.tools.highdicom.producer import HighdicomProducer
 

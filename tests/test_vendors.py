@@ -15,13 +15,13 @@ from typing import Any, cast
 import numpy as np
 import pytest
 
-from dicom4qi.vendors.bundle import export_bundle
 from dicom4qi.cli.main import main
 from dicom4qi.formats.exchange import read_exchange
-from dicom4qi.site.report import SiteOptions, render_site
 from dicom4qi.model.results import ResultsDocument, Status
 from dicom4qi.run.runner import NO_CONSUMER, RunConfig, run
 from dicom4qi.run.steps import sha256_of
+from dicom4qi.site.report import SiteOptions, render_site
+from dicom4qi.vendors.bundle import export_bundle
 from dicom4qi.vendors.ingest import (
     SubmissionError,
     ingest_submission,
@@ -29,8 +29,8 @@ from dicom4qi.vendors.ingest import (
     save_submission_results,
     verify_submission,
 )
-from dicom4qi.vendors.untrusted import Bounds
 from dicom4qi.vendors.kit import make_submission
+from dicom4qi.vendors.untrusted import Bounds
 
 from .conftest import CASES, FEATURES, ROOT
 
@@ -96,7 +96,7 @@ def test_bundle_holds_objects_sources_truth_with_sums(env: dict[str, Any]) -> No
     assert len(sums) == len(manifest["files"])
     check = subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    for oid, obj in manifest["objects"].items():
+    for obj in manifest["objects"].values():
         assert sha256_of(bundle / obj["path"]) == obj["sha256"]
     case = manifest["cases"]["quick/binary-overlap"]
     assert "overlap" in case["features"] and (bundle / case["file"]).is_file()

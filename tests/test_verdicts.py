@@ -5,23 +5,24 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pydicom
 import pytest
 
-from dicom4qi.vendors.bundle import export_bundle
 from dicom4qi.judge.consensus import consensus
-from dicom4qi.model.decoded import Decoded, DecodedSegment, DecodedWriter
 from dicom4qi.judge.known import KnownIssue, load_known_issues, matches
+from dicom4qi.model.decoded import Decoded, DecodedSegment, DecodedWriter
 from dicom4qi.model.masks import Crop
-from dicom4qi.site.report import render_site
 from dicom4qi.model.results import Record, ResultsDocument, Status
-from dicom4qi.run.runner import NO_CONSUMER, RunConfig, run
-from dicom4qi.vendors.ingest import ingest_submission, receive
 from dicom4qi.model.truth import Truth
+from dicom4qi.run.runner import NO_CONSUMER, RunConfig, run
+from dicom4qi.site.report import render_site
+from dicom4qi.vendors.bundle import export_bundle
+from dicom4qi.vendors.ingest import ingest_submission, receive
 
 from .conftest import CASES, FEATURES, ROOT
 
@@ -371,8 +372,8 @@ def test_known_issue_matching_by_scope_status_message_and_release() -> None:
 def test_known_new_possibly_fixed_and_regressions_on_the_dashboard(tmp_path: Path) -> None:
     """A failing cell is 'known' (linked) or 'new'; a known issue with cells in its scope but no failure is 'possibly
     fixed'; a cell that passed in the previous run and fails now is a regression, known or not."""
-    from dicom4qi.site.report import SiteOptions
     from dicom4qi.model.results import RunInfo, ToolInfo
+    from dicom4qi.site.report import SiteOptions
 
     known = tmp_path / "known"
     known.mkdir()

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         response = _run(req)
     except MemoryError as exc:
         response = {"ok": False, "error_type": "MemoryError", "message": str(exc) or "out of memory", "memory": True}
-    except BaseException as exc:  # noqa: BLE001 - every failure of the tool becomes a recorded outcome
+    except BaseException as exc:  # every failure of the tool becomes a recorded outcome
         response = {
             "ok": False,
             "error_type": type(exc).__name__,

@@ -159,8 +159,8 @@ def cmd_lint(args: argparse.Namespace) -> int:
 def _lint_known_issues(folder: Path, corpus: Path, features: dict[str, str], case_ids: list[str]) -> tuple[list[KnownIssue], list[KnownIssueError]]:
     """The known issues, checked against the features, the cases (and mutants) and the adapters there are."""
     from dicom4qi.adapters.contract import BUILTIN
-    from dicom4qi.judge.known import load_known_issues
     from dicom4qi.corpus.mutate import load_mutants
+    from dicom4qi.judge.known import load_known_issues
 
     negative = corpus.parent / "negative.toml"
     ids = list(case_ids) + ([m.id for m in load_mutants(negative)] if negative.is_file() else [])
@@ -228,7 +228,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for e in summary.case_errors:
         console.print(f"[red]{e}")
     table = Table(title="reads")
-    for s, n in sorted(summary.counts.items()):
+    for s in sorted(summary.counts):
         table.add_column(s)
     table.add_row(*[str(n) for _, n in sorted(summary.counts.items())])
     console.print(table)
@@ -264,8 +264,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         console.print(f"[red]{exc}")
         return 2
-    from dicom4qi.site.report import render_format_study
     from dicom4qi.model.results import ResultsDocument
+    from dicom4qi.site.report import render_format_study
 
     doc = ResultsDocument.load(path)
     page = render_format_study([doc], args.site)
@@ -279,8 +279,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from dicom4qi.site.report import SiteOptions, render_site
     from dicom4qi.model.results import ResultsDocument
+    from dicom4qi.site.report import SiteOptions, render_site
 
     paths = args.results or [Path("reports/results/latest.json")]
     docs = []
@@ -437,9 +437,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     from dicom4qi.model.case import schema_text as case_schema
-    from dicom4qi.model.results import schema_text as results_schema
-
     from dicom4qi.model.protocol import schema_texts
+    from dicom4qi.model.results import schema_text as results_schema
 
     stale = []
     from dicom4qi.judge.known import schema_text as known_schema

@@ -23,9 +23,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import VLWholeSlideMicroscopyImageStorage, generate_uid
 
+from dicom4qi.corpus.images import _ds, _header, _item
 from dicom4qi.model.case import Source
 from dicom4qi.model.decoded import frame_key
-from dicom4qi.corpus.images import _ds, _header, _item
 
 __all__ = ["ORIENTATION", "tile_grid", "tiles_of", "write_slide"]
 

@@ -17,9 +17,9 @@ import numpy as np
 from pydicom.uid import generate_uid
 from scipy.spatial import cKDTree
 
+from dicom4qi.corpus.images import write_source
 from dicom4qi.model.case import Case, LoadedCase
 from dicom4qi.model.masks import Crop, crop_from_dense, crops_from_labelmap, write_masks
-from dicom4qi.corpus.images import write_source
 from dicom4qi.model.truth import Geometry, SegmentInfo, Truth
 
 __all__ = ["SynthesisError", "build_case", "case_directory", "synthesize_masks"]
@@ -122,8 +122,8 @@ def _any_overlap(crops: dict[int, Crop]) -> bool:
             hi = np.minimum(a.stop, b.stop)
             if np.any(hi <= lo):
                 continue
-            sa = tuple(slice(l - o, h - o) for l, h, o in zip(lo, hi, a.offset))
-            sb = tuple(slice(l - o, h - o) for l, h, o in zip(lo, hi, b.offset))
+            sa = tuple(slice(low - o, h - o) for low, h, o in zip(lo, hi, a.offset))
+            sb = tuple(slice(low - o, h - o) for low, h, o in zip(lo, hi, b.offset))
             if np.any((a.data[sa] > 0) & (b.data[sb] > 0)):
                 return True
     return False

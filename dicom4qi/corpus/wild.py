@@ -98,7 +98,6 @@ def _pydicom_test_files() -> list[Path]:
 
 def find_external(folder: Path) -> list[ExternalObject]:
     """Every SEG below ``folder`` with the source images it references."""
-    import pydicom
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     index, segs = _index(files)

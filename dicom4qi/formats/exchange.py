@@ -106,7 +106,7 @@ def _read_nifti(path: Path, rows: int, columns: int, max_slices: int) -> _Image:
 
     try:
         img = nib.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many kinds on a bad file
+    except Exception as exc:  # nibabel raises many kinds on a bad file
         raise ExchangeError(f"{path.name}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ExchangeError(f"{path.name}: not a NIfTI-1 or NIfTI-2 image")
@@ -114,7 +114,7 @@ def _read_nifti(path: Path, rows: int, columns: int, max_slices: int) -> _Image:
     _check_shape(path.name, shape, img.header.get_data_dtype(), rows, columns, max_slices)
     try:
         raw = np.asarray(img.dataobj)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ExchangeError(f"{path.name}: cannot read its voxels ({type(exc).__name__}: {exc})") from None
     raw = raw.reshape(raw.shape[:3] if raw.ndim >= 3 else (*raw.shape, 1))
     data = np.ascontiguousarray(raw.transpose(2, 1, 0))

@@ -333,7 +333,7 @@ def _union(a: Crop | None, b: Crop | None) -> tuple[np.ndarray, np.ndarray]:
 def _place(crop: Crop | None, lo: np.ndarray, hi: np.ndarray, dtype: type) -> np.ndarray:
     out = np.zeros(tuple(hi - lo), dtype=dtype)
     if crop is not None:
-        s = tuple(slice(o - l, o - l + n) for o, l, n in zip(crop.offset, lo, crop.data.shape))
+        s = tuple(slice(o - low, o - low + n) for o, low, n in zip(crop.offset, lo, crop.data.shape))
         out[s] = crop.data
     return out
 

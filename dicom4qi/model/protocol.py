@@ -9,9 +9,8 @@ the vendor workflow in ``docs/vendors.md``.
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator

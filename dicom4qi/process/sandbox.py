@@ -20,8 +20,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -32,6 +32,7 @@ from typing import Any
 
 from dicom4qi import paths
 from dicom4qi.model.results import DiskFull
+
 __all__ = ["ChildOutcome", "DiskFull", "MEMORY_ENV", "configure", "kill_all", "kill_group", "run_child"]
 
 _live: set[int] = set()

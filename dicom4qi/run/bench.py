@@ -32,7 +32,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,10 @@ from dicom4qi.adapters.contract import Role
 from dicom4qi.formats.baselines import BASELINES
 from dicom4qi.model.case import LoadedCase, load_cases
 from dicom4qi.model.results import BenchStats, Record, ResultsDocument, ResultsWriter, RunInfo, Status, Timing, ToolInfo
-from dicom4qi.run.runner import ProgressSink, RunConfig, Runner, corpus_fingerprint, prepare_tool, select_cases
-from dicom4qi.process.sandbox import ChildOutcome, run_child
-from dicom4qi.run.steps import git_commit, now_iso, outcome_record, slug
 from dicom4qi.model.truth import Truth
+from dicom4qi.process.sandbox import ChildOutcome, run_child
+from dicom4qi.run.runner import ProgressSink, RunConfig, Runner, corpus_fingerprint, prepare_tool, select_cases
+from dicom4qi.run.steps import git_commit, now_iso, outcome_record, slug
 
 __all__ = ["BENCH_CONSUMERS", "BENCH_PRODUCERS", "BenchConfig", "bench", "machine_description"]
 
@@ -219,7 +219,7 @@ class BenchRunner(Runner):
         cases = select_cases(all_cases, cfg.tiers, cfg.cases)
         if not cases:
             raise ValueError(f"no valid case matches tier {cfg.tiers} and case {cfg.cases or 'any'}")
-        run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-bench-" + uuid.uuid4().hex[:6]
+        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-bench-" + uuid.uuid4().hex[:6]
         run_dir = cfg.build / "runs" / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
 

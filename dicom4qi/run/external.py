@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dicom4qi.adapters.contract import family_of, missing_features
+from dicom4qi.corpus.wild import ExternalObject
 from dicom4qi.judge.consensus import consensus
 from dicom4qi.model.decoded import Decoded
-from dicom4qi.corpus.wild import ExternalObject
 from dicom4qi.model.results import (
-    Check,
-    CheckStatus,
     Record,
     ResultsWriter,
     SegObject,

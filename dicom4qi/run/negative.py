@@ -7,8 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dicom4qi.model.case import LoadedCase
 from dicom4qi.corpus.mutate import Mutant, mutate, reaction_of
+from dicom4qi.judge.validate import dciodvfy_path, run_dciodvfy
+from dicom4qi.model.case import LoadedCase
 from dicom4qi.model.results import (
     Finding,
     Record,
@@ -17,11 +18,10 @@ from dicom4qi.model.results import (
     Status,
     ToolInfo,
 )
+from dicom4qi.model.truth import Truth
 from dicom4qi.process.sandbox import run_child
 from dicom4qi.process.services import ServiceError, ServicePool
 from dicom4qi.run.steps import MUTANT, VALIDATOR, ChildLimits, artifacts_of, private_copy, sha256_of, slug
-from dicom4qi.model.truth import Truth
-from dicom4qi.judge.validate import dciodvfy_path, run_dciodvfy
 
 if TYPE_CHECKING:
     from dicom4qi.run.runner import RunConfig

@@ -19,20 +19,22 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from dicom4qi import __version__
 from dicom4qi.adapters.contract import DEFAULTS, Role, family_of, missing_features, resolve
-from dicom4qi.model.case import SYNTHESIS_VERSION, LoadedCase, implied_features, load_cases
-from dicom4qi.judge.compare import compare, verdict
-from dicom4qi.model.decoded import Decoded
 from dicom4qi.adapters.envs import EnvError, ensure_env, env_spec
-from dicom4qi.corpus.wild import ExternalObject, scan_external
-from dicom4qi.run.external import ExternalFlow, external_fingerprint
-from dicom4qi.run.negative import NegativeFlow, select_mutant
 from dicom4qi.corpus.mutate import Mutant, load_mutants
+from dicom4qi.corpus.synth import SynthesisError, build_case
+from dicom4qi.corpus.wild import ExternalObject, scan_external
+from dicom4qi.judge.compare import compare, verdict
+from dicom4qi.judge.content import CHECK_DECODERS, REFUSED, DecoderFinding, ReadVerdict, judge_content, judge_read
+from dicom4qi.judge.diffpic import difference_picture
+from dicom4qi.judge.validate import dciodvfy_path, dciodvfy_version, run_dciodvfy
+from dicom4qi.model.case import SYNTHESIS_VERSION, LoadedCase, implied_features, load_cases
+from dicom4qi.model.decoded import Decoded
 from dicom4qi.model.results import (
     Check,
     CheckStatus,
@@ -44,11 +46,12 @@ from dicom4qi.model.results import (
     Status,
     ToolInfo,
 )
-from dicom4qi.judge.content import CHECK_DECODERS, REFUSED, DecoderFinding, ReadVerdict, judge_content, judge_read
-from dicom4qi.judge.diffpic import difference_picture
+from dicom4qi.model.truth import Truth
 from dicom4qi.process import lifetime, sandbox
 from dicom4qi.process.sandbox import ChildOutcome, kill_all, run_child
 from dicom4qi.process.services import ServiceError, ServicePool
+from dicom4qi.run.external import ExternalFlow, external_fingerprint
+from dicom4qi.run.negative import NegativeFlow, select_mutant
 from dicom4qi.run.steps import (
     LABELMAP_SEG_STORAGE,
     VALIDATOR,
@@ -63,9 +66,6 @@ from dicom4qi.run.steps import (
     sha256_of,
     slug,
 )
-from dicom4qi.corpus.synth import SynthesisError, build_case
-from dicom4qi.model.truth import Truth
-from dicom4qi.judge.validate import dciodvfy_path, dciodvfy_version, run_dciodvfy
 
 __all__ = ["NO_CONSUMER", "RunConfig", "RunSummary", "run"]
 
@@ -581,7 +581,7 @@ class Runner(ExternalFlow, NegativeFlow):
             if not prev_path.is_file():
                 raise FileNotFoundError(f"--resume: no results at {prev_path}")
             previous = ResultsDocument.load(prev_path)
-        run_id = previous.run.run_id if previous else (cfg.run_id or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
+        run_id = previous.run.run_id if previous else (cfg.run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
         run_dir = cfg.build / "runs" / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         fingerprint = corpus_fingerprint(cases) if not externals else external_fingerprint(externals)

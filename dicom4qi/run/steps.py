@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -17,8 +17,8 @@ from dicom4qi.model.results import (
     SegObject,
     Status,
 )
-from dicom4qi.process.sandbox import ChildOutcome
 from dicom4qi.model.truth import Truth
+from dicom4qi.process.sandbox import ChildOutcome
 
 __all__ = [
     "EXTERNAL", "LABELMAP_SEG_STORAGE", "MUTANT", "SEG_STORAGE", "VALIDATOR",
@@ -39,7 +39,7 @@ class ChildLimits(TypedDict):
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def git_commit() -> str | None:

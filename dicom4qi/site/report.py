@@ -39,8 +39,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from dicom4qi.adapters.contract import split_spec
-from dicom4qi.judge.known import Explained, KnownIssue, in_scope, load_known_issues, matches
 from dicom4qi.corpus.mutate import REACTIONS
+from dicom4qi.judge.known import Explained, KnownIssue, in_scope, load_known_issues, matches
 from dicom4qi.model.results import Record, ResultsDocument, RunInfo, Status, ToolInfo
 from dicom4qi.paths import PACKAGE, corpus_file
 

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from dicom4qi import __version__
+from dicom4qi.corpus.synth import build_case
 from dicom4qi.model.case import SYNTHESIS_VERSION, implied_features, load_cases
 from dicom4qi.model.protocol import BUNDLE_FORMAT, schema_texts
 from dicom4qi.model.results import ResultsDocument, Status
-from dicom4qi.run.steps import git_commit, now_iso, sha256_of, slug
-from dicom4qi.corpus.synth import build_case
 from dicom4qi.paths import PROJECT, SUITE_ROOT
+from dicom4qi.run.steps import git_commit, now_iso, sha256_of, slug
 
 __all__ = ["BundleError", "export_bundle", "load_manifest", "object_id", "DOCS"]
 

@@ -28,10 +28,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from dicom4qi import __version__
-from dicom4qi.model.case import LoadedCase, load_cases
-from dicom4qi.judge.compare import compare, verdict
-from dicom4qi.model.decoded import Decoded
+from dicom4qi.corpus.synth import build_case
 from dicom4qi.formats.exchange import ExchangeError, load_json_bounded
+from dicom4qi.judge.compare import compare, verdict
+from dicom4qi.model.case import LoadedCase, load_cases
+from dicom4qi.model.decoded import Decoded
 from dicom4qi.model.protocol import SubmissionDoc, SubmissionEntry
 from dicom4qi.model.results import (
     Record,
@@ -44,7 +45,6 @@ from dicom4qi.model.results import (
 )
 from dicom4qi.process.sandbox import run_child
 from dicom4qi.run.steps import LABELMAP_SEG_STORAGE, git_commit, now_iso, outcome_record
-from dicom4qi.corpus.synth import build_case
 from dicom4qi.vendors.untrusted import Bounds, SubmissionError, open_submission
 
 __all__ = ["Received", "SubmissionError", "receive", "verify_submission", "tool_column", "save_submission_results"]

@@ -229,5 +229,5 @@ def open_submission(src: Path, work: Path, bounds: Bounds | None = None) -> tupl
         raise
     h = hashlib.sha256()
     for rel, digest in sorted(sums.items()):
-        h.update(f"{digest}  {rel}\n".encode("utf-8"))
+        h.update(f"{digest}  {rel}\n".encode())
     return work, h.hexdigest()

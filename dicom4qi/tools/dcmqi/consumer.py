@@ -17,11 +17,10 @@ import re
 
 import numpy as np
 
-from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version
-from dicom4qi.model.decoded import DecodedSegment, DecodedWriter
+from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version, run_tool
 from dicom4qi.formats.nrrd import read_nrrd
 from dicom4qi.formats.source_frames import SourceFrames
-from dicom4qi.adapters.contract import run_tool
+from dicom4qi.model.decoded import DecodedSegment, DecodedWriter
 from dicom4qi.tools.dcmqi.producer import dcmqi_binary
 
 __all__ = ["DcmqiConsumer"]

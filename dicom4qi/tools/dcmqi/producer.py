@@ -17,15 +17,14 @@ Every command run is recorded in the notes.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from dicom4qi.adapters.contract import Producer, WriteRequest, package_version, run_tool
-from dicom4qi.model.masks import labelmap_from_crops
-from dicom4qi.formats.nrrd import write_nrrd
 from dicom4qi.formats.dcmqi_json import dcmqi_metadata
+from dicom4qi.formats.nrrd import write_nrrd
+from dicom4qi.model.masks import labelmap_from_crops
 
 __all__ = ["DcmqiProducer", "dcmqi_binary", "run_tool"]
 

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version
-from dicom4qi.model.decoded import DecodedWriter, frame_key
 from dicom4qi.formats.segmeta import segments_from_dataset
+from dicom4qi.model.decoded import DecodedWriter, frame_key
 
 __all__ = ["HighdicomConsumer", "geometry_from_dataset"]
 

@@ -30,7 +30,7 @@ class Handler(BaseHTTPRequestHandler):
     upstream: tuple[str, int]
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet server
+    def log_message(self, format: str, *args: object) -> None:  # quiet server
         pass
 
     def _proxy(self) -> None:

@@ -21,9 +21,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dicom4qi.paths import SUITE_ROOT
 from dicom4qi.process.sandbox import kill_group
 from dicom4qi.process.services import PIDFILE
-from dicom4qi.paths import SUITE_ROOT
 
 __all__ = ["Stack", "StackError", "chromium_path", "ensure_viewer", "free_port", "start_stack"]
 

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version
-from dicom4qi.model.decoded import DecodedWriter
 from dicom4qi.formats.segmeta import segment_from_item
 from dicom4qi.formats.source_frames import SourceFrames
+from dicom4qi.model.decoded import DecodedWriter
 
 __all__ = ["PydicomSegConsumer"]
 

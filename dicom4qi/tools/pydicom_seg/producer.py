@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from dicom4qi.adapters.contract import Producer, WriteRequest, package_version
-from dicom4qi.model.masks import labelmap_from_crops
 from dicom4qi.formats.dcmqi_json import dcmqi_metadata
+from dicom4qi.model.masks import labelmap_from_crops
 
 __all__ = ["PydicomSegProducer"]
 

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest
-from dicom4qi.model.decoded import DecodedWriter, frame_key
 from dicom4qi.formats.framescan import FrameRefs, scan_per_frame
-from dicom4qi.model.masks import crop_from_dense
 from dicom4qi.formats.segmeta import segments_from_dataset
 from dicom4qi.formats.source_frames import SourceFrames
+from dicom4qi.model.decoded import DecodedWriter, frame_key
+from dicom4qi.model.masks import crop_from_dense
 
 __all__ = ["ReferenceConsumer"]
 

@@ -276,7 +276,7 @@ class NativeSink:
 
     def __init__(self, path: Path, bits: int) -> None:
         self.path, self.bits = path, bits
-        self._fh: BinaryIO = open(path, "wb")  # noqa: SIM115 - open until finish(), closed by close()
+        self._fh: BinaryIO = open(path, "wb")  # open until finish(), closed by close()
         self._carry = np.zeros(0, dtype=np.uint8)  # bits (< 8) not yet written, for 1-bit data
         self._reader: BinaryIO | None = None
 
@@ -297,7 +297,7 @@ class NativeSink:
         if self._fh.tell() % 2:
             self._fh.write(b"\x00")
         self._fh.close()
-        self._reader = open(self.path, "rb")  # noqa: SIM115 - pydicom reads it at save time; close() closes it
+        self._reader = open(self.path, "rb")  # pydicom reads it at save time; close() closes it
         return ("OW" if self.bits == 16 else "OB"), self._reader
 
     def close(self) -> None:
@@ -335,7 +335,7 @@ class FrameStore:
 
     def __init__(self, path: Path, shape: tuple[int, int], packed: bool) -> None:
         self.shape, self.packed = shape, packed
-        self._fh = open(path, "w+b")  # noqa: SIM115 - written then read back; close() closes it
+        self._fh = open(path, "w+b")  # written then read back; close() closes it
         self._where: dict[tuple[int, int], tuple[int, int, np.dtype]] = {}
 
     def put(self, segment: int, index: int, plane: np.ndarray) -> None:

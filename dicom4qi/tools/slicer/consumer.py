@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest
-from dicom4qi.model.decoded import DecodedSegment, DecodedWriter
 from dicom4qi.formats.source_frames import SourceFrames
+from dicom4qi.model.decoded import DecodedSegment, DecodedWriter
 
 __all__ = ["SlicerConsumer", "slicer_executable"]
 
