@@ -224,7 +224,10 @@ class LimitRaisingConsumer(_Clone):
         import resource
 
         notes = []
-        for limits in ((resource.RLIM_INFINITY, resource.RLIM_INFINITY), (resource.RLIM_INFINITY, resource.getrlimit(resource.RLIMIT_AS)[1])):
+        for limits in (
+            (resource.RLIM_INFINITY, resource.RLIM_INFINITY),
+            (resource.RLIM_INFINITY, resource.getrlimit(resource.RLIMIT_AS)[1]),
+        ):
             try:
                 resource.setrlimit(resource.RLIMIT_AS, limits)
                 notes.append(f"raised to {limits}")

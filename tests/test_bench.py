@@ -16,17 +16,31 @@ from .conftest import CASES, FEATURES
 
 def _stats(wall: float) -> BenchStats:
     t = Timing(wall_s=wall, cpu_s=wall, peak_rss_mb=100)
-    return BenchStats(runs=[t], median_wall_s=wall, median_cpu_s=wall, median_peak_rss_mb=100, min_wall_s=wall, max_wall_s=wall)
+    return BenchStats(
+        runs=[t], median_wall_s=wall, median_cpu_s=wall, median_peak_rss_mb=100, min_wall_s=wall, max_wall_s=wall
+    )
 
 
 def test_ratios_are_against_nibabel_and_the_reference_read_of_the_same_object() -> None:
-    run = RunInfo(run_id="b", started="t", suite_version="0", platform="p", python="3", corpus_fingerprint="f",
-                  timeout_s=1, memory_limit_mb=1, workers=1, kind="bench")
+    run = RunInfo(
+        run_id="b",
+        started="t",
+        suite_version="0",
+        platform="p",
+        python="3",
+        corpus_fingerprint="f",
+        timeout_s=1,
+        memory_limit_mb=1,
+        workers=1,
+        kind="bench",
+    )
     recs = [
         Record(case="c", producer="nifti", step="write", status=Status.PASS, bench=_stats(0.5)),
         Record(case="c", producer="nifti", consumer="nibabel", step="read", status=Status.PASS, bench=_stats(0.4)),
         Record(case="c", producer="highdicom", step="write", status=Status.PASS, bench=_stats(2.0)),
-        Record(case="c", producer="highdicom", consumer="reference", step="read", status=Status.PASS, bench=_stats(0.8)),
+        Record(
+            case="c", producer="highdicom", consumer="reference", step="read", status=Status.PASS, bench=_stats(0.8)
+        ),
         Record(case="c", producer="highdicom", consumer="slowtool", step="read", status=Status.FAIL, bench=_stats(8.0)),
         Record(case="d", producer="highdicom", consumer="slowtool", step="read", status=Status.PASS, bench=_stats(1.0)),
     ]
@@ -43,9 +57,17 @@ def test_ratios_are_against_nibabel_and_the_reference_read_of_the_same_object() 
 @pytest.mark.slow
 def test_bench_times_real_tools_and_draws_the_study(tmp_path: Path) -> None:
     cfg = BenchConfig(
-        run=RunConfig(corpus=CASES, features=FEATURES, build=tmp_path / "build", results=tmp_path / "results",
-                      tiers=["quick"], cases=["quick/binary-3-disjoint"], producers=["highdicom"],
-                      consumers=["reference", "highdicom"], validate=False),
+        run=RunConfig(
+            corpus=CASES,
+            features=FEATURES,
+            build=tmp_path / "build",
+            results=tmp_path / "results",
+            tiers=["quick"],
+            cases=["quick/binary-3-disjoint"],
+            producers=["highdicom"],
+            consumers=["reference", "highdicom"],
+            validate=False,
+        ),
         repeats=2,
         publish=tmp_path / "published",
         quick_results=None,
@@ -74,23 +96,72 @@ def test_bench_times_real_tools_and_draws_the_study(tmp_path: Path) -> None:
 
 
 def test_format_study_plots_size_and_read_time_against_segments(tmp_path: Path) -> None:
-    run = RunInfo(run_id="b", started="t", suite_version="0", platform="p", python="3", corpus_fingerprint="f",
-                  timeout_s=1, memory_limit_mb=1, workers=1, kind="bench", machine={"cpu": "test cpu", "cores": "2"})
+    run = RunInfo(
+        run_id="b",
+        started="t",
+        suite_version="0",
+        platform="p",
+        python="3",
+        corpus_fingerprint="f",
+        timeout_s=1,
+        memory_limit_mb=1,
+        workers=1,
+        kind="bench",
+        machine={"cpu": "test cpu", "cores": "2"},
+    )
     recs = []
     for n in (104, 1000, 2000):
         for kind in ("binary", "labelmap"):
             case = f"full/body-{n}-{kind}"
             w = _stats(n / 100)
             w.size = n * 1000 * (8 if kind == "binary" else 1)
-            recs.append(Record(case=case, producer="highdicom", step="write", status=Status.PASS, features=[kind], segments=n, bench=w))
-            recs.append(Record(case=case, producer="highdicom", consumer="reference", step="read", status=Status.PASS,
-                               features=[kind], segments=n, bench=_stats(n / 1000)))
+            recs.append(
+                Record(
+                    case=case,
+                    producer="highdicom",
+                    step="write",
+                    status=Status.PASS,
+                    features=[kind],
+                    segments=n,
+                    bench=w,
+                )
+            )
+            recs.append(
+                Record(
+                    case=case,
+                    producer="highdicom",
+                    consumer="reference",
+                    step="read",
+                    status=Status.PASS,
+                    features=[kind],
+                    segments=n,
+                    bench=_stats(n / 1000),
+                )
+            )
         nii = _stats(0.3)
         nii.size = 5000
-        recs.append(Record(case=f"full/body-{n}-labelmap", producer="nifti", step="write", status=Status.PASS, segments=n, bench=nii,
-                           notes=["written by nibabel"]))
-        recs.append(Record(case=f"full/body-{n}-labelmap", producer="nifti", consumer="nibabel", step="read", status=Status.PASS,
-                           segments=n, bench=_stats(0.25)))
+        recs.append(
+            Record(
+                case=f"full/body-{n}-labelmap",
+                producer="nifti",
+                step="write",
+                status=Status.PASS,
+                segments=n,
+                bench=nii,
+                notes=["written by nibabel"],
+            )
+        )
+        recs.append(
+            Record(
+                case=f"full/body-{n}-labelmap",
+                producer="nifti",
+                consumer="nibabel",
+                step="read",
+                status=Status.PASS,
+                segments=n,
+                bench=_stats(0.25),
+            )
+        )
     page = render_format_study([ResultsDocument(run=run, records=recs)], tmp_path)
     html = page.read_text()
     for name in ("size", "read", "memory"):

@@ -95,16 +95,42 @@ def test_lint_names_file_field_and_reason(tmp_path: Path, change: tuple[str, str
         (("frames = 4", "frames = 4\nslice_positions = [0, 1, nan, 4]"), "source.slice_positions.2", "finite"),
         (("frames = 4", "frames = 4\norigin = [0, 1e9, 0]"), "source.origin.1", "less than or equal to 1000000"),
         (("frames = 4", "frames = 4\npixel_spacing = [0, 1]"), "source.pixel_spacing.0", "greater than 0"),
-        (("frames = 4", "frames = 4\norientation = [2, 0, 0, 0, 1, 0]"), "source.orientation.0", "less than or equal to 1"),
+        (
+            ("frames = 4", "frames = 4\norientation = [2, 0, 0, 0, 1, 0]"),
+            "source.orientation.0",
+            "less than or equal to 1",
+        ),
         (("count = 2", "count = 2\nfill = nan"), "segments.fill", "finite"),
-        (("bits = 1", 'bits = 1\n[metadata]\nlabel_pattern = "{n:>999999999}"'), "metadata", "more than the 64 characters"),
-        (("bits = 1", 'bits = 1\n[metadata]\nlabel_pattern = "' + "x" * 70 + '"'), "metadata", "a Segment Label (LO) holds 64"),
-        (("bits = 1", 'bits = 1\n[metadata]\nlabel_pattern = "{0.__class__}"'), "metadata", "only {n} may be substituted"),
-        (("count = 2", 'count = 10\n[metadata]\nlabel_pattern = "' + "x" * 63 + '{n}"'), "(case)", "segment 10's label is 65"),
-        (("bits = 1", 'bits = 1\n[[metadata.segment]]\nnumber = 1\nlabel = "' + "y" * 65 + '"'), "metadata.segment.0.label", "at most 64"),
+        (
+            ("bits = 1", 'bits = 1\n[metadata]\nlabel_pattern = "{n:>999999999}"'),
+            "metadata",
+            "more than the 64 characters",
+        ),
+        (
+            ("bits = 1", 'bits = 1\n[metadata]\nlabel_pattern = "' + "x" * 70 + '"'),
+            "metadata",
+            "a Segment Label (LO) holds 64",
+        ),
+        (
+            ("bits = 1", 'bits = 1\n[metadata]\nlabel_pattern = "{0.__class__}"'),
+            "metadata",
+            "only {n} may be substituted",
+        ),
+        (
+            ("count = 2", 'count = 10\n[metadata]\nlabel_pattern = "' + "x" * 63 + '{n}"'),
+            "(case)",
+            "segment 10's label is 65",
+        ),
+        (
+            ("bits = 1", 'bits = 1\n[[metadata.segment]]\nnumber = 1\nlabel = "' + "y" * 65 + '"'),
+            "metadata.segment.0.label",
+            "at most 64",
+        ),
     ],
 )
-def test_lint_refuses_non_finite_out_of_range_and_overlong(tmp_path: Path, change: tuple[str, str], field: str, reason: str) -> None:
+def test_lint_refuses_non_finite_out_of_range_and_overlong(
+    tmp_path: Path, change: tuple[str, str], field: str, reason: str
+) -> None:
     """NaN, infinity and absurd magnitudes never reach synthesis; labels fit their VR and are never expanded unbounded."""
     err = _lint(tmp_path, GOOD.replace(*change, 1))
     assert err.path.name == "x.toml"
@@ -149,8 +175,10 @@ def test_cli_lint_fails_on_a_feature_without_a_quick_case(tmp_path: Path, capsys
     assert main(["corpus", "lint", "--corpus", str(corpus), "--features", str(features)]) == 1
     assert "overlap: no quick case exercises this feature" in capsys.readouterr().out
     # A full-tier case does not count: every run (the quick tier) must cover every feature.
-    overlap = GOOD.replace('"disjoint"', '"overlap"').replace('tier = "quick"', 'tier = "full"').replace(
-        "count = 2", 'count = 2\ngenerator = "ellipsoids"\noverlap = true\nseed = 3'
+    overlap = (
+        GOOD.replace('"disjoint"', '"overlap"')
+        .replace('tier = "quick"', 'tier = "full"')
+        .replace("count = 2", 'count = 2\ngenerator = "ellipsoids"\noverlap = true\nseed = 3')
     )
     _write(corpus, overlap, "full/overlap.toml")
     assert main(["corpus", "lint", "--corpus", str(corpus), "--features", str(features)]) == 1
@@ -161,7 +189,7 @@ def test_cli_lint_fails_on_a_feature_without_a_quick_case(tmp_path: Path, capsys
 @pytest.mark.parametrize(
     ("change", "feature"),
     [
-        (('bits = 1', 'bits = 1\nframe_order = "position-major"'), "segments-interleaved"),
+        (("bits = 1", 'bits = 1\nframe_order = "position-major"'), "segments-interleaved"),
         (("frames = 4", "frames = 4\nslice_positions = [0.0, 2.0, 6.0, 8.0]"), "uneven-spacing"),
         (("frames = 4", 'frames = 4\n[metadata]\nlabel_pattern = "Läsion {n}"'), "non-ascii-text"),
     ],

@@ -27,16 +27,35 @@ SCHEMA = json.loads((ROOT / "reports" / "schema" / "results.schema.json").read_t
 CASE = "quick/binary-3-disjoint"
 
 
-def _run(run_id: str = "20261126T010000Z-abcdef", *, consumers: list[str], started: str = "2026-11-26T01:00:00+00:00",
-         finished: str | None = "2026-11-26T01:10:00+00:00", fingerprint: str = "f00dfeedf00dfeed",
-         run_dir: str | None = "/ci/build/runs/20261126T010000Z-abcdef", workers: int = 2) -> RunInfo:
+def _run(
+    run_id: str = "20261126T010000Z-abcdef",
+    *,
+    consumers: list[str],
+    started: str = "2026-11-26T01:00:00+00:00",
+    finished: str | None = "2026-11-26T01:10:00+00:00",
+    fingerprint: str = "f00dfeedf00dfeed",
+    run_dir: str | None = "/ci/build/runs/20261126T010000Z-abcdef",
+    workers: int = 2,
+) -> RunInfo:
     return RunInfo(
-        run_id=run_id, started=started, finished=finished, suite_version="0.1.0", suite_commit="c0ffee",
-        platform="Linux", python="3.11.9", cpu_count=4, memory_total_mb=16000.0, command=["dicom4qi", "run"],
+        run_id=run_id,
+        started=started,
+        finished=finished,
+        suite_version="0.1.0",
+        suite_commit="c0ffee",
+        platform="Linux",
+        python="3.11.9",
+        cpu_count=4,
+        memory_total_mb=16000.0,
+        command=["dicom4qi", "run"],
         corpus_fingerprint=fingerprint,
         filters={"tier": ["quick"], "case": [], "producer": ["highdicom", "reference"], "consumer": consumers},
-        timeout_s=600.0, memory_limit_mb=8192.0, workers=workers, run_dir=run_dir,
-        harness_peak_rss_mb=90.0, harness_cpu_s=1.5,
+        timeout_s=600.0,
+        memory_limit_mb=8192.0,
+        workers=workers,
+        run_dir=run_dir,
+        harness_peak_rss_mb=90.0,
+        harness_cpu_s=1.5,
     )
 
 
@@ -49,19 +68,43 @@ def _seg(producer: str) -> SegObject:
 
 
 def _write(producer: str) -> Record:
-    return Record(case=CASE, producer=producer, step="write", status=Status.PASS, wall_s=1.25, seg=_seg(producer),
-                  features=["binary"], tier="quick", segments=3)
+    return Record(
+        case=CASE,
+        producer=producer,
+        step="write",
+        status=Status.PASS,
+        wall_s=1.25,
+        seg=_seg(producer),
+        features=["binary"],
+        tier="quick",
+        segments=3,
+    )
 
 
 def _validate(producer: str) -> Record:
-    return Record(case=CASE, producer=producer, consumer="dciodvfy", step="validate", status=Status.PASS,
-                  seg=_seg(producer), wall_s=0.2, tier="quick")
+    return Record(
+        case=CASE,
+        producer=producer,
+        consumer="dciodvfy",
+        step="validate",
+        status=Status.PASS,
+        seg=_seg(producer),
+        wall_s=0.2,
+        tier="quick",
+    )
 
 
 def _read(producer: str, consumer: str, status: Status = Status.PASS, wall_s: float = 2.0) -> Record:
     return Record(
-        case=CASE, producer=producer, consumer=consumer, step="read", status=status, wall_s=wall_s, seg=_seg(producer),
-        tier="quick", features=["binary"],
+        case=CASE,
+        producer=producer,
+        consumer=consumer,
+        step="read",
+        status=status,
+        wall_s=wall_s,
+        seg=_seg(producer),
+        tier="quick",
+        features=["binary"],
         artifacts={"screenshot": f"objects/quick__binary-3-disjoint/{producer}/read-{consumer}/screenshot.png"},
     )
 
@@ -110,7 +153,10 @@ def test_shards_merge_into_one_valid_document(tmp_path: Path, capsys: pytest.Cap
     assert run.run_id == "20261126T010000Z-abcdef", "shards of one run keep its id"
     assert run.started == "2026-11-26T01:00:00+00:00" and run.finished == "2026-11-26T01:20:00+00:00"
     assert run.workers == 6 and run.harness_cpu_s == 3.0
-    assert run.filters["consumer"] == ["highdicom", "reference"] and run.filters["producer"] == ["highdicom", "reference"]
+    assert run.filters["consumer"] == ["highdicom", "reference"] and run.filters["producer"] == [
+        "highdicom",
+        "reference",
+    ]
     assert run.run_dir == "/ci/build/runs/20261126T010000Z-abcdef"
     assert run.command[:2] == ["dicom4qi", "combine"] and str(a) in run.command
     assert [p["file"] for p in run.combined_from] == [str(a), str(b)]
@@ -120,8 +166,11 @@ def test_shards_merge_into_one_valid_document(tmp_path: Path, capsys: pytest.Cap
     keys = [r.key for r in doc.records]
     assert len(keys) == len(set(keys)) == 8
     assert [(t.role, t.name) for t in doc.tools] == [
-        ("producer", "highdicom"), ("producer", "reference"),
-        ("consumer", "highdicom"), ("consumer", "reference"), ("validator", "dciodvfy"),
+        ("producer", "highdicom"),
+        ("producer", "reference"),
+        ("consumer", "highdicom"),
+        ("consumer", "reference"),
+        ("validator", "dciodvfy"),
     ]
 
 
@@ -139,14 +188,17 @@ def test_mixed_corpus_fingerprints_are_refused(tmp_path: Path, capsys: pytest.Ca
 def test_conflicting_cells_are_refused_with_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     first = _shard("highdicom")
     again = _shard("highdicom")  # the same consumer in two inputs: its reads come twice
-    again.records = [r if r.step != "read" or r.producer != "reference" else _read("reference", "highdicom", Status.FAIL)
-                     for r in again.records]
+    again.records = [
+        r if r.step != "read" or r.producer != "reference" else _read("reference", "highdicom", Status.FAIL)
+        for r in again.records
+    ]
     a, b = _save(tmp_path, "a.json", first), _save(tmp_path, "b.json", again)
     code, err = _combine_cli(capsys, a, b, "--out", tmp_path / "c.json")
     assert code == 2
     assert "1 duplicated cell(s)" in err
-    assert (f"case {CASE}, producer reference, consumer highdicom: PASS in {a}, FAIL in {b} (they differ in status)"
-            in err)
+    assert (
+        f"case {CASE}, producer reference, consumer highdicom: PASS in {a}, FAIL in {b} (they differ in status)" in err
+    )
     assert not (tmp_path / "c.json").exists()
 
 
@@ -154,7 +206,10 @@ def test_a_cell_differing_in_timing_only_is_still_a_conflict(tmp_path: Path) -> 
     again = _shard("highdicom")
     again.records = [_read(r.producer, "highdicom", wall_s=9.0) if r.step == "read" else r for r in again.records]
     inputs = load_inputs([_save(tmp_path, "a.json", _shard("highdicom")), _save(tmp_path, "b.json", again)])
-    with pytest.raises(CombineError, match=r"2 duplicated cell\(s\)[\s\S]*PASS in .*a\.json, PASS in .*b\.json \(they differ in wall_s\)"):
+    with pytest.raises(
+        CombineError,
+        match=r"2 duplicated cell\(s\)[\s\S]*PASS in .*a\.json, PASS in .*b\.json \(they differ in wall_s\)",
+    ):
         combine(inputs)
 
 
@@ -195,15 +250,23 @@ def test_other_refusals_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_earlier_runs_of_other_folders_keep_their_files(tmp_path: Path) -> None:
     """Runs with their own ids and folders: a new id, the common folder, paths prefixed to stay right."""
-    one = _shard("highdicom", run_id="20261125T010000Z-aaaaaa", run_dir="/ci/build/runs/20261125T010000Z-aaaaaa",
-                 started="2026-11-25T01:00:00+00:00", finished="2026-11-25T01:10:00+00:00")
+    one = _shard(
+        "highdicom",
+        run_id="20261125T010000Z-aaaaaa",
+        run_dir="/ci/build/runs/20261125T010000Z-aaaaaa",
+        started="2026-11-25T01:00:00+00:00",
+        finished="2026-11-25T01:10:00+00:00",
+    )
     two = _shard("reference", run_id="20261126T010000Z-bbbbbb", run_dir="/ci/build/runs/20261126T010000Z-bbbbbb")
     two.records = [r for r in two.records if r.step == "read"]  # the writes are the first run's
     merged = combine(load_inputs([_save(tmp_path, "one.json", one), _save(tmp_path, "two.json", two)]))
     assert merged.run.run_id.startswith("20261125T010000Z-combined-")
     assert merged.run.run_dir == "/ci/build/runs"
     read = next(r for r in merged.records if r.consumer == "reference" and r.producer == "highdicom")
-    assert read.seg is not None and read.seg.path == "20261126T010000Z-bbbbbb/objects/quick__binary-3-disjoint/highdicom/seg.dcm"
+    assert (
+        read.seg is not None
+        and read.seg.path == "20261126T010000Z-bbbbbb/objects/quick__binary-3-disjoint/highdicom/seg.dcm"
+    )
     assert read.artifacts["screenshot"].startswith("20261126T010000Z-bbbbbb/objects/")
     write = next(r for r in merged.records if r.step == "write" and r.producer == "highdicom")
     assert write.seg is not None and write.seg.path.startswith("20261125T010000Z-aaaaaa/objects/")
@@ -211,8 +274,14 @@ def test_earlier_runs_of_other_folders_keep_their_files(tmp_path: Path) -> None:
 
 
 def test_an_unfinished_shard_leaves_the_run_unfinished(tmp_path: Path) -> None:
-    merged = combine(load_inputs([_save(tmp_path, "a.json", _shard("highdicom")),
-                                  _save(tmp_path, "b.json", _shard("reference", finished=None))]))
+    merged = combine(
+        load_inputs(
+            [
+                _save(tmp_path, "a.json", _shard("highdicom")),
+                _save(tmp_path, "b.json", _shard("reference", finished=None)),
+            ]
+        )
+    )
     assert merged.run.finished is None
 
 
@@ -232,8 +301,7 @@ def test_sharded_run_matches_a_single_run(tmp_path: Path, capsys: pytest.Capture
     from dicom4qi.site.report import SiteOptions, render_site
 
     build = tmp_path / "build"
-    common = ["--corpus", str(CASES), "--features", str(FEATURES), "--build", str(build), "-j", "1",
-              "--timeout", "120"]
+    common = ["--corpus", str(CASES), "--features", str(FEATURES), "--build", str(build), "-j", "1", "--timeout", "120"]
     selection = ["--case", CASE, "--producer", "highdicom", "--producer", "reference"]
     consumers = ["highdicom", "reference"]
 
@@ -260,8 +328,19 @@ def test_sharded_run_matches_a_single_run(tmp_path: Path, capsys: pytest.Capture
     assert main(["combine", *map(str, outputs), "--out", str(combined)]) == 0
     capsys.readouterr()
 
-    assert main(["run", *common, *selection, *[a for c in consumers for a in ("--consumer", c)],
-                 "--out", str(tmp_path / "single")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                *common,
+                *selection,
+                *[a for c in consumers for a in ("--consumer", c)],
+                "--out",
+                str(tmp_path / "single"),
+            ]
+        )
+        == 0
+    )
     merged, single = ResultsDocument.load(combined), ResultsDocument.load(tmp_path / "single" / "latest.json")
     jsonschema.validate(json.loads(combined.read_text(encoding="utf-8")), SCHEMA)
     assert _cells(merged) == _cells(single)
@@ -277,10 +356,14 @@ def test_sharded_run_matches_a_single_run(tmp_path: Path, capsys: pytest.Capture
         sites[name] = out
     pages = {n: sorted(p.relative_to(s).as_posix() for p in s.rglob("*.html")) for n, s in sites.items()}
     assert pages["sharded"] == pages["single"]
-    badges = {n: {p.name: p.read_text(encoding="utf-8") for p in (s / "badges").glob("*.json")} for n, s in sites.items()}
+    badges = {
+        n: {p.name: p.read_text(encoding="utf-8") for p in (s / "badges").glob("*.json")} for n, s in sites.items()
+    }
     assert badges["sharded"] == badges["single"] and badges["single"]
     statuses = {}
     for n, s in sites.items():
         history = json.loads((s / "data" / "history.json").read_text(encoding="utf-8"))
-        statuses[n] = {(c["case"], c["producer"], c["consumer"]): list(c["statuses"].values()) for c in history["cells"]}
+        statuses[n] = {
+            (c["case"], c["producer"], c["consumer"]): list(c["statuses"].values()) for c in history["cells"]
+        }
     assert statuses["sharded"] == statuses["single"]

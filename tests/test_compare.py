@@ -25,10 +25,18 @@ def decode_truth(truth: Truth, path: Path, mutate: Mutator | None = None, *, ord
     for s in truth.segments:
         w.add_segment(
             DecodedSegment(
-                number=s.number, label=s.label, category=s.category, type=s.type,
-                tracking_id=s.tracking_id, tracking_uid=s.tracking_uid, color_rgb=s.color_rgb,
-                description=s.description, type_modifier=s.type_modifier, anatomic_region=s.anatomic_region,
-                anatomic_region_modifier=s.anatomic_region_modifier, algorithm_type=s.algorithm_type,
+                number=s.number,
+                label=s.label,
+                category=s.category,
+                type=s.type,
+                tracking_id=s.tracking_id,
+                tracking_uid=s.tracking_uid,
+                color_rgb=s.color_rgb,
+                description=s.description,
+                type_modifier=s.type_modifier,
+                anatomic_region=s.anatomic_region,
+                anatomic_region_modifier=s.anatomic_region_modifier,
+                algorithm_type=s.algorithm_type,
                 algorithm_name=s.algorithm_name if s.algorithm_type != "MANUAL" else None,
                 algorithm_version=s.algorithm_version if s.algorithm_type != "MANUAL" else None,
             )
@@ -65,11 +73,21 @@ def _failed(checks) -> dict[str, str]:
     return {c.name: c.message for c in checks if c.status is CheckStatus.FAIL and not c.advisory}
 
 
-@pytest.mark.parametrize("case_id", ["quick/binary-3-disjoint", "quick/binary-overlap", "quick/fractional", "quick/oblique", "quick/empty-segment"])
+@pytest.mark.parametrize(
+    "case_id",
+    ["quick/binary-3-disjoint", "quick/binary-overlap", "quick/fractional", "quick/oblique", "quick/empty-segment"],
+)
 def test_correct_objects_pass(truth_of, tmp_path: Path, case_id: str) -> None:
     checks = _checks(truth_of(case_id), tmp_path)
     assert verdict(checks) == (True, "")
-    assert {c.name for c in checks} >= {"opened", "segment-count", "numbers-labels", "coded-concepts", "geometry", "voxels"}
+    assert {c.name for c in checks} >= {
+        "opened",
+        "segment-count",
+        "numbers-labels",
+        "coded-concepts",
+        "geometry",
+        "voxels",
+    }
 
 
 def test_frames_in_another_order_still_pass(truth_of, tmp_path: Path) -> None:
@@ -274,7 +292,13 @@ def test_reference_decoder_agrees_with_truth_on_every_highdicom_encoding(truth_o
 
     from .conftest import loaded
 
-    for case_id in ("quick/binary-overlap", "quick/fractional-jpegls", "quick/labelmap-16bit-rle", "quick/multiframe-enhanced-ct", "quick/empty-frames-middle"):
+    for case_id in (
+        "quick/binary-overlap",
+        "quick/fractional-jpegls",
+        "quick/labelmap-16bit-rle",
+        "quick/multiframe-enhanced-ct",
+        "quick/empty-frames-middle",
+    ):
         case, truth = loaded(case_id), truth_of(case_id)
         seg = tmp_path / f"{case_id.replace('/', '_')}.dcm"
         HighdicomProducer().write(WriteRequest(case.id, case.case, truth, seg))
@@ -303,18 +327,42 @@ def _description(w: DecodedWriter, number: int) -> str:
 @pytest.mark.parametrize(
     ("mutate", "check", "expected"),
     [
-        (lambda w, t: setattr(_segment(w, 5), "anatomic_region", {"value": "64033007", "scheme": "SCT", "meaning": "Kidney"}),
-         "coded-concepts", "segment 5: anatomic region (64033007"),
-        (lambda w, t: setattr(_segment(w, 5), "anatomic_region_modifier", {"value": "7771000", "scheme": "SCT", "meaning": "Left"}),
-         "coded-concepts", "segment 5: anatomic region modifier (7771000"),
-        (lambda w, t: setattr(_segment(w, 2), "type_modifier", {"value": "24028007", "scheme": "SCT", "meaning": "Right"}),
-         "coded-concepts", "segment 2: type modifier (24028007"),
-        (lambda w, t: setattr(_segment(w, 5), "description", _description(w, 5)[:255]), "descriptions",
-         "segment 5: description"),
-        (lambda w, t: setattr(_segment(w, 5), "algorithm_name", "TotalSegmentator-like"), "algorithms",
-         "segment 5: algorithm name 'TotalSegmentator-like', expected 'Lesion grower'"),
-        (lambda w, t: setattr(_segment(w, 6), "algorithm_type", "AUTOMATIC"), "algorithms",
-         "segment 6: algorithm type 'AUTOMATIC', expected 'MANUAL'"),
+        (
+            lambda w, t: setattr(
+                _segment(w, 5), "anatomic_region", {"value": "64033007", "scheme": "SCT", "meaning": "Kidney"}
+            ),
+            "coded-concepts",
+            "segment 5: anatomic region (64033007",
+        ),
+        (
+            lambda w, t: setattr(
+                _segment(w, 5), "anatomic_region_modifier", {"value": "7771000", "scheme": "SCT", "meaning": "Left"}
+            ),
+            "coded-concepts",
+            "segment 5: anatomic region modifier (7771000",
+        ),
+        (
+            lambda w, t: setattr(
+                _segment(w, 2), "type_modifier", {"value": "24028007", "scheme": "SCT", "meaning": "Right"}
+            ),
+            "coded-concepts",
+            "segment 2: type modifier (24028007",
+        ),
+        (
+            lambda w, t: setattr(_segment(w, 5), "description", _description(w, 5)[:255]),
+            "descriptions",
+            "segment 5: description",
+        ),
+        (
+            lambda w, t: setattr(_segment(w, 5), "algorithm_name", "TotalSegmentator-like"),
+            "algorithms",
+            "segment 5: algorithm name 'TotalSegmentator-like', expected 'Lesion grower'",
+        ),
+        (
+            lambda w, t: setattr(_segment(w, 6), "algorithm_type", "AUTOMATIC"),
+            "algorithms",
+            "segment 6: algorithm type 'AUTOMATIC', expected 'MANUAL'",
+        ),
     ],
 )
 def test_metadata_breadth_defects_are_caught(

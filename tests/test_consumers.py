@@ -11,7 +11,12 @@ from dicom4qi.run.runner import RunConfig, run
 
 from .conftest import CASES, FEATURES
 
-CASE_IDS = ["quick/binary-overlap", "quick/fractional-rle", "quick/labelmap-8bit-jpegls", "quick/multiframe-enhanced-ct"]
+CASE_IDS = [
+    "quick/binary-overlap",
+    "quick/fractional-rle",
+    "quick/labelmap-8bit-jpegls",
+    "quick/multiframe-enhanced-ct",
+]
 CONSUMERS = ["reference", "dcmqi", "dcmqi@mergeSegments", "pydicom-seg", "slicer"]
 
 
@@ -19,8 +24,14 @@ CONSUMERS = ["reference", "dcmqi", "dcmqi@mergeSegments", "pydicom-seg", "slicer
 def doc(tmp_path_factory: pytest.TempPathFactory) -> ResultsDocument:
     tmp = tmp_path_factory.mktemp("consumers")
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=tmp / "build", results=tmp / "results",
-        cases=CASE_IDS, producers=["highdicom"], consumers=CONSUMERS, workers=2,
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp / "build",
+        results=tmp / "results",
+        cases=CASE_IDS,
+        producers=["highdicom"],
+        consumers=CONSUMERS,
+        workers=2,
     )
     return ResultsDocument.load(run(cfg).path)
 
@@ -69,8 +80,13 @@ def test_slicer_never_passes_unless_slicer_ran(tmp_path: Path, monkeypatch: pyte
     fake.chmod(0o755)
     monkeypatch.setenv("SLICER_EXECUTABLE", str(fake))
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=tmp_path / "build", results=tmp_path / "results",
-        cases=["quick/binary-3-disjoint"], producers=["highdicom"], consumers=["slicer"],
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp_path / "build",
+        results=tmp_path / "results",
+        cases=["quick/binary-3-disjoint"],
+        producers=["highdicom"],
+        consumers=["slicer"],
     )
     rec = next(r for r in ResultsDocument.load(run(cfg).path).records if r.consumer == "slicer")
     assert rec.status is Status.ERROR and "without a report" in rec.message

@@ -42,8 +42,13 @@ def test_broken_environment_says_why(tmp_path: Path) -> None:
 
 def test_a_broken_environment_makes_its_cells_errors(tmp_path: Path) -> None:
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=tmp_path / "build", results=tmp_path / "results",
-        cases=["quick/binary-3-disjoint"], producers=["tests.fakes:BrokenEnvProducer"], consumers=["highdicom"],
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp_path / "build",
+        results=tmp_path / "results",
+        cases=["quick/binary-3-disjoint"],
+        producers=["tests.fakes:BrokenEnvProducer"],
+        consumers=["highdicom"],
     )
     doc = ResultsDocument.load(run(cfg).path)
     write = next(r for r in doc.records if r.step == "write")

@@ -36,8 +36,13 @@ def test_sources_are_found_in_pydicom_test_data(wild: Path) -> None:
 
 def test_agreement_among_readers_and_a_liar(wild: Path, tmp_path: Path) -> None:
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=tmp_path / "build", results=tmp_path / "results", external=wild,
-        consumers=["highdicom", "reference", "tests.fakes:LyingConsumer"], workers=2,
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp_path / "build",
+        results=tmp_path / "results",
+        external=wild,
+        consumers=["highdicom", "reference", "tests.fakes:LyingConsumer"],
+        workers=2,
     )
     doc = ResultsDocument.load(run(cfg).path)
     recs = {(r.case, r.consumer): r for r in doc.records}
@@ -47,7 +52,11 @@ def test_agreement_among_readers_and_a_liar(wild: Path, tmp_path: Path) -> None:
     assert overlap.status is Status.PASS and "agrees with the majority: 2 of 3 independent votes" in overlap.message
     assert {c.name: c.status.value for c in overlap.checks}["agrees-with-tests.fakes:LyingConsumer"] == "FAIL"
     liar = recs[("external/seg_image_ct_binary_overlap", "tests.fakes:LyingConsumer")]
-    assert liar.status is Status.FAIL and "disagrees with the majority" in liar.message and "voxel(s) differ" in liar.message
+    assert (
+        liar.status is Status.FAIL
+        and "disagrees with the majority" in liar.message
+        and "voxel(s) differ" in liar.message
+    )
     frac = recs[("external/seg_image_ct_true_fractional", "highdicom")]
     assert {c.name: c.status.value for c in frac.checks}["agrees-with-reference"] == "PASS"
     cr = recs[("external/seg_image_cr_binary", "reference")]
@@ -58,4 +67,9 @@ def test_external_refuses_a_folder_without_seg(tmp_path: Path) -> None:
     from dicom4qi.cli.main import main
 
     (tmp_path / "empty").mkdir()
-    assert main(["run", "--external", str(tmp_path / "empty"), "--build", str(tmp_path / "b"), "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(
+            ["run", "--external", str(tmp_path / "empty"), "--build", str(tmp_path / "b"), "--out", str(tmp_path / "r")]
+        )
+        == 2
+    )

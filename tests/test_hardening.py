@@ -18,14 +18,35 @@ from .conftest import CASES, FEATURES
 @pytest.mark.parametrize(
     "args",
     [
-        ["--timeout", "-1"], ["--timeout", "0"], ["--timeout", "nan"], ["--timeout", "inf"], ["-j", "0"], ["-j", "-3"],
-        ["--memory-mb", "0"], ["--memory-mb", "-5"], ["--memory-mb", "1"], ["--memory-mb", "nan"],
+        ["--timeout", "-1"],
+        ["--timeout", "0"],
+        ["--timeout", "nan"],
+        ["--timeout", "inf"],
+        ["-j", "0"],
+        ["-j", "-3"],
+        ["--memory-mb", "0"],
+        ["--memory-mb", "-5"],
+        ["--memory-mb", "1"],
+        ["--memory-mb", "nan"],
         ["--validate-timeout", "nan"],
     ],
 )
-def test_limits_must_be_finite_positive_and_sane(args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_limits_must_be_finite_positive_and_sane(
+    args: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["run", "--case", "quick/binary-3-disjoint", "--build", str(tmp_path / "b"), "--out", str(tmp_path / "r"), *args])
+        main(
+            [
+                "run",
+                "--case",
+                "quick/binary-3-disjoint",
+                "--build",
+                str(tmp_path / "b"),
+                "--out",
+                str(tmp_path / "r"),
+                *args,
+            ]
+        )
     assert exit_info.value.code == 2
     assert "is not a" in capsys.readouterr().err
     assert not (tmp_path / "b").exists() and not (tmp_path / "r").exists()  # nothing ran
@@ -40,23 +61,57 @@ def test_limits_must_be_finite_positive_and_sane(args: list[str], tmp_path: Path
         (["--consumer", "exec:/no/such/folder"], "no such adapter folder"),
     ],
 )
-def test_unknown_adapters_are_usage_errors(args: list[str], words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["run", "--case", "quick/binary-3-disjoint", "--build", str(tmp_path / "b"), "--out", str(tmp_path / "r"), *args])
+def test_unknown_adapters_are_usage_errors(
+    args: list[str], words: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "run",
+            "--case",
+            "quick/binary-3-disjoint",
+            "--build",
+            str(tmp_path / "b"),
+            "--out",
+            str(tmp_path / "r"),
+            *args,
+        ]
+    )
     assert code == 2
     assert words in capsys.readouterr().err.replace("\n", " ")
     assert not (tmp_path / "b").exists()
 
 
 def test_the_run_config_refuses_limits_that_are_no_limits() -> None:
-    for bad in ({"timeout_s": float("nan")}, {"timeout_s": 0}, {"memory_mb": -1}, {"memory_mb": float("inf")}, {"workers": 0}):
+    for bad in (
+        {"timeout_s": float("nan")},
+        {"timeout_s": 0},
+        {"memory_mb": -1},
+        {"memory_mb": float("inf")},
+        {"workers": 0},
+    ):
         with pytest.raises(ValueError, match="must be a"):
             RunConfig(corpus=CASES, features=FEATURES, **bad)
 
 
-def test_a_truncated_latest_names_the_file_and_the_intact_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    doc = {"format": "dicom4qi-results/1", "run": {
-        "run_id": "20261201T000000Z-abcdef", "started": "2026-12-01T00:00:00+00:00", "suite_version": "0", "platform": "p",
-        "python": "3", "corpus_fingerprint": "f", "timeout_s": 1, "memory_limit_mb": 1, "workers": 1}, "tools": [], "records": []}
+def test_a_truncated_latest_names_the_file_and_the_intact_copy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = {
+        "format": "dicom4qi-results/1",
+        "run": {
+            "run_id": "20261201T000000Z-abcdef",
+            "started": "2026-12-01T00:00:00+00:00",
+            "suite_version": "0",
+            "platform": "p",
+            "python": "3",
+            "corpus_fingerprint": "f",
+            "timeout_s": 1,
+            "memory_limit_mb": 1,
+            "workers": 1,
+        },
+        "tools": [],
+        "records": [],
+    }
     text = json.dumps(doc, indent=1)
     (tmp_path / "20261201T000000Z-abcdef.json").write_text(text)
     (tmp_path / "latest.json").write_text(text[: len(text) // 2])
@@ -73,8 +128,17 @@ def test_a_truncated_latest_names_the_file_and_the_intact_copy(tmp_path: Path, c
 def _run(tmp_path: Path, consumers: list[str], **kw):
     from dicom4qi.run.runner import run
 
-    cfg = RunConfig(corpus=CASES, features=FEATURES, build=tmp_path / "build", results=tmp_path / "results",
-                    cases=["quick/binary-3-disjoint"], producers=["highdicom"], consumers=consumers, validate=False, **kw)
+    cfg = RunConfig(
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp_path / "build",
+        results=tmp_path / "results",
+        cases=["quick/binary-3-disjoint"],
+        producers=["highdicom"],
+        consumers=consumers,
+        validate=False,
+        **kw,
+    )
     return ResultsDocument.load(run(cfg).path)
 
 
@@ -148,11 +212,31 @@ def test_a_sigkilled_harness_leaves_nothing_running_after_the_next_start(tmp_pat
     from .conftest import ROOT
 
     build = tmp_path / "build"
-    base = [sys.executable, "-m", "dicom4qi.cli.main", "run", "--corpus", str(CASES), "--features", str(FEATURES),
-            "--build", str(build), "--case", "quick/binary-3-disjoint", "--producer", "highdicom", "--no-validate"]
+    base = [
+        sys.executable,
+        "-m",
+        "dicom4qi.cli.main",
+        "run",
+        "--corpus",
+        str(CASES),
+        "--features",
+        str(FEATURES),
+        "--build",
+        str(build),
+        "--case",
+        "quick/binary-3-disjoint",
+        "--producer",
+        "highdicom",
+        "--no-validate",
+    ]
     env = {**os.environ, "DICOM4QI_TEST_HANG": "1"}
-    proc = subprocess.Popen([*base, "--out", str(tmp_path / "r1"), "--consumer", "tests.fakes:EscapingConsumer"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*base, "--out", str(tmp_path / "r1"), "--consumer", "tests.fakes:EscapingConsumer"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     assert _wait_for(lambda: any(build.rglob("escaped.pid")), 150), "the escaping consumer never started"
     escaped = int(next(build.rglob("escaped.pid")).read_text())
     children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
@@ -160,8 +244,13 @@ def test_a_sigkilled_harness_leaves_nothing_running_after_the_next_start(tmp_pat
     proc.wait(timeout=10)
     assert _wait_for(lambda: not any(_alive(c) for c in children), 10), "a call outlived the SIGKILLed harness"
     assert _alive(escaped)  # it left the process group and its parent died: only its marks tell whose it is
-    done = subprocess.run([*base, "--out", str(tmp_path / "r2"), "--consumer", "reference"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*base, "--out", str(tmp_path / "r2"), "--consumer", "reference"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert _wait_for(lambda: not _alive(escaped), 10), "the leftover of the killed run is still running"
 
@@ -174,7 +263,9 @@ def small_disk(tmp_path: Path):
 
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         if os.environ.get("CI") == "true":
             pytest.fail(f"cannot mount a small tmpfs for the full-disk test: {done.stderr.strip()}")
@@ -195,10 +286,31 @@ def test_a_full_disk_ends_the_run_in_one_line_and_resume_finishes_it(small_disk:
 
     marker = tmp_path / "fill"
     marker.write_text("")
-    base = [sys.executable, "-m", "dicom4qi.cli.main", "run", "--corpus", str(CASES), "--features", str(FEATURES),
-            "--build", str(small_disk / "build"), "--out", str(small_disk / "results"), "--case", "quick/binary-3-disjoint",
-            "--producer", "highdicom", "--producer", "tests.fakes:DiskFillingProducer", "--consumer", "reference",
-            "--no-validate", "-j", "1"]
+    base = [
+        sys.executable,
+        "-m",
+        "dicom4qi.cli.main",
+        "run",
+        "--corpus",
+        str(CASES),
+        "--features",
+        str(FEATURES),
+        "--build",
+        str(small_disk / "build"),
+        "--out",
+        str(small_disk / "results"),
+        "--case",
+        "quick/binary-3-disjoint",
+        "--producer",
+        "highdicom",
+        "--producer",
+        "tests.fakes:DiskFillingProducer",
+        "--consumer",
+        "reference",
+        "--no-validate",
+        "-j",
+        "1",
+    ]
     env = {**os.environ, "DICOM4QI_TEST_FILL": str(marker)}
     full = subprocess.run(base, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert full.returncode == 1, full.stderr[-3000:]
@@ -206,19 +318,23 @@ def test_a_full_disk_ends_the_run_in_one_line_and_resume_finishes_it(small_disk:
     lines = [ln for ln in full.stderr.splitlines() if "disk full" in ln]
     assert len(lines) == 1 and "--resume" in full.stderr.replace("\n", " "), full.stderr[-2000:]
     doc = json.loads((small_disk / "results" / "latest.json").read_text())
-    assert not any(r["producer"] == "tests.fakes:DiskFillingProducer" and r["status"] != "SKIPPED" and not r.get("harness")
-                   for r in doc["records"]), "a record of the full disk was charged to the producer"
+    assert not any(
+        r["producer"] == "tests.fakes:DiskFillingProducer" and r["status"] != "SKIPPED" and not r.get("harness")
+        for r in doc["records"]
+    ), "a record of the full disk was charged to the producer"
     marker.unlink()
     for filler in (small_disk / "build").rglob("filler.bin"):
         filler.unlink()
-    resumed = subprocess.run([*base, "--resume", "latest"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*base, "--resume", "latest"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     doc = json.loads((small_disk / "results" / "latest.json").read_text())
     writes = {r["producer"]: r["status"] for r in doc["records"] if r["step"] == "write"}
     assert writes == {"highdicom": "PASS", "tests.fakes:DiskFillingProducer": "PASS"}
 
 
-ESCAPING_ADAPTER = r'''
+ESCAPING_ADAPTER = r"""
 import json, socket, sys
 req = json.load(sys.stdin)
 if req["op"] == "info":
@@ -237,7 +353,7 @@ try:
 except OSError as exc:
     tried.append(f"connect: refused ({exc.strerror or exc})")
 print(json.dumps({"protocol": 1, "ok": False, "error": "; ".join(tried)}))
-'''
+"""
 
 
 def test_executable_adapters_run_in_a_sandbox(tmp_path: Path) -> None:
@@ -258,8 +374,9 @@ def test_executable_adapters_run_in_a_sandbox(tmp_path: Path) -> None:
     folder = tmp_path / "adapter"
     folder.mkdir()
     (folder / "adapter.py").write_text(ESCAPING_ADAPTER)
-    (folder / "dicom4qi-adapter.json").write_text(json.dumps(
-        {"protocol": 1, "command": [sys.executable, "adapter.py", str(outside), str(port)]}))
+    (folder / "dicom4qi-adapter.json").write_text(
+        json.dumps({"protocol": 1, "command": [sys.executable, "adapter.py", str(outside), str(port)]})
+    )
     try:
         doc = _run(tmp_path, [f"exec:{folder}"])
     finally:
@@ -304,9 +421,17 @@ def bomb(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bomb")
     from dicom4qi.run.runner import run
 
-    cfg = RunConfig(corpus=CASES, features=FEATURES, build=root / "build", results=root / "results",
-                    cases=["quick/binary-3-disjoint"], producers=["highdicom"], consumers=["none"], validate=False,
-                    verify_writes=False)
+    cfg = RunConfig(
+        corpus=CASES,
+        features=FEATURES,
+        build=root / "build",
+        results=root / "results",
+        cases=["quick/binary-3-disjoint"],
+        producers=["highdicom"],
+        consumers=["none"],
+        validate=False,
+        verify_writes=False,
+    )
     doc = ResultsDocument.load(run(cfg).path)
     write = next(r for r in doc.records if r.step == "write")
     assert write.seg is not None
@@ -333,16 +458,40 @@ def test_a_decompression_bomb_from_the_wild_leaves_the_harness_bounded(bomb: dic
     for src in (truth / "source").iterdir():
         shutil.copyfile(src, wild / src.name)
     done = subprocess.run(
-        [sys.executable, "-m", "dicom4qi.cli.main", "run", "--external", str(wild), "--build", str(tmp_path / "build"),
-         "--out", str(tmp_path / "results"), "--consumer", "reference", "--consumer", "highdicom", "--memory-mb", "2048"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "dicom4qi.cli.main",
+            "run",
+            "--external",
+            str(wild),
+            "--build",
+            str(tmp_path / "build"),
+            "--out",
+            str(tmp_path / "results"),
+            "--consumer",
+            "reference",
+            "--consumer",
+            "highdicom",
+            "--memory-mb",
+            "2048",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     doc = ResultsDocument.load(tmp_path / "results" / "latest.json")
     assert doc.records and all(r.status.value != "PASS" for r in doc.records)  # read by every reader, bounded, refused
-    assert doc.run.harness_peak_rss_mb is not None and doc.run.harness_peak_rss_mb < HARNESS_BOUND_MB, doc.run.harness_peak_rss_mb
+    assert doc.run.harness_peak_rss_mb is not None and doc.run.harness_peak_rss_mb < HARNESS_BOUND_MB, (
+        doc.run.harness_peak_rss_mb
+    )
 
 
-def test_a_decompression_bomb_in_a_producer_submission_leaves_the_harness_bounded(bomb: dict[str, Path], tmp_path: Path) -> None:
+def test_a_decompression_bomb_in_a_producer_submission_leaves_the_harness_bounded(
+    bomb: dict[str, Path], tmp_path: Path
+) -> None:
     import subprocess
     import sys
 
@@ -350,21 +499,55 @@ def test_a_decompression_bomb_in_a_producer_submission_leaves_the_harness_bounde
 
     from .conftest import ROOT
 
-    folder, manifest = export_bundle(next(bomb["results"].glob("2*.json")), tmp_path / "bundle", corpus=CASES,
-                                     features=FEATURES, build=bomb["root"] / "build")
+    folder, manifest = export_bundle(
+        next(bomb["results"].glob("2*.json")),
+        tmp_path / "bundle",
+        corpus=CASES,
+        features=FEATURES,
+        build=bomb["root"] / "build",
+    )
     sub = tmp_path / "sub"
     (sub / "objects").mkdir(parents=True)
     shutil.copyfile(bomb["bomb"], sub / "objects" / "bomb.dcm")
-    (sub / "submission.json").write_text(json.dumps({
-        "vendor": "mallory", "tool": {"name": "Bomb", "version": "1"}, "role": "producer", "bundle": manifest["id"],
-        "entries": [{"case": "quick/binary-3-disjoint", "seg": "objects/bomb.dcm"}]}))
+    (sub / "submission.json").write_text(
+        json.dumps(
+            {
+                "vendor": "mallory",
+                "tool": {"name": "Bomb", "version": "1"},
+                "role": "producer",
+                "bundle": manifest["id"],
+                "entries": [{"case": "quick/binary-3-disjoint", "seg": "objects/bomb.dcm"}],
+            }
+        )
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "dicom4qi.cli.main", "ingest", str(sub), "--build", str(bomb["root"] / "build"),
-         "--out", str(tmp_path / "kept"), "--consumer", "reference", "--memory-mb", "2048", "--validate-timeout", "60"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
+        [
+            sys.executable,
+            "-m",
+            "dicom4qi.cli.main",
+            "ingest",
+            str(sub),
+            "--build",
+            str(bomb["root"] / "build"),
+            "--out",
+            str(tmp_path / "kept"),
+            "--consumer",
+            "reference",
+            "--memory-mb",
+            "2048",
+            "--validate-timeout",
+            "60",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     saved = next((tmp_path / "kept" / "mallory").glob("*.results.json"))
     doc = ResultsDocument.load(saved)
     write = next(r for r in doc.records if r.step == "write")
     assert write.status.value != "PASS", write.message
-    assert doc.run.harness_peak_rss_mb is not None and doc.run.harness_peak_rss_mb < HARNESS_BOUND_MB, doc.run.harness_peak_rss_mb
+    assert doc.run.harness_peak_rss_mb is not None and doc.run.harness_peak_rss_mb < HARNESS_BOUND_MB, (
+        doc.run.harness_peak_rss_mb
+    )

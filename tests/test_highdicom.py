@@ -30,7 +30,23 @@ CASE_IDS = [
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ResultsDocument]:
     tmp = tmp_path_factory.mktemp("hd")
-    args = ["run", "-j", "2", "--producer", "highdicom", "--consumer", "highdicom", "--corpus", str(CASES), "--features", str(FEATURES), "--build", str(tmp / "build"), "--out", str(tmp / "results")]
+    args = [
+        "run",
+        "-j",
+        "2",
+        "--producer",
+        "highdicom",
+        "--consumer",
+        "highdicom",
+        "--corpus",
+        str(CASES),
+        "--features",
+        str(FEATURES),
+        "--build",
+        str(tmp / "build"),
+        "--out",
+        str(tmp / "results"),
+    ]
     for c in CASE_IDS:
         args += ["--case", c]
     assert main(args) == 0

@@ -17,9 +17,26 @@ from .conftest import CASES, FEATURES, ROOT
 def test_interrupt_keeps_results_and_kills_children(tmp_path: Path) -> None:
     results = tmp_path / "results"
     cmd = [
-        sys.executable, "-m", "dicom4qi.cli.main", "run", "--corpus", str(CASES), "--features", str(FEATURES),
-        "--build", str(tmp_path / "build"), "--out", str(results), "--case", "quick/binary-3-disjoint", "--producer", "highdicom",
-        "--consumer", "tests.fakes:HangingConsumer", "--timeout", "300",
+        sys.executable,
+        "-m",
+        "dicom4qi.cli.main",
+        "run",
+        "--corpus",
+        str(CASES),
+        "--features",
+        str(FEATURES),
+        "--build",
+        str(tmp_path / "build"),
+        "--out",
+        str(results),
+        "--case",
+        "quick/binary-3-disjoint",
+        "--producer",
+        "highdicom",
+        "--consumer",
+        "tests.fakes:HangingConsumer",
+        "--timeout",
+        "300",
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     latest = results / "latest.json"

@@ -51,8 +51,10 @@ def _imports(path: Path) -> list[tuple[int, str]]:
             if node.module.split(".")[0] != "dicom4qi":
                 continue
             if node.module == "dicom4qi":  # from dicom4qi import model / paths / __version__
-                found += [(node.lineno, f"dicom4qi.{a.name}") if a.name in LAYERS else (node.lineno, "dicom4qi")
-                          for a in node.names]
+                found += [
+                    (node.lineno, f"dicom4qi.{a.name}") if a.name in LAYERS else (node.lineno, "dicom4qi")
+                    for a in node.names
+                ]
             else:
                 found.append((node.lineno, node.module))
     return found

@@ -14,8 +14,14 @@ from .conftest import CASES, FEATURES, ROOT
 
 NEGATIVE = ROOT / "corpus" / "negative.toml"
 CHOSEN = [
-    "truncated-pixel-data-half", "frames-lie-more", "duplicate-segment-number", "decompression-bomb-rows-columns",
-    "rle-too-many-segments", "unknown-transfer-syntax", "missing-per-frame-groups", "swapped-positions",
+    "truncated-pixel-data-half",
+    "frames-lie-more",
+    "duplicate-segment-number",
+    "decompression-bomb-rows-columns",
+    "rle-too-many-segments",
+    "unknown-transfer-syntax",
+    "missing-per-frame-groups",
+    "swapped-positions",
 ]
 
 
@@ -37,8 +43,15 @@ def test_a_bad_mutant_entry_is_refused(tmp_path: Path) -> None:
 def doc(tmp_path_factory: pytest.TempPathFactory) -> ResultsDocument:
     tmp = tmp_path_factory.mktemp("negative")
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=tmp / "build", results=tmp / "results", tiers=["negative"],
-        cases=CHOSEN, consumers=["reference", "highdicom", "tests.fakes:LyingConsumer"], workers=2, negative_timeout_s=60,
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp / "build",
+        results=tmp / "results",
+        tiers=["negative"],
+        cases=CHOSEN,
+        consumers=["reference", "highdicom", "tests.fakes:LyingConsumer"],
+        workers=2,
+        negative_timeout_s=60,
     )
     return ResultsDocument.load(run(cfg).path)
 

@@ -26,8 +26,15 @@ CASE_IDS = ["quick/binary-3-disjoint", "quick/fractional", "quick/binary-overlap
 def ohif_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ResultsDocument]:
     tmp = tmp_path_factory.mktemp("ohif")
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=tmp / "build", results=tmp / "results",
-        cases=CASE_IDS, producers=["highdicom"], consumers=["ohif"], workers=2, timeout_s=120,
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp / "build",
+        results=tmp / "results",
+        cases=CASE_IDS,
+        producers=["highdicom"],
+        consumers=["ohif"],
+        workers=2,
+        timeout_s=120,
     )
     summary = run(cfg)
     doc = ResultsDocument.load(summary.path)
@@ -136,9 +143,29 @@ def test_sigkill_of_an_ohif_run_then_resume_gives_the_same_statuses(ohif_run, tm
     from .conftest import ROOT
 
     _, whole = ohif_run
-    args = [sys.executable, "-m", "dicom4qi.cli.main", "run", "--corpus", str(CASES), "--features", str(FEATURES),
-            "--build", str(tmp_path / "build"), "--out", str(tmp_path / "results"), "--producer", "highdicom",
-            "--consumer", "ohif", "-j", "2", "--timeout", "120", *[a for c in CASE_IDS for a in ("--case", c)]]
+    args = [
+        sys.executable,
+        "-m",
+        "dicom4qi.cli.main",
+        "run",
+        "--corpus",
+        str(CASES),
+        "--features",
+        str(FEATURES),
+        "--build",
+        str(tmp_path / "build"),
+        "--out",
+        str(tmp_path / "results"),
+        "--producer",
+        "highdicom",
+        "--consumer",
+        "ohif",
+        "-j",
+        "2",
+        "--timeout",
+        "120",
+        *[a for c in CASE_IDS for a in ("--case", c)],
+    ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     pidfiles: list[Path] = []

@@ -45,8 +45,12 @@ def test_plan_adds_a_shard_per_ohif_version(capsys: pytest.CaptureFixture[str]) 
     assert [s["consumer"] for s in shards] == ["highdicom", "ohif@3.11.1", "ohif@3.10.2", "ohif@3.12.0"]
     ohif = shards[1]
     assert ohif == {
-        "name": "consumer-ohif-3.11.1", "consumer": "ohif@3.11.1", "args": "--tier quick --consumer ohif@3.11.1",
-        "service": True, "ohif_version": "3.11.1", "own_env": False,
+        "name": "consumer-ohif-3.11.1",
+        "consumer": "ohif@3.11.1",
+        "args": "--tier quick --consumer ohif@3.11.1",
+        "service": True,
+        "ohif_version": "3.11.1",
+        "own_env": False,
     }
 
 
@@ -54,7 +58,14 @@ def test_plan_keeps_the_selection_in_every_shard(capsys: pytest.CaptureFixture[s
     out = _printed(capsys, "--case", "quick/labelmap-*", "--producer", "highdicom", "--consumer", "reference")
     (shard,) = json.loads(out)["include"]
     assert shlex.split(shard["args"]) == [
-        "--tier", "quick", "--case", "quick/labelmap-*", "--producer", "highdicom", "--consumer", "reference",
+        "--tier",
+        "quick",
+        "--case",
+        "quick/labelmap-*",
+        "--producer",
+        "highdicom",
+        "--consumer",
+        "reference",
     ]
 
 

@@ -24,8 +24,14 @@ PRODUCERS = ["dcmqi", "pydicom-seg", "highdicom+jpegls", "dcmqi+jpegls", "highdi
 def doc(tmp_path_factory: pytest.TempPathFactory) -> ResultsDocument:
     tmp = tmp_path_factory.mktemp("producers")
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=tmp / "build", results=tmp / "results",
-        cases=CASE_IDS, producers=PRODUCERS, consumers=["highdicom"], workers=2,
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp / "build",
+        results=tmp / "results",
+        cases=CASE_IDS,
+        producers=PRODUCERS,
+        consumers=["highdicom"],
+        workers=2,
     )
     return ResultsDocument.load(run(cfg).path)
 
@@ -82,7 +88,9 @@ def test_transcoded_objects_are_compressed_and_read_back(doc) -> None:
         assert _rec(doc, producer, case, "read").status is Status.PASS
     binary = _rec(doc, "highdicom+jpegls", "quick/binary-3-disjoint", "write")
     assert binary.status is Status.UNSUPPORTED  # the case is uncompressed: not this variant's
-    assert any(n.startswith("$ dcmcjpls") for n in _rec(doc, "dcmqi+jpegls", "quick/labelmap-8bit-jpegls", "write").notes)
+    assert any(
+        n.startswith("$ dcmcjpls") for n in _rec(doc, "dcmqi+jpegls", "quick/labelmap-8bit-jpegls", "write").notes
+    )
 
 
 def test_dcmqi_metadata_validates_against_dcmqi_schema(doc) -> None:
@@ -99,7 +107,10 @@ def test_dcmqi_metadata_validates_against_dcmqi_schema(doc) -> None:
     seg_schema = json.loads((schemas / "seg-schema.json").read_text())
     common = json.loads((schemas / "common-schema.json").read_text())
     registry = Registry().with_resources(
-        [(common["id"].rstrip("#"), Resource.from_contents(common)), (seg_schema["id"].rstrip("#"), Resource.from_contents(seg_schema))]
+        [
+            (common["id"].rstrip("#"), Resource.from_contents(common)),
+            (seg_schema["id"].rstrip("#"), Resource.from_contents(seg_schema)),
+        ]
     )
     validator = jsonschema.Draft4Validator(seg_schema, registry=registry)
     metas = sorted(run_dir.glob("objects/*/dcmqi/dcmqi-input/meta.json"))

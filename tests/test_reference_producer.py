@@ -70,7 +70,10 @@ def _nonempty_pairs(truth: Truth) -> set[tuple[int, int]]:
 def _source_temporal_index(truth: Truth) -> dict[int, int]:
     """Frame number to Temporal Position Index in the (cine) multi-frame source."""
     src = pydicom.dcmread(truth.source_paths[0], stop_before_pixels=True)
-    return {i + 1: int(fg.FrameContentSequence[0].TemporalPositionIndex) for i, fg in enumerate(src.PerFrameFunctionalGroupsSequence)}
+    return {
+        i + 1: int(fg.FrameContentSequence[0].TemporalPositionIndex)
+        for i, fg in enumerate(src.PerFrameFunctionalGroupsSequence)
+    }
 
 
 # --------------------------------------------------------------------------- registry and declarations
@@ -130,7 +133,15 @@ def test_interleaved_frames_go_slice_by_slice(truth_of: TruthOf, tmp_path: Path)
     ds = pydicom.dcmread(seg)
     assert loaded(case_id).case.encoding.frame_order == "position-major"
     assert _pointers(ds) == [(POSITION, PLANE_POSITION_GROUP), (SEGMENT_NUMBER, SEGMENT_GROUP)]
-    normal = np.cross(*np.reshape([float(v) for v in ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient], (2, 3)))
+    normal = np.cross(
+        *np.reshape(
+            [
+                float(v)
+                for v in ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+            ],
+            (2, 3),
+        )
+    )
     frames = []
     for fg in ds.PerFrameFunctionalGroupsSequence:
         depth = float(np.asarray([float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient]) @ normal)
@@ -187,14 +198,16 @@ def test_a_wrong_frame_is_caught(truth_of: TruthOf, tmp_path: Path) -> None:
 
 def test_odd_sized_frames_pack_across_bytes(tmp_path: Path) -> None:
     """9 x 11 frames are 99 bits: frames start mid-byte, and Pixel Data is padded to an even length."""
-    case = Case.model_validate({
-        "description": "odd sized BINARY frames, interleaved",
-        "features": ["binary", "overlap", "single-frame-source", "segments-interleaved", "ts-explicit-le"],
-        "tier": "quick",
-        "source": {"rows": 9, "columns": 11, "frames": 7},
-        "segments": {"count": 3, "generator": "ellipsoids", "overlap": True, "seed": 3, "fill": 0.5},
-        "encoding": {"type": "BINARY", "bits": 1, "frame_order": "position-major"},
-    })
+    case = Case.model_validate(
+        {
+            "description": "odd sized BINARY frames, interleaved",
+            "features": ["binary", "overlap", "single-frame-source", "segments-interleaved", "ts-explicit-le"],
+            "tier": "quick",
+            "source": {"rows": 9, "columns": 11, "frames": 7},
+            "segments": {"count": 3, "generator": "ellipsoids", "overlap": True, "seed": 3, "fill": 0.5},
+            "encoding": {"type": "BINARY", "bits": 1, "frame_order": "position-major"},
+        }
+    )
     truth = build_case(LoadedCase("test/odd", tmp_path / "odd.toml", case), tmp_path / "build")
     seg = tmp_path / "odd.dcm"
     ReferenceProducer().write(WriteRequest("test/odd", case, truth, seg))

@@ -14,10 +14,18 @@ from dicom4qi.run.runner import RunConfig, run
 from .conftest import CASES, FEATURES, ROOT
 
 FAKE = "tests.fakes:"
-CONSUMERS = ["highdicom"] + [FAKE + n for n in (
-    "CrashingConsumer", "HangingConsumer", "GreedyConsumer", "RaisingConsumer",
-    "GarbageConsumer", "LyingConsumer", "MissingConsumer",
-)]
+CONSUMERS = ["highdicom"] + [
+    FAKE + n
+    for n in (
+        "CrashingConsumer",
+        "HangingConsumer",
+        "GreedyConsumer",
+        "RaisingConsumer",
+        "GarbageConsumer",
+        "LyingConsumer",
+        "MissingConsumer",
+    )
+]
 PRODUCERS = ["highdicom", FAKE + "GarbageProducer", FAKE + "ExitingProducer"]
 
 
@@ -25,9 +33,16 @@ PRODUCERS = ["highdicom", FAKE + "GarbageProducer", FAKE + "ExitingProducer"]
 def faulty_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunConfig, ResultsDocument]:
     tmp = tmp_path_factory.mktemp("run")
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=tmp / "build", results=tmp / "results",
-        cases=["quick/binary-3-disjoint"], producers=PRODUCERS, consumers=CONSUMERS,
-        workers=4, timeout_s=15, memory_mb=2048,
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp / "build",
+        results=tmp / "results",
+        cases=["quick/binary-3-disjoint"],
+        producers=PRODUCERS,
+        consumers=CONSUMERS,
+        workers=4,
+        timeout_s=15,
+        memory_mb=2048,
     )
     summary = run(cfg)
     return cfg, ResultsDocument.load(summary.path)
@@ -79,7 +94,9 @@ def test_broken_producers_are_errors_and_leave_nothing_to_read(faulty_run) -> No
     assert exiting.status is Status.CRASH and "exited with status 3" in exiting.message
     for producer in (FAKE + "GarbageProducer", FAKE + "ExitingProducer"):
         reads = [r for r in doc.records if r.producer == producer and r.step == "read"]
-        assert reads and all(r.status is Status.SKIPPED and "no object" in r.message for r in reads if "Missing" not in r.consumer)
+        assert reads and all(
+            r.status is Status.SKIPPED and "no object" in r.message for r in reads if "Missing" not in r.consumer
+        )
 
 
 def test_results_validate_against_the_committed_schema(faulty_run) -> None:
@@ -98,13 +115,24 @@ def test_resume_runs_only_what_is_missing(faulty_run) -> None:
     cfg, doc = faulty_run
     latest = cfg.results / "latest.json"
     data = json.loads(latest.read_text())
-    dropped = [r for r in data["records"] if r["consumer"] in ("highdicom", FAKE + "LyingConsumer") and r["producer"] == "highdicom"]
+    dropped = [
+        r
+        for r in data["records"]
+        if r["consumer"] in ("highdicom", FAKE + "LyingConsumer") and r["producer"] == "highdicom"
+    ]
     assert len(dropped) == 2
     data["records"] = [r for r in data["records"] if r not in dropped]
     data["run"]["finished"] = None
     latest.write_text(json.dumps(data))
     kept_crash = _rec(doc, "highdicom", FAKE + "CrashingConsumer")
-    resumed_cfg = RunConfig(**{**cfg.__dict__, "resume": "latest", "consumers": ["highdicom", FAKE + "LyingConsumer", FAKE + "CrashingConsumer"], "producers": ["highdicom"]})
+    resumed_cfg = RunConfig(
+        **{
+            **cfg.__dict__,
+            "resume": "latest",
+            "consumers": ["highdicom", FAKE + "LyingConsumer", FAKE + "CrashingConsumer"],
+            "producers": ["highdicom"],
+        }
+    )
     summary = run(resumed_cfg)
     again = ResultsDocument.load(summary.path)
     assert again.run.run_id == doc.run.run_id
@@ -117,6 +145,16 @@ def test_resume_runs_only_what_is_missing(faulty_run) -> None:
 def test_run_refuses_an_empty_selection(tmp_path: Path) -> None:
     from dicom4qi.cli.main import main
 
-    args = ["run", "--corpus", str(CASES), "--build", str(tmp_path / "b"), "--out", str(tmp_path / "r"), "--case", "no/such-case"]
+    args = [
+        "run",
+        "--corpus",
+        str(CASES),
+        "--build",
+        str(tmp_path / "b"),
+        "--out",
+        str(tmp_path / "r"),
+        "--case",
+        "no/such-case",
+    ]
     assert main(args) == 2
     assert not (tmp_path / "r").exists()

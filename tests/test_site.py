@@ -55,8 +55,15 @@ FAIL_BG = (0xFF, 0xEB, 0xE9)
 def real_doc(tmp_path_factory: pytest.TempPathFactory) -> ResultsDocument:
     tmp = tmp_path_factory.mktemp("site-run")
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=tmp / "build", results=tmp / "results", cases=[CASE],
-        producers=["highdicom"], consumers=["reference", "highdicom"], workers=1, timeout_s=120,
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp / "build",
+        results=tmp / "results",
+        cases=[CASE],
+        producers=["highdicom"],
+        consumers=["reference", "highdicom"],
+        workers=1,
+        timeout_s=120,
     )
     return ResultsDocument.load(run(cfg).path)
 
@@ -80,10 +87,19 @@ def _current(doc: ResultsDocument) -> ResultsDocument:
     val.findings.append(Finding(severity="warning", message=EVIL, path="/SegmentSequence(0062,0002)[1]"))
     tool = next(t for t in now.tools if t.name == "reference" and t.role == "consumer")
     tool.version = EVIL
-    now.records.append(Record(
-        case=f"external/{EVIL}", producer="external", consumer="reference", step="read", status=Status.FAIL,
-        message=EVIL, tier="external", features=["binary"], notes=[f"written by {EVIL}"],
-    ))
+    now.records.append(
+        Record(
+            case=f"external/{EVIL}",
+            producer="external",
+            consumer="reference",
+            step="read",
+            status=Status.FAIL,
+            message=EVIL,
+            tier="external",
+            features=["binary"],
+            notes=[f"written by {EVIL}"],
+        )
+    )
     return now
 
 
@@ -145,7 +161,9 @@ def browser() -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        )
         yield b
         b.close()
 
@@ -157,11 +175,17 @@ class Watched:
         self.context = browser.new_context(viewport={"width": width, "height": height})
         self.page = self.context.new_page()
         self.problems: list[str] = []
-        self.page.on("console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        self.page.on(
+            "console", lambda m: self.problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+        )
         self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
         # A lazy image still loading when the crawl moves on is aborted (net::ERR_ABORTED): not a missing file.
-        self.page.on("requestfailed", lambda r: None if r.failure == "net::ERR_ABORTED"
-                     else self.problems.append(f"request failed: {r.url} {r.failure}"))
+        self.page.on(
+            "requestfailed",
+            lambda r: None
+            if r.failure == "net::ERR_ABORTED"
+            else self.problems.append(f"request failed: {r.url} {r.failure}"),
+        )
 
         def dialog(d: Dialog) -> None:
             self.problems.append(f"dialog (script ran!): {d.message}")
@@ -182,7 +206,9 @@ def watched(browser: Browser) -> Iterator[Watched]:
 
 def _visible_rows(page: Page) -> list[str]:
     return page.eval_on_selector_all(
-        "#grid tbody tr.r", "rows => rows.filter(r => !r.hidden).map(r => r.querySelector('td.case').textContent + ' | ' + r.dataset.p)")
+        "#grid tbody tr.r",
+        "rows => rows.filter(r => !r.hidden).map(r => r.querySelector('td.case').textContent + ' | ' + r.dataset.p)",
+    )
 
 
 # --------------------------------------------------------------------------- static checks
@@ -226,8 +252,12 @@ def _check_links(site: Path) -> int:
             count += 1
             if not target.is_file() or not target.is_relative_to(site.resolve()):
                 broken.append(f"{p.relative_to(site.resolve())}: {ref}")
-            elif (u.fragment and target.suffix == ".html" and not re.match(r"^grid-\d+\.html$|^index\.html$", target.name)
-                  and u.fragment not in parsed[target].ids):
+            elif (
+                u.fragment
+                and target.suffix == ".html"
+                and not re.match(r"^grid-\d+\.html$|^index\.html$", target.name)
+                and u.fragment not in parsed[target].ids
+            ):
                 broken.append(f"{p.relative_to(site.resolve())}: {ref} (no such id)")
     assert broken == []
     return count
@@ -250,7 +280,7 @@ def test_no_page_is_over_2_mb_and_the_big_grid_is_paginated(site: Path, paged_si
 
 def test_copies_small_files_and_says_when_not(real_doc: ResultsDocument, site: Path, tmp_path: Path) -> None:
     cell = next(site.glob("cell/quick_binary-3-disjoint.highdicom.reference.*.html")).read_text()
-    assert 'download>the SEG object</a>' in cell and "source images" in cell and "truth.npz" in cell
+    assert "download>the SEG object</a>" in cell and "source images" in cell and "truth.npz" in cell
     out = tmp_path / "tiny"
     render_site([real_doc], out, options=SiteOptions(copy_max_bytes=100, pictures=False))
     cell = next(out.glob("cell/quick_binary-3-disjoint.highdicom.reference.*.html")).read_text()
@@ -259,9 +289,15 @@ def test_copies_small_files_and_says_when_not(real_doc: ResultsDocument, site: P
 
 
 def test_markup_in_results_is_escaped_everywhere(site: Path) -> None:
-    raw = [p.name for p in site.rglob("*.html") if "<script>alert" in p.read_text(encoding="utf-8") or "<img src=x" in p.read_text(encoding="utf-8")]
+    raw = [
+        p.name
+        for p in site.rglob("*.html")
+        if "<script>alert" in p.read_text(encoding="utf-8") or "<img src=x" in p.read_text(encoding="utf-8")
+    ]
     assert raw == []
-    assert any("&lt;script&gt;alert(1)&lt;/script&gt;" in p.read_text(encoding="utf-8") for p in site.glob("cell/*.html"))
+    assert any(
+        "&lt;script&gt;alert(1)&lt;/script&gt;" in p.read_text(encoding="utf-8") for p in site.glob("cell/*.html")
+    )
     assert all(re.fullmatch(r"[A-Za-z0-9._@+-]+", p.name) for p in site.rglob("*") if p.is_file())
 
 
@@ -275,7 +311,12 @@ def test_badges_are_shields_endpoints(site: Path) -> None:
     ref = next(b for name, b in badges.items() if name.startswith("consumer.reference."))
     assert ref["message"] == "0% (0/1)" and ref["color"] == "red"
     writer = next(b for name, b in badges.items() if name.startswith("producer.highdicom."))
-    assert writer == {"schemaVersion": 1, "label": "highdicom SEG write", "message": "100% (1/1)", "color": "brightgreen"}
+    assert writer == {
+        "schemaVersion": 1,
+        "label": "highdicom SEG write",
+        "message": "100% (1/1)",
+        "color": "brightgreen",
+    }
 
 
 # --------------------------------------------------------------------------- in chromium
@@ -321,7 +362,9 @@ def test_filters_filter_and_the_url_keeps_them(site: Path, watched: Watched) -> 
     page.select_option("select[name=tier]", "")
     page.select_option("select[name=status]", "")
     page.select_option("select[name=tool]", "consumer:highdicom")
-    headers = page.eval_on_selector_all("#grid thead th", "ths => ths.filter(t => !t.hidden).map(t => t.textContent.trim())")
+    headers = page.eval_on_selector_all(
+        "#grid thead th", "ths => ths.filter(t => !t.hidden).map(t => t.textContent.trim())"
+    )
     assert headers == ["case", "producer", "write", "highdicom"]
     assert _visible_rows(page) == [f"{CASE} | highdicom"]  # the external row has no highdicom cell
     page.goto((site / "index.html").as_uri() + "#feature=ts-rle")
@@ -373,7 +416,9 @@ def test_the_paged_grid_counts_matches_on_other_pages(paged_site: Path, watched:
     assert "status=FAIL" in page.url and "tool=consumer%3Ahighdicom" in page.url
     # The link opens another page: its script applies the filter from the URL once loaded, so wait for it.
     page.wait_for_load_state("load")
-    page.wait_for_function("() => document.querySelector('select[name=tool]').value === 'consumer:highdicom'", timeout=10_000)
+    page.wait_for_function(
+        "() => document.querySelector('select[name=tool]').value === 'consumer:highdicom'", timeout=10_000
+    )
     rows = _visible_rows(page)
     assert rows and all(r.startswith("quick/synth-") for r in rows)
     assert watched.problems == []

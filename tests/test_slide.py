@@ -123,7 +123,9 @@ def test_reference_refuses_a_tiled_full_object_whose_frames_do_not_fit(truth_of,
     ds.NumberOfFrames = 79
     ds.PixelData = ds.PixelData[: 79 * 128 * 128 // 8]
     ds.save_as(tmp_path / "short.dcm")
-    with pytest.raises(ValueError, match=r"TILED_FULL: Number of Frames is 79, .* 4 x 5 = 20 tiles x 4 segments: 80 frames"):
+    with pytest.raises(
+        ValueError, match=r"TILED_FULL: Number of Frames is 79, .* 4 x 5 = 20 tiles x 4 segments: 80 frames"
+    ):
         ReferenceConsumer().read(ReadRequest(tmp_path / "short.dcm", truth.source_paths))
 
 
@@ -149,10 +151,18 @@ def test_reference_places_tiled_sparse_frames_by_plane_position(truth_of, tmp_pa
     with truth.masks() as masks:
         pixels = labelmap_from_crops(dict(masks), truth.shape, dtype=np.uint8)
     seg = hd.seg.Segmentation(
-        source_images=[source], pixel_array=pixels, segmentation_type="BINARY",
+        source_images=[source],
+        pixel_array=pixels,
+        segmentation_type="BINARY",
         segment_descriptions=[segment_description(s) for s in truth.segments],
-        series_instance_uid=hd.UID(), series_number=1, sop_instance_uid=hd.UID(), instance_number=1,
-        manufacturer="t", manufacturer_model_name="t", software_versions="t", device_serial_number="1",
+        series_instance_uid=hd.UID(),
+        series_number=1,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="t",
+        manufacturer_model_name="t",
+        software_versions="t",
+        device_serial_number="1",
         tile_pixel_array=True,
     )
     assert seg.DimensionOrganizationType == "TILED_SPARSE" and int(seg.NumberOfFrames) < 80
@@ -162,7 +172,10 @@ def test_reference_places_tiled_sparse_frames_by_plane_position(truth_of, tmp_pa
     assert any("Plane Position (Slide)" in n for n in notes)
 
 
-@pytest.mark.parametrize(("kind", "bits", "extra"), [("FRACTIONAL", 8, {"fractional": True, "overlap": True}), ("BINARY", 1, {"overlap": True})])
+@pytest.mark.parametrize(
+    ("kind", "bits", "extra"),
+    [("FRACTIONAL", 8, {"fractional": True, "overlap": True}), ("BINARY", 1, {"overlap": True})],
+)
 def test_overlapping_and_fractional_slide_segments_are_read_segment_by_segment(
     tmp_path: Path, kind: str, bits: int, extra: dict[str, bool]
 ) -> None:
@@ -170,13 +183,25 @@ def test_overlapping_and_fractional_slide_segments_are_read_segment_by_segment(
     from dicom4qi.corpus.synth import build_case
     from dicom4qi.model.case import Case, LoadedCase
 
-    case = Case.model_validate({
-        "description": "overlapping slide segments", "features": ["slide-source"], "tier": "quick",
-        "source": {"modality": "SM", "layout": "slide-tiled-full", "rows": 300, "columns": 260, "frames": 1,
-                   "tile": 64, "pixel_spacing": [0.0005, 0.0005], "slice_spacing": 0.05},
-        "segments": {"count": 6, "generator": "ellipsoids", "seed": 3, "fill": 0.3, **extra},
-        "encoding": {"type": kind, "bits": bits},
-    })
+    case = Case.model_validate(
+        {
+            "description": "overlapping slide segments",
+            "features": ["slide-source"],
+            "tier": "quick",
+            "source": {
+                "modality": "SM",
+                "layout": "slide-tiled-full",
+                "rows": 300,
+                "columns": 260,
+                "frames": 1,
+                "tile": 64,
+                "pixel_spacing": [0.0005, 0.0005],
+                "slice_spacing": 0.05,
+            },
+            "segments": {"count": 6, "generator": "ellipsoids", "seed": 3, "fill": 0.3, **extra},
+            "encoding": {"type": kind, "bits": bits},
+        }
+    )
     lc = LoadedCase(f"quick/slide-{kind.lower()}", tmp_path / "case.toml", case)
     truth = build_case(lc, tmp_path / "build")
     seg = tmp_path / "seg.dcm"

@@ -9,14 +9,31 @@ SEG = SegObject(path="x/seg.dcm", size=1, sha256="0" * 64)
 
 
 def _doc(*records: Record) -> ResultsDocument:
-    run = RunInfo(run_id="r", started="t", suite_version="0", platform="p", python="3", corpus_fingerprint="f",
-                  timeout_s=1, memory_limit_mb=1, workers=1)
+    run = RunInfo(
+        run_id="r",
+        started="t",
+        suite_version="0",
+        platform="p",
+        python="3",
+        corpus_fingerprint="f",
+        timeout_s=1,
+        memory_limit_mb=1,
+        workers=1,
+    )
     return ResultsDocument(run=run, records=list(records))
 
 
 def _read(case: str, consumer: str, status: Status, features: list[str], producer: str = "p") -> Record:
-    return Record(case=case, producer=producer, consumer=consumer, step="read", status=status, features=features,
-                  seg=SEG, tier="quick")
+    return Record(
+        case=case,
+        producer=producer,
+        consumer=consumer,
+        step="read",
+        status=status,
+        features=features,
+        seg=SEG,
+        tier="quick",
+    )
 
 
 def test_counts_tried_cells_per_feature_and_keeps_untried_apart() -> None:
@@ -27,7 +44,9 @@ def test_counts_tried_cells_per_feature_and_keeps_untried_apart() -> None:
         _read("d", "x", Status.UNSUPPORTED, ["binary"]),
         _read("a", "y", Status.CRASH, ["binary", "overlap"]),
         Record(case="a", producer="p", step="write", status=Status.PASS, features=["binary"]),
-        Record(case="n", producer="p", consumer="x", step="read", status=Status.PASS, features=["binary"], tier="negative"),
+        Record(
+            case="n", producer="p", consumer="x", step="read", status=Status.PASS, features=["binary"], tier="negative"
+        ),
     )
     counts = by_feature(doc)
     assert (counts["binary"]["x"].passed, counts["binary"]["x"].tried, counts["binary"]["x"].untried) == (1, 2, 2)
@@ -42,7 +61,8 @@ def _write(case: str, status: Status, producer: str = "p") -> Record:
 
 def test_interop_needs_every_listed_reader_to_pass() -> None:
     doc = _doc(
-        _write("a", Status.PASS), _write("b", Status.PASS),
+        _write("a", Status.PASS),
+        _write("b", Status.PASS),
         _read("a", "x", Status.PASS, ["binary"]),
         _read("a", "y", Status.PASS, ["binary"]),
         _read("b", "x", Status.PASS, ["binary", "overlap"]),
@@ -61,7 +81,9 @@ def test_a_wrong_object_is_its_producers_fault_not_the_readers() -> None:
     own = _read("c", "z", Status.FAIL, ["binary"])  # decodes the wrong object differently again: z's own fault
     own.basis = "object"
     doc = _doc(
-        _write("a", Status.PASS), _write("c", Status.FAIL), _write("d", Status.DISPUTED),
+        _write("a", Status.PASS),
+        _write("c", Status.FAIL),
+        _write("d", Status.DISPUTED),
         _read("a", "x", Status.PASS, ["binary"]),
         faithful,
         _read("d", "x", Status.DISPUTED, ["binary"]),

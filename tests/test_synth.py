@@ -95,7 +95,8 @@ def test_enhanced_multiframe_source(truth_of) -> None:
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.4.1" and int(ds.NumberOfFrames) == 18
     assert truth.frame_keys == [f"{ds.SOPInstanceUID}#{n}" for n in range(1, 19)]
     positions = [
-        [float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient] for fg in ds.PerFrameFunctionalGroupsSequence
+        [float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient]
+        for fg in ds.PerFrameFunctionalGroupsSequence
     ]
     assert np.allclose(positions, truth.geometry.positions, atol=1e-4)
     assert ds.pixel_array.shape == (18, 48, 56)

@@ -52,11 +52,21 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("vendors")
     build = root / "build"
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=build, results=root / "results", tiers=[], cases=CASE_IDS,
-        producers=["highdicom", "reference"], consumers=[NO_CONSUMER], validate=False, workers=2,
+        corpus=CASES,
+        features=FEATURES,
+        build=build,
+        results=root / "results",
+        tiers=[],
+        cases=CASE_IDS,
+        producers=["highdicom", "reference"],
+        consumers=[NO_CONSUMER],
+        validate=False,
+        workers=2,
     )
     summary = run(cfg)
-    folder, manifest = export_bundle(summary.path, root / "out", corpus=CASES, features=FEATURES, build=build, make_zip=True)
+    folder, manifest = export_bundle(
+        summary.path, root / "out", corpus=CASES, features=FEATURES, build=build, make_zip=True
+    )
     return {"root": root, "build": build, "bundle": folder, "manifest": manifest}
 
 
@@ -72,8 +82,16 @@ def _perfect_submission(env: dict[str, Any], dest: Path, vendor: str = "acme") -
         truth = env["bundle"] / manifest["cases"][obj["case"]]["truth"]
         shutil.copytree(truth, dest / "decoded" / oid)
         entries.append({"object": oid, "decoded": f"decoded/{oid}"})
-    _write_doc(dest, {"vendor": vendor, "tool": {"name": "Perfect Reader", "version": "1.0"}, "role": "consumer",
-                      "bundle": manifest["id"], "entries": entries})
+    _write_doc(
+        dest,
+        {
+            "vendor": vendor,
+            "tool": {"name": "Perfect Reader", "version": "1.0"},
+            "role": "consumer",
+            "bundle": manifest["id"],
+            "entries": entries,
+        },
+    )
     return dest
 
 
@@ -103,7 +121,9 @@ def test_bundle_holds_objects_sources_truth_with_sums(env: dict[str, Any]) -> No
     assert sorted(p.name for p in (bundle / case["truth"]).iterdir())[-1] == "segments.json"
     assert any(p.name.startswith("segment-") for p in (bundle / case["truth"]).iterdir())  # overlapping: one file each
     assert (bundle / manifest["cases"]["quick/labelmap-8bit"]["truth"] / "labelmap.nii.gz").is_file()
-    assert manifest["id"] in (bundle / "README.md").read_text() and "submission.json" in (bundle / "README.md").read_text()
+    assert (
+        manifest["id"] in (bundle / "README.md").read_text() and "submission.json" in (bundle / "README.md").read_text()
+    )
     assert (env["build"] / "bundles" / f"{manifest['id']}.json").is_file()
     with zipfile.ZipFile(bundle.parent / f"{bundle.name}.zip") as zf:
         names = {n.split("/", 1)[1] for n in zf.namelist()}
@@ -138,14 +158,19 @@ def test_round_trip_dcmjs_through_the_protocol_to_the_dashboard(env: dict[str, A
     sub = tmp_path / "dcmjs-submission"
     make_submission(DCMJS, env["bundle"], sub, vendor="dcmjs-org")
     doc_json = json.loads((sub / "submission.json").read_text())
-    assert doc_json["tool"]["name"] == "dcmjs" and doc_json["tool"]["version"] == json.loads(
-        (DCMJS / "node_modules" / "dcmjs" / "package.json").read_text())["version"]
+    assert (
+        doc_json["tool"]["name"] == "dcmjs"
+        and doc_json["tool"]["version"]
+        == json.loads((DCMJS / "node_modules" / "dcmjs" / "package.json").read_text())["version"]
+    )
     rec = _receive(env, sub)
     doc = verify_submission(rec, build=env["build"])
     by = {(r.case, r.producer): r for r in doc.records}
     overlap = by[("quick/binary-overlap", "highdicom")]
     assert overlap.status is Status.PASS and overlap.provenance == "verified", overlap.message
-    assert by[("quick/uneven-spacing-gap", "highdicom")].status is Status.PASS  # placed by the frames list, positions checked
+    assert (
+        by[("quick/uneven-spacing-gap", "highdicom")].status is Status.PASS
+    )  # placed by the frames list, positions checked
     geometry = next(c for c in by[("quick/uneven-spacing-gap", "highdicom")].checks if c.name == "geometry")
     assert geometry.status.value == "PASS"
     labelmap = by[("quick/labelmap-8bit", "highdicom")]
@@ -168,8 +193,15 @@ def test_round_trip_dcmjs_through_the_protocol_to_the_dashboard(env: dict[str, A
 def test_dcmjs_runs_in_the_harness_as_a_consumer(env: dict[str, Any]) -> None:
     _need_node()
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=env["build"], results=env["root"] / "results-dcmjs", tiers=[],
-        cases=["quick/binary-overlap", "quick/labelmap-8bit"], producers=["highdicom"], consumers=["dcmjs"], validate=False,
+        corpus=CASES,
+        features=FEATURES,
+        build=env["build"],
+        results=env["root"] / "results-dcmjs",
+        tiers=[],
+        cases=["quick/binary-overlap", "quick/labelmap-8bit"],
+        producers=["highdicom"],
+        consumers=["dcmjs"],
+        validate=False,
     )
     doc = ResultsDocument.load(run(cfg).path)
     tool = next(t for t in doc.tools if t.name == "dcmjs")
@@ -181,7 +213,7 @@ def test_dcmjs_runs_in_the_harness_as_a_consumer(env: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- the protocol: misbehaving adapters
-ADAPTER = r'''
+ADAPTER = r"""
 import json, sys, shutil
 from pathlib import Path
 FILES = len(sys.argv) == 3  # transport "files": the request file, the response file
@@ -215,15 +247,26 @@ if req["op"] == "write":
     assert req["case"]["id"] == "quick/binary-overlap" and req["case"]["encoding"]["type"] == "BINARY"
     shutil.copyfile({seg!r}, req["output"])
     answer({{"protocol": 1, "ok": True, "notes": ["copied a known object: tests the plumbing only"]}})
-'''
+"""
 
 
 def _adapter(
-    folder: Path, mode: str, role: str = "consumer", features: list[str] | None = None, seg: str = "", transport: str = "stdio",
+    folder: Path,
+    mode: str,
+    role: str = "consumer",
+    features: list[str] | None = None,
+    seg: str = "",
+    transport: str = "stdio",
 ) -> Path:
     folder.mkdir(parents=True)
     (folder / "adapter.py").write_text(
-        ADAPTER.format(mode=mode, role=role, features=features or ["binary", "overlap", "disjoint", "single-frame-source", "ts-explicit-le", "segment-metadata"], seg=seg)
+        ADAPTER.format(
+            mode=mode,
+            role=role,
+            features=features
+            or ["binary", "overlap", "disjoint", "single-frame-source", "ts-explicit-le", "segment-metadata"],
+            seg=seg,
+        )
     )
     (folder / "dicom4qi-adapter.json").write_text(
         json.dumps({"protocol": 1, "command": [sys.executable, "adapter.py"], "transport": transport})
@@ -241,11 +284,21 @@ def _adapter(
         ("protocol-2", Status.ERROR, "speaks protocol 2"),
     ],
 )
-def test_misbehaving_adapters_are_outcomes(env: dict[str, Any], tmp_path: Path, mode: str, status: Status, words: str) -> None:
+def test_misbehaving_adapters_are_outcomes(
+    env: dict[str, Any], tmp_path: Path, mode: str, status: Status, words: str
+) -> None:
     folder = _adapter(tmp_path / f"adapter-{mode}", mode)
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=env["build"], results=tmp_path / "results", tiers=[],
-        cases=["quick/binary-overlap"], producers=["highdicom"], consumers=[f"exec:{folder}"], validate=False, timeout_s=60,
+        corpus=CASES,
+        features=FEATURES,
+        build=env["build"],
+        results=tmp_path / "results",
+        tiers=[],
+        cases=["quick/binary-overlap"],
+        producers=["highdicom"],
+        consumers=[f"exec:{folder}"],
+        validate=False,
+        timeout_s=60,
     )
     doc = ResultsDocument.load(run(cfg).path)
     read = next(r for r in doc.records if r.step == "read")
@@ -259,8 +312,15 @@ def test_an_adapter_whose_program_is_missing_is_skipped(env: dict[str, Any], tmp
         json.dumps({"protocol": 1, "command": ["no-such-program-here"], "requires": ["no-such-program-here"]})
     )
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=env["build"], results=tmp_path / "results", tiers=[],
-        cases=["quick/binary-overlap"], producers=["highdicom"], consumers=[f"exec:{folder}"], validate=False,
+        corpus=CASES,
+        features=FEATURES,
+        build=env["build"],
+        results=tmp_path / "results",
+        tiers=[],
+        cases=["quick/binary-overlap"],
+        producers=["highdicom"],
+        consumers=[f"exec:{folder}"],
+        validate=False,
     )
     doc = ResultsDocument.load(run(cfg).path)
     read = next(r for r in doc.records if r.step == "read")
@@ -268,12 +328,22 @@ def test_an_adapter_whose_program_is_missing_is_skipped(env: dict[str, Any], tmp
 
 
 @pytest.mark.parametrize("transport", ["stdio", "files"])
-def test_an_executable_producer_gets_the_truth_as_an_exchange_folder(env: dict[str, Any], tmp_path: Path, transport: str) -> None:
+def test_an_executable_producer_gets_the_truth_as_an_exchange_folder(
+    env: dict[str, Any], tmp_path: Path, transport: str
+) -> None:
     known = env["bundle"] / env["manifest"]["objects"]["quick__binary-overlap/highdicom"]["path"]
     folder = _adapter(tmp_path / "producer", "ok", role="producer", seg=str(known), transport=transport)
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=env["build"], results=tmp_path / "results", tiers=[],
-        cases=["quick/binary-overlap"], producers=[f"exec:{folder}"], consumers=["reference"], validate=False, timeout_s=120,
+        corpus=CASES,
+        features=FEATURES,
+        build=env["build"],
+        results=tmp_path / "results",
+        tiers=[],
+        cases=["quick/binary-overlap"],
+        producers=[f"exec:{folder}"],
+        consumers=["reference"],
+        validate=False,
+        timeout_s=120,
     )
     doc = ResultsDocument.load(run(cfg).path)
     write = next(r for r in doc.records if r.step == "write")
@@ -304,12 +374,20 @@ def test_perfect_submission_verifies_and_a_wrong_voxel_fails(env: dict[str, Any]
     assert bad.status is Status.FAIL and "voxels" in bad.message
 
 
-def test_self_reported_results_are_marked_and_missing_outputs_are_not_passes(env: dict[str, Any], tmp_path: Path) -> None:
+def test_self_reported_results_are_marked_and_missing_outputs_are_not_passes(
+    env: dict[str, Any], tmp_path: Path
+) -> None:
     oids = sorted(env["manifest"]["objects"])
-    _write_doc(tmp_path / "s", {
-        "vendor": "acme", "tool": {"name": "Viewer", "version": "2"}, "role": "consumer", "bundle": env["manifest"]["id"],
-        "entries": [{"object": oids[0], "self_reported": {"status": "PASS", "message": "looks right to us"}}],
-    })
+    _write_doc(
+        tmp_path / "s",
+        {
+            "vendor": "acme",
+            "tool": {"name": "Viewer", "version": "2"},
+            "role": "consumer",
+            "bundle": env["manifest"]["id"],
+            "entries": [{"object": oids[0], "self_reported": {"status": "PASS", "message": "looks right to us"}}],
+        },
+    )
     doc = verify_submission(_receive(env, tmp_path / "s"), build=env["build"])
     first = next(r for r in doc.records if f"{r.case.replace('/', '__')}/{r.producer}" == oids[0])
     assert first.provenance == "self-reported" and "not verified" in first.message
@@ -323,13 +401,23 @@ def test_ingest_reads_a_vendor_producer_submission_with_every_consumer(env: dict
     sub = tmp_path / "producer-sub"
     (sub / "objects").mkdir(parents=True)
     shutil.copyfile(known, sub / "objects" / "overlap.dcm")
-    _write_doc(sub, {"vendor": "acme", "tool": {"name": "ACME AI", "version": "2.0"}, "role": "producer",
-                     "bundle": env["manifest"]["id"],
-                     "entries": [{"case": "quick/binary-overlap", "seg": "objects/overlap.dcm"},
-                                 {"case": "quick/not-a-case", "seg": "objects/overlap.dcm"}]})
+    _write_doc(
+        sub,
+        {
+            "vendor": "acme",
+            "tool": {"name": "ACME AI", "version": "2.0"},
+            "role": "producer",
+            "bundle": env["manifest"]["id"],
+            "entries": [
+                {"case": "quick/binary-overlap", "seg": "objects/overlap.dcm"},
+                {"case": "quick/not-a-case", "seg": "objects/overlap.dcm"},
+            ],
+        },
+    )
     rec = _receive(env, sub)
-    doc = ingest_submission(rec, consumers=["reference", "highdicom"], build=env["build"], corpus=CASES, features=FEATURES,
-                            validate=False)
+    doc = ingest_submission(
+        rec, consumers=["reference", "highdicom"], build=env["build"], corpus=CASES, features=FEATURES, validate=False
+    )
     assert doc.run.kind == "ingest" and doc.run.submission is not None
     assert any("not-a-case" in p for p in doc.run.submission.problems)
     write = next(r for r in doc.records if r.step == "write")
@@ -340,23 +428,42 @@ def test_ingest_reads_a_vendor_producer_submission_with_every_consumer(env: dict
 
 # --------------------------------------------------------------------------- hostile submissions
 def test_bad_schema_is_refused_with_the_field(env: dict[str, Any], tmp_path: Path) -> None:
-    _write_doc(tmp_path / "s", {"vendor": "acme", "tool": {"name": "V"}, "role": "consumer", "bundle": env["manifest"]["id"],
-                                "extra": 1})
+    _write_doc(
+        tmp_path / "s",
+        {"vendor": "acme", "tool": {"name": "V"}, "role": "consumer", "bundle": env["manifest"]["id"], "extra": 1},
+    )
     with pytest.raises(SubmissionError, match=r"tool/version.*|extra"):
         _receive(env, tmp_path / "s")
-    _write_doc(tmp_path / "t", {"vendor": "../../etc", "tool": {"name": "V", "version": "1"}, "role": "consumer",
-                                "bundle": env["manifest"]["id"]})
+    _write_doc(
+        tmp_path / "t",
+        {
+            "vendor": "../../etc",
+            "tool": {"name": "V", "version": "1"},
+            "role": "consumer",
+            "bundle": env["manifest"]["id"],
+        },
+    )
     with pytest.raises(SubmissionError, match="vendor"):
         _receive(env, tmp_path / "t")
-    _write_doc(tmp_path / "v", {"vendor": "acme", "tool": {"name": "V", "version": "1", "homepage": "javascript:alert(1)"},
-                                "role": "consumer", "bundle": env["manifest"]["id"]})
+    _write_doc(
+        tmp_path / "v",
+        {
+            "vendor": "acme",
+            "tool": {"name": "V", "version": "1", "homepage": "javascript:alert(1)"},
+            "role": "consumer",
+            "bundle": env["manifest"]["id"],
+        },
+    )
     with pytest.raises(SubmissionError, match="homepage"):
         _receive(env, tmp_path / "v")
     (tmp_path / "u").mkdir()
     (tmp_path / "u" / "submission.json").write_text("{not json")
     with pytest.raises(SubmissionError, match="JSON"):
         _receive(env, tmp_path / "u")
-    _write_doc(tmp_path / "w", {"vendor": "acme", "tool": {"name": "V", "version": "1"}, "role": "consumer", "bundle": "0" * 16})
+    _write_doc(
+        tmp_path / "w",
+        {"vendor": "acme", "tool": {"name": "V", "version": "1"}, "role": "consumer", "bundle": "0" * 16},
+    )
     with pytest.raises(SubmissionError, match="unknown here"):
         _receive(env, tmp_path / "w")
     assert main(["verify-submission", str(tmp_path / "w"), "--build", str(env["build"])]) == 2
@@ -364,8 +471,16 @@ def test_bad_schema_is_refused_with_the_field(env: dict[str, Any], tmp_path: Pat
 
 def test_path_traversal_is_refused(env: dict[str, Any], tmp_path: Path) -> None:
     oid = sorted(env["manifest"]["objects"])[0]
-    _write_doc(tmp_path / "s", {"vendor": "acme", "tool": {"name": "V", "version": "1"}, "role": "consumer",
-                                "bundle": env["manifest"]["id"], "entries": [{"object": oid, "decoded": "../../../etc"}]})
+    _write_doc(
+        tmp_path / "s",
+        {
+            "vendor": "acme",
+            "tool": {"name": "V", "version": "1"},
+            "role": "consumer",
+            "bundle": env["manifest"]["id"],
+            "entries": [{"object": oid, "decoded": "../../../etc"}],
+        },
+    )
     with pytest.raises(SubmissionError, match="decoded"):
         _receive(env, tmp_path / "s")
     for name in ("../evil.txt", "/etc/evil.txt", "a/../../evil.txt"):
@@ -394,7 +509,7 @@ def test_links_are_refused(env: dict[str, Any], tmp_path: Path) -> None:
     archive = tmp_path / "link.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         info = zipfile.ZipInfo("submission.json")
-        info.external_attr = (0o120777 << 16)  # a symbolic link entry
+        info.external_attr = 0o120777 << 16  # a symbolic link entry
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(SubmissionError, match="symbolic link"):
         _receive(env, archive)
@@ -476,15 +591,37 @@ def test_a_reexported_seg_is_decoded_by_the_reference_and_verified(env: dict[str
     sub = tmp_path / "reexport"
     (sub / "decoded" / oid).mkdir(parents=True)
     shutil.copyfile(env["bundle"] / manifest["objects"][oid]["path"], sub / "decoded" / oid / "seg.dcm")
-    _write_doc(sub, {"vendor": "acme", "tool": {"name": "Viewer", "version": "1"}, "role": "consumer", "bundle": manifest["id"]})
+    _write_doc(
+        sub,
+        {"vendor": "acme", "tool": {"name": "Viewer", "version": "1"}, "role": "consumer", "bundle": manifest["id"]},
+    )
     out = tmp_path / "submissions"
     # The command line, with the bundle given as its folder.
-    assert main(["verify-submission", str(sub), "--bundle", str(env["bundle"]), "--build", str(env["build"]),
-                 "--corpus", str(CASES), "--features", str(FEATURES), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "verify-submission",
+                str(sub),
+                "--bundle",
+                str(env["bundle"]),
+                "--build",
+                str(env["build"]),
+                "--corpus",
+                str(CASES),
+                "--features",
+                str(FEATURES),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     doc = ResultsDocument.load(next((out / "acme").glob("*.results.json")))
     rec = next(r for r in doc.records if r.case == "quick/binary-overlap" and r.producer == "highdicom")
     assert rec.status is Status.PASS and rec.provenance == "verified" and "re-exported" in rec.notes[0]
-    assert (out / "acme" / next((out / "acme").glob("*.results.json")).name.replace(".results.json", ".submission.json")).is_file()
+    assert (
+        out / "acme" / next((out / "acme").glob("*.results.json")).name.replace(".results.json", ".submission.json")
+    ).is_file()
 
 
 def test_the_dashboard_offers_the_bundle(env: dict[str, Any], tmp_path: Path) -> None:
@@ -498,7 +635,9 @@ def test_the_dashboard_offers_the_bundle(env: dict[str, Any], tmp_path: Path) ->
     assert "No submission yet" in page
 
 
-def test_an_image_without_a_frames_list_is_placed_by_its_geometry(env: dict[str, Any], tmp_path: Path, truth_of) -> None:
+def test_an_image_without_a_frames_list_is_placed_by_its_geometry(
+    env: dict[str, Any], tmp_path: Path, truth_of
+) -> None:
     """A vendor's NIfTI as ITK tools write it: no frames list, slices in reverse order; placed by its affine."""
     import nibabel as nib
 
@@ -511,7 +650,9 @@ def test_an_image_without_a_frames_list_is_placed_by_its_geometry(env: dict[str,
     doc = json.loads((folder / "segments.json").read_text())
     doc.pop("frames"), doc.pop("positions", None)
     (folder / "segments.json").write_text(json.dumps(doc))
-    img = cast(nib.Nifti1Image, nib.load(str(folder / "labelmap.nii.gz")))  # load() is typed as returning the base class
+    img = cast(
+        nib.Nifti1Image, nib.load(str(folder / "labelmap.nii.gz"))
+    )  # load() is typed as returning the base class
     data = np.asarray(img.dataobj)[:, :, ::-1]
     affine = img.affine.copy()
     affine[:, 3] = img.affine @ np.array([0, 0, data.shape[2] - 1, 1])
@@ -532,12 +673,17 @@ def test_an_image_without_a_frames_list_is_placed_by_its_geometry(env: dict[str,
 
 # --------------------------------------------------------------------------- hardening of the vendor path and the report
 def _leftovers(env: dict[str, Any]) -> set[str]:
-    return {p.name for p in (env["build"] / "submissions").iterdir()} if (env["build"] / "submissions").is_dir() else set()
+    return (
+        {p.name for p in (env["build"] / "submissions").iterdir()} if (env["build"] / "submissions").is_dir() else set()
+    )
 
 
 def test_a_refused_submission_leaves_nothing_behind(env: dict[str, Any], tmp_path: Path) -> None:
     before = _leftovers(env)
-    _write_doc(tmp_path / "w", {"vendor": "acme", "tool": {"name": "V", "version": "1"}, "role": "consumer", "bundle": "0" * 16})
+    _write_doc(
+        tmp_path / "w",
+        {"vendor": "acme", "tool": {"name": "V", "version": "1"}, "role": "consumer", "bundle": "0" * 16},
+    )
     with pytest.raises(SubmissionError, match="unknown here"):
         _receive(env, tmp_path / "w")
     (tmp_path / "nojson").mkdir()
@@ -547,7 +693,9 @@ def test_a_refused_submission_leaves_nothing_behind(env: dict[str, Any], tmp_pat
     assert _leftovers(env) == before
 
 
-def test_nested_json_bombs_and_file_folder_clashes_are_refused_with_the_rule(env: dict[str, Any], tmp_path: Path) -> None:
+def test_nested_json_bombs_and_file_folder_clashes_are_refused_with_the_rule(
+    env: dict[str, Any], tmp_path: Path
+) -> None:
     (tmp_path / "deep").mkdir()
     (tmp_path / "deep" / "submission.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(SubmissionError, match="nested 100000 levels deep, more than the limit of 64"):
@@ -576,8 +724,15 @@ def test_vendor_ids_are_normalized_and_lookalikes_refused(env: dict[str, Any], t
     assert doc is not None  # verified in the loop above
     with pytest.raises(SubmissionError, match="looks like the vendor 'acme'"):
         save_submission_results(doc, rec, out)
-    _write_doc(tmp_path / "dots", {"vendor": "ac..me", "tool": {"name": "V", "version": "1"}, "role": "consumer",
-                                   "bundle": env["manifest"]["id"]})
+    _write_doc(
+        tmp_path / "dots",
+        {
+            "vendor": "ac..me",
+            "tool": {"name": "V", "version": "1"},
+            "role": "consumer",
+            "bundle": env["manifest"]["id"],
+        },
+    )
     with pytest.raises(SubmissionError, match="punctuation may not repeat"):
         _receive(env, tmp_path / "dots")
 
@@ -593,7 +748,9 @@ def test_two_verifications_of_one_submission_at_once_share_nothing(env: dict[str
     with ThreadPoolExecutor(max_workers=2) as pool:
         docs = list(pool.map(lambda _: verify(), range(2)))
     for doc in docs:
-        assert {r.status for r in doc.records} == {Status.PASS}, [r.message for r in doc.records if r.status is not Status.PASS]
+        assert {r.status for r in doc.records} == {Status.PASS}, [
+            r.message for r in doc.records if r.status is not Status.PASS
+        ]
 
 
 def test_bidi_and_control_characters_are_shown_not_obeyed(env: dict[str, Any], tmp_path: Path) -> None:

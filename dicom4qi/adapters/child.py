@@ -70,8 +70,17 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
     op = req["op"]
     if op == "info":
         if hasattr(adapter, "describe"):  # an executable adapter: its own handshake says it
-            return {"ok": True, "name": req["adapter"], "service": False, "role": cls.role, "tool": cls.tool,
-                    "homepage": None, "family": None, "unsupported_combinations": [], **adapter.describe()}
+            return {
+                "ok": True,
+                "name": req["adapter"],
+                "service": False,
+                "role": cls.role,
+                "tool": cls.tool,
+                "homepage": None,
+                "family": None,
+                "unsupported_combinations": [],
+                **adapter.describe(),
+            }
         ok, reason = adapter.available()
         return {
             "ok": True,

@@ -173,7 +173,9 @@ def run_tool(cmd: list[str], notes: list[str], shown: list[str], timeout: float 
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
         errors = [ln for ln in lines if "error" in ln.lower() or "exception" in ln.lower()] or lines
-        raise RuntimeError(f"{Path(cmd[0]).name} exited with status {proc.returncode}: {' / '.join(errors[-3:])[-700:]}")
+        raise RuntimeError(
+            f"{Path(cmd[0]).name} exited with status {proc.returncode}: {' / '.join(errors[-3:])[-700:]}"
+        )
 
 
 BUILTIN: dict[Role, dict[str, str]] = {
@@ -218,7 +220,11 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 DEFAULTS: dict[Role, list[str]] = {
     "producer": [
         *BUILTIN["producer"],
-        "highdicom+rle", "highdicom+jpegls", "highdicom+jpeg2000", "dcmqi+jpegls", "dcmqi+jpeg2000",
+        "highdicom+rle",
+        "highdicom+jpegls",
+        "highdicom+jpeg2000",
+        "dcmqi+jpegls",
+        "dcmqi+jpeg2000",
     ],
     "consumer": [*BUILTIN["consumer"], "dcmqi@mergeSegments"],
 }
@@ -241,7 +247,7 @@ def resolve(role: Role, spec: str) -> type[Adapter]:
     for prefix, factory in FACTORIES[role].items():
         if target.startswith(prefix):
             module_name, _, attr = factory.partition(":")
-            return getattr(importlib.import_module(module_name), attr)(Path(target[len(prefix):]))
+            return getattr(importlib.import_module(module_name), attr)(Path(target[len(prefix) :]))
     if target.startswith("exec:"):
         from dicom4qi.adapters.executable import exec_adapter
 
@@ -279,9 +285,7 @@ def unknown_spec(role: Role, spec: str) -> str | None:
     return None
 
 
-def missing_features(
-    needed: set[str], claimed: set[str], unsupported: list[set[str]] | list[list[str]]
-) -> list[str]:
+def missing_features(needed: set[str], claimed: set[str], unsupported: list[set[str]] | list[list[str]]) -> list[str]:
     """Why an adapter cannot take a case: features it does not claim or a declared bad combination."""
     reasons = [f"does not claim {f}" for f in sorted(needed - claimed)]
     for combo in unsupported:

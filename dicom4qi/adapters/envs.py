@@ -68,7 +68,9 @@ def env_state(spec: EnvSpec, build: Path) -> tuple[EnvState, str]:
     return "ready", ""
 
 
-def ensure_env(spec: EnvSpec, build: Path, *, log: Callable[[str], None] | None = None, timeout_s: float = 1800) -> Path:
+def ensure_env(
+    spec: EnvSpec, build: Path, *, log: Callable[[str], None] | None = None, timeout_s: float = 1800
+) -> Path:
     """The environment's Python, building (or rebuilding) the environment when needed."""
     state, _ = env_state(spec, build)
     if state == "ready":
@@ -81,7 +83,16 @@ def ensure_env(spec: EnvSpec, build: Path, *, log: Callable[[str], None] | None 
     started = time.monotonic()
     steps = [
         [sys.executable, "-m", "venv", str(tmp)],
-        [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(spec.requirements)],
+        [
+            str(tmp / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+            str(spec.requirements),
+        ],
     ]
     output = []
     proc: subprocess.CompletedProcess[str] | None
@@ -103,7 +114,13 @@ def ensure_env(spec: EnvSpec, build: Path, *, log: Callable[[str], None] | None 
             tail = [line for line in output[-1].splitlines() if line.strip()][-3:]
             raise EnvError(f"environment {spec.name} could not be built: {' / '.join(tail)[-600:]}")
     (tmp / MARKER).write_text(
-        json.dumps({"digest": spec.digest(), "requirements": str(spec.requirements), "seconds": round(time.monotonic() - started, 1)})
+        json.dumps(
+            {
+                "digest": spec.digest(),
+                "requirements": str(spec.requirements),
+                "seconds": round(time.monotonic() - started, 1),
+            }
+        )
     )
     shutil.rmtree(directory, ignore_errors=True)
     tmp.rename(directory)
@@ -117,4 +134,6 @@ def env_spec(adapter: type) -> EnvSpec | None:
         return None
     module = sys.modules[adapter.__module__]
     path = Path(module.__file__ or ".").resolve().parent / name
-    return EnvSpec(name=path.name.removesuffix(".txt").removesuffix(".requirements").replace("_", "-"), requirements=path)
+    return EnvSpec(
+        name=path.name.removesuffix(".txt").removesuffix(".requirements").replace("_", "-"), requirements=path
+    )

@@ -82,7 +82,9 @@ def setup_state(folder: Path, manifest: AdapterManifest) -> tuple[bool, str]:
     return True, ""
 
 
-def run_setup(folder: Path, manifest: AdapterManifest, log: Callable[[str], None] | None = None, timeout_s: float = 1800) -> None:
+def run_setup(
+    folder: Path, manifest: AdapterManifest, log: Callable[[str], None] | None = None, timeout_s: float = 1800
+) -> None:
     """Run the manifest's setup step in the folder when it has not run for the current inputs (locked)."""
     if not manifest.setup or missing_programs(manifest):
         return
@@ -102,7 +104,9 @@ def run_setup(folder: Path, manifest: AdapterManifest, log: Callable[[str], None
             raise AdapterError(f"{folder.name}: setup {' '.join(manifest.setup)} failed: {exc}") from None
         if proc.returncode != 0:
             tail = " / ".join([ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()][-3:])
-            raise AdapterError(f"{folder.name}: setup {' '.join(manifest.setup)} exited {proc.returncode}: {tail[-600:]}")
+            raise AdapterError(
+                f"{folder.name}: setup {' '.join(manifest.setup)} exited {proc.returncode}: {tail[-600:]}"
+            )
         (folder / SETUP_MARKER).write_text(
             json.dumps({"digest": _digest(folder, manifest), "seconds": round(time.monotonic() - started, 1)})
         )
@@ -110,8 +114,9 @@ def run_setup(folder: Path, manifest: AdapterManifest, log: Callable[[str], None
 
 _BWRAP: list[bool] = []
 #: Said in a call's notes when the adapter ran in the sandbox.
-SANDBOX_NOTE = ("ran in bubblewrap: the file system read-only but its output folder, no network, "
-                "its own PID and IPC namespaces")
+SANDBOX_NOTE = (
+    "ran in bubblewrap: the file system read-only but its output folder, no network, its own PID and IPC namespaces"
+)
 
 
 def sandbox(writable: list[Path]) -> list[str]:
@@ -125,8 +130,21 @@ def sandbox(writable: list[Path]) -> list[str]:
     bwrap = shutil.which("bwrap")
     if bwrap is None or os.environ.get("DICOM4QI_NO_SANDBOX"):
         return []
-    base = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-            "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]
+    base = [
+        bwrap,
+        "--ro-bind",
+        "/",
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--unshare-net",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--die-with-parent",
+        "--new-session",
+    ]
     if not _BWRAP:  # can it run here at all (user namespaces, or root)?
         try:
             ok = subprocess.run([*base, "--", "true"], capture_output=True, timeout=30).returncode == 0
@@ -141,7 +159,11 @@ def sandbox(writable: list[Path]) -> list[str]:
 
 
 def call_adapter(
-    folder: Path, manifest: AdapterManifest, request: dict[str, Any], *, timeout_s: float | None = None,
+    folder: Path,
+    manifest: AdapterManifest,
+    request: dict[str, Any],
+    *,
+    timeout_s: float | None = None,
     writable: list[Path] | None = None,
 ) -> dict[str, Any]:
     """Run the adapter once on ``request``, sandboxed; its parsed JSON response (protocol faults raise AdapterError)."""
@@ -158,8 +180,11 @@ def call_adapter(
             command += [str(Path(tmp) / "request.json"), str(response_file)]
         try:
             proc = subprocess.run(
-                [*sandbox([Path(tmp), *(writable or [])]), *command], cwd=folder,
-                input=payload if manifest.transport == "stdio" else b"", capture_output=True, timeout=timeout_s,
+                [*sandbox([Path(tmp), *(writable or [])]), *command],
+                cwd=folder,
+                input=payload if manifest.transport == "stdio" else b"",
+                capture_output=True,
+                timeout=timeout_s,
             )
         except FileNotFoundError:
             raise AdapterError(f"cannot run {command[0]!r}: not found") from None
@@ -177,7 +202,9 @@ def call_adapter(
     if stderr:
         print(stderr[-20000:], file=sys.stderr)  # kept beside the call: the child's stderr is the cell's log
     if len(out) > MAX_RESPONSE:
-        raise AdapterError(f"the adapter wrote {len(out)} bytes to standard output; a response is at most {MAX_RESPONSE}")
+        raise AdapterError(
+            f"the adapter wrote {len(out)} bytes to standard output; a response is at most {MAX_RESPONSE}"
+        )
     if proc.returncode != 0:
         how = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with status {proc.returncode}"
         raise AdapterError(f"the adapter {how}{': ' + stderr[-400:] if stderr else ''}")
@@ -225,7 +252,10 @@ class ExecAdapterMixin:
                 self._info_error = why
                 return None
             raw = call_adapter(
-                self.folder, self.manifest, {"op": "info", "supported_protocols": [PROTOCOL]}, timeout_s=HANDSHAKE_TIMEOUT_S
+                self.folder,
+                self.manifest,
+                {"op": "info", "supported_protocols": [PROTOCOL]},
+                timeout_s=HANDSHAKE_TIMEOUT_S,
             )
             info = InfoResponse.model_validate(raw)
             if info.protocol != PROTOCOL:
@@ -236,7 +266,9 @@ class ExecAdapterMixin:
                 raise AdapterError(f"the adapter is a {info.role}, asked for as a {self.role}")
             self._info = info
         except (AdapterError, ValidationError) as exc:
-            self._info_error = str(exc) if isinstance(exc, AdapterError) else f"malformed handshake: {exc.errors()[0]['msg']}"
+            self._info_error = (
+                str(exc) if isinstance(exc, AdapterError) else f"malformed handshake: {exc.errors()[0]['msg']}"
+            )
             self._info_fault = True
         return self._info
 
@@ -244,7 +276,12 @@ class ExecAdapterMixin:
         """The handshake, as the harness's ``info`` operation reports it."""
         info = self.handshake()
         if info is None:
-            out: dict[str, Any] = {"available": False, "reason": self._info_error or "", "version": None, "features": []}
+            out: dict[str, Any] = {
+                "available": False,
+                "reason": self._info_error or "",
+                "version": None,
+                "features": [],
+            }
             if self._info_fault:
                 out["error"] = f"adapter protocol: {self._info_error}"
             return out
@@ -282,7 +319,9 @@ class ExecAdapterMixin:
             raise AdapterError(f"the adapter answered in protocol {response.protocol}")
         if not response.ok:
             raise AdapterError(response.error or "the adapter reported an error without a message")
-        return list(response.notes) + ([SANDBOX_NOTE] if boxed else ["ran without a sandbox (bubblewrap is not available)"])
+        return list(response.notes) + (
+            [SANDBOX_NOTE] if boxed else ["ran without a sandbox (bubblewrap is not available)"]
+        )
 
 
 class _ExecConsumer(ExecAdapterMixin, Consumer):
@@ -293,8 +332,12 @@ class _ExecConsumer(ExecAdapterMixin, Consumer):
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         notes = self._call(
-            {"op": "read", "seg": str(request.seg.resolve()), "sources": [str(p.resolve()) for p in request.sources],
-             "output": str(out.resolve())},
+            {
+                "op": "read",
+                "seg": str(request.seg.resolve()),
+                "sources": [str(p.resolve()) for p in request.sources],
+                "output": str(out.resolve()),
+            },
             out,
         )
         writer = read_exchange(out, request.sources)
@@ -317,8 +360,13 @@ class _ExecProducer(ExecAdapterMixin, Producer):
                 shutil.rmtree(tmp, ignore_errors=True)
         case = {"id": request.case_id, **request.case.model_dump(mode="json")}
         return self._call(
-            {"op": "write", "case": case, "truth": str(truth_dir.resolve()),
-             "sources": [str(p.resolve()) for p in request.truth.source_paths], "output": str(request.output.resolve())},
+            {
+                "op": "write",
+                "case": case,
+                "truth": str(truth_dir.resolve()),
+                "sources": [str(p.resolve()) for p in request.truth.source_paths],
+                "output": str(request.output.resolve()),
+            },
             request.output.parent,
         )
 

@@ -115,20 +115,44 @@ def _unknown_adapters(producers: list[str] | None, consumers: list[str] | None) 
 
 
 def _add_corpus_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--corpus", type=Path, default=Path("corpus/cases"), help="folder of case files (default: %(default)s)")
-    p.add_argument("--known-issues", type=Path, default=None,
-                   help="folder of known-issue files, one per upstream bug (default: known-issues beside the corpus folder)")
-    p.add_argument("--features", type=Path, default=Path("corpus/features.txt"), help="controlled feature list (default: %(default)s)")
+    p.add_argument(
+        "--corpus", type=Path, default=Path("corpus/cases"), help="folder of case files (default: %(default)s)"
+    )
+    p.add_argument(
+        "--known-issues",
+        type=Path,
+        default=None,
+        help="folder of known-issue files, one per upstream bug (default: known-issues beside the corpus folder)",
+    )
+    p.add_argument(
+        "--features",
+        type=Path,
+        default=Path("corpus/features.txt"),
+        help="controlled feature list (default: %(default)s)",
+    )
 
 
 def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--tier", action="append", choices=["quick", "full", "stress", "negative"],
+        "--tier",
+        action="append",
+        choices=["quick", "full", "stress", "negative"],
         help="tier(s) to run (default: quick); negative: the broken objects of corpus/negative.toml, alone",
     )
-    p.add_argument("--case", action="append", default=[], metavar="ID", help="case id or glob, e.g. 'quick/labelmap-*' (repeatable)")
+    p.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="case id or glob, e.g. 'quick/labelmap-*' (repeatable)",
+    )
     p.add_argument("-j", "--jobs", type=workers, default=1, metavar="N", help="parallel worker processes (default: 1)")
-    p.add_argument("--build", type=Path, default=Path("build"), help="folder for generated corpus and objects (default: %(default)s)")
+    p.add_argument(
+        "--build",
+        type=Path,
+        default=Path("build"),
+        help="folder for generated corpus and objects (default: %(default)s)",
+    )
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
@@ -156,7 +180,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return 1 if errors or uncovered or known_errors else 0
 
 
-def _lint_known_issues(folder: Path, corpus: Path, features: dict[str, str], case_ids: list[str]) -> tuple[list[KnownIssue], list[KnownIssueError]]:
+def _lint_known_issues(
+    folder: Path, corpus: Path, features: dict[str, str], case_ids: list[str]
+) -> tuple[list[KnownIssue], list[KnownIssueError]]:
     """The known issues, checked against the features, the cases (and mutants) and the adapters there are."""
     from dicom4qi.adapters.contract import BUILTIN
     from dicom4qi.corpus.mutate import load_mutants
@@ -177,7 +203,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     for e in errors:
         print(f"{e.path}: {e.field}: {e.reason}")
     chosen = select_cases(cases, args.tier or ["quick"], args.case)
-    runner = Runner(RunConfig(corpus=args.corpus, features=args.features, build=args.build, workers=args.jobs), RichProgress())
+    runner = Runner(
+        RunConfig(corpus=args.corpus, features=args.features, build=args.build, workers=args.jobs), RichProgress()
+    )
     problems: list[str] = []
     truths = runner.build_corpus(chosen, problems)
     for p in problems:
@@ -247,10 +275,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 2
     cfg = BenchConfig(
         run=RunConfig(
-            corpus=args.corpus, features=args.features, build=args.build, results=args.out,
-            tiers=args.tier or ["full"], cases=args.case,
-            producers=args.producer or list(BENCH_PRODUCERS), consumers=args.consumer or list(BENCH_CONSUMERS),
-            workers=max(1, args.jobs), timeout_s=args.timeout, memory_mb=args.memory_mb, validate=False,
+            corpus=args.corpus,
+            features=args.features,
+            build=args.build,
+            results=args.out,
+            tiers=args.tier or ["full"],
+            cases=args.case,
+            producers=args.producer or list(BENCH_PRODUCERS),
+            consumers=args.consumer or list(BENCH_CONSUMERS),
+            workers=max(1, args.jobs),
+            timeout_s=args.timeout,
+            memory_mb=args.memory_mb,
+            validate=False,
             verify_writes=False,  # the benchmark times calls; each warm-up read is checked against the truth
         ),
         repeats=args.repeats,
@@ -348,7 +384,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         console.print(f"[red]no bundle zip {args.bundle_zip}")
         return 2
     target = render_site(
-        runs, args.out, links=links, history=history, options=options, submissions=submissions, bundle_zip=args.bundle_zip
+        runs,
+        args.out,
+        links=links,
+        history=history,
+        options=options,
+        submissions=submissions,
+        bundle_zip=args.bundle_zip,
     )
     sizes = json.loads((args.out / "data" / "pages.json").read_text(encoding="utf-8"))
     biggest = max(sizes["pages"].items(), key=lambda kv: kv[1])
@@ -392,8 +434,12 @@ def cmd_combine(args: argparse.Namespace) -> int:
     from dicom4qi.run.combine import CombineError, combine, load_inputs, write_combined
 
     if args.out.resolve() in {p.resolve() for p in args.results}:
-        console.print(f"--out {args.out} is one of the inputs: write the combined document elsewhere",
-                      style="red", markup=False, soft_wrap=True)
+        console.print(
+            f"--out {args.out} is one of the inputs: write the combined document elsewhere",
+            style="red",
+            markup=False,
+            soft_wrap=True,
+        )
         return 2
     try:
         inputs = load_inputs(args.results)
@@ -407,12 +453,15 @@ def cmd_combine(args: argparse.Namespace) -> int:
     if unfinished:
         console.print(
             f"not finished (interrupted?): {', '.join(unfinished)}; the combined run is marked unfinished",
-            style="yellow", markup=False, soft_wrap=True,
+            style="yellow",
+            markup=False,
+            soft_wrap=True,
         )
     console.print(
         f"combined {len(inputs)} document(s): {len(doc.records)} records, {len(doc.tools)} tools, "
         f"run {doc.run.run_id} -> {args.out}",
-        markup=False, soft_wrap=True,
+        markup=False,
+        soft_wrap=True,
     )
     return 0
 
@@ -443,8 +492,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
     stale = []
     from dicom4qi.judge.known import schema_text as known_schema
 
-    pairs = [(CASE_SCHEMA, case_schema()), (RESULTS_SCHEMA, results_schema()),
-             (CASE_SCHEMA.with_name("known-issue.schema.json"), known_schema())]
+    pairs = [
+        (CASE_SCHEMA, case_schema()),
+        (RESULTS_SCHEMA, results_schema()),
+        (CASE_SCHEMA.with_name("known-issue.schema.json"), known_schema()),
+    ]
     pairs += [(RESULTS_SCHEMA.parent / name, text) for name, text in schema_texts().items()]
     for path, text in pairs:
         current = path.read_text(encoding="utf-8") if path.is_file() else None
@@ -490,7 +542,11 @@ def cmd_env(args: argparse.Namespace) -> int:
 
     specs = _all_specs()
     if args.env_command == "setup" and args.name:
-        specs = [(r, n) for r, n in specs if n == args.name or ((spec_env := env_spec(resolve(r, n))) is not None and spec_env.name == args.name)]
+        specs = [
+            (r, n)
+            for r, n in specs
+            if n == args.name or ((spec_env := env_spec(resolve(r, n))) is not None and spec_env.name == args.name)
+        ]
         if not specs:
             console.print(f"[red]no adapter or environment named {args.name!r}")
             return 2
@@ -517,7 +573,9 @@ def cmd_env(args: argparse.Namespace) -> int:
             if state == "ready":
                 info = handshake(role, name, Path(tmp) / f"{role}-{name}", 300, 4096, python=python)
                 version = info.version or f"not available: {info.reason or info.error}"
-            table.add_row(role, name, env.name if env else "(suite's own)", state + (f": {why}" if why else ""), version)
+            table.add_row(
+                role, name, env.name if env else "(suite's own)", state + (f": {why}" if why else ""), version
+            )
     console.print(table)
     return 1 if failed else 0
 
@@ -527,7 +585,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         folder, manifest = export_bundle(
-            args.results, args.out, corpus=args.corpus, features=args.features, build=args.build, make_zip=args.zip,
+            args.results,
+            args.out,
+            corpus=args.corpus,
+            features=args.features,
+            build=args.build,
+            make_zip=args.zip,
             progress=RichProgress(),
         )
     except BundleError as exc:
@@ -555,7 +618,9 @@ def cmd_verify_submission(args: argparse.Namespace) -> int:
 
     try:
         rec = _receive(args)
-        doc = verify_submission(rec, build=args.build, progress=RichProgress(), timeout_s=args.timeout, memory_mb=args.memory_mb)
+        doc = verify_submission(
+            rec, build=args.build, progress=RichProgress(), timeout_s=args.timeout, memory_mb=args.memory_mb
+        )
     except SubmissionError as exc:
         console.print(f"[red]refused: {exc}")
         return 2
@@ -575,9 +640,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     try:
         rec = _receive(args)
         doc = ingest_submission(
-            rec, consumers=args.consumer or list(DEFAULTS["consumer"]), build=args.build, corpus=args.corpus,
-            features=args.features, workers=max(1, args.jobs), timeout_s=args.timeout, memory_mb=args.memory_mb,
-            validate=not args.no_validate, validate_timeout_s=args.validate_timeout, progress=RichProgress(),
+            rec,
+            consumers=args.consumer or list(DEFAULTS["consumer"]),
+            build=args.build,
+            corpus=args.corpus,
+            features=args.features,
+            workers=max(1, args.jobs),
+            timeout_s=args.timeout,
+            memory_mb=args.memory_mb,
+            validate=not args.no_validate,
+            validate_timeout_s=args.validate_timeout,
+            progress=RichProgress(),
         )
     except (SubmissionError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]refused: {exc}")
@@ -609,7 +682,9 @@ def cmd_submission_make(args: argparse.Namespace) -> int:
     from dicom4qi.vendors.kit import make_submission
 
     try:
-        path = make_submission(args.adapter, args.bundle, args.out, vendor=args.vendor, timeout_s=args.timeout, progress=RichProgress())
+        path = make_submission(
+            args.adapter, args.bundle, args.out, vendor=args.vendor, timeout_s=args.timeout, progress=RichProgress()
+        )
     except (AdapterError, OSError, ValueError, KeyError) as exc:
         console.print(f"[red]{exc}")
         return 2
@@ -632,12 +707,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection_args(build)
     build.set_defaults(func=cmd_build)
     export = csub.add_parser(
-        "export", help="write the vendor bundle: a run's objects, their sources and truth (NIfTI + JSON), checksums",
+        "export",
+        help="write the vendor bundle: a run's objects, their sources and truth (NIfTI + JSON), checksums",
     )
     _add_corpus_args(export)
     export.add_argument("--out", type=Path, required=True, help="folder to write dicom4qi-bundle-<id>/ into")
-    export.add_argument("--results", type=Path, default=Path("reports/results/latest.json"),
-                        help="the run whose objects to export (default: %(default)s)")
+    export.add_argument(
+        "--results",
+        type=Path,
+        default=Path("reports/results/latest.json"),
+        help="the run whose objects to export (default: %(default)s)",
+    )
     export.add_argument("--zip", action="store_true", help="also write dicom4qi-bundle-<id>.zip")
     export.add_argument("--build", type=Path, default=Path("build"), help="build folder (default: %(default)s)")
     export.set_defaults(func=cmd_export)
@@ -646,27 +726,56 @@ def build_parser() -> argparse.ArgumentParser:
     _add_corpus_args(run)
     _add_selection_args(run)
     run.add_argument(
-        "--producer", action="append",
+        "--producer",
+        action="append",
         help=f"producer(s) (default: {', '.join(DEFAULTS['producer'])}); also NAME+rle|jpegls|jpeg2000, NAME@PARAM, module:Class",
     )
     run.add_argument(
-        "--consumer", action="append",
+        "--consumer",
+        action="append",
         help=f"consumer(s) (default: {', '.join(DEFAULTS['consumer'])}); also NAME@PARAM (e.g. ohif@3.11.1), module:Class",
     )
     run.add_argument("--out", type=Path, default=Path("reports/results"), help="results folder (default: %(default)s)")
-    run.add_argument("--timeout", type=seconds, default=600.0, metavar="S", help="time limit per call in seconds (default: %(default)s)")
-    run.add_argument("--memory-mb", type=megabytes, default=8192.0, metavar="MB", help="address-space limit per call (default: %(default)s)")
-    run.add_argument("--resume", nargs="?", const="latest", metavar="RUN_ID", help="continue an interrupted run (default: the latest)")
+    run.add_argument(
+        "--timeout",
+        type=seconds,
+        default=600.0,
+        metavar="S",
+        help="time limit per call in seconds (default: %(default)s)",
+    )
+    run.add_argument(
+        "--memory-mb",
+        type=megabytes,
+        default=8192.0,
+        metavar="MB",
+        help="address-space limit per call (default: %(default)s)",
+    )
+    run.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="RUN_ID",
+        help="continue an interrupted run (default: the latest)",
+    )
     run.add_argument("--keep-decoded", action="store_true", help="keep each consumer's decoded .npz")
     run.add_argument(
-        "--ignore-claims", action="store_true",
+        "--ignore-claims",
+        action="store_true",
         help="also run adapters on cases they do not claim, to find out what a tool can do "
         "(the run is marked so; do not publish it as the grid)",
     )
     run.add_argument("--no-validate", action="store_true", help="do not run dciodvfy on the produced objects")
-    run.add_argument("--validate-timeout", type=seconds, default=300.0, metavar="S", help="dciodvfy time limit per object (default: %(default)s)")
     run.add_argument(
-        "--external", type=Path, metavar="DIR",
+        "--validate-timeout",
+        type=seconds,
+        default=300.0,
+        metavar="S",
+        help="dciodvfy time limit per object (default: %(default)s)",
+    )
+    run.add_argument(
+        "--external",
+        type=Path,
+        metavar="DIR",
         help="read SEG objects written elsewhere (no truth: every consumer, judged by agreement)",
     )
     run.set_defaults(func=cmd_run)
@@ -676,44 +785,102 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_corpus_args(bench)
     _add_selection_args(bench)
-    bench.add_argument("--producer", action="append", metavar="NAME", help="producer(s) to time (default: the builtin ones)")
-    bench.add_argument("--consumer", action="append", metavar="NAME", help="consumer(s) to time (default: all but viewers)")
-    bench.add_argument("--repeats", type=int, default=3, help="timed runs per cell after the warm-up (default: %(default)s)")
-    bench.add_argument("--out", type=Path, default=Path("reports/results"), help="folder for the results JSON (default: %(default)s)")
-    bench.add_argument("--publish", type=Path, default=Path("reports/bench"),
-                       help="folder of the published benchmark JSON, rewritten (default: %(default)s)")
+    bench.add_argument(
+        "--producer", action="append", metavar="NAME", help="producer(s) to time (default: the builtin ones)"
+    )
+    bench.add_argument(
+        "--consumer", action="append", metavar="NAME", help="consumer(s) to time (default: all but viewers)"
+    )
+    bench.add_argument(
+        "--repeats", type=int, default=3, help="timed runs per cell after the warm-up (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--out", type=Path, default=Path("reports/results"), help="folder for the results JSON (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--publish",
+        type=Path,
+        default=Path("reports/bench"),
+        help="folder of the published benchmark JSON, rewritten (default: %(default)s)",
+    )
     bench.add_argument("--no-publish", action="store_true", help="do not rewrite the published benchmark JSON")
-    bench.add_argument("--site", type=Path, default=Path("reports/site"), help="where the format study page goes (default: %(default)s)")
-    bench.add_argument("--timeout", type=seconds, default=300.0, help="seconds per call; slower is TIMEOUT (default: %(default)s)")
-    bench.add_argument("--memory-mb", type=megabytes, default=12288.0, help="address-space limit per call (default: %(default)s)")
+    bench.add_argument(
+        "--site",
+        type=Path,
+        default=Path("reports/site"),
+        help="where the format study page goes (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--timeout", type=seconds, default=300.0, help="seconds per call; slower is TIMEOUT (default: %(default)s)"
+    )
+    bench.add_argument(
+        "--memory-mb", type=megabytes, default=12288.0, help="address-space limit per call (default: %(default)s)"
+    )
     bench.set_defaults(func=cmd_bench)
 
     report = sub.add_parser(
-        "report", help="render the dashboard (a static site) from results JSON",
+        "report",
+        help="render the dashboard (a static site) from results JSON",
         description="Merge the results files into the current grid (a later run wins a cell) and write the static site: "
         "grid, overview, a page per cell, tool and case, history, badges, format study.",
     )
-    report.add_argument("results", nargs="*", type=Path,
-                        help="results files, merged into the grid and shown in the history (default: reports/results/latest.json)")
+    report.add_argument(
+        "results",
+        nargs="*",
+        type=Path,
+        help="results files, merged into the grid and shown in the history (default: reports/results/latest.json)",
+    )
     report.add_argument("--out", type=Path, default=Path("reports/site"), help="site folder (default: %(default)s)")
-    report.add_argument("--bench", type=Path, default=Path("reports/bench"),
-                        help="folder of published benchmark JSON for the format study (default: %(default)s)")
-    report.add_argument("--bundle-zip", type=Path, metavar="ZIP",
-                        help="a bundle made by `dicom4qi corpus export --zip`, offered for download on the Vendors page")
-    report.add_argument("--submissions", type=Path, default=Path("reports/submissions"),
-                        help="folder of vendor submissions' results, one folder per vendor (default: %(default)s)")
-    report.add_argument("--history", type=Path, metavar="DIR",
-                        help="folder of earlier results JSON, for the history page and change markers only "
-                        "(default: reports/history if it exists; else, with no results files named, reports/results)")
-    report.add_argument("--history-runs", type=int, default=12, metavar="N", help="runs shown side by side (default: %(default)s)")
+    report.add_argument(
+        "--bench",
+        type=Path,
+        default=Path("reports/bench"),
+        help="folder of published benchmark JSON for the format study (default: %(default)s)",
+    )
+    report.add_argument(
+        "--bundle-zip",
+        type=Path,
+        metavar="ZIP",
+        help="a bundle made by `dicom4qi corpus export --zip`, offered for download on the Vendors page",
+    )
+    report.add_argument(
+        "--submissions",
+        type=Path,
+        default=Path("reports/submissions"),
+        help="folder of vendor submissions' results, one folder per vendor (default: %(default)s)",
+    )
+    report.add_argument(
+        "--history",
+        type=Path,
+        metavar="DIR",
+        help="folder of earlier results JSON, for the history page and change markers only "
+        "(default: reports/history if it exists; else, with no results files named, reports/results)",
+    )
+    report.add_argument(
+        "--history-runs", type=int, default=12, metavar="N", help="runs shown side by side (default: %(default)s)"
+    )
     report.add_argument("--corpus", type=Path, help="folder of case files (default: the suite's corpus/cases)")
-    report.add_argument("--build", type=Path, help="another build folder to find built cases (truth) in (default: build)")
-    report.add_argument("--known-issues", type=Path, help="folder of known-issue files (default: the suite's corpus/known-issues)")
+    report.add_argument(
+        "--build", type=Path, help="another build folder to find built cases (truth) in (default: build)"
+    )
+    report.add_argument(
+        "--known-issues", type=Path, help="folder of known-issue files (default: the suite's corpus/known-issues)"
+    )
     report.add_argument("--base-url", metavar="URL", help="where the site is published, for the badge snippets")
-    report.add_argument("--copy-max-mb", type=float, default=5.0, metavar="MB",
-                        help="copy objects, truth and artifacts up to this size into the site (default: %(default)s)")
-    report.add_argument("--copy-total-mb", type=float, default=300.0, metavar="MB",
-                        help="at most this much copied in all (default: %(default)s)")
+    report.add_argument(
+        "--copy-max-mb",
+        type=float,
+        default=5.0,
+        metavar="MB",
+        help="copy objects, truth and artifacts up to this size into the site (default: %(default)s)",
+    )
+    report.add_argument(
+        "--copy-total-mb",
+        type=float,
+        default=300.0,
+        metavar="MB",
+        help="at most this much copied in all (default: %(default)s)",
+    )
     report.add_argument("--no-pictures", action="store_true", help="do not draw the truth of each case")
     report.set_defaults(func=cmd_report)
 
@@ -723,7 +890,8 @@ def build_parser() -> argparse.ArgumentParser:
     summary.set_defaults(func=cmd_summary)
 
     combine = sub.add_parser(
-        "combine", help="merge results documents (shards of a run, earlier runs) into one",
+        "combine",
+        help="merge results documents (shards of a run, earlier runs) into one",
         description="Merge results documents into one that validates against the results schema. Refused (exit 2), "
         "with the files and values named: inputs of different corpus fingerprints (case files or selection), a tool "
         "described differently (another version), or a cell (case, producer, consumer) in two inputs with different "
@@ -732,12 +900,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     combine.add_argument("results", nargs="+", type=Path, help="results documents to merge")
     combine.add_argument("--out", type=Path, required=True, help="the combined document to write")
-    combine.add_argument("--run-id", help="the combined run's id (default: the inputs' when they share one, else derived)")
+    combine.add_argument(
+        "--run-id", help="the combined run's id (default: the inputs' when they share one, else derived)"
+    )
     combine.set_defaults(func=cmd_combine)
 
     plan = sub.add_parser(
-        "plan", help="print the matrix of shards (one per consumer) as JSON for GitHub Actions",
-        description="Print {\"include\": [...]} with one shard per consumer (and per extra OHIF version): "
+        "plan",
+        help="print the matrix of shards (one per consumer) as JSON for GitHub Actions",
+        description='Print {"include": [...]} with one shard per consumer (and per extra OHIF version): '
         "name, consumer, args (of the shard's `dicom4qi run --resume RUN_ID ...`), service (needs chromium, "
         "Orthanc, npm), ohif_version. With --produce: the produce step's `dicom4qi run` arguments.",
     )
@@ -746,21 +917,36 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--producer", action="append", help="producer(s) (default: the run's defaults)")
     plan.add_argument("--consumer", action="append", help="consumer(s), one shard each (default: the run's defaults)")
     plan.add_argument(
-        "--include-ohif-versions", nargs="*", default=[], metavar="VERSION",
+        "--include-ohif-versions",
+        nargs="*",
+        default=[],
+        metavar="VERSION",
         help="more OHIF releases, one shard each (ohif@VERSION); space- or comma-separated",
     )
-    plan.add_argument("--produce", action="store_true", help="print the produce step's `dicom4qi run` arguments instead")
+    plan.add_argument(
+        "--produce", action="store_true", help="print the produce step's `dicom4qi run` arguments instead"
+    )
     plan.set_defaults(func=cmd_plan)
 
     def submission_args(p: argparse.ArgumentParser) -> None:
         _add_corpus_args(p)
         p.add_argument("submission", type=Path, help="the submission: a folder or a .zip holding submission.json")
-        p.add_argument("--bundle", help="the bundle it answers (folder, manifest.json or id; default: the id it names, "
-                       "looked up in build/bundles)")
-        p.add_argument("--out", type=Path, default=Path("reports/submissions"), help="where results are kept, per vendor (default: %(default)s)")
+        p.add_argument(
+            "--bundle",
+            help="the bundle it answers (folder, manifest.json or id; default: the id it names, "
+            "looked up in build/bundles)",
+        )
+        p.add_argument(
+            "--out",
+            type=Path,
+            default=Path("reports/submissions"),
+            help="where results are kept, per vendor (default: %(default)s)",
+        )
         p.add_argument("--build", type=Path, default=Path("build"), help="build folder (default: %(default)s)")
         p.add_argument("--timeout", type=seconds, default=600.0, help="seconds per object (default: %(default)s)")
-        p.add_argument("--memory-mb", type=megabytes, default=8192.0, help="address-space limit per call (default: %(default)s)")
+        p.add_argument(
+            "--memory-mb", type=megabytes, default=8192.0, help="address-space limit per call (default: %(default)s)"
+        )
 
     verify = sub.add_parser(
         "verify-submission", help="check a vendor's consumer submission against the truth (results marked verified)"
@@ -770,9 +956,17 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = sub.add_parser("ingest", help="run every consumer and the validator on a vendor's producer submission")
     submission_args(ingest)
     ingest.add_argument("--consumer", action="append", help="consumer(s) to run (default: all)")
-    ingest.add_argument("-j", "--jobs", type=workers, default=1, metavar="N", help="parallel worker processes (default: 1)")
+    ingest.add_argument(
+        "-j", "--jobs", type=workers, default=1, metavar="N", help="parallel worker processes (default: 1)"
+    )
     ingest.add_argument("--no-validate", action="store_true", help="skip dciodvfy")
-    ingest.add_argument("--validate-timeout", type=seconds, default=300.0, metavar="S", help="dciodvfy time limit per object (default: %(default)s)")
+    ingest.add_argument(
+        "--validate-timeout",
+        type=seconds,
+        default=300.0,
+        metavar="S",
+        help="dciodvfy time limit per object (default: %(default)s)",
+    )
     ingest.set_defaults(func=cmd_ingest)
     subm = sub.add_parser("submission", help="the vendor's side: make a submission with a protocol adapter")
     smsub = subm.add_subparsers(dest="submission_command", required=True)
@@ -793,7 +987,9 @@ def build_parser() -> argparse.ArgumentParser:
     tools.set_defaults(func=cmd_tools)
 
     env = sub.add_parser("env", help="list adapters with their environment state and tool version")
-    env.add_argument("--build", type=Path, default=Path("build"), help="build folder (environments) (default: %(default)s)")
+    env.add_argument(
+        "--build", type=Path, default=Path("build"), help="build folder (environments) (default: %(default)s)"
+    )
     env.set_defaults(func=cmd_env, env_command="list")
     esub = env.add_subparsers(dest="env_command")
     esetup = esub.add_parser("setup", help="build the environments (all, or the one of NAME)")

@@ -186,8 +186,10 @@ def _enhanced(
     shared.PlaneOrientationSequence = Sequence([_item(ImageOrientationPatient=[_ds(v) for v in src.orientation])])
     shared.FrameVOILUTSequence = Sequence([_item(WindowCenter="40", WindowWidth="400")])
     frame_type = _item(
-        FrameType=["ORIGINAL", "PRIMARY", "VOLUME", "NONE"], PixelPresentation="MONOCHROME",
-        VolumetricProperties="VOLUME", VolumeBasedCalculationTechnique="NONE",
+        FrameType=["ORIGINAL", "PRIMARY", "VOLUME", "NONE"],
+        PixelPresentation="MONOCHROME",
+        VolumetricProperties="VOLUME",
+        VolumeBasedCalculationTechnique="NONE",
     )
     if ct:
         shared.PixelValueTransformationSequence = Sequence(
@@ -206,13 +208,22 @@ def _enhanced(
         fg = Dataset()
         if cine:
             when = _datetime_plus_ms(k * src.frame_time)
-            content = _item(TemporalPositionIndex=k + 1, DimensionIndexValues=[k + 1],
-                            FrameAcquisitionDateTime=when, FrameReferenceDateTime=when,
-                            FrameAcquisitionDuration=float(src.frame_time))
+            content = _item(
+                TemporalPositionIndex=k + 1,
+                DimensionIndexValues=[k + 1],
+                FrameAcquisitionDateTime=when,
+                FrameReferenceDateTime=when,
+                FrameAcquisitionDuration=float(src.frame_time),
+            )
         else:
-            content = _item(StackID="1", InStackPositionNumber=k + 1, DimensionIndexValues=[k + 1],
-                            FrameAcquisitionDateTime=DATE + TIME, FrameReferenceDateTime=DATE + TIME,
-                            FrameAcquisitionDuration=0.0)
+            content = _item(
+                StackID="1",
+                InStackPositionNumber=k + 1,
+                DimensionIndexValues=[k + 1],
+                FrameAcquisitionDateTime=DATE + TIME,
+                FrameReferenceDateTime=DATE + TIME,
+                FrameAcquisitionDuration=0.0,
+            )
         fg.FrameContentSequence = Sequence([content])
         fg.PlanePositionSequence = Sequence([_item(ImagePositionPatient=[_ds(v) for v in positions[k]])])
         per_frame.append(fg)

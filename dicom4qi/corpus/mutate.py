@@ -72,7 +72,9 @@ def unknown_source(ds: Dataset, which: str = "all") -> None:
     items = _frames(ds) if which == "all" else [_frames(ds)[len(_frames(ds)) // 2]]
     for fg in items:
         for src in fg.DerivationImageSequence[0].SourceImageSequence:
-            src.ReferencedSOPInstanceUID = generate_uid(entropy_srcs=["dicom4qi-negative", str(src.ReferencedSOPInstanceUID)])
+            src.ReferencedSOPInstanceUID = generate_uid(
+                entropy_srcs=["dicom4qi-negative", str(src.ReferencedSOPInstanceUID)]
+            )
 
 
 def set_attribute(ds: Dataset, keyword: str, value: Any) -> None:
@@ -160,11 +162,19 @@ def load_mutants(path: Path) -> list[Mutant]:
     out = []
     for i, raw in enumerate(data.get("mutant", [])):
         try:
-            m = Mutant(name=raw["name"], base=raw["base"], mutation=raw["mutation"], description=raw["description"], params=raw.get("params", {}))
+            m = Mutant(
+                name=raw["name"],
+                base=raw["base"],
+                mutation=raw["mutation"],
+                description=raw["description"],
+                params=raw.get("params", {}),
+            )
         except KeyError as exc:
             raise ValueError(f"{path}: mutant #{i + 1}: missing {exc}") from None
         if m.mutation not in MUTATIONS:
-            raise ValueError(f"{path}: mutant {m.name}: unknown mutation {m.mutation!r} (known: {', '.join(MUTATIONS)})")
+            raise ValueError(
+                f"{path}: mutant {m.name}: unknown mutation {m.mutation!r} (known: {', '.join(MUTATIONS)})"
+            )
         out.append(m)
     names = [m.name for m in out]
     if len(names) != len(set(names)):
@@ -192,4 +202,3 @@ def reaction_of(kind: str, limit: str | None) -> str:
     if limit == "memory":
         return "memory"
     return {"ok": "silent-accept", "error": "clean-reject", "crash": "crash", "timeout": "hang"}[kind]
-

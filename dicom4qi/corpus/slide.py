@@ -95,16 +95,22 @@ def _specimen(ds: Dataset, fp: str) -> None:
 def _optical_path(ds: Dataset) -> None:
     """Optical Path module: one epifluorescence path at 488 nm (monochrome: no ICC profile needed)."""
     ds.NumberOfOpticalPaths = 1
-    ds.OpticalPathSequence = Sequence([
-        _item(
-            OpticalPathIdentifier="1",
-            OpticalPathDescription="synthetic fluorescence channel",
-            IlluminationTypeCodeSequence=Sequence(
-                [_item(CodeValue="111743", CodingSchemeDesignator="DCM", CodeMeaning="Epifluorescence illumination")]
-            ),
-            IlluminationWaveLength=488.0,
-        )
-    ])
+    ds.OpticalPathSequence = Sequence(
+        [
+            _item(
+                OpticalPathIdentifier="1",
+                OpticalPathDescription="synthetic fluorescence channel",
+                IlluminationTypeCodeSequence=Sequence(
+                    [
+                        _item(
+                            CodeValue="111743", CodingSchemeDesignator="DCM", CodeMeaning="Epifluorescence illumination"
+                        )
+                    ]
+                ),
+                IlluminationWaveLength=488.0,
+            )
+        ]
+    )
 
 
 def _slide_image(ds: Dataset, src: Source, uids: dict[str, str]) -> None:

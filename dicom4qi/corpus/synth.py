@@ -167,8 +167,15 @@ def _geometry(case: Case) -> Geometry:
     s = case.source
     spacing = (float(s.pixel_spacing[0]), float(s.pixel_spacing[1]))
     if not s.has_patient_geometry:
-        return Geometry(rows=s.rows, columns=s.columns, orientation=None, pixel_spacing=spacing,
-                        slice_spacing=float(s.slice_spacing), positions=None, layout=s.layout)
+        return Geometry(
+            rows=s.rows,
+            columns=s.columns,
+            orientation=None,
+            pixel_spacing=spacing,
+            slice_spacing=float(s.slice_spacing),
+            positions=None,
+            layout=s.layout,
+        )
     o = np.asarray(s.orientation, dtype=float)
     normal = np.cross(o[:3], o[3:])
     origin = np.asarray(s.origin, dtype=float)
@@ -234,7 +241,9 @@ def build_case(loaded: LoadedCase, build_root: Path, *, force: bool = False) -> 
                 algorithm_name=(o.algorithm_name if o and o.algorithm_name else meta.algorithm_name),
                 algorithm_version=(o.algorithm_version if o and o.algorithm_version else meta.algorithm_version),
                 tracking_id=(o.tracking_id if o and o.tracking_id else (f"D4QI-{n}" if meta.tracking_ids else None)),
-                tracking_uid=(o.tracking_uid if o and o.tracking_uid else (_uid(fp, "track", n) if meta.tracking_ids else None)),
+                tracking_uid=(
+                    o.tracking_uid if o and o.tracking_uid else (_uid(fp, "track", n) if meta.tracking_ids else None)
+                ),
                 empty=n not in crops,
                 color_rgb=(o.color if o and o.color else _palette(n)),
             )

@@ -34,14 +34,27 @@ class ExternalObject:
     written_by: str = ""
 
     def to_json(self) -> dict[str, object]:
-        return {"id": self.id, "path": str(self.path), "sources": [str(p) for p in self.sources], "missing": self.missing,
-                "features": self.features, "labelmap": self.labelmap, "written_by": self.written_by}
+        return {
+            "id": self.id,
+            "path": str(self.path),
+            "sources": [str(p) for p in self.sources],
+            "missing": self.missing,
+            "features": self.features,
+            "labelmap": self.labelmap,
+            "written_by": self.written_by,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ExternalObject:
-        return cls(id=str(d["id"]), path=Path(str(d["path"])), sources=[Path(str(p)) for p in d["sources"]],
-                   missing=[str(m) for m in d["missing"]], features=[str(f) for f in d["features"]],
-                   labelmap=bool(d["labelmap"]), written_by=str(d["written_by"]))
+        return cls(
+            id=str(d["id"]),
+            path=Path(str(d["path"])),
+            sources=[Path(str(p)) for p in d["sources"]],
+            missing=[str(m) for m in d["missing"]],
+            features=[str(f) for f in d["features"]],
+            labelmap=bool(d["labelmap"]),
+            written_by=str(d["written_by"]),
+        )
 
 
 def scan_external(folder: Path, workdir: Path, *, timeout_s: float, memory_mb: float) -> list[ExternalObject]:
@@ -75,7 +88,10 @@ def _index(paths: list[Path]) -> tuple[dict[str, Path], list[Path]]:
                     meta = None
                 if meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
                     # never inflated here: the file meta (not deflated) names the instance
-                    sop_class, uid = str(meta.get("MediaStorageSOPClassUID", "")), str(meta.get("MediaStorageSOPInstanceUID", ""))
+                    sop_class, uid = (
+                        str(meta.get("MediaStorageSOPClassUID", "")),
+                        str(meta.get("MediaStorageSOPInstanceUID", "")),
+                    )
                 else:
                     ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
                     sop_class, uid = str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
@@ -133,7 +149,9 @@ def find_external(folder: Path) -> list[ExternalObject]:
                 missing=[r for r, p in found.items() if p is None],
                 features=features,
                 labelmap=labelmap,
-                written_by=" ".join(str(ds.get(k, "")) for k in ("Manufacturer", "ManufacturerModelName", "SoftwareVersions")).strip(),
+                written_by=" ".join(
+                    str(ds.get(k, "")) for k in ("Manufacturer", "ManufacturerModelName", "SoftwareVersions")
+                ).strip(),
             )
         )
     return out
@@ -148,7 +166,9 @@ def _source_feature(sources: list[Path]) -> str:
         return "single-frame-source"
     import pydicom
 
-    ds = pydicom.dcmread(sources[0], stop_before_pixels=True, specific_tags=["SOPClassUID", "NumberOfFrames", "FrameOfReferenceUID"])
+    ds = pydicom.dcmread(
+        sources[0], stop_before_pixels=True, specific_tags=["SOPClassUID", "NumberOfFrames", "FrameOfReferenceUID"]
+    )
     if str(ds.get("SOPClassUID", "")) == _WSI:
         return "slide-source"
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:

@@ -83,7 +83,9 @@ class _Image:
     axes: np.ndarray | None  # rows: column, row and slice steps (LPS, mm)
 
 
-def _check_shape(name: str, shape: tuple[int, ...], dtype: np.dtype, rows: int, columns: int, max_slices: int) -> tuple[int, int, int]:
+def _check_shape(
+    name: str, shape: tuple[int, ...], dtype: np.dtype, rows: int, columns: int, max_slices: int
+) -> tuple[int, int, int]:
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) == 2:
@@ -153,11 +155,20 @@ def _segment(s: Any) -> DecodedSegment:
         return None if c is None else {"value": c.value, "scheme": c.scheme, "meaning": c.meaning}
 
     return DecodedSegment(
-        number=s.number, label=s.label, category=code(s.category), type=code(s.type), tracking_id=s.tracking_id,
-        tracking_uid=s.tracking_uid, algorithm_type=s.algorithm_type, algorithm_name=s.algorithm_name,
-        color_rgb=tuple(s.color_rgb) if s.color_rgb else None, description=s.description,
-        type_modifier=code(s.type_modifier), anatomic_region=code(s.anatomic_region),
-        anatomic_region_modifier=code(s.anatomic_region_modifier), algorithm_version=s.algorithm_version,
+        number=s.number,
+        label=s.label,
+        category=code(s.category),
+        type=code(s.type),
+        tracking_id=s.tracking_id,
+        tracking_uid=s.tracking_uid,
+        algorithm_type=s.algorithm_type,
+        algorithm_name=s.algorithm_name,
+        color_rgb=tuple(s.color_rgb) if s.color_rgb else None,
+        description=s.description,
+        type_modifier=code(s.type_modifier),
+        anatomic_region=code(s.anatomic_region),
+        anatomic_region_modifier=code(s.anatomic_region_modifier),
+        algorithm_version=s.algorithm_version,
     )
 
 
@@ -198,7 +209,9 @@ def read_exchange(folder: Path, sources: list[Path], limits: Limits | None = Non
     src = SourceFrames(sources)
     keys = list(doc.frames) if doc.frames is not None else list(src.keys)
     writer = DecodedWriter(keys, src.rows, src.columns, fractional=doc.fractional)
-    writer.notes.append(f"read from an exchange folder ({', '.join(p.name for p in pixel_files[:3])}{'...' if len(pixel_files) > 3 else ''})")
+    writer.notes.append(
+        f"read from an exchange folder ({', '.join(p.name for p in pixel_files[:3])}{'...' if len(pixel_files) > 3 else ''})"
+    )
     writer.notes.extend(doc.notes)
     listed = {s.number for s in doc.segments}
     for s in doc.segments:
@@ -259,7 +272,9 @@ def read_exchange(folder: Path, sources: list[Path], limits: Limits | None = Non
                 raise ExchangeError(f"segment {number} has pixels in two files")
             numbers_seen.add(number)
             if doc.fractional:
-                if grid.dtype in _FLOAT_TYPES and (not np.all(np.isfinite(grid)) or grid.min(initial=0) < 0 or grid.max(initial=0) > 1):
+                if grid.dtype in _FLOAT_TYPES and (
+                    not np.all(np.isfinite(grid)) or grid.min(initial=0) < 0 or grid.max(initial=0) > 1
+                ):
                     raise ExchangeError(f"{path.name}: FRACTIONAL values must lie in [0, 1]")
                 if grid.dtype not in _FLOAT_TYPES and grid.max(initial=0) > 1:
                     raise ExchangeError(f"{path.name}: FRACTIONAL values are floats in [0, 1]")
@@ -325,8 +340,17 @@ def write_truth(truth: Any, folder: Path) -> list[str]:
     segments = []
     for s in truth.segments:
         entry: dict[str, Any] = {"number": s.number, "label": s.label, "category": s.category, "type": s.type}
-        for key in ("type_modifier", "anatomic_region", "anatomic_region_modifier", "tracking_id", "tracking_uid",
-                    "algorithm_type", "algorithm_name", "algorithm_version", "description"):
+        for key in (
+            "type_modifier",
+            "anatomic_region",
+            "anatomic_region_modifier",
+            "tracking_id",
+            "tracking_uid",
+            "algorithm_type",
+            "algorithm_name",
+            "algorithm_version",
+            "description",
+        ):
             value = getattr(s, key)
             if value:
                 entry[key] = value

@@ -22,17 +22,41 @@ from dicom4qi.model.truth import Geometry
 __all__ = ["NrrdImage", "read_nrrd", "write_nrrd"]
 
 _TYPES = {
-    np.dtype("uint8"): "uint8", np.dtype("int8"): "int8", np.dtype("uint16"): "uint16", np.dtype("int16"): "int16",
-    np.dtype("uint32"): "uint32", np.dtype("int32"): "int32", np.dtype("float32"): "float", np.dtype("float64"): "double",
+    np.dtype("uint8"): "uint8",
+    np.dtype("int8"): "int8",
+    np.dtype("uint16"): "uint16",
+    np.dtype("int16"): "int16",
+    np.dtype("uint32"): "uint32",
+    np.dtype("int32"): "int32",
+    np.dtype("float32"): "float",
+    np.dtype("float64"): "double",
 }
 _NAMES = {
-    "uchar": "uint8", "unsigned char": "uint8", "uint8": "uint8", "uint8_t": "uint8",
-    "signed char": "int8", "int8": "int8", "int8_t": "int8",
-    "ushort": "uint16", "unsigned short": "uint16", "uint16": "uint16", "uint16_t": "uint16",
-    "short": "int16", "int16": "int16", "int16_t": "int16", "signed short": "int16",
-    "uint": "uint32", "unsigned int": "uint32", "uint32": "uint32", "uint32_t": "uint32",
-    "int": "int32", "int32": "int32", "int32_t": "int32", "signed int": "int32",
-    "float": "float32", "double": "float64",
+    "uchar": "uint8",
+    "unsigned char": "uint8",
+    "uint8": "uint8",
+    "uint8_t": "uint8",
+    "signed char": "int8",
+    "int8": "int8",
+    "int8_t": "int8",
+    "ushort": "uint16",
+    "unsigned short": "uint16",
+    "uint16": "uint16",
+    "uint16_t": "uint16",
+    "short": "int16",
+    "int16": "int16",
+    "int16_t": "int16",
+    "signed short": "int16",
+    "uint": "uint32",
+    "unsigned int": "uint32",
+    "uint32": "uint32",
+    "uint32_t": "uint32",
+    "int": "int32",
+    "int32": "int32",
+    "int32_t": "int32",
+    "signed int": "int32",
+    "float": "float32",
+    "double": "float64",
 }
 
 
@@ -64,7 +88,7 @@ def write_nrrd(
     positions = geometry.positions
     assert positions is not None  # an NRRD is written only on a grid in patient space
     if len(positions) > 1:
-        steps[2] = (np.asarray(positions[1]) - np.asarray(positions[0]))
+        steps[2] = np.asarray(positions[1]) - np.asarray(positions[0])
     vec = " ".join("(" + ",".join(f"{v:.10g}" for v in s) + ")" for s in steps)
     origin = "(" + ",".join(f"{v:.10g}" for v in positions[0]) + ")"
     header = (
@@ -77,9 +101,7 @@ def write_nrrd(
         "kinds: domain domain domain\n"
         "endian: little\n"
         f"encoding: {'gzip' if compress else 'raw'}\n"
-        f"space origin: {origin}\n"
-        + "".join(f"{k}:={v}\n" for k, v in (fields or {}).items())
-        + "\n"
+        f"space origin: {origin}\n" + "".join(f"{k}:={v}\n" for k, v in (fields or {}).items()) + "\n"
     )
     raw = np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<"), copy=False).tobytes()
     with open(path, "wb") as fh:

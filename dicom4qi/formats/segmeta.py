@@ -34,12 +34,17 @@ def segment_from_item(item: Any, number: int | None = None, color: ColorFn = dic
         tracking_uid=str(item.TrackingUID) if "TrackingUID" in item else None,
         algorithm_type=str(item.get("SegmentAlgorithmType", "")) or None,
         # Segment Algorithm Name (Type 1C) is the standard's place for it; the identification sequence is Type 3.
-        algorithm_name=str(item.SegmentAlgorithmName) if "SegmentAlgorithmName" in item
-        else str(algo[0].AlgorithmName) if algo and "AlgorithmName" in algo[0] else None,
+        algorithm_name=str(item.SegmentAlgorithmName)
+        if "SegmentAlgorithmName" in item
+        else str(algo[0].AlgorithmName)
+        if algo and "AlgorithmName" in algo[0]
+        else None,
         algorithm_version=str(algo[0].AlgorithmVersion) if algo and "AlgorithmVersion" in algo[0] else None,
         color_rgb=color([int(v) for v in lab]) if lab else None,
         description=str(item.SegmentDescription) if "SegmentDescription" in item else None,
-        type_modifier=_nested_code(item, "SegmentedPropertyTypeCodeSequence", "SegmentedPropertyTypeModifierCodeSequence"),
+        type_modifier=_nested_code(
+            item, "SegmentedPropertyTypeCodeSequence", "SegmentedPropertyTypeModifierCodeSequence"
+        ),
         anatomic_region=code_from_sequence(item.get("AnatomicRegionSequence")),
         anatomic_region_modifier=_nested_code(item, "AnatomicRegionSequence", "AnatomicRegionModifierSequence"),
     )

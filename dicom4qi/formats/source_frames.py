@@ -55,9 +55,16 @@ class SlideInfo:
 def _slide_info(ds: Any) -> SlideInfo:
     origin_item = ds.TotalPixelMatrixOriginSequence[0] if "TotalPixelMatrixOriginSequence" in ds else None
     origin = (
-        tuple(float(origin_item.get(k, 0.0)) for k in (
-            "XOffsetInSlideCoordinateSystem", "YOffsetInSlideCoordinateSystem", "ZOffsetInSlideCoordinateSystem"))
-        if origin_item is not None else ()
+        tuple(
+            float(origin_item.get(k, 0.0))
+            for k in (
+                "XOffsetInSlideCoordinateSystem",
+                "YOffsetInSlideCoordinateSystem",
+                "ZOffsetInSlideCoordinateSystem",
+            )
+        )
+        if origin_item is not None
+        else ()
     )
     orientation = tuple(float(v) for v in ds.get("ImageOrientationSlide", []) or [])
     return SlideInfo(int(ds.Rows), int(ds.Columns), origin, orientation)

@@ -49,6 +49,7 @@ class Expected(Protocol):
 
     def masks(self) -> AbstractContextManager[MaskSource]: ...
 
+
 #: Tolerances: positions in mm, direction cosines, spacing (relative), colour per RGB channel.
 POSITION_TOL_MM = 0.01
 ORIENTATION_TOL = 1e-3
@@ -353,7 +354,11 @@ def _compare_segment(
     name = _seg_name(info, number)
     if fractional:
         step = truth.fractional_step
-        t: np.ndarray = _place(want, lo, hi, np.float32) * truth.fractional_scale if want is not None else np.zeros(tuple(hi - lo), np.float32)
+        t: np.ndarray = (
+            _place(want, lo, hi, np.float32) * truth.fractional_scale
+            if want is not None
+            else np.zeros(tuple(hi - lo), np.float32)
+        )
         d: np.ndarray = _place(have, lo, hi, np.float32)
         if have is not None and have.data.dtype == bool:
             d = d.astype(np.float32)
@@ -408,7 +413,11 @@ def _voxel_differences(truth: Expected, decoded: Decoded, labelmap: bool) -> Ite
                 have = mapped
             if number not in infos:
                 if have is not None and have.voxels:
-                    yield number, f"segment {number}: {have.voxels} voxel(s) for a segment that does not exist", have.offset[0]
+                    yield (
+                        number,
+                        f"segment {number}: {have.voxels} voxel(s) for a segment that does not exist",
+                        have.offset[0],
+                    )
                 continue
             found = _compare_segment(number, infos.get(number), tm.get(number), have, truth, truth.fractional)
             if found:
@@ -460,7 +469,15 @@ def verdict(checks: Iterable[Check]) -> tuple[bool, str]:
 
 
 #: Segment attributes two decodings are compared on, where both report them (for at least one segment).
-_TEXTS = ("label", "description", "tracking_id", "tracking_uid", "algorithm_type", "algorithm_name", "algorithm_version")
+_TEXTS = (
+    "label",
+    "description",
+    "tracking_id",
+    "tracking_uid",
+    "algorithm_type",
+    "algorithm_name",
+    "algorithm_version",
+)
 
 
 def _reported(segs: dict[int, DecodedSegment], numbers: list[int], attr: str) -> bool:
@@ -475,8 +492,15 @@ def _metadata_differences(sa: dict[int, DecodedSegment], sb: dict[int, DecodedSe
         if not (_reported(sa, common, attr) and _reported(sb, common, attr)):
             continue
         code = attr in _CODES
-        diff = [n for n in common
-                if not (_same_code(getattr(sa[n], attr), getattr(sb[n], attr)) if code else getattr(sa[n], attr) == getattr(sb[n], attr))]
+        diff = [
+            n
+            for n in common
+            if not (
+                _same_code(getattr(sa[n], attr), getattr(sb[n], attr))
+                if code
+                else getattr(sa[n], attr) == getattr(sb[n], attr)
+            )
+        ]
         if diff:
             n = diff[0]
             va, vb = getattr(sa[n], attr), getattr(sb[n], attr)

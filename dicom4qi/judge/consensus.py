@@ -56,7 +56,7 @@ def consensus(decodings: Mapping[str, Decoded], families: Mapping[str, str], *, 
     diffs: dict[tuple[str, str], list[str]] = {}
     for i, a in enumerate(names):
         diffs[(a, a)] = []
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             problems = agreement(decodings[a], decodings[b], labelmap=labelmap)
             diffs[(a, b)] = problems
             diffs[(b, a)] = problems
@@ -80,16 +80,24 @@ def consensus(decodings: Mapping[str, Decoded], families: Mapping[str, str], *, 
     out: dict[str, Judgement] = {}
     for name in names:
         checks = [
-            Check(name=f"agrees-with-{other}", status=CheckStatus.FAIL if diffs[(name, other)] else CheckStatus.PASS,
-                  message="; ".join(diffs[(name, other)])[:500])
-            for other in names if other != name
+            Check(
+                name=f"agrees-with-{other}",
+                status=CheckStatus.FAIL if diffs[(name, other)] else CheckStatus.PASS,
+                message="; ".join(diffs[(name, other)])[:500],
+            )
+            for other in names
+            if other != name
         ]
         if majority is None:
             split = "; ".join(f"{', '.join(g)}" for g in groups)
-            why = (f"only {len(cast)} independent vote(s), at least {MIN_VOTES} are needed" if len(cast) < MIN_VOTES
-                   else f"no group holds a strict majority of the {len(cast)} independent votes")
+            why = (
+                f"only {len(cast)} independent vote(s), at least {MIN_VOTES} are needed"
+                if len(cast) < MIN_VOTES
+                else f"no group holds a strict majority of the {len(cast)} independent votes"
+            )
             msg = f"disputed: {why}; the readers decode it as: {split}" + (
-                f" (families split among themselves, not voting: {', '.join(abstained)})" if abstained else "")
+                f" (families split among themselves, not voting: {', '.join(abstained)})" if abstained else ""
+            )
             checks.insert(0, Check(name="consensus", status=CheckStatus.NOT_CHECKED, message=msg[:500]))
             out[name] = Judgement(Status.DISPUTED, msg[:900], checks)
             continue

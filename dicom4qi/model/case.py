@@ -51,8 +51,12 @@ TRANSFER_SYNTAXES: dict[str, tuple[str, str]] = {
 }
 #: The keys of TRANSFER_SYNTAXES, in the same order, as a type.
 TransferSyntax = Literal[
-    "ImplicitVRLittleEndian", "ExplicitVRLittleEndian", "DeflatedExplicitVRLittleEndian", "RLELossless",
-    "JPEG2000Lossless", "JPEGLSLossless",
+    "ImplicitVRLittleEndian",
+    "ExplicitVRLittleEndian",
+    "DeflatedExplicitVRLittleEndian",
+    "RLELossless",
+    "JPEG2000Lossless",
+    "JPEGLSLossless",
 ]
 
 #: A Segment Description longer than this (the 64 characters of an LO) is "long text".
@@ -142,16 +146,16 @@ class Source(_Strict):
     rows: int = Field(ge=8, le=65536)
     columns: int = Field(ge=8, le=65536)
     frames: int = Field(ge=1, le=5000, description="Number of slices (time points for cine).")
-    pixel_spacing: tuple[Spacing, Spacing] = Field(
-        (1.0, 1.0), description="Row spacing and column spacing in mm."
-    )
+    pixel_spacing: tuple[Spacing, Spacing] = Field((1.0, 1.0), description="Row spacing and column spacing in mm.")
     slice_spacing: Spacing = Field(2.0, description="Distance between slices in mm.")
     slice_positions: list[Position] | None = Field(
         None,
         description="Position of each slice along the normal in mm, from the origin (strictly increasing): "
         "uneven spacing or a gap. Default: evenly spaced by slice_spacing.",
     )
-    orientation: tuple[DirectionCosine, DirectionCosine, DirectionCosine, DirectionCosine, DirectionCosine, DirectionCosine] = Field(
+    orientation: tuple[
+        DirectionCosine, DirectionCosine, DirectionCosine, DirectionCosine, DirectionCosine, DirectionCosine
+    ] = Field(
         (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
         description="Image Orientation (Patient): row direction then column direction.",
     )
@@ -250,9 +254,7 @@ class Encoding(_Strict):
     """What the producer is asked to write."""
 
     type: SegmentationType
-    bits: Literal[1, 8, 16] = Field(
-        description="Bits Allocated: 1 for BINARY, 8 for FRACTIONAL, 8 or 16 for LABELMAP."
-    )
+    bits: Literal[1, 8, 16] = Field(description="Bits Allocated: 1 for BINARY, 8 for FRACTIONAL, 8 or 16 for LABELMAP.")
     transfer_syntax: TransferSyntax = "ExplicitVRLittleEndian"
     max_fractional_value: int = Field(255, ge=1, le=255)
     frame_order: Literal["segment-major", "position-major"] = Field(
@@ -327,16 +329,22 @@ def _check_label_pattern(pattern: str, count: int = 1) -> None:
         if name is None:
             continue
         if name != "n" or conversion:
-            raise ValueError(f"label_pattern: only {{n}} may be substituted, not {{{name}{'!' + conversion if conversion else ''}}}")
+            raise ValueError(
+                f"label_pattern: only {{n}} may be substituted, not {{{name}{'!' + conversion if conversion else ''}}}"
+            )
         if any(int(d) > LABEL_MAX for d in re.findall(r"\d+", spec or "")):
-            raise ValueError(f"label_pattern: the format spec {spec!r} asks for more than the {LABEL_MAX} characters of a label")
+            raise ValueError(
+                f"label_pattern: the format spec {spec!r} asks for more than the {LABEL_MAX} characters of a label"
+            )
     for n in {1, count}:
         try:
             label = pattern.format(n=n)
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"label_pattern: {exc}") from None
         if len(label) > LABEL_MAX:
-            raise ValueError(f"label_pattern: segment {n}'s label is {len(label)} characters; a Segment Label (LO) holds {LABEL_MAX}")
+            raise ValueError(
+                f"label_pattern: segment {n}'s label is {len(label)} characters; a Segment Label (LO) holds {LABEL_MAX}"
+            )
 
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
@@ -427,11 +435,13 @@ def implied_features(case: Case) -> set[str]:
     algorithms = set()
     for n in range(1, s.count + 1):
         o = overrides.get(n)
-        algorithms.add((
-            (o and o.algorithm_type) or meta.algorithm_type,
-            (o and o.algorithm_name) or meta.algorithm_name,
-            (o and o.algorithm_version) or meta.algorithm_version,
-        ))
+        algorithms.add(
+            (
+                (o and o.algorithm_type) or meta.algorithm_type,
+                (o and o.algorithm_name) or meta.algorithm_name,
+                (o and o.algorithm_version) or meta.algorithm_version,
+            )
+        )
     if len(algorithms) > 1:
         out.add("multiple-algorithms")
     if e.frame_order == "position-major":
@@ -490,18 +500,14 @@ def load_case(path: Path, root: Path, features: dict[str, str] | None = None) ->
             raise CaseError(path, "features", f"not in corpus/features.txt: {', '.join(unknown)}")
         missing = sorted(implied_features(case) - set(case.features))
         if missing:
-            raise CaseError(
-                path, "features", f"the case exercises but does not declare: {', '.join(missing)}"
-            )
+            raise CaseError(path, "features", f"the case exercises but does not declare: {', '.join(missing)}")
     tier_dir = case_id.split("/")[0]
     if tier_dir in {t.value for t in Tier} and tier_dir != case.tier.value:
         raise CaseError(path, "tier", f"{case.tier.value!r} but the file is under {tier_dir}/")
     return LoadedCase(case_id, path, case)
 
 
-def load_cases(
-    root: Path, features_path: Path | None = None
-) -> tuple[list[LoadedCase], list[CaseError]]:
+def load_cases(root: Path, features_path: Path | None = None) -> tuple[list[LoadedCase], list[CaseError]]:
     """Load every case below ``root``; return the good ones and the errors."""
     features = load_features(features_path) if features_path else None
     good: list[LoadedCase] = []

@@ -99,7 +99,9 @@ class DecodedWriter:
         Binary data is stored as booleans; fractional data as float32 in [0, 1].
         """
         if dense.ndim != 3 or dense.shape[1:] != (self.rows, self.columns):
-            raise ValueError(f"segment {number}: pixel array shape {dense.shape} is not (n, {self.rows}, {self.columns})")
+            raise ValueError(
+                f"segment {number}: pixel array shape {dense.shape} is not (n, {self.rows}, {self.columns})"
+            )
         data = dense.astype(np.float32 if self.fractional else bool, copy=False)
         crop = crop_from_dense(data, base=(frame_offset, 0, 0))
         if crop is not None:

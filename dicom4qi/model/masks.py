@@ -75,9 +75,7 @@ def crops_from_labelmap(labelmap: np.ndarray, *, base_frame: int = 0) -> dict[in
     return out
 
 
-def labelmap_from_crops(
-    crops: Mapping[int, Crop], shape: tuple[int, int, int], dtype: Any = np.uint16
-) -> np.ndarray:
+def labelmap_from_crops(crops: Mapping[int, Crop], shape: tuple[int, int, int], dtype: Any = np.uint16) -> np.ndarray:
     """Paint disjoint binary crops into one label map of ``shape``."""
     out = np.zeros(shape, dtype=dtype)
     for number, crop in crops.items():
@@ -112,9 +110,7 @@ class MaskFile:
             self.meta: dict[str, Any] = json.loads(bytes(self._npz["__meta__"]).decode("utf-8"))
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
             raise ValueError(f"{path.name}: not a readable mask file ({exc})") from None
-        self.numbers: list[int] = sorted(
-            int(k[1:]) for k in self._npz.files if k.startswith("o") and k[1:].isdigit()
-        )
+        self.numbers: list[int] = sorted(int(k[1:]) for k in self._npz.files if k.startswith("o") and k[1:].isdigit())
 
     def __contains__(self, number: object) -> bool:
         return number in set(self.numbers)

@@ -52,7 +52,9 @@ SafeName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]
 #: A relative path inside a submission: forward slashes; no component starts with '.' (so no '..'), none is absolute.
 RelPath = Annotated[
     str,
-    StringConstraints(max_length=512, pattern=r"^[A-Za-z0-9_+@=-][A-Za-z0-9._+@=-]*(/[A-Za-z0-9_+@=-][A-Za-z0-9._+@=-]*)*$"),
+    StringConstraints(
+        max_length=512, pattern=r"^[A-Za-z0-9_+@=-][A-Za-z0-9._+@=-]*(/[A-Za-z0-9_+@=-][A-Za-z0-9._+@=-]*)*$"
+    ),
 ]
 #: A web link: http or https only (a link from outside must not run script on the dashboard).
 HttpUrl = Annotated[str, StringConstraints(max_length=512, pattern=r"^https?://[^\s\"'<>`]+$")]
@@ -70,14 +72,20 @@ class AdapterManifest(_Doc):
     """``dicom4qi-adapter.json``: how the harness runs an executable adapter."""
 
     protocol: Literal[1] = Field(description="The protocol version the adapter speaks.")
-    command: list[Short] = Field(min_length=1, max_length=32, description="Run in the adapter's folder, once per request.")
+    command: list[Short] = Field(
+        min_length=1, max_length=32, description="Run in the adapter's folder, once per request."
+    )
     transport: Literal["stdio", "files"] = Field(
         "stdio",
         description="stdio: the request on standard input, the response on standard output; files: the command gets "
         "two more arguments, the request file to read and the response file to write.",
     )
-    setup: list[Short] | None = Field(None, max_length=32, description="Run once in the folder before the first request.")
-    setup_inputs: list[RelPath] = Field(default_factory=list, max_length=32, description="Files whose change reruns setup.")
+    setup: list[Short] | None = Field(
+        None, max_length=32, description="Run once in the folder before the first request."
+    )
+    setup_inputs: list[RelPath] = Field(
+        default_factory=list, max_length=32, description="Files whose change reruns setup."
+    )
     requires: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._+-]{1,64}$")]] = Field(
         default_factory=list, max_length=16, description="Programs that must be on PATH."
     )
@@ -91,7 +99,9 @@ class Request(_Doc):
     supported_protocols: list[int] | None = Field(None, description="info: the protocol versions the harness speaks.")
     seg: str | None = Field(None, description="read: the SEG file.")
     sources: list[str] | None = Field(None, description="read, write: the source image files.")
-    output: str | None = Field(None, description="read: an empty folder for the exchange format; write: the SEG file to write.")
+    output: str | None = Field(
+        None, description="read: an empty folder for the exchange format; write: the SEG file to write."
+    )
     case: dict[str, Any] | None = Field(None, description="write: the case (its file, as JSON, with its id).")
     truth: str | None = Field(None, description="write: a folder in the exchange format holding the truth.")
 
@@ -154,7 +164,14 @@ class ExchangeSegment(_Doc):
     algorithm_name: Short | None = None
     algorithm_version: Short | None = None
     description: Text1024 | None = None
-    color_rgb: tuple[Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)], Annotated[int, Field(ge=0, le=255)]] | None = None
+    color_rgb: (
+        tuple[
+            Annotated[int, Field(ge=0, le=255)],
+            Annotated[int, Field(ge=0, le=255)],
+            Annotated[int, Field(ge=0, le=255)],
+        ]
+        | None
+    ) = None
 
 
 class ExchangeDoc(_Doc):
@@ -238,13 +255,17 @@ class SubmissionDoc(_Doc):
         if re.search(r"[._-]{2,}", norm):
             raise ValueError(f"{v!r}: punctuation may not repeat in a vendor id")
         return norm
+
     role: Literal["consumer", "producer"]
-    bundle: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] = Field(description="The bundle's id (its manifest).")
+    bundle: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] = Field(
+        description="The bundle's id (its manifest)."
+    )
     contact: Short | None = None
     created: Short | None = None
     notes: Text2000 | None = None
     entries: list[SubmissionEntry] | None = Field(
-        None, max_length=20_000,
+        None,
+        max_length=20_000,
         description="Consumers may leave this out: decoded/<object id>/ folders are then found by name.",
     )
 

@@ -82,7 +82,9 @@ class Finding(_Model):
 
     severity: Literal["error", "warning"]
     message: str
-    path: str | None = Field(None, description="Attribute path, e.g. /SegmentSequence(0062,0002)[1]/SegmentLabel(0062,0005)")
+    path: str | None = Field(
+        None, description="Attribute path, e.g. /SegmentSequence(0062,0002)[1]/SegmentLabel(0062,0005)"
+    )
 
 
 class SegObject(_Model):
@@ -107,7 +109,8 @@ class ContentCheck(_Model):
 
     verdict: Literal["matches", "differs", "disputed", "unverified"]
     decoders: dict[str, str] = Field(
-        default_factory=dict, description="Each check decoder's finding: 'matches the truth', 'differs: ...', 'could not read: ...'."
+        default_factory=dict,
+        description="Each check decoder's finding: 'matches the truth', 'differs: ...', 'could not read: ...'.",
     )
     agreed: bool | None = Field(
         None, description="Whether the decoders that found a difference decoded the object identically (one content)."
@@ -140,8 +143,12 @@ class BenchStats(_Model):
     max_wall_s: float
     median_tool_s: float | None = None
     size: int | None = Field(None, description="Bytes of the file written or read.")
-    ratio_nifti: float | None = Field(None, description="Median wall time over that of nibabel's .nii.gz (same case, same operation).")
-    ratio_reference: float | None = Field(None, description="Median wall time over that of the reference decoder's read of the same object.")
+    ratio_nifti: float | None = Field(
+        None, description="Median wall time over that of nibabel's .nii.gz (same case, same operation)."
+    )
+    ratio_reference: float | None = Field(
+        None, description="Median wall time over that of the reference decoder's read of the same object."
+    )
 
 
 class Record(_Model):
@@ -149,7 +156,9 @@ class Record(_Model):
 
     case: str
     producer: str
-    consumer: str | None = Field(None, description="None for the producer's own write step; the validator for a validate step.")
+    consumer: str | None = Field(
+        None, description="None for the producer's own write step; the validator for a validate step."
+    )
     step: Literal["write", "read", "validate"]
     status: Status
     message: str = ""
@@ -176,7 +185,9 @@ class Record(_Model):
         description="What a read was judged against: the case's truth; what the object holds (its producer wrote it "
         "wrong, so a faithful read is the reader's PASS); or the consensus of independent readers (no truth).",
     )
-    content: ContentCheck | None = Field(None, description="Write records: what the object holds, as decoded independently.")
+    content: ContentCheck | None = Field(
+        None, description="Write records: what the object holds, as decoded independently."
+    )
     harness: str | None = Field(
         None,
         description="A fault of the harness, not of the tool: a full disk, a service that could not start, a call the "
@@ -223,7 +234,8 @@ class ToolInfo(_Model):
     homepage: str | None = None
     service: bool = Field(False, description="The adapter runs a long-lived service (a server, a browser).")
     family: str | None = Field(
-        None, description="Readers of one family share their decoding code and count as one vote where there is no truth."
+        None,
+        description="Readers of one family share their decoding code and count as one vote where there is no truth.",
     )
     environment: str | None = Field(None, description="The adapter's own Python environment, if it has one.")
     error: str | None = Field(None, description="Why the adapter cannot run although it should (a broken environment).")
@@ -262,14 +274,18 @@ class RunInfo(_Model):
     cpu_count: int | None = None
     memory_total_mb: float | None = None
     command: list[str] = Field(default_factory=list)
-    corpus_fingerprint: str = Field(description="Hash of every case file run, so shards of different corpora are not merged.")
+    corpus_fingerprint: str = Field(
+        description="Hash of every case file run, so shards of different corpora are not merged."
+    )
     filters: dict[str, list[str]] = Field(default_factory=dict)
     timeout_s: float
     memory_limit_mb: float
     workers: int
     run_dir: str | None = Field(None, description="Folder of the run's objects and artifacts when it ran.")
     harness_peak_rss_mb: float | None = Field(None, description="Peak resident memory of the harness process itself.")
-    harness_cpu_s: float | None = Field(None, description="CPU seconds of the harness process itself (tool calls excluded).")
+    harness_cpu_s: float | None = Field(
+        None, description="CPU seconds of the harness process itself (tool calls excluded)."
+    )
     kind: Literal["run", "bench", "submission", "ingest"] = Field(
         "run",
         description="A conformance run; a benchmark (records carry bench stats); a vendor's consumer submission "
@@ -278,7 +294,8 @@ class RunInfo(_Model):
     submission: SubmissionInfo | None = Field(None, description="Vendor submissions: who, what, from which bundle.")
     machine: dict[str, str] = Field(default_factory=dict, description="CPU model and the like, for benchmarks.")
     harness_overhead: dict[str, float] = Field(
-        default_factory=dict, description="Benchmarks: the time a quick run spent outside the tools (seconds and share)."
+        default_factory=dict,
+        description="Benchmarks: the time a quick run spent outside the tools (seconds and share).",
     )
     combined_from: list[dict[str, str | int | None]] = Field(
         default_factory=list,
@@ -323,8 +340,9 @@ class ResultsFileError(ValueError):
         if m and path.name == "latest.json":
             intact = path.with_name(f"{m.group(1)}.json")
             if intact.is_file() and intact != path:
-                message += (f"; the run's own copy {intact} may be intact: give that file instead "
-                            f"(or --resume {m.group(1)})")
+                message += (
+                    f"; the run's own copy {intact} may be intact: give that file instead (or --resume {m.group(1)})"
+                )
         elif path.name == "latest.json":
             message += "; each run also keeps <run id>.json beside it: give one of those instead"
         super().__init__(message)
@@ -367,8 +385,11 @@ class ResultsWriter:
             except OSError as exc:
                 tmp.unlink(missing_ok=True)  # the last complete copy stays as it was
                 if exc.errno == 28:
-                    raise DiskFull(28, f"the disk holding {path.parent} is full: the results could not be written "
-                                       f"(the last complete copy is kept)") from None
+                    raise DiskFull(
+                        28,
+                        f"the disk holding {path.parent} is full: the results could not be written "
+                        f"(the last complete copy is kept)",
+                    ) from None
                 raise
         self._last = time.monotonic()
 

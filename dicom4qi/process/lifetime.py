@@ -30,8 +30,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = [
-    "BUILD_ENV", "CALL_ENV", "HARNESS_ENV", "become_subreaper", "call_env", "harness_id", "kill_call",
-    "kill_leftovers", "marked_processes",
+    "BUILD_ENV",
+    "CALL_ENV",
+    "HARNESS_ENV",
+    "become_subreaper",
+    "call_env",
+    "harness_id",
+    "kill_call",
+    "kill_leftovers",
+    "marked_processes",
 ]
 
 HARNESS_ENV = "DICOM4QI_HARNESS"
@@ -109,8 +116,11 @@ def kill_call(call: str) -> int:
 def kill_leftovers(build: Path) -> list[str]:
     """Kill the processes of earlier harnesses of this build folder that are no longer alive; what was killed."""
     build_dir = str(build.resolve())
-    found = [(pid, marks) for pid, marks in marked_processes()
-             if marks.get(BUILD_ENV) == build_dir and not _alive(marks.get(HARNESS_ENV, ""))]
+    found = [
+        (pid, marks)
+        for pid, marks in marked_processes()
+        if marks.get(BUILD_ENV) == build_dir and not _alive(marks.get(HARNESS_ENV, ""))
+    ]
     out = []
     for pid, marks in found:
         try:

@@ -90,6 +90,7 @@ def kill_all() -> None:
     for pid in pids:
         kill_group(pid)
 
+
 #: The folder that holds the dicom4qi package.
 SUITE_ROOT = str(paths.SUITE_ROOT)
 

@@ -35,7 +35,13 @@ class ServiceError(RuntimeError):
 
 class ServicePool:
     def __init__(
-        self, tool: ToolInfo, root: Path, cache: Path, size: int, start_timeout_s: float = 600.0, python: str | None = None
+        self,
+        tool: ToolInfo,
+        root: Path,
+        cache: Path,
+        size: int,
+        start_timeout_s: float = 600.0,
+        python: str | None = None,
     ) -> None:
         self.tool = tool
         self.python = python
@@ -83,8 +89,11 @@ class ServicePool:
         t0 = time.monotonic()
         out = run_child(
             {
-                "op": "start", "role": "consumer", "adapter": self.tool.name,
-                "workdir": str(workdir.resolve()), "cache": str(self.cache.resolve()),
+                "op": "start",
+                "role": "consumer",
+                "adapter": self.tool.name,
+                "workdir": str(workdir.resolve()),
+                "cache": str(self.cache.resolve()),
             },
             workdir / "start",
             timeout_s=self.start_timeout_s,

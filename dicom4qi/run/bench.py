@@ -58,8 +58,11 @@ NIFTI, NIBABEL = "nifti", "nibabel"
 
 @dataclass
 class BenchConfig:
-    run: RunConfig = field(default_factory=lambda: RunConfig(
-        tiers=["full"], producers=list(BENCH_PRODUCERS), consumers=list(BENCH_CONSUMERS), verify_writes=False))
+    run: RunConfig = field(
+        default_factory=lambda: RunConfig(
+            tiers=["full"], producers=list(BENCH_PRODUCERS), consumers=list(BENCH_CONSUMERS), verify_writes=False
+        )
+    )
     repeats: int = 3
     #: A cell whose warm-up takes longer than this is timed once more only (a minute-long call varies little
     #: next to what it shows, and three more would not fit a nightly budget).
@@ -90,7 +93,12 @@ def machine_description() -> dict[str, str]:
 
 def _timing(out: ChildOutcome, key: str) -> Timing:
     tool = out.response.get(key) if out.response else None
-    return Timing(wall_s=out.wall_s, cpu_s=out.cpu_s, peak_rss_mb=out.peak_rss_mb, tool_s=round(float(tool), 4) if tool is not None else None)
+    return Timing(
+        wall_s=out.wall_s,
+        cpu_s=out.cpu_s,
+        peak_rss_mb=out.peak_rss_mb,
+        tool_s=round(float(tool), 4) if tool is not None else None,
+    )
 
 
 def _stats(runs: list[Timing], warmup: Timing | None, size: int | None) -> BenchStats:
@@ -122,7 +130,13 @@ class BenchRunner(Runner):
         runs = []
         repeats = 1 if warmup_s > self.bcfg.slow_cell_s else self.bcfg.repeats
         for i in range(repeats):
-            out = run_child(request, workdir / f"run{i + 1}", timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb, python=python)
+            out = run_child(
+                request,
+                workdir / f"run{i + 1}",
+                timeout_s=self.cfg.timeout_s,
+                memory_mb=self.cfg.memory_mb,
+                python=python,
+            )
             if out.kind != "ok":
                 return f"timed run {i + 1}: {out.kind}: {out.message}"
             runs.append(_timing(out, key))
@@ -141,9 +155,16 @@ class BenchRunner(Runner):
         for fmt in BASELINES:
             path = folder / f"truth{fmt.suffix}"
             base = {**self._base(loaded, fmt.name, None), "notes": [f"written by {fmt.writer}"]}
-            req = {"op": "baseline", "action": "write", "format": fmt.name,
-                   "truth_dir": str(truth.directory.resolve()), "path": str(path.resolve())}
-            warm = run_child(req, folder / f"{fmt.name}-write", timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb)
+            req = {
+                "op": "baseline",
+                "action": "write",
+                "format": fmt.name,
+                "truth_dir": str(truth.directory.resolve()),
+                "path": str(path.resolve()),
+            }
+            warm = run_child(
+                req, folder / f"{fmt.name}-write", timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb
+            )
             if warm.kind != "ok":
                 records.append(outcome_record(base, warm, "write"))
                 continue
@@ -154,7 +175,10 @@ class BenchRunner(Runner):
             size = path.stat().st_size
             records.append(Record(**base, status=Status.PASS, bench=_stats(runs, _timing(warm, "seconds"), size)))
             for reader in fmt.readers:
-                rbase = {**self._base(loaded, fmt.name, reader), "notes": [f"{reader} reads {fmt.suffix} into a numpy array"]}
+                rbase = {
+                    **self._base(loaded, fmt.name, reader),
+                    "notes": [f"{reader} reads {fmt.suffix} into a numpy array"],
+                }
                 rreq = {**req, "action": "read", "reader": reader}
                 work = folder / f"{fmt.name}-read-{slug(reader)}"
                 warm = run_child(rreq, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb)
@@ -165,12 +189,17 @@ class BenchRunner(Runner):
                 shape = tuple(warm.response.get("shape", ()))
                 status, message = Status.PASS, ""
                 if got != expected or sorted(shape) != sorted(truth.shape):
-                    status, message = Status.FAIL, f"read {got} labelled voxels in shape {shape}, the truth has {expected} in {truth.shape}"
+                    status, message = (
+                        Status.FAIL,
+                        f"read {got} labelled voxels in shape {shape}, the truth has {expected} in {truth.shape}",
+                    )
                 runs = self._repeat({**rreq, "bench": True}, work, None, "seconds")
                 if isinstance(runs, str):
                     records.append(Record(**rbase, status=Status.ERROR, message=runs))
                     continue
-                records.append(Record(**rbase, status=status, message=message, bench=_stats(runs, _timing(warm, "seconds"), size)))
+                records.append(
+                    Record(**rbase, status=status, message=message, bench=_stats(runs, _timing(warm, "seconds"), size))
+                )
         return records
 
     def _write_cell(self, loaded: LoadedCase, truth: Truth, tool: ToolInfo, run_dir: Path) -> Record:
@@ -180,9 +209,13 @@ class BenchRunner(Runner):
         scratch = run_dir / "bench-writes" / slug(loaded.id) / slug(tool.name)
         scratch.mkdir(parents=True, exist_ok=True)
         req = {
-            "op": "write", "role": "producer", "adapter": tool.name,
-            "case_file": str(loaded.path.resolve()), "case_root": str(self.cfg.corpus.resolve()),
-            "truth_dir": str(truth.directory.resolve()), "output": str((scratch / "seg.dcm").resolve()),
+            "op": "write",
+            "role": "producer",
+            "adapter": tool.name,
+            "case_file": str(loaded.path.resolve()),
+            "case_root": str(self.cfg.corpus.resolve()),
+            "truth_dir": str(truth.directory.resolve()),
+            "output": str((scratch / "seg.dcm").resolve()),
         }
         warm = Timing(wall_s=rec.wall_s or 0.0, cpu_s=rec.cpu_s or 0.0, peak_rss_mb=rec.peak_rss_mb or 0.0)
         runs = self._repeat(req, scratch, self.pythons.get(tool.name), "", warm.wall_s)
@@ -200,8 +233,12 @@ class BenchRunner(Runner):
         seg_path = run_dir / write.seg.path
         work = seg_path.parent / f"bench-read-{slug(tool.name)}"
         req = {
-            "op": "read", "role": "consumer", "adapter": tool.name, "bench": True,
-            "seg": str(seg_path.resolve()), "sources": [str(p.resolve()) for p in truth.source_paths],
+            "op": "read",
+            "role": "consumer",
+            "adapter": tool.name,
+            "bench": True,
+            "seg": str(seg_path.resolve()),
+            "sources": [str(p.resolve()) for p in truth.source_paths],
             "output": str((work / "decoded.npz").resolve()),
         }
         warm = Timing(wall_s=rec.wall_s or 0.0, cpu_s=rec.cpu_s or 0.0, peak_rss_mb=rec.peak_rss_mb or 0.0)
@@ -223,11 +260,20 @@ class BenchRunner(Runner):
         run_dir = cfg.build / "runs" / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
 
-        specs: list[tuple[Role, str]] = [("producer", p) for p in cfg.producers] + [("consumer", c) for c in cfg.consumers]
+        specs: list[tuple[Role, str]] = [("producer", p) for p in cfg.producers] + [
+            ("consumer", c) for c in cfg.consumers
+        ]
         self.progress.start("handshake", len(specs))
         tools: list[ToolInfo] = []
         for role, spec in specs:
-            info, python = prepare_tool(role, spec, cfg.build, run_dir / "handshake" / f"{role}-{slug(spec)}", cfg.memory_mb, log=self.progress.note)
+            info, python = prepare_tool(
+                role,
+                spec,
+                cfg.build,
+                run_dir / "handshake" / f"{role}-{slug(spec)}",
+                cfg.memory_mb,
+                log=self.progress.note,
+            )
             tools.append(info)
             self.pythons[info.name] = python
             self.progress.advance(f"{role} {spec}")
@@ -235,14 +281,29 @@ class BenchRunner(Runner):
 
         doc = ResultsDocument(
             run=RunInfo(
-                run_id=run_id, started=now_iso(), suite_version=__version__, suite_commit=git_commit(),
-                platform=platform.platform(), python=platform.python_version(), cpu_count=os.cpu_count(),
+                run_id=run_id,
+                started=now_iso(),
+                suite_version=__version__,
+                suite_commit=git_commit(),
+                platform=platform.platform(),
+                python=platform.python_version(),
+                cpu_count=os.cpu_count(),
                 memory_total_mb=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20, 0),
-                command=sys.argv, corpus_fingerprint=corpus_fingerprint(cases),
-                filters={"tier": cfg.tiers, "case": cfg.cases, "producer": cfg.producers, "consumer": cfg.consumers,
-                         "repeats": [str(self.bcfg.repeats)]},
-                timeout_s=cfg.timeout_s, memory_limit_mb=cfg.memory_mb, workers=1, run_dir=str(run_dir.resolve()),
-                kind="bench", machine=machine_description(),
+                command=sys.argv,
+                corpus_fingerprint=corpus_fingerprint(cases),
+                filters={
+                    "tier": cfg.tiers,
+                    "case": cfg.cases,
+                    "producer": cfg.producers,
+                    "consumer": cfg.consumers,
+                    "repeats": [str(self.bcfg.repeats)],
+                },
+                timeout_s=cfg.timeout_s,
+                memory_limit_mb=cfg.memory_mb,
+                workers=1,
+                run_dir=str(run_dir.resolve()),
+                kind="bench",
+                machine=machine_description(),
             ),
             tools=tools,
         )
@@ -328,7 +389,9 @@ def add_ratios(doc: ResultsDocument) -> None:
         r.bench.ratio_reference = round(r.bench.median_wall_s / ref, 2) if ref else None
 
 
-def bench(config: BenchConfig, progress: ProgressSink | None = None, after: Callable[[Path], None] | None = None) -> Path:
+def bench(
+    config: BenchConfig, progress: ProgressSink | None = None, after: Callable[[Path], None] | None = None
+) -> Path:
     """Run the benchmark; return the path of its results document."""
     path = BenchRunner(config, progress).run_bench()
     if after is not None:

@@ -149,7 +149,9 @@ def _merge_tools(inputs: list[Input]) -> tuple[list[ToolInfo], list[str]]:
             else:
                 fields = [k for k in a if a[k] != b[k]]
                 shown = ", ".join(f"{k} {a[k]!r} in {where.label}, {b[k]!r} in {i.label}" for k in fields[:3])
-                problems.append(f"{t.role} {t.name} (version {a['version'] or 'none'}) is described differently: {shown}")
+                problems.append(
+                    f"{t.role} {t.name} (version {a['version'] or 'none'}) is described differently: {shown}"
+                )
     tools = [first[k][0] for k in order]
     return sorted(tools, key=lambda t: _tool_rank(t.role, t.name, order.index((t.role, t.name)))), problems
 
@@ -169,7 +171,9 @@ def _tool_rank(role: str, name: str, appearance: int) -> tuple[int, float, int]:
 
 def _describe(rec: Record) -> str:
     cell = f"case {rec.case}, producer {rec.producer}"
-    return cell + (f", {'validator' if rec.step == 'validate' else 'consumer'} {rec.consumer}" if rec.consumer else ", write step")
+    return cell + (
+        f", {'validator' if rec.step == 'validate' else 'consumer'} {rec.consumer}" if rec.consumer else ", write step"
+    )
 
 
 def _merge_records(inputs: list[Input]) -> tuple[list[tuple[Record, Input]], list[str]]:
@@ -198,8 +202,7 @@ def _merge_records(inputs: list[Input]) -> tuple[list[tuple[Record, Input]], lis
         problems.append(
             f"{len(conflicts)} duplicated cell(s), each in two inputs with different records "
             "(a cell may come from one input only, or be the same record in every input, like the produce "
-            "step's write and validate records that every shard carries):\n  "
-            + "\n  ".join(conflicts[:SHOWN]) + more
+            "step's write and validate records that every shard carries):\n  " + "\n  ".join(conflicts[:SHOWN]) + more
         )
     return [(rec, i) for rec, i, _ in cells.values()], problems
 
@@ -290,8 +293,10 @@ def combine(inputs: list[Input], *, command: list[str] | None = None, run_id: st
     ids = list(dict.fromkeys(r.run_id for r in runs))
     started = min((r.started for r in runs), key=_when)
     if run_id is None:
-        run_id = ids[0] if len(ids) == 1 else (
-            f"{_compact(started)}-combined-{hashlib.sha256(' '.join(sorted(ids)).encode()).hexdigest()[:6]}"
+        run_id = (
+            ids[0]
+            if len(ids) == 1
+            else (f"{_compact(started)}-combined-{hashlib.sha256(' '.join(sorted(ids)).encode()).hexdigest()[:6]}")
         )
     ends = [r.finished for r in runs if r.finished]
     finished = max(ends, key=_when) if len(ends) == len(runs) else None

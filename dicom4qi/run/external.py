@@ -64,7 +64,10 @@ class ExternalFlow:
     _pools: dict[str, ServicePool]
 
     if TYPE_CHECKING:
-        def _parallel(self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]) -> None: ...
+
+        def _parallel(
+            self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]
+        ) -> None: ...
 
     def _external(
         self,
@@ -85,7 +88,13 @@ class ExternalFlow:
             return rec
 
         todo = [(o, k) for o in objects for k in consumers if (o.id, EXTERNAL, k.name) not in kept]
-        pools = {k.name: ServicePool(k, run_dir / "services", cfg.build / "cache", size=cfg.workers, python=self.pythons.get(k.name)) for k in consumers if k.service and k.available}
+        pools = {
+            k.name: ServicePool(
+                k, run_dir / "services", cfg.build / "cache", size=cfg.workers, python=self.pythons.get(k.name)
+            )
+            for k in consumers
+            if k.service and k.available
+        }
         self._pools = pools
         try:
             self._parallel("read", todo, read, lambda rec: None)
@@ -103,9 +112,13 @@ class ExternalFlow:
     def read_external(self, obj: ExternalObject, tool: ToolInfo, run_dir: Path) -> tuple[Record, Path | None]:
         """One consumer's read of an external object (the decoded file is kept for the agreement)."""
         base: dict[str, Any] = {
-            "case": obj.id, "producer": EXTERNAL, "consumer": tool.name, "step": "read",
+            "case": obj.id,
+            "producer": EXTERNAL,
+            "consumer": tool.name,
+            "step": "read",
             "features": sorted(obj.features),
-            "tier": "external", "notes": [f"written by {obj.written_by}"] if obj.written_by else [],
+            "tier": "external",
+            "notes": [f"written by {obj.written_by}"] if obj.written_by else [],
         }
         size = obj.path.stat().st_size
         seg = SegObject(path=str(obj.path), size=size, sha256=sha256_of(obj.path))
@@ -114,7 +127,12 @@ class ExternalFlow:
         if not tool.available:
             return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}", seg=seg), None
         if obj.missing or not obj.sources:
-            return Record(**base, status=Status.SKIPPED, seg=seg, message=f"source images not found: {len(obj.missing)} referenced instance(s) missing (first {obj.missing[:1]})"), None
+            return Record(
+                **base,
+                status=Status.SKIPPED,
+                seg=seg,
+                message=f"source images not found: {len(obj.missing)} referenced instance(s) missing (first {obj.missing[:1]})",
+            ), None
         reasons = missing_features(set(base["features"]), set(tool.features), tool.unsupported_combinations)
         if reasons:
             return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons), seg=seg), None
@@ -122,16 +140,32 @@ class ExternalFlow:
         decoded_path = work / "decoded.npz"
         copy = private_copy(obj.path, work)  # the reader's own copy: the folder given is never written to
         req = {
-            "op": "read", "role": "consumer", "adapter": tool.name, "seg": str(copy.resolve()),
-            "sources": [str(p.resolve()) for p in obj.sources], "output": str(decoded_path.resolve()),
+            "op": "read",
+            "role": "consumer",
+            "adapter": tool.name,
+            "seg": str(copy.resolve()),
+            "sources": [str(p.resolve()) for p in obj.sources],
+            "output": str(decoded_path.resolve()),
         }
         pool = getattr(self, "_pools", {}).get(tool.name)
         try:
             if pool is not None:
                 with pool.lease() as endpoints:
-                    out = run_child({**req, "service": endpoints}, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb, python=self.pythons.get(tool.name))
+                    out = run_child(
+                        {**req, "service": endpoints},
+                        work,
+                        timeout_s=self.cfg.timeout_s,
+                        memory_mb=self.cfg.memory_mb,
+                        python=self.pythons.get(tool.name),
+                    )
             else:
-                out = run_child(req, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb, python=self.pythons.get(tool.name))
+                out = run_child(
+                    req,
+                    work,
+                    timeout_s=self.cfg.timeout_s,
+                    memory_mb=self.cfg.memory_mb,
+                    python=self.pythons.get(tool.name),
+                )
         except ServiceError as exc:
             return Record(**base, status=Status.ERROR, message=str(exc), seg=seg, harness=f"service: {exc}"), None
         finally:
@@ -142,5 +176,13 @@ class ExternalFlow:
             rec.seg, rec.artifacts = seg, artifacts
             return rec, None
         base["notes"] = base["notes"] + [str(n) for n in out.response.get("notes", [])]
-        rec = Record(**base, status=Status.PASS, seg=seg, wall_s=out.wall_s, cpu_s=out.cpu_s, peak_rss_mb=out.peak_rss_mb, artifacts=artifacts)
+        rec = Record(
+            **base,
+            status=Status.PASS,
+            seg=seg,
+            wall_s=out.wall_s,
+            cpu_s=out.cpu_s,
+            peak_rss_mb=out.peak_rss_mb,
+            artifacts=artifacts,
+        )
         return rec, decoded_path

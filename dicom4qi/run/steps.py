@@ -21,9 +21,21 @@ from dicom4qi.model.truth import Truth
 from dicom4qi.process.sandbox import ChildOutcome
 
 __all__ = [
-    "EXTERNAL", "LABELMAP_SEG_STORAGE", "MUTANT", "SEG_STORAGE", "VALIDATOR",
-    "ChildLimits", "artifacts_of", "changed_note", "git_commit", "inspect_object", "now_iso", "outcome_record", "private_copy",
-    "sha256_of", "slug",
+    "EXTERNAL",
+    "LABELMAP_SEG_STORAGE",
+    "MUTANT",
+    "SEG_STORAGE",
+    "VALIDATOR",
+    "ChildLimits",
+    "artifacts_of",
+    "changed_note",
+    "git_commit",
+    "inspect_object",
+    "now_iso",
+    "outcome_record",
+    "private_copy",
+    "sha256_of",
+    "slug",
 ]
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -80,7 +92,13 @@ def outcome_record(base: dict[str, Any], out: ChildOutcome, what: str) -> Record
         wall_s=out.wall_s,
         cpu_s=out.cpu_s,
         peak_rss_mb=out.peak_rss_mb,
-        checks=[Check(name="opened" if base["step"] == "read" else "written", status=CheckStatus.FAIL, message=out.message[:500])],
+        checks=[
+            Check(
+                name="opened" if base["step"] == "read" else "written",
+                status=CheckStatus.FAIL,
+                message=out.message[:500],
+            )
+        ],
         harness=out.harness,
     )
 
@@ -123,13 +141,20 @@ def artifacts_of(work: Path, run_dir: Path) -> dict[str, str]:
     """Files a call left for the report: screenshots and logs in its work folder (never followed out of it)."""
     out: dict[str, str] = {}
     for path in sorted(work.glob("*")):
-        if path.is_file() and not path.is_symlink() and path.suffix in ARTIFACT_SUFFIXES and path.stem not in ("request", "response"):
+        if (
+            path.is_file()
+            and not path.is_symlink()
+            and path.suffix in ARTIFACT_SUFFIXES
+            and path.stem not in ("request", "response")
+        ):
             if path.stat().st_size:
                 out[path.stem] = path.relative_to(run_dir).as_posix()
     return out
 
 
-def inspect_object(path: Path, header: dict[str, Any], loaded: LoadedCase, truth: Truth) -> tuple[list[Check], SegObject]:
+def inspect_object(
+    path: Path, header: dict[str, Any], loaded: LoadedCase, truth: Truth
+) -> tuple[list[Check], SegObject]:
     """Check a producer's output: a DICOM SEG of the type, bits and transfer syntax asked for, describing every segment.
 
     ``header`` is what :func:`dicom4qi.formats.headers.header_summary` read from the object, in a bounded child:
@@ -146,10 +171,18 @@ def inspect_object(path: Path, header: dict[str, Any], loaded: LoadedCase, truth
 
     chk("sop-class", sop == want_sop, f"SOP Class {sop or 'missing'}, expected {want_sop}")
     seg_type = str(header.get("segmentation_type") or "")
-    chk("segmentation-type", seg_type == enc.type.value, f"Segmentation Type {seg_type or 'missing'}, expected {enc.type.value}")
+    chk(
+        "segmentation-type",
+        seg_type == enc.type.value,
+        f"Segmentation Type {seg_type or 'missing'}, expected {enc.type.value}",
+    )
     bits = header.get("bits_allocated")
     chk("bits-allocated", bits == enc.bits, f"Bits Allocated {bits}, expected {enc.bits}")
-    chk("transfer-syntax", ts == enc.transfer_syntax_uid, f"transfer syntax {ts or 'missing'}, expected {enc.transfer_syntax_uid}")
+    chk(
+        "transfer-syntax",
+        ts == enc.transfer_syntax_uid,
+        f"transfer syntax {ts or 'missing'}, expected {enc.transfer_syntax_uid}",
+    )
     declared = [int(n) for n in header.get("segment_numbers", [])]
     expected = [s.number for s in truth.segments]
     listed = [n for n in declared if not (n == 0 and want_sop == LABELMAP_SEG_STORAGE)]  # 0: a label map's background

@@ -75,8 +75,16 @@ MEANINGS = {
 }
 PROBLEM = frozenset({Status.FAIL, Status.ERROR, Status.CRASH, Status.TIMEOUT})
 TRIED = PROBLEM | {Status.PASS}
-STATUS_CODE = {Status.PASS: "P", Status.FAIL: "F", Status.ERROR: "E", Status.CRASH: "C", Status.TIMEOUT: "T",
-               Status.DISPUTED: "D", Status.UNSUPPORTED: "U", Status.SKIPPED: "S"}
+STATUS_CODE = {
+    Status.PASS: "P",
+    Status.FAIL: "F",
+    Status.ERROR: "E",
+    Status.CRASH: "C",
+    Status.TIMEOUT: "T",
+    Status.DISPUTED: "D",
+    Status.UNSUPPORTED: "U",
+    Status.SKIPPED: "S",
+}
 CHANGE_CODE = {"regressed": "r", "fixed": "f", "changed": "c"}
 #: Order of severity, worst first (tool pages list failures in this order).
 SEVERITY = [Status.CRASH, Status.TIMEOUT, Status.ERROR, Status.FAIL]
@@ -323,15 +331,33 @@ class Badge:
         if not self.tried:
             return "lightgrey"
         r = self.passed / self.tried
-        return ("brightgreen" if r >= 0.95 else "green" if r >= 0.85 else "yellowgreen" if r >= 0.7
-                else "yellow" if r >= 0.5 else "orange" if r >= 0.3 else "red")
+        return (
+            "brightgreen"
+            if r >= 0.95
+            else "green"
+            if r >= 0.85
+            else "yellowgreen"
+            if r >= 0.7
+            else "yellow"
+            if r >= 0.5
+            else "orange"
+            if r >= 0.3
+            else "red"
+        )
 
     def endpoint(self) -> dict[str, Any]:
         return {"schemaVersion": 1, "label": self.label, "message": self.message, "color": self.color}
 
 
-_BADGE_HEX = {"brightgreen": "#4c1", "green": "#97ca00", "yellowgreen": "#a4a61d", "yellow": "#dfb317",
-              "orange": "#fe7d37", "red": "#e05d44", "lightgrey": "#9f9f9f"}
+_BADGE_HEX = {
+    "brightgreen": "#4c1",
+    "green": "#97ca00",
+    "yellowgreen": "#a4a61d",
+    "yellow": "#dfb317",
+    "orange": "#fe7d37",
+    "red": "#e05d44",
+    "lightgrey": "#9f9f9f",
+}
 
 
 def _badge_svg(b: Badge) -> str:
@@ -475,14 +501,22 @@ def _group_of(tier: str, features: list[str]) -> str:
 
 
 def _graded(records: list[Record]) -> list[Record]:
-    return [r for r in records if r.tier not in UNGRADED_TIERS and r.producer not in ("external", "(external)", "mutant")]
+    return [
+        r for r in records if r.tier not in UNGRADED_TIERS and r.producer not in ("external", "(external)", "mutant")
+    ]
 
 
 class _Site:
     """Everything the pages show, gathered once from the documents."""
 
-    def __init__(self, documents: list[ResultsDocument], history: list[ResultsDocument], out_dir: Path,
-                 opts: SiteOptions, links: dict[str, str]) -> None:
+    def __init__(
+        self,
+        documents: list[ResultsDocument],
+        history: list[ResultsDocument],
+        out_dir: Path,
+        opts: SiteOptions,
+        links: dict[str, str],
+    ) -> None:
         self.out_dir = out_dir
         self.opts = opts
         self.extra_links = links
@@ -576,8 +610,17 @@ class _Site:
             anyc = next(iter(cells.values())).rec
             feats = list(anyc.features)
             tier = anyc.tier or ""
-            rows.append(Row(case, tier, feats, producer, _group_of(tier, feats), cells.get(None),
-                            [cells.get(c) for c in self.columns]))
+            rows.append(
+                Row(
+                    case,
+                    tier,
+                    feats,
+                    producer,
+                    _group_of(tier, feats),
+                    cells.get(None),
+                    [cells.get(c) for c in self.columns],
+                )
+            )
         rows.sort(key=lambda r: (groups.index(r.group), r.case, order.get(r.producer, 999), r.producer))
         self.all_rows = rows
         self.rows = [r for r in rows if not (r.write and r.write.rec.status is Status.UNSUPPORTED)]
@@ -628,7 +671,7 @@ def _truth_picture(truth: Any, path: Path, *, panels: int = 6, side: int = 360) 
         counts = np.zeros((len(groups), frames), dtype=np.int64)
         for n, crop in mf:
             per = np.count_nonzero(crop.data.reshape(crop.data.shape[0], -1), axis=1)
-            counts[group_of[n], crop.offset[0]:crop.offset[0] + len(per)] += per
+            counts[group_of[n], crop.offset[0] : crop.offset[0] + len(per)] += per
         best = counts.argmax(axis=1)
         step = max(1, math.ceil(max(rows, cols) / side))
         h, w = -(-rows // step), -(-cols // step)
@@ -645,10 +688,14 @@ def _truth_picture(truth: Any, path: Path, *, panels: int = 6, side: int = 360) 
             if sub.size == 0:
                 continue
             r0, c0 = (y0 + fy) // step, (x0 + fx) // step
-            alpha = sub.astype(np.float32) / truth.fractional_max if truth.fractional else sub.astype(bool).astype(np.float32)
+            alpha = (
+                sub.astype(np.float32) / truth.fractional_max
+                if truth.fractional
+                else sub.astype(bool).astype(np.float32)
+            )
             alpha = alpha[..., None] * 0.9
             color = np.asarray(_color(info.get(n), n), dtype=np.float32) / 255
-            region = canvas[g, r0:r0 + sub.shape[0], c0:c0 + sub.shape[1]]
+            region = canvas[g, r0 : r0 + sub.shape[0], c0 : c0 + sub.shape[1]]
             region[:] = region * (1 - alpha) + color * alpha
     import matplotlib
 
@@ -670,8 +717,10 @@ def _truth_picture(truth: Any, path: Path, *, panels: int = 6, side: int = 360) 
     fig.savefig(tmp, format="png", dpi=80, metadata={"Software": None}, bbox_inches="tight", pad_inches=0.08)
     plt.close(fig)
     tmp.replace(path)
-    caption = (f"One slice per group of segments, each at the frame where its segments cover the most pixels; "
-               f"{rows}×{cols} pixels, {frames} frame(s)")
+    caption = (
+        f"One slice per group of segments, each at the frame where its segments cover the most pixels; "
+        f"{rows}×{cols} pixels, {frames} frame(s)"
+    )
     if step > 1:
         caption += f", drawn at 1/{step} scale"
     if empty:
@@ -714,7 +763,9 @@ def _case_infos(site: _Site) -> dict[str, CaseInfo]:
     for cell in site.cells.values():
         first.setdefault(cell.rec.case, cell.rec)
     for case_id, rec in sorted(first.items()):
-        info = CaseInfo(id=case_id, href=f"case/{_slug(case_id)}.html", tier=rec.tier or "", features=list(rec.features))
+        info = CaseInfo(
+            id=case_id, href=f"case/{_slug(case_id)}.html", tier=rec.tier or "", features=list(rec.features)
+        )
         lc = loaded.get(case_id)
         if lc is not None:
             c = lc.case
@@ -722,15 +773,32 @@ def _case_infos(site: _Site) -> dict[str, CaseInfo]:
             s, e, g = c.source, c.encoding, c.segments
             info.params = [
                 ("source", f"{s.modality} {s.layout}, {s.rows}×{s.columns}, {s.frames} frame(s)"),
-                ("spacing", f"pixel {s.pixel_spacing[0]} × {s.pixel_spacing[1]} mm"
-                 + (f", slices at {', '.join(map(str, s.slice_positions))} mm" if s.slice_positions
-                    else f", slice {s.slice_spacing} mm" if s.has_patient_geometry and s.layout != "cine" else "")),
-                ("orientation", ", ".join(f"{v:g}" for v in s.orientation) if s.has_patient_geometry else "none (no patient space)"),
-                ("segments", f"{g.count} ({g.generator}, seed {g.seed}, fill {g.fill})"
-                 + (f", empty: {', '.join(map(str, g.empty))}" if g.empty else "")
-                 + (f", empty frames in: {', '.join(map(str, g.gaps))}" if g.gaps else "")),
-                ("encoding", f"{e.type.value}, {e.bits} bit(s), {e.transfer_syntax}"
-                 + (f", frames {e.frame_order}" if e.frame_order != "segment-major" else "")),
+                (
+                    "spacing",
+                    f"pixel {s.pixel_spacing[0]} × {s.pixel_spacing[1]} mm"
+                    + (
+                        f", slices at {', '.join(map(str, s.slice_positions))} mm"
+                        if s.slice_positions
+                        else f", slice {s.slice_spacing} mm"
+                        if s.has_patient_geometry and s.layout != "cine"
+                        else ""
+                    ),
+                ),
+                (
+                    "orientation",
+                    ", ".join(f"{v:g}" for v in s.orientation) if s.has_patient_geometry else "none (no patient space)",
+                ),
+                (
+                    "segments",
+                    f"{g.count} ({g.generator}, seed {g.seed}, fill {g.fill})"
+                    + (f", empty: {', '.join(map(str, g.empty))}" if g.empty else "")
+                    + (f", empty frames in: {', '.join(map(str, g.gaps))}" if g.gaps else ""),
+                ),
+                (
+                    "encoding",
+                    f"{e.type.value}, {e.bits} bit(s), {e.transfer_syntax}"
+                    + (f", frames {e.frame_order}" if e.frame_order != "segment-major" else ""),
+                ),
                 ("case file", f"corpus/cases/{case_id}.toml"),
             ]
             info.fingerprint = c.fingerprint()
@@ -744,14 +812,19 @@ def _case_infos(site: _Site) -> dict[str, CaseInfo]:
             m = mutants[case_id]
             info.description = m.description
             info.base = m.base
-            info.params = [("mutation", m.mutation), ("parameters", json.dumps(m.params, ensure_ascii=False) if m.params else "none"),
-                           ("base object", f"{m.base}, written by highdicom")]
+            info.params = [
+                ("mutation", m.mutation),
+                ("parameters", json.dumps(m.params, ensure_ascii=False) if m.params else "none"),
+                ("base object", f"{m.base}, written by highdicom"),
+            ]
             info.standard = "PS3.3 C.8.20 (Segmentation IOD); the object is broken on purpose"
         else:
             info.notes = sorted({n for c in site.cells.values() if c.rec.case == case_id for n in c.rec.notes[:1]})
             if info.tier == "external":
                 who = next((n for n in info.notes if n.startswith("written by ")), "written elsewhere")
-                info.description = f"An object from the wild, {who}; no truth: its readers are compared with each other."
+                info.description = (
+                    f"An object from the wild, {who}; no truth: its readers are compared with each other."
+                )
                 info.notes = [n for n in info.notes if n != who]
         out[case_id] = info
     return out
@@ -766,7 +839,9 @@ def _case_files(site: _Site, cases: dict[str, CaseInfo], copier: Copier, *, pict
     for info in cases.values():
         if info.truth_dir is None or info.fingerprint is None:
             if info.fingerprint:
-                info.picture_note = "the case is not built on this machine (dicom4qi corpus build): no picture of the truth"
+                info.picture_note = (
+                    "the case is not built on this machine (dicom4qi corpus build): no picture of the truth"
+                )
                 info.files = [FileLink("truth", None, "not available: the case is not built on this machine")]
             continue
         fp = _clean(info.fingerprint)
@@ -778,12 +853,19 @@ def _case_files(site: _Site, cases: dict[str, CaseInfo], copier: Copier, *, pict
         info.segments_total = len(truth.segments)
         for s in truth.segments[:LIST_LIMIT]:
             assert s.category is not None and s.type is not None  # the truth always has them
-            info.segments.append({
-                "number": s.number, "label": s.label, "color": s.color_rgb or _color(None, s.number),
-                "category": s.category.get("meaning", ""), "type": s.type.get("meaning", ""),
-                "description": (s.description or "")[:300], "empty": s.empty,
-                "tracking": s.tracking_id or "", "algorithm": f"{s.algorithm_type} {s.algorithm_name} {s.algorithm_version}",
-            })
+            info.segments.append(
+                {
+                    "number": s.number,
+                    "label": s.label,
+                    "color": s.color_rgb or _color(None, s.number),
+                    "category": s.category.get("meaning", ""),
+                    "type": s.type.get("meaning", ""),
+                    "description": (s.description or "")[:300],
+                    "empty": s.empty,
+                    "tracking": s.tracking_id or "",
+                    "algorithm": f"{s.algorithm_type} {s.algorithm_name} {s.algorithm_version}",
+                }
+            )
         png = f"img/case/{fp}-v{PICTURE_VERSION}.png"
         keep_img.add(png)
         if pictures:
@@ -800,8 +882,10 @@ def _case_files(site: _Site, cases: dict[str, CaseInfo], copier: Copier, *, pict
                 info.picture_note = f"the picture could not be drawn: {exc}"
             keep_img.add(png + ".txt")
         files = []
-        for name, label in (("truth.json", "truth: geometry and segment metadata (truth.json)"),
-                            ("truth.npz", "truth: one crop per segment (truth.npz, see dicom4qi/model/masks.py)")):
+        for name, label in (
+            ("truth.json", "truth: geometry and segment metadata (truth.json)"),
+            ("truth.npz", "truth: one crop per segment (truth.npz, see dicom4qi/model/masks.py)"),
+        ):
             dest = f"files/case/{fp}/{name}"
             href, note = copier.copy(info.truth_dir / name, dest, reuse=True)
             if href:
@@ -812,8 +896,13 @@ def _case_files(site: _Site, cases: dict[str, CaseInfo], copier: Copier, *, pict
             size = sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
             dest = f"files/case/{fp}/source.zip"
             if size > copier.max_bytes:
-                files.append(FileLink("source images (zip)", None,
-                                      f"not copied into the site: {_mib(size)}, over the {_mib(copier.max_bytes)} cap per file"))
+                files.append(
+                    FileLink(
+                        "source images (zip)",
+                        None,
+                        f"not copied into the site: {_mib(size)}, over the {_mib(copier.max_bytes)} cap per file",
+                    )
+                )
             else:
                 target = site.out_dir / dest
                 if not target.is_file():
@@ -821,7 +910,11 @@ def _case_files(site: _Site, cases: dict[str, CaseInfo], copier: Copier, *, pict
                 href, note = copier.copy(target, dest, reuse=True)
                 if href:
                     keep_files.add(dest)
-                files.append(FileLink(f"source images ({sum(1 for f in source.rglob('*') if f.is_file())} files, zip)", href, note))
+                files.append(
+                    FileLink(
+                        f"source images ({sum(1 for f in source.rglob('*') if f.is_file())} files, zip)", href, note
+                    )
+                )
         info.files = files
     # Pictures and case files are kept between reports (keyed by the case's fingerprint); drop the stale ones.
     for folder, keep in (("img/case", keep_img), ("files/case", keep_files)):
@@ -847,7 +940,9 @@ def _copy_cell_files(site: _Site, copier: Copier) -> None:
                     continue
                 src = _inside(root, rel) if root else None
                 if src is None:
-                    cell.artifacts.append(FileLink(name, None, "not available: outside the run folder or no run folder"))
+                    cell.artifacts.append(
+                        FileLink(name, None, "not available: outside the run folder or no run folder")
+                    )
                     continue
                 href, note = copier.copy(src, f"artifacts/{_clean(cell.run.run_id, 80)}/{_site_path(rel)}")
                 cell.artifacts.append(FileLink(name, href, note))
@@ -868,8 +963,9 @@ def _copy_cell_files(site: _Site, copier: Copier) -> None:
 
 
 def _env() -> Environment:
-    env = Environment(loader=FileSystemLoader([TEMPLATES]), autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                      finalize=_neutral)
+    env = Environment(
+        loader=FileSystemLoader([TEMPLATES]), autoescape=True, trim_blocks=True, lstrip_blocks=True, finalize=_neutral
+    )
     env.filters.update(mib=_mib, seconds=_seconds, slug=_slug)
     env.globals.update(
         symbols={s.value: v for s, v in SYMBOLS.items()},
@@ -902,8 +998,13 @@ class _Renderer:
                 names.append(c)
         self.tool_names = names
         self.tool_hrefs = {n: f"tool/{_slug(n)}.html" for n in names}
-        nav = [("index.html", "Grid"), ("overview.html", "Overview"), ("overview.html#tools", "Tools"),
-               ("cases.html", "Cases"), ("history.html", "History")]
+        nav = [
+            ("index.html", "Grid"),
+            ("overview.html", "Overview"),
+            ("overview.html#tools", "Tools"),
+            ("cases.html", "Cases"),
+            ("history.html", "History"),
+        ]
         if (site.out_dir / "format-study.html").is_file() or "format-study.html" in site.extra_links:
             nav.append(("format-study.html", "Format study"))
         for href, text in site.extra_links.items():
@@ -915,7 +1016,9 @@ class _Renderer:
             if t.role in ("producer", "consumer"):
                 passed, tried, _ = site.pass_counts(t.role, t.name)
                 slug = _slug(t.role, t.name)
-                self.badges[(t.role, t.name)] = Badge(t.role, t.name, passed, tried, f"badges/{slug}.json", f"badges/{slug}.svg")
+                self.badges[(t.role, t.name)] = Badge(
+                    t.role, t.name, passed, tried, f"badges/{slug}.json", f"badges/{slug}.svg"
+                )
 
     def feature_order(self, names: set[str] | list[str]) -> list[str]:
         known = [f for f in self.features if f in names]
@@ -925,8 +1028,16 @@ class _Renderer:
         depth = target.count("/")
         root = "../" * depth
         html_text = self.env.get_template(template).render(
-            root=root, here=target, nav=self.nav, run=self.site.latest, site=self.site, tool_hrefs=self.tool_hrefs,
-            cases=self.cases, features=self.features, macros=self.macros, **ctx,
+            root=root,
+            here=target,
+            nav=self.nav,
+            run=self.site.latest,
+            site=self.site,
+            tool_hrefs=self.tool_hrefs,
+            cases=self.cases,
+            features=self.features,
+            macros=self.macros,
+            **ctx,
         )
         _write_text(self.site.out_dir / target, html_text)
         self.sizes[target] = len(html_text.encode("utf-8"))
@@ -946,10 +1057,19 @@ class _Renderer:
             selfrep = Counter(r.status.value for r in reads if r.provenance == "self-reported")
             order = [st.value for st in SYMBOLS]
             s: dict[str, Any] = {
-                "info": info, "kind": d.run.kind,
-                "records": sorted(d.records, key=lambda r: (
-                    {"verified": 0, "submitted": 0, None: 1, "self-reported": 2}.get(r.provenance, 3),
-                    r.status is Status.SKIPPED, r.case, r.producer, r.step != "write", r.consumer or "")),
+                "info": info,
+                "kind": d.run.kind,
+                "records": sorted(
+                    d.records,
+                    key=lambda r: (
+                        {"verified": 0, "submitted": 0, None: 1, "self-reported": 2}.get(r.provenance, 3),
+                        r.status is Status.SKIPPED,
+                        r.case,
+                        r.producer,
+                        r.step != "write",
+                        r.consumer or "",
+                    ),
+                ),
                 "href": f"submission/{_slug(info.vendor, info.tool, info.tool_version, info.sha256[:12])}.html",
                 "verified": sorted(verified.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99),
                 "writes": sorted(writes.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99),
@@ -989,14 +1109,30 @@ class _Renderer:
             for pi, p in enumerate(pages):
                 for row, _, _ in p:
                     cells = [row.write] + row.cells
-                    index_rows.append([pi, row.tier, row.producer, " ".join(row.features),
-                                       "".join(STATUS_CODE[c.rec.status] if c else "." for c in cells),
-                                       "".join(CHANGE_CODE.get(c.change or "", ".") if c else "." for c in cells),
-                                       "".join((c.novelty or ".")[0] if c else "." for c in cells)])
+                    index_rows.append(
+                        [
+                            pi,
+                            row.tier,
+                            row.producer,
+                            " ".join(row.features),
+                            "".join(STATUS_CODE[c.rec.status] if c else "." for c in cells),
+                            "".join(CHANGE_CODE.get(c.change or "", ".") if c else "." for c in cells),
+                            "".join((c.novelty or ".")[0] if c else "." for c in cells),
+                        ]
+                    )
             for pi in range(len(pages)):
-                _write_text(site.out_dir / "data" / f"grid-index-{pi + 1}.js", _js_data("D4Q_INDEX", {
-                    "current": pi, "columns": cols,
-                    "pages": [{"href": h, "label": lab} for h, lab in zip(hrefs, labels)], "rows": index_rows}))
+                _write_text(
+                    site.out_dir / "data" / f"grid-index-{pi + 1}.js",
+                    _js_data(
+                        "D4Q_INDEX",
+                        {
+                            "current": pi,
+                            "columns": cols,
+                            "pages": [{"href": h, "label": lab} for h, lab in zip(hrefs, labels)],
+                            "rows": index_rows,
+                        },
+                    ),
+                )
         features = self.feature_order({f for r in site.rows for f in r.features})
         tiers = sorted({r.tier for r in site.rows if r.tier}, key=_tier_key)
         changes = Counter(c.change for c in site.cells.values() if c.change)
@@ -1009,15 +1145,39 @@ class _Renderer:
             for row, text, _ in p:
                 if row.group != last_group:
                     n = sum(1 for r in site.rows if r.group == row.group)
-                    items.append(("group", (row.group, GROUPS[row.group], last_group is None and pi > 0 and
-                                            pages[pi - 1] and pages[pi - 1][-1][0].group == row.group, n)))
+                    items.append(
+                        (
+                            "group",
+                            (
+                                row.group,
+                                GROUPS[row.group],
+                                last_group is None
+                                and pi > 0
+                                and pages[pi - 1]
+                                and pages[pi - 1][-1][0].group == row.group,
+                                n,
+                            ),
+                        )
+                    )
                     last_group = row.group
                 items.append(("row", Markup(text)))
-            self.page("grid.html.j2", href, items=items, columns=site.columns, page_index=pi,
-                      pages=list(zip(hrefs, labels)), multi=multi, feature_names=features, tiers=tiers,
-                      producers=producers, changes=changes, totals=totals,
-                      unsupported=site.unsupported if pi == 0 else [], n_rows=len(site.rows),
-                      index_script=f"data/grid-index-{pi + 1}.js" if multi else None)
+            self.page(
+                "grid.html.j2",
+                href,
+                items=items,
+                columns=site.columns,
+                page_index=pi,
+                pages=list(zip(hrefs, labels)),
+                multi=multi,
+                feature_names=features,
+                tiers=tiers,
+                producers=producers,
+                changes=changes,
+                totals=totals,
+                unsupported=site.unsupported if pi == 0 else [],
+                n_rows=len(site.rows),
+                index_script=f"data/grid-index-{pi + 1}.js" if multi else None,
+            )
 
     # ---- overview
 
@@ -1040,28 +1200,55 @@ class _Renderer:
         tools = []
         for t in site.tools:
             passed, tried, counts = site.pass_counts(t.role, t.name)
-            tools.append({"info": t, "passed": passed, "tried": tried, "counts": counts, "badge": self.badges.get((t.role, t.name))})
+            tools.append(
+                {
+                    "info": t,
+                    "passed": passed,
+                    "tried": tried,
+                    "counts": counts,
+                    "badge": self.badges.get((t.role, t.name)),
+                }
+            )
         negative_reads = [c.rec for c in site.cells.values() if c.rec.tier == "negative" and c.rec.step == "read"]
-        reactions = {c: Counter(r.reaction for r in negative_reads if r.consumer == c and r.reaction) for c in site.columns}
+        reactions = {
+            c: Counter(r.reaction for r in negative_reads if r.consumer == c and r.reaction) for c in site.columns
+        }
         reactions = {c: v for c, v in reactions.items() if v}
-        mutant_checks = [c.rec for c in site.cells.values() if c.rec.tier == "negative" and c.rec.step == "validate"
-                         and c.rec.status in (Status.PASS, Status.FAIL)]
+        mutant_checks = [
+            c.rec
+            for c in site.cells.values()
+            if c.rec.tier == "negative" and c.rec.step == "validate" and c.rec.status in (Status.PASS, Status.FAIL)
+        ]
         sensitivity = (sum(r.status is Status.PASS for r in mutant_checks), len(mutant_checks))
         external = [c.rec for c in site.cells.values() if c.rec.tier == "external" and c.rec.step == "read"]
         ext_readers = {c: Counter(r.status.value for r in external if r.consumer == c) for c in site.columns}
         ext_readers = {c: v for c, v in ext_readers.items() if v}
         changes = Counter(c.change for c in site.cells.values() if c.change)
-        self.page("overview.html.j2", "overview.html",
-                  feature_rows=self.feature_order(set(readers) | set(writers)), readers=readers, writers=writers,
-                  consumers=consumers, producers=producers, interop=interop, interop_tools=interop_tools, valid=valid,
-                  tools=tools, reactions=reactions, sensitivity=sensitivity, ext_readers=ext_readers,
-                  ext_objects=len({r.case for r in external}), changes=changes, runs=site.current_docs,
-                  totals=Counter(r.status.value for r in site.graded if r.step == "read"),
-                  explained=sorted(site.explained, key=lambda e: (e.issue.tool, e.state != "seen", e.issue.id)),
-                  known_errors=site.known_errors,
-                  harness_faults=sorted((c for c in site.cells.values() if c.rec.harness), key=lambda c: c.rec.key),
-                  known_counts=Counter(c.novelty for c in site.cells.values() if c.novelty),
-                  writes=Counter(r.status.value for r in site.graded if r.step == "write"))
+        self.page(
+            "overview.html.j2",
+            "overview.html",
+            feature_rows=self.feature_order(set(readers) | set(writers)),
+            readers=readers,
+            writers=writers,
+            consumers=consumers,
+            producers=producers,
+            interop=interop,
+            interop_tools=interop_tools,
+            valid=valid,
+            tools=tools,
+            reactions=reactions,
+            sensitivity=sensitivity,
+            ext_readers=ext_readers,
+            ext_objects=len({r.case for r in external}),
+            changes=changes,
+            runs=site.current_docs,
+            totals=Counter(r.status.value for r in site.graded if r.step == "read"),
+            explained=sorted(site.explained, key=lambda e: (e.issue.tool, e.state != "seen", e.issue.id)),
+            known_errors=site.known_errors,
+            harness_faults=sorted((c for c in site.cells.values() if c.rec.harness), key=lambda c: c.rec.key),
+            known_counts=Counter(c.novelty for c in site.cells.values() if c.novelty),
+            writes=Counter(r.status.value for r in site.graded if r.step == "write"),
+        )
 
     # ---- cells
 
@@ -1074,12 +1261,24 @@ class _Renderer:
                 series.append((site.runs[i].run, rec))
             rec = cell.rec
             write = site.cells.get((rec.case, rec.producer, None))
-            caption = next((n.removeprefix("difference picture: ") for n in rec.notes if n.startswith("difference picture: ")), None)
+            caption = next(
+                (n.removeprefix("difference picture: ") for n in rec.notes if n.startswith("difference picture: ")),
+                None,
+            )
             at_fault = rec.consumer if rec.step == "read" else rec.producer
-            self.page("cell.html.j2", cell.href, cell=cell, rec=rec, case=self.cases.get(rec.case),
-                      series=series[-LIST_LIMIT:], message_limit=MESSAGE_CHARS, list_limit=LIST_LIMIT,
-                      write_href=write.href if write else cell.href, difference_caption=caption,
-                      tool_issues=trackers.get(at_fault or ""))
+            self.page(
+                "cell.html.j2",
+                cell.href,
+                cell=cell,
+                rec=rec,
+                case=self.cases.get(rec.case),
+                series=series[-LIST_LIMIT:],
+                message_limit=MESSAGE_CHARS,
+                list_limit=LIST_LIMIT,
+                write_href=write.href if write else cell.href,
+                difference_caption=caption,
+                tool_issues=trackers.get(at_fault or ""),
+            )
 
     # ---- tools
 
@@ -1101,25 +1300,53 @@ class _Renderer:
                     fc = per.get(name)
                     if fc is not None and (fc.tried or fc.untried):
                         feats.append((f, fc))
-                feats.sort(key=lambda item: (item[1].rate if item[1].rate is not None else 2.0, -item[1].tried, item[0]))
+                feats.sort(
+                    key=lambda item: (item[1].rate if item[1].rate is not None else 2.0, -item[1].tried, item[0])
+                )
                 step = {"producer": "write", "consumer": "read", "validator": "validate"}[role]
-                mine = [c for c in site.cells.values() if c.rec.step == step
-                        and (c.rec.producer if role == "producer" else c.rec.consumer) == name]
-                failing = sorted((c for c in mine if c.rec.status in PROBLEM),
-                                 key=lambda c: (SEVERITY.index(c.rec.status), c.rec.tier or "", c.rec.case, c.rec.producer))
+                mine = [
+                    c
+                    for c in site.cells.values()
+                    if c.rec.step == step and (c.rec.producer if role == "producer" else c.rec.consumer) == name
+                ]
+                failing = sorted(
+                    (c for c in mine if c.rec.status in PROBLEM),
+                    key=lambda c: (SEVERITY.index(c.rec.status), c.rec.tier or "", c.rec.case, c.rec.producer),
+                )
                 reactions = Counter(c.rec.reaction for c in mine if c.rec.tier == "negative" and c.rec.reaction)
                 claims = [(f, self.features.get(f, "")) for f in self.feature_order(info.features)] if info else []
-                sections.append({"role": role, "info": info, "passed": passed, "tried": tried, "counts": counts,
-                                 "features": feats, "failing": failing[:LIST_LIMIT], "failing_total": len(failing),
-                                 "reactions": reactions, "claims": claims, "badge": self.badges.get((role, name)),
-                                 "tool_filter": f"{role}:{name}"})
+                sections.append(
+                    {
+                        "role": role,
+                        "info": info,
+                        "passed": passed,
+                        "tried": tried,
+                        "counts": counts,
+                        "features": feats,
+                        "failing": failing[:LIST_LIMIT],
+                        "failing_total": len(failing),
+                        "reactions": reactions,
+                        "claims": claims,
+                        "badge": self.badges.get((role, name)),
+                        "tool_filter": f"{role}:{name}",
+                    }
+                )
             homepage = next((t.homepage for t in infos if t.homepage), None)
             issues = _issue_tracker(homepage)
             base = (site.opts.base_url or "").rstrip("/")
             known = [e for e in site.explained if e.issue.tool == name or split_spec(name)[0] == e.issue.tool]
-            self.page("tool.html.j2", self.tool_hrefs[name], name=name, infos=infos, sections=sections, known=known,
-                      homepage=homepage if homepage and homepage.startswith(("https://", "http://")) else None,
-                      issues=issues, base_url=base, list_limit=LIST_LIMIT)
+            self.page(
+                "tool.html.j2",
+                self.tool_hrefs[name],
+                name=name,
+                infos=infos,
+                sections=sections,
+                known=known,
+                homepage=homepage if homepage and homepage.startswith(("https://", "http://")) else None,
+                issues=issues,
+                base_url=base,
+                list_limit=LIST_LIMIT,
+            )
 
     # ---- cases
 
@@ -1135,9 +1362,17 @@ class _Renderer:
             tried = sum(r.status in TRIED for r in reads)
             summary[case_id] = (passed, tried)
             rows = by_case.get(case_id, [])
-            self.page("case.html.j2", info.href, info=info, rows=[r for r in rows if r not in site.unsupported],
-                      unsupported=[r for r in rows if r in site.unsupported], columns=site.columns,
-                      feature_text=self.features, passed=passed, tried=tried)
+            self.page(
+                "case.html.j2",
+                info.href,
+                info=info,
+                rows=[r for r in rows if r not in site.unsupported],
+                unsupported=[r for r in rows if r in site.unsupported],
+                columns=site.columns,
+                feature_text=self.features,
+                passed=passed,
+                tried=tried,
+            )
         tiers = sorted({i.tier for i in self.cases.values()}, key=_tier_key)
         self.page("cases.html.j2", "cases.html", infos=list(self.cases.values()), summary=summary, tiers=tiers)
 
@@ -1145,7 +1380,7 @@ class _Renderer:
 
     def history(self) -> None:
         site = self.site
-        shown = site.runs[-site.opts.history_runs:]
+        shown = site.runs[-site.opts.history_runs :]
         first = len(site.runs) - len(shown)
         runs = []
         prev_tools: dict[tuple[str, str], str | None] | None = None
@@ -1159,29 +1394,55 @@ class _Renderer:
             prev_tools = {**(prev_tools or {}), **tools}
             if i >= first:
                 reads = [r for r in d.records if r.step == "read"]
-                runs.append({"run": d.run, "records": len(d.records),
-                             "reads": Counter(r.status.value for r in reads),
-                             "tiers": ", ".join(d.run.filters.get("tier", [])) or "—",
-                             "scope": self._scope(d), "versions": changed,
-                             "current": d in site.current_docs})
-        lists = {k: sorted((c for c in site.cells.values() if c.change == k), key=lambda c: c.rec.key)
-                 for k in ("regressed", "fixed", "changed")}
+                runs.append(
+                    {
+                        "run": d.run,
+                        "records": len(d.records),
+                        "reads": Counter(r.status.value for r in reads),
+                        "tiers": ", ".join(d.run.filters.get("tier", [])) or "—",
+                        "scope": self._scope(d),
+                        "versions": changed,
+                        "current": d in site.current_docs,
+                    }
+                )
+        lists = {
+            k: sorted((c for c in site.cells.values() if c.change == k), key=lambda c: c.rec.key)
+            for k in ("regressed", "fixed", "changed")
+        }
         table = []
         for key, series in site.series.items():
             statuses = {i: r.status for i, r in series if i >= first}
             cell = site.cells.get(key)
             if len(set(statuses.values())) < 2 and not (cell and cell.change):
                 continue
-            table.append((cell.change if cell else None, key, [statuses.get(i) for i in range(first, len(site.runs))], cell))
+            table.append(
+                (cell.change if cell else None, key, [statuses.get(i) for i in range(first, len(site.runs))], cell)
+            )
         rank = {"regressed": 0, "fixed": 1, "changed": 2, None: 3}
         table.sort(key=lambda t: (rank[t[0]], t[1][0], t[1][1], t[1][2] or ""))
-        full = {"runs": [d.run.run_id for d in site.runs],
-                "cells": [{"case": k[0], "producer": k[1], "consumer": k[2],
-                           "statuses": {site.runs[i].run.run_id: r.status.value for i, r in s}}
-                          for k, s in sorted(site.series.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))]}
+        full = {
+            "runs": [d.run.run_id for d in site.runs],
+            "cells": [
+                {
+                    "case": k[0],
+                    "producer": k[1],
+                    "consumer": k[2],
+                    "statuses": {site.runs[i].run.run_id: r.status.value for i, r in s},
+                }
+                for k, s in sorted(site.series.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))
+            ],
+        }
         _write_text(site.out_dir / "data" / "history.json", json.dumps(full, ensure_ascii=False, indent=0))
-        self.page("history.html.j2", "history.html", runs=runs, lists=lists, table=table[:LIST_LIMIT * 2],
-                  table_total=len(table), list_limit=LIST_LIMIT, shown_runs=[d.run for d in shown])
+        self.page(
+            "history.html.j2",
+            "history.html",
+            runs=runs,
+            lists=lists,
+            table=table[: LIST_LIMIT * 2],
+            table_total=len(table),
+            list_limit=LIST_LIMIT,
+            shown_runs=[d.run for d in shown],
+        )
 
     @staticmethod
     def _scope(d: ResultsDocument) -> str:
@@ -1257,12 +1518,26 @@ def render_site(
         (out_dir / "bundle").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(bundle_zip, out_dir / "bundle" / bundle_zip.name)
         digest = hashlib.sha256(bundle_zip.read_bytes()).hexdigest()
-        download = {"href": f"bundle/{bundle_zip.name}", "name": bundle_zip.name, "size": bundle_zip.stat().st_size,
-                    "sha256": digest}
+        download = {
+            "href": f"bundle/{bundle_zip.name}",
+            "name": bundle_zip.name,
+            "size": bundle_zip.stat().st_size,
+            "sha256": digest,
+        }
     r.submissions(submissions or [], download)
-    _write_text(out_dir / "data" / "pages.json", json.dumps({
-        "pages": r.sizes, "copied_files": copier.copied, "copied_bytes": copier.used, "not_copied": copier.refused,
-    }, indent=1, sort_keys=True))
+    _write_text(
+        out_dir / "data" / "pages.json",
+        json.dumps(
+            {
+                "pages": r.sizes,
+                "copied_files": copier.copied,
+                "copied_bytes": copier.used,
+                "not_copied": copier.refused,
+            },
+            indent=1,
+            sort_keys=True,
+        ),
+    )
     return out_dir / "index.html"
 
 
@@ -1272,8 +1547,13 @@ def render_site(
 def _encoding_of(features: list[str]) -> str:
     """A short name of an object's encoding: BINARY, LABELMAP 16-bit, ... and its transfer syntax."""
     kind = "BINARY" if "binary" in features else "FRACTIONAL" if "fractional" in features else "LABELMAP"
-    ts = {"ts-rle": "RLE", "ts-jpeg2000": "JPEG 2000", "ts-jpegls": "JPEG-LS", "ts-deflate": "Deflate",
-          "ts-implicit-le": "implicit VR"}
+    ts = {
+        "ts-rle": "RLE",
+        "ts-jpeg2000": "JPEG 2000",
+        "ts-jpegls": "JPEG-LS",
+        "ts-deflate": "Deflate",
+        "ts-implicit-le": "implicit VR",
+    }
     extra = [v for k, v in ts.items() if k in features]
     return kind + (f" + {extra[0]}" if extra else "")
 
@@ -1325,7 +1605,9 @@ def _save(fig: Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def _plot(series: dict[str, list[tuple[float, float]]], ylabel: str, title: str, path: Path, *, logy: bool = True) -> bool:
+def _plot(
+    series: dict[str, list[tuple[float, float]]], ylabel: str, title: str, path: Path, *, logy: bool = True
+) -> bool:
     """One log-log line plot of ``series`` (label -> (segments, value) points) as SVG; False if nothing to draw."""
     series = {k: sorted(v) for k, v in series.items() if v}
     if not series:
@@ -1357,7 +1639,9 @@ def _encoding_bars(study: list[BenchRow], path: Path) -> bool:
             continue
         if r.operation == "write" and b.size and (r.tool == "highdicom" or r.encoding in (".nii.gz", ".seg.nrrd")):
             size.setdefault(r.encoding, b.size / 2**20)
-        if (r.operation == "read highdicom's" and r.tool == "reference") or (r.operation == "read" and r.tool == "nibabel"):
+        if (r.operation == "read highdicom's" and r.tool == "reference") or (
+            r.operation == "read" and r.tool == "nibabel"
+        ):
             read.setdefault(r.encoding, b.median_wall_s)
     names = [n for n in size if n in read]
     if not names:
@@ -1404,7 +1688,12 @@ def render_format_study(documents: list[ResultsDocument], out_dir: Path) -> Path
         assert r.segments is not None  # study holds only rows with a segment count
         if r.operation == "write" and r.tool == "highdicom" and b.size and r.encoding in plain:
             size[f"SEG {r.encoding}"].append((r.segments, b.size / 2**20))
-        if r.operation == "write" and r.encoding in (".nii.gz", ".seg.nrrd") and b.size and r.case.endswith("-labelmap"):
+        if (
+            r.operation == "write"
+            and r.encoding in (".nii.gz", ".seg.nrrd")
+            and b.size
+            and r.case.endswith("-labelmap")
+        ):
             size[r.encoding].append((r.segments, b.size / 2**20))
         if r.operation == "read highdicom's" and r.tool in ("reference", "highdicom") and r.encoding in plain:
             read[f"{r.tool} reads {r.encoding}"].append((r.segments, b.median_wall_s))
@@ -1414,20 +1703,34 @@ def render_format_study(documents: list[ResultsDocument], out_dir: Path) -> Path
             memory["nibabel reads .nii.gz"].append((r.segments, b.median_peak_rss_mb))
     if _plot(size, "file size (MiB)", "File size against segments, 512x512x300", figures / "size.svg"):
         plots.append(("bench/size.svg", "File size against the number of segments (SEG written by highdicom)"))
-    if _plot(read, "read time, whole process (s)", "Read time against segments (median of the timed runs)", figures / "read.svg"):
+    if _plot(
+        read,
+        "read time, whole process (s)",
+        "Read time against segments (median of the timed runs)",
+        figures / "read.svg",
+    ):
         plots.append(("bench/read.svg", "Read time against the number of segments"))
     if _plot(memory, "peak memory (MiB)", "Peak memory of the reading process", figures / "memory.svg"):
         plots.append(("bench/memory.svg", "Peak memory against the number of segments"))
     if _encoding_bars(study, figures / "encodings.svg"):
-        plots.append(("bench/encodings.svg", "What label maps and compression buy, 104 organs on 512x512x300: "
-                      "file size and the reference decoder's read time per encoding"))
+        plots.append(
+            (
+                "bench/encodings.svg",
+                "What label maps and compression buy, 104 organs on 512x512x300: "
+                "file size and the reference decoder's read time per encoding",
+            )
+        )
     by_case: dict[str, list[BenchRow]] = defaultdict(list)
     for r in rows:
         by_case[r.case].append(r)
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     html = env.get_template("format-study.html.j2").render(
-        run=doc.run, tools=doc.tools, by_case=dict(sorted(by_case.items())), plots=plots,
-        overhead=doc.run.harness_overhead, machine=doc.run.machine,
+        run=doc.run,
+        tools=doc.tools,
+        by_case=dict(sorted(by_case.items())),
+        plots=plots,
+        overhead=doc.run.harness_overhead,
+        machine=doc.run.machine,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "format-study.html"

@@ -147,9 +147,7 @@ def export_bundle(
         (staging / "schema").mkdir()
         for name, text in schema_texts().items():
             (staging / "schema" / name).write_text(text, encoding="utf-8")
-        files = {
-            p.relative_to(staging).as_posix(): sha256_of(p) for p in sorted(staging.rglob("*")) if p.is_file()
-        }
+        files = {p.relative_to(staging).as_posix(): sha256_of(p) for p in sorted(staging.rglob("*")) if p.is_file()}
         bundle_id = hashlib.sha256("".join(f"{s}  {n}\n" for n, s in sorted(files.items())).encode()).hexdigest()[:16]
         readme = _readme(bundle_id, len(cases), len(objects))
         (staging / "README.md").write_text(readme, encoding="utf-8")
@@ -196,7 +194,7 @@ def _readme(bundle_id: str, n_cases: int, n_objects: int) -> str:
         f"# dicom4qi bundle {bundle_id}\n\n"
         f"{n_objects} DICOM SEG objects written by the tools the suite runs, over {n_cases} cases, with each case's\n"
         "source images and exact truth. `sha256sum -c SHA256SUMS` checks the copy. Give this id in your\n"
-        f"submission: `\"bundle\": \"{bundle_id}\"`.\n\n"
+        f'submission: `"bundle": "{bundle_id}"`.\n\n'
     )
     return head + guide
 

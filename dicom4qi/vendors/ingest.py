@@ -75,8 +75,13 @@ def tool_column(doc: SubmissionDoc) -> str:
 
 
 def receive(
-    src: Path, *, build: Path, bundle: str | Path | None = None, corpus: Path = Path("corpus/cases"),
-    features: Path = Path("corpus/features.txt"), bounds: Bounds | None = None,
+    src: Path,
+    *,
+    build: Path,
+    bundle: str | Path | None = None,
+    corpus: Path = Path("corpus/cases"),
+    features: Path = Path("corpus/features.txt"),
+    bounds: Bounds | None = None,
 ) -> Received:
     """Check, copy and validate a submission; raise :class:`SubmissionError` with the reason when refused."""
     call = uuid.uuid4().hex[:8]
@@ -97,7 +102,9 @@ def receive(
         raise
 
 
-def _checked(folder: Path, digest: str, *, build: Path, bundle: str | Path | None, corpus: Path, features: Path) -> Received:
+def _checked(
+    folder: Path, digest: str, *, build: Path, bundle: str | Path | None, corpus: Path, features: Path
+) -> Received:
     """The copied submission's submission.json validated, and the bundle it names found."""
     from dicom4qi.vendors.bundle import BundleError, load_manifest
 
@@ -162,16 +169,30 @@ def _entries(rec: Received) -> tuple[dict[str, SubmissionEntry], list[str]]:
 def _info(rec: Received, entries: int, verified: int, self_reported: int, problems: list[str]) -> SubmissionInfo:
     commit = git_commit()
     return SubmissionInfo(
-        vendor=rec.doc.vendor, tool=rec.doc.tool.name, tool_version=rec.doc.tool.version, homepage=rec.doc.tool.homepage,
-        role=rec.doc.role, bundle=rec.doc.bundle, sha256=rec.digest, received=now_iso(),
+        vendor=rec.doc.vendor,
+        tool=rec.doc.tool.name,
+        tool_version=rec.doc.tool.version,
+        homepage=rec.doc.tool.homepage,
+        role=rec.doc.role,
+        bundle=rec.doc.bundle,
+        sha256=rec.digest,
+        received=now_iso(),
         verified_by=f"dicom4qi {__version__}" + (f" ({commit[:12]})" if commit else ""),
-        contact=rec.doc.contact, notes=rec.doc.notes, entries=entries, verified=verified,
-        self_reported=self_reported, problems=problems[:200],
+        contact=rec.doc.contact,
+        notes=rec.doc.notes,
+        entries=entries,
+        verified=verified,
+        self_reported=self_reported,
+        problems=problems[:200],
     )
 
 
 def verify_submission(
-    rec: Received, *, build: Path, progress: Any = None, timeout_s: float = VERIFY_TIMEOUT_S,
+    rec: Received,
+    *,
+    build: Path,
+    progress: Any = None,
+    timeout_s: float = VERIFY_TIMEOUT_S,
     memory_mb: float = VERIFY_MEMORY_MB,
 ) -> ResultsDocument:
     """Compare a consumer submission's outputs with the truth; one record per bundle object."""
@@ -191,13 +212,26 @@ def verify_submission(
             case_id = obj["case"]
             info = rec.manifest["cases"][case_id]
             base = {
-                "case": case_id, "producer": obj["producer"], "consumer": column, "step": "read",
-                "features": info.get("features", []), "tier": case_id.split("/")[0], "segments": info.get("segments"),
-                "seg": SegObject(path=obj["path"], size=obj["size"], sha256=obj["sha256"], sop_class_uid=obj.get("sop_class_uid"),
-                                 transfer_syntax_uid=obj.get("transfer_syntax_uid"), frames=obj.get("frames")),
+                "case": case_id,
+                "producer": obj["producer"],
+                "consumer": column,
+                "step": "read",
+                "features": info.get("features", []),
+                "tier": case_id.split("/")[0],
+                "segments": info.get("segments"),
+                "seg": SegObject(
+                    path=obj["path"],
+                    size=obj["size"],
+                    sha256=obj["sha256"],
+                    sop_class_uid=obj.get("sop_class_uid"),
+                    transfer_syntax_uid=obj.get("transfer_syntax_uid"),
+                    frames=obj.get("frames"),
+                ),
             }
             entry = entries.get(oid)
-            records.append(_verify_one(rec, oid, entry, base, truths, work_root / f"{n:05d}", build, timeout_s, memory_mb))
+            records.append(
+                _verify_one(rec, oid, entry, base, truths, work_root / f"{n:05d}", build, timeout_s, memory_mb)
+            )
             if progress:
                 progress.advance(f"{oid}: {records[-1].status.value}")
     finally:
@@ -209,14 +243,29 @@ def verify_submission(
     doc = ResultsDocument(
         run=RunInfo(
             run_id=f"submission-{rec.doc.vendor}-{rec.digest[:12]}",
-            started=now_iso(), finished=now_iso(), suite_version=__version__, suite_commit=commit,
-            platform="vendor", python="", command=["dicom4qi", "verify-submission"],
-            corpus_fingerprint=rec.doc.bundle, timeout_s=timeout_s, memory_limit_mb=memory_mb, workers=1,
-            kind="submission", submission=_info(rec, len(entries), verified, selfrep, problems),
+            started=now_iso(),
+            finished=now_iso(),
+            suite_version=__version__,
+            suite_commit=commit,
+            platform="vendor",
+            python="",
+            command=["dicom4qi", "verify-submission"],
+            corpus_fingerprint=rec.doc.bundle,
+            timeout_s=timeout_s,
+            memory_limit_mb=memory_mb,
+            workers=1,
+            kind="submission",
+            submission=_info(rec, len(entries), verified, selfrep, problems),
         ),
         tools=[
-            ToolInfo(name=column, role="consumer", tool=rec.doc.tool.name, version=rec.doc.tool.version, available=True,
-                     homepage=rec.doc.tool.homepage)
+            ToolInfo(
+                name=column,
+                role="consumer",
+                tool=rec.doc.tool.name,
+                version=rec.doc.tool.version,
+                available=True,
+                homepage=rec.doc.tool.homepage,
+            )
         ],
         records=records,
     )
@@ -224,8 +273,15 @@ def verify_submission(
 
 
 def _verify_one(
-    rec: Received, oid: str, entry: SubmissionEntry | None, base: dict[str, Any], truths: dict[str, Any], work: Path,
-    build: Path, timeout_s: float, memory_mb: float,
+    rec: Received,
+    oid: str,
+    entry: SubmissionEntry | None,
+    base: dict[str, Any],
+    truths: dict[str, Any],
+    work: Path,
+    build: Path,
+    timeout_s: float,
+    memory_mb: float,
 ) -> Record:
     if entry is None:
         return Record(**base, status=Status.SKIPPED, message="no output submitted for this object")
@@ -234,13 +290,20 @@ def _verify_one(
         assert entry.self_reported is not None
         sr = entry.self_reported
         return Record(
-            **base, status=Status(sr.status), provenance="self-reported", notes=notes,
+            **base,
+            status=Status(sr.status),
+            provenance="self-reported",
+            notes=notes,
             message=f"self-reported by the vendor, not verified{': ' + sr.message if sr.message else ''}",
         )
     case_id = base["case"]
     lc = rec.cases.get(case_id)
     if lc is None:
-        return Record(**base, status=Status.ERROR, message="this suite's case file differs from the bundle's: re-export the bundle")
+        return Record(
+            **base,
+            status=Status.ERROR,
+            message="this suite's case file differs from the bundle's: re-export the bundle",
+        )
     if case_id not in truths:
         truths[case_id] = build_case(lc, build)
     truth = truths[case_id]
@@ -248,13 +311,23 @@ def _verify_one(
     decoded_path = work / "decoded.npz"
     sources = [str(p.resolve()) for p in truth.source_paths]
     if entry.decoded is not None:
-        req = {"op": "exchange", "folder": str((rec.folder / entry.decoded).resolve()), "sources": sources,
-               "output": str(decoded_path.resolve())}
+        req = {
+            "op": "exchange",
+            "folder": str((rec.folder / entry.decoded).resolve()),
+            "sources": sources,
+            "output": str(decoded_path.resolve()),
+        }
         how = "the vendor's decoded output (exchange folder)"
     else:
         assert entry.seg is not None
-        req = {"op": "read", "role": "consumer", "adapter": "reference", "seg": str((rec.folder / entry.seg).resolve()),
-               "sources": sources, "output": str(decoded_path.resolve())}
+        req = {
+            "op": "read",
+            "role": "consumer",
+            "adapter": "reference",
+            "seg": str((rec.folder / entry.seg).resolve()),
+            "sources": sources,
+            "output": str(decoded_path.resolve()),
+        }
         how = "a SEG the vendor's tool re-exported, decoded by the reference decoder"
     out = run_child(req, work, timeout_s=timeout_s, memory_mb=memory_mb)
     if out.kind != "ok":
@@ -269,17 +342,35 @@ def _verify_one(
     try:
         decoded = Decoded(decoded_path)
     except (OSError, ValueError) as exc:
-        return Record(**base, status=Status.ERROR, provenance="verified", notes=notes, message=f"the submitted output is unusable: {exc}")
+        return Record(
+            **base,
+            status=Status.ERROR,
+            provenance="verified",
+            notes=notes,
+            message=f"the submitted output is unusable: {exc}",
+        )
     try:
         checks = compare(truth, decoded, labelmap=base["seg"].sop_class_uid == LABELMAP_SEG_STORAGE)
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        return Record(**base, status=Status.ERROR, provenance="verified", notes=notes,
-                      message=f"the submitted output cannot be compared: {type(exc).__name__}: {exc}")
+        return Record(
+            **base,
+            status=Status.ERROR,
+            provenance="verified",
+            notes=notes,
+            message=f"the submitted output cannot be compared: {type(exc).__name__}: {exc}",
+        )
     finally:
         decoded.close()
         decoded_path.unlink(missing_ok=True)
     ok, msg = verdict(checks)
-    return Record(**base, status=Status.PASS if ok else Status.FAIL, message=msg, checks=checks, notes=notes, provenance="verified")
+    return Record(
+        **base,
+        status=Status.PASS if ok else Status.FAIL,
+        message=msg,
+        checks=checks,
+        notes=notes,
+        provenance="verified",
+    )
 
 
 def _skeleton(vendor: str) -> str:
@@ -292,8 +383,10 @@ def save_submission_results(doc: ResultsDocument, rec: Received, out_root: Path)
     assert doc.run.submission is not None
     for other in sorted(p.name for p in out_root.iterdir() if p.is_dir()) if out_root.is_dir() else []:
         if other != rec.doc.vendor and _skeleton(other) == _skeleton(rec.doc.vendor):
-            raise SubmissionError(f"vendor {rec.doc.vendor!r} looks like the vendor {other!r} already here: "
-                                  "use that id, or one that cannot be mistaken for it")
+            raise SubmissionError(
+                f"vendor {rec.doc.vendor!r} looks like the vendor {other!r} already here: "
+                "use that id, or one that cannot be mistaken for it"
+            )
     folder = out_root / rec.doc.vendor
     folder.mkdir(parents=True, exist_ok=True)
     tool = _path_safe(f"{rec.doc.tool.name}-{rec.doc.tool.version}", 80)
@@ -318,9 +411,18 @@ def load_submissions(root: Path) -> list[ResultsDocument]:
 
 
 def ingest_submission(
-    rec: Received, *, consumers: list[str], build: Path, corpus: Path = Path("corpus/cases"),
-    features: Path = Path("corpus/features.txt"), workers: int = 1, timeout_s: float = 600.0, memory_mb: float = 8192.0,
-    validate: bool = True, progress: Any = None, validate_timeout_s: float = 300.0,
+    rec: Received,
+    *,
+    consumers: list[str],
+    build: Path,
+    corpus: Path = Path("corpus/cases"),
+    features: Path = Path("corpus/features.txt"),
+    workers: int = 1,
+    timeout_s: float = 600.0,
+    memory_mb: float = 8192.0,
+    validate: bool = True,
+    progress: Any = None,
+    validate_timeout_s: float = 300.0,
 ) -> ResultsDocument:
     """Run every consumer and the validator on a producer submission's objects, as for any producer."""
     from dicom4qi.run.runner import RunConfig, run
@@ -345,9 +447,19 @@ def ingest_submission(
         raise SubmissionError("no usable entry: " + "; ".join(problems[:5]))
     spec = f"submission:{rec.folder.resolve()}"
     cfg = RunConfig(
-        corpus=corpus, features=features, build=build, results=rec.folder.parent / f"{rec.folder.name}-ingest",
-        tiers=[], cases=case_ids, producers=[spec], consumers=consumers, workers=workers, timeout_s=timeout_s,
-        memory_mb=memory_mb, validate=validate, validate_timeout_s=validate_timeout_s,
+        corpus=corpus,
+        features=features,
+        build=build,
+        results=rec.folder.parent / f"{rec.folder.name}-ingest",
+        tiers=[],
+        cases=case_ids,
+        producers=[spec],
+        consumers=consumers,
+        workers=workers,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        validate=validate,
+        validate_timeout_s=validate_timeout_s,
     )
     summary = run(cfg, progress)
     doc = ResultsDocument.load(summary.path)

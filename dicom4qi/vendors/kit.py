@@ -24,7 +24,13 @@ __all__ = ["make_submission"]
 
 
 def make_submission(
-    adapter: Path, bundle: Path, out: Path, *, vendor: str, timeout_s: float = 600.0, progress: Any = None,
+    adapter: Path,
+    bundle: Path,
+    out: Path,
+    *,
+    vendor: str,
+    timeout_s: float = 600.0,
+    progress: Any = None,
 ) -> Path:
     """Run ``adapter`` over ``bundle`` and write a submission folder ``out``; return submission.json's path."""
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
@@ -52,11 +58,18 @@ def make_submission(
     try:
         for key, item in items:
             case_info = manifest["cases"][item["case"]] if role == "consumer" else item
-            reasons = missing_features(set(case_info.get("features", [])), set(info.features), info.unsupported_combinations)
+            reasons = missing_features(
+                set(case_info.get("features", [])), set(info.features), info.unsupported_combinations
+            )
             if reasons:
                 # The tool declares the case unsupported: said so, never run.
                 if role == "consumer":
-                    entries.append({"object": key, "self_reported": {"status": "UNSUPPORTED", "message": "; ".join(reasons)[:1000]}})
+                    entries.append(
+                        {
+                            "object": key,
+                            "self_reported": {"status": "UNSUPPORTED", "message": "; ".join(reasons)[:1000]},
+                        }
+                    )
                 if progress:
                     progress.advance(key)
                 continue
@@ -64,21 +77,31 @@ def make_submission(
                 case = manifest["cases"][item["case"]]
                 target = out / "decoded" / key
                 target.mkdir(parents=True)
-                request: dict[str, Any] = {"op": "read", "seg": str((bundle / item["path"]).resolve()),
-                           "sources": [str((bundle / s).resolve()) for s in case["sources"]], "output": str(target.resolve())}
+                request: dict[str, Any] = {
+                    "op": "read",
+                    "seg": str((bundle / item["path"]).resolve()),
+                    "sources": [str((bundle / s).resolve()) for s in case["sources"]],
+                    "output": str(target.resolve()),
+                }
                 entry: dict[str, Any] = {"object": key, "decoded": f"decoded/{key}"}
                 writable = target
             else:
                 case_doc = tomllib.loads((bundle / item["file"]).read_text(encoding="utf-8"))
                 seg = Path("objects") / f"{key.replace('/', '__')}.dcm"
                 (out / seg).parent.mkdir(parents=True, exist_ok=True)
-                request = {"op": "write", "case": {"id": key, **case_doc}, "truth": str((bundle / item["truth"]).resolve()),
-                           "sources": [str((bundle / s).resolve()) for s in item["sources"]], "output": str((out / seg).resolve())}
+                request = {
+                    "op": "write",
+                    "case": {"id": key, **case_doc},
+                    "truth": str((bundle / item["truth"]).resolve()),
+                    "sources": [str((bundle / s).resolve()) for s in item["sources"]],
+                    "output": str((out / seg).resolve()),
+                }
                 entry = {"case": key, "seg": seg.as_posix()}
                 writable = (out / seg).parent
             try:
-                response = CallResponse.model_validate(call_adapter(adapter.resolve(), probe.manifest, request, timeout_s=timeout_s,
-                                                                    writable=[writable]))
+                response = CallResponse.model_validate(
+                    call_adapter(adapter.resolve(), probe.manifest, request, timeout_s=timeout_s, writable=[writable])
+                )
                 if not response.ok:
                     raise AdapterError(response.error or "failed without a message")
                 entry["notes"] = [n[:1000] for n in response.notes[:16]]
@@ -98,7 +121,11 @@ def make_submission(
     doc = {
         "format": SUBMISSION_FORMAT,
         "vendor": vendor,
-        "tool": {"name": info.tool, "version": info.version or "unknown", **({"homepage": info.homepage} if info.homepage else {})},
+        "tool": {
+            "name": info.tool,
+            "version": info.version or "unknown",
+            **({"homepage": info.homepage} if info.homepage else {}),
+        },
         "role": role,
         "bundle": manifest["id"],
         "notes": f"made with dicom4qi submission make from the {info.name} adapter",

@@ -36,7 +36,10 @@ class _Submitted(Producer):
                 if src.is_symlink() or not src.is_file():
                     raise FileNotFoundError(f"{entry.seg}: not a regular file in the submission")
                 shutil.copyfile(src, request.output)
-                return [f"submitted by {doc.vendor}: {doc.tool.name} {doc.tool.version} ({entry.seg}); not written here", *entry.notes]
+                return [
+                    f"submitted by {doc.vendor}: {doc.tool.name} {doc.tool.version} ({entry.seg}); not written here",
+                    *entry.notes,
+                ]
         raise FileNotFoundError(f"the submission has no object for {request.case_id}")
 
 
@@ -46,6 +49,12 @@ def submitted_producer(folder: Path) -> type[Producer]:
     return type(
         "SubmittedProducer",
         (_Submitted,),
-        {"name": "submission", "tool": doc.tool.name, "features": EVERY_FEATURE, "folder": folder.resolve(),
-         "homepage": doc.tool.homepage, "__module__": __name__},
+        {
+            "name": "submission",
+            "tool": doc.tool.name,
+            "features": EVERY_FEATURE,
+            "folder": folder.resolve(),
+            "homepage": doc.tool.homepage,
+            "__module__": __name__,
+        },
     )

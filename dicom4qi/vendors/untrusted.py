@@ -119,7 +119,7 @@ def _declared_entries(src: Path) -> int | None:
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or len(tail) < at + 22:
         return None
-    total = int.from_bytes(tail[at + 10:at + 12], "little")
+    total = int.from_bytes(tail[at + 10 : at + 12], "little")
     return None if total == 0xFFFF else total
 
 
@@ -142,7 +142,9 @@ def _extract_zip(src: Path, dest: Path, bounds: Bounds, sums: dict[str, str]) ->
             parts = info.filename.rstrip("/").lower().split("/")
             for k in range(1, len(parts)):
                 if "/".join(parts[:k]) in files:
-                    raise SubmissionError(f"{info.filename}: {'/'.join(parts[:k])} is both a file and a folder in the zip")
+                    raise SubmissionError(
+                        f"{info.filename}: {'/'.join(parts[:k])} is both a file and a folder in the zip"
+                    )
         total = 0
         seen: set[str] = set()
         for info in infos:
@@ -166,8 +168,12 @@ def _extract_zip(src: Path, dest: Path, bounds: Bounds, sums: dict[str, str]) ->
             if info.flag_bits & 0x1:
                 raise SubmissionError(f"{info.filename}: encrypted entries are not accepted")
             if info.file_size > bounds.max_file_bytes:
-                raise SubmissionError(f"{info.filename}: declares {info.file_size} bytes, more than {bounds.max_file_bytes}")
-            allowed = min(bounds.max_file_bytes, int(max(info.compress_size, 1024) * bounds.max_ratio), bounds.max_bytes - total)
+                raise SubmissionError(
+                    f"{info.filename}: declares {info.file_size} bytes, more than {bounds.max_file_bytes}"
+                )
+            allowed = min(
+                bounds.max_file_bytes, int(max(info.compress_size, 1024) * bounds.max_ratio), bounds.max_bytes - total
+            )
             target = dest / name
             target.parent.mkdir(parents=True, exist_ok=True)
             written = 0

@@ -29,7 +29,11 @@ __all__ = ["DcmqiConsumer"]
 def _code(c: dict[str, str] | None) -> dict[str, str] | None:
     if not c:
         return None
-    return {"value": str(c.get("CodeValue")), "scheme": str(c.get("CodingSchemeDesignator")), "meaning": str(c.get("CodeMeaning"))}
+    return {
+        "value": str(c.get("CodeValue")),
+        "scheme": str(c.get("CodingSchemeDesignator")),
+        "meaning": str(c.get("CodeMeaning")),
+    }
 
 
 class DcmqiConsumer(Consumer):
@@ -67,7 +71,9 @@ class DcmqiConsumer(Consumer):
         writer.notes.extend(notes)
         scale = 1.0 / float(header.get("MaximumFractionalValue", 255)) if fractional else 1.0  # used only if fractional
         if fractional:
-            writer.notes.append(f"NRRD values scaled by 1/{int(header.get('MaximumFractionalValue', 255))} (Maximum Fractional Value)")
+            writer.notes.append(
+                f"NRRD values scaled by 1/{int(header.get('MaximumFractionalValue', 255))} (Maximum Fractional Value)"
+            )
         first = None
         for path, group in zip(files, groups):
             image = read_nrrd(path)
@@ -91,7 +97,9 @@ class DcmqiConsumer(Consumer):
                         type_modifier=_code(attrs.get("SegmentedPropertyTypeModifierCodeSequence")),
                         anatomic_region=_code(attrs.get("AnatomicRegionSequence")),
                         anatomic_region_modifier=_code(attrs.get("AnatomicRegionModifierSequence")),
-                        color_rgb=tuple(attrs["recommendedDisplayRGBValue"]) if attrs.get("recommendedDisplayRGBValue") else None,
+                        color_rgb=tuple(attrs["recommendedDisplayRGBValue"])
+                        if attrs.get("recommendedDisplayRGBValue")
+                        else None,
                     )
                 )
                 if fractional:

@@ -45,11 +45,25 @@ class DcmqiProducer(Producer):
     homepage = "https://github.com/QIICR/dcmqi"
     features = frozenset(
         {
-            "binary", "labelmap", "labelmap-8bit", "labelmap-16bit",
-            "disjoint", "overlap", "empty-segment", "empty-frames", "oblique", "many-segments",
-            "single-frame-source", "segment-metadata",
-            "non-ascii-text", "long-text", "anatomic-region", "multiple-algorithms",
-            "ts-explicit-le", "ts-deflate", "ts-rle",
+            "binary",
+            "labelmap",
+            "labelmap-8bit",
+            "labelmap-16bit",
+            "disjoint",
+            "overlap",
+            "empty-segment",
+            "empty-frames",
+            "oblique",
+            "many-segments",
+            "single-frame-source",
+            "segment-metadata",
+            "non-ascii-text",
+            "long-text",
+            "anatomic-region",
+            "multiple-algorithms",
+            "ts-explicit-le",
+            "ts-deflate",
+            "ts-rle",
         }
     )
     # Not claimed: projection sources (dcmqi takes ITK volumes; QIICR/dcmqi#319 is open), cine and uneven
@@ -91,15 +105,25 @@ class DcmqiProducer(Producer):
         seg_out = work / "binary.dcm" if via_bin2label else request.output
         cmd = [
             str(dcmqi_binary("itkimage2segimage")),
-            "--inputImageList", ",".join(str(p) for p in inputs),
-            "--inputDICOMList", ",".join(str(p) for p in truth.source_paths),
-            "--inputMetadata", str(meta_path),
-            "--outputDICOM", str(seg_out),
+            "--inputImageList",
+            ",".join(str(p) for p in inputs),
+            "--inputDICOMList",
+            ",".join(str(p) for p in truth.source_paths),
+            "--inputMetadata",
+            str(meta_path),
+            "--outputDICOM",
+            str(seg_out),
         ]
         shown = [
-            "itkimage2segimage", "--inputImageList", ",".join(p.name for p in inputs),
-            "--inputDICOMList", f"<{len(truth.source_paths)} source files>", "--inputMetadata", "meta.json",
-            "--outputDICOM", seg_out.name,
+            "itkimage2segimage",
+            "--inputImageList",
+            ",".join(p.name for p in inputs),
+            "--inputDICOMList",
+            f"<{len(truth.source_paths)} source files>",
+            "--inputMetadata",
+            "meta.json",
+            "--outputDICOM",
+            seg_out.name,
         ]
         extra: list[str] = []
         if not truth.overlap:
@@ -113,6 +137,16 @@ class DcmqiProducer(Producer):
             b2l = ["--compress", {"RLELossless": "rle", "DeflatedExplicitVRLittleEndian": "deflate"}.get(ts, "none")]
             if enc.bits == 16:
                 b2l.append("--force16Bit")
-            cmd2 = [str(dcmqi_binary("bin2labelsegimage")), "--inputDICOM", str(seg_out), "--outputDICOM", str(request.output)]
-            run_tool(cmd2 + b2l, notes, ["bin2labelsegimage", "--inputDICOM", seg_out.name, "--outputDICOM", request.output.name, *b2l])
+            cmd2 = [
+                str(dcmqi_binary("bin2labelsegimage")),
+                "--inputDICOM",
+                str(seg_out),
+                "--outputDICOM",
+                str(request.output),
+            ]
+            run_tool(
+                cmd2 + b2l,
+                notes,
+                ["bin2labelsegimage", "--inputDICOM", seg_out.name, "--outputDICOM", request.output.name, *b2l],
+            )
         return notes

@@ -81,14 +81,23 @@ class HighdicomConsumer(Consumer):
         notes: list[str] = []
         headers = [
             pydicom.dcmread(
-                p, stop_before_pixels=True,
-                specific_tags=["SOPClassUID", "SOPInstanceUID", "NumberOfFrames", "TotalPixelMatrixRows", "TotalPixelMatrixColumns"],
+                p,
+                stop_before_pixels=True,
+                specific_tags=[
+                    "SOPClassUID",
+                    "SOPInstanceUID",
+                    "NumberOfFrames",
+                    "TotalPixelMatrixRows",
+                    "TotalPixelMatrixColumns",
+                ],
             )
             for p in request.sources
         ]
         if any(str(h.get("SOPClassUID", "")) == WSI_STORAGE for h in headers):
             if len(headers) != 1:
-                raise ValueError(f"{len(headers)} source instances with a whole slide image among them: expected the one slide")
+                raise ValueError(
+                    f"{len(headers)} source instances with a whole slide image among them: expected the one slide"
+                )
             return self._read_slide(seg, headers[0])
         multiframe = len(headers) == 1 and int(headers[0].get("NumberOfFrames", 1) or 1) > 1
         if multiframe:
@@ -116,7 +125,9 @@ class HighdicomConsumer(Consumer):
             # What a highdicom user does next: say that the frames are on the source grid.
             self._options["ignore_spatial_locations"] = True
             call += ", ignore_spatial_locations=True"
-            notes.append("the object does not declare Spatial Locations Preserved: read with ignore_spatial_locations=True")
+            notes.append(
+                "the object does not declare Spatial Locations Preserved: read with ignore_spatial_locations=True"
+            )
         seg_type = seg.segmentation_type.value
         fractional = seg_type == "FRACTIONAL"
         writer = DecodedWriter(keys, int(seg.Rows), int(seg.Columns), fractional=fractional)
@@ -152,13 +163,17 @@ class HighdicomConsumer(Consumer):
         uid = str(source.SOPInstanceUID)
         referenced = {str(u[2]) for u in seg.get_source_image_uids()}
         if uid not in referenced:
-            raise ValueError(f"the SEG does not reference the source slide {uid} (it references {sorted(referenced)[:3]})")
+            raise ValueError(
+                f"the SEG does not reference the source slide {uid} (it references {sorted(referenced)[:3]})"
+            )
         rows, columns = int(source.TotalPixelMatrixRows), int(source.TotalPixelMatrixColumns)
         if "TotalPixelMatrixRows" not in seg or "TotalPixelMatrixColumns" not in seg:
             raise ValueError("the source is a whole slide image but the SEG has no Total Pixel Matrix Rows/Columns")
         seg_matrix = (int(seg.TotalPixelMatrixRows), int(seg.TotalPixelMatrixColumns))
         if seg_matrix != (rows, columns):
-            raise ValueError(f"the SEG's total pixel matrix is {seg_matrix[0]}x{seg_matrix[1]}, the slide's {rows}x{columns}")
+            raise ValueError(
+                f"the SEG's total pixel matrix is {seg_matrix[0]}x{seg_matrix[1]}, the slide's {rows}x{columns}"
+            )
         fractional = seg.segmentation_type.value == "FRACTIONAL"
         writer = DecodedWriter([frame_key(uid)], rows, columns, fractional=fractional)
         for s in segments_from_dataset(seg, color=_highdicom_rgb):

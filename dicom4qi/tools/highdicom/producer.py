@@ -87,7 +87,9 @@ def segment_description(info: SegmentInfo) -> SegmentDescription:
     if info.description:
         desc.SegmentDescription = info.description
     if info.type_modifier:
-        desc.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [_code(info.type_modifier)]
+        desc.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+            _code(info.type_modifier)
+        ]
     if info.anatomic_region_modifier and info.anatomic_region:
         desc.AnatomicRegionSequence[0].AnatomicRegionModifierSequence = [_code(info.anatomic_region_modifier)]
     return desc
@@ -99,10 +101,27 @@ class HighdicomProducer(Producer):
     homepage = "https://github.com/ImagingDataCommons/highdicom"
     features = frozenset(
         {
-            "binary", "fractional", "labelmap", "labelmap-8bit", "labelmap-16bit",
-            "disjoint", "overlap", "empty-segment", "empty-frames", "oblique", "many-segments",
-            "single-frame-source", "multiframe-source", "segment-metadata", "slide-source",
-            "projection-source", "uneven-spacing", "non-ascii-text", "long-text", "anatomic-region", "multiple-algorithms",
+            "binary",
+            "fractional",
+            "labelmap",
+            "labelmap-8bit",
+            "labelmap-16bit",
+            "disjoint",
+            "overlap",
+            "empty-segment",
+            "empty-frames",
+            "oblique",
+            "many-segments",
+            "single-frame-source",
+            "multiframe-source",
+            "segment-metadata",
+            "slide-source",
+            "projection-source",
+            "uneven-spacing",
+            "non-ascii-text",
+            "long-text",
+            "anatomic-region",
+            "multiple-algorithms",
         }
         | _TS_FEATURES
     )

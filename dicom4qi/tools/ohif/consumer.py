@@ -50,13 +50,23 @@ window.__d4qiErrors = [];
   window.addEventListener('unhandledrejection', (e) => window.__d4qiErrors.push(String((e.reason && e.reason.message) || e.reason)));
 })();
 """
-_DTYPES = {"Uint8Array": "<u1", "Int8Array": "<i1", "Uint16Array": "<u2", "Int16Array": "<i2",
-           "Uint32Array": "<u4", "Int32Array": "<i4", "Float32Array": "<f4", "Uint8ClampedArray": "<u1"}
+_DTYPES = {
+    "Uint8Array": "<u1",
+    "Int8Array": "<i1",
+    "Uint16Array": "<u2",
+    "Int16Array": "<i2",
+    "Uint32Array": "<u4",
+    "Int32Array": "<i4",
+    "Float32Array": "<f4",
+    "Uint8ClampedArray": "<u1",
+}
 _REF = re.compile(r"/instances/([0-9.]+)/frames/(\d+)")
 
 
 def _http(method: str, url: str, data: bytes | None = None) -> Any:
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/dicom"} if data else {})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/dicom"} if data else {}
+    )
     with urllib.request.urlopen(req, timeout=120) as resp:
         body = resp.read()
     return json.loads(body) if body else None
@@ -107,10 +117,15 @@ class OhifConsumer(Consumer):
             raise RuntimeError("the OHIF consumer needs its service (viewer, Orthanc, chromium)")
         ep = request.service
         seg_hdr = pydicom.dcmread(request.seg, stop_before_pixels=True)
-        headers = [pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "NumberOfFrames"]) for p in request.sources]
+        headers = [
+            pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "NumberOfFrames"])
+            for p in request.sources
+        ]
         multiframe = {str(h.SOPInstanceUID) for h in headers if int(h.get("NumberOfFrames", 1) or 1) > 1}
         keys = [
-            frame_key(str(h.SOPInstanceUID), n) if str(h.SOPInstanceUID) in multiframe else frame_key(str(h.SOPInstanceUID))
+            frame_key(str(h.SOPInstanceUID), n)
+            if str(h.SOPInstanceUID) in multiframe
+            else frame_key(str(h.SOPInstanceUID))
             for h in headers
             for n in (range(1, int(h.NumberOfFrames) + 1) if str(h.SOPInstanceUID) in multiframe else [None])
         ]
@@ -133,7 +148,9 @@ class OhifConsumer(Consumer):
                 page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
                 page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
                 t1 = time.monotonic()
-                page.goto(f"{ep['viewer']}/viewer?StudyInstanceUIDs={seg_hdr.StudyInstanceUID}", timeout=PAGE_TIMEOUT_MS)
+                page.goto(
+                    f"{ep['viewer']}/viewer?StudyInstanceUIDs={seg_hdr.StudyInstanceUID}", timeout=PAGE_TIMEOUT_MS
+                )
                 page.wait_for_function(
                     "() => window.services && window.cornerstone && window.cornerstone.getRenderingEngines().length > 0"
                     " && window.cornerstone.getRenderingEngines()[0].getViewports().some(v => v.getCurrentImageId && v.getCurrentImageId())",
@@ -192,7 +209,9 @@ class OhifConsumer(Consumer):
                     tracking_uid=s.get("trackingUid"),
                     algorithm_type=s.get("algorithmType"),
                     # OHIF's JSON: its length is not checked here, the tuple is kept as decoded
-                    color_rgb=cast("tuple[int, int, int]", tuple(int(v) for v in s["color"])) if s.get("color") else None,
+                    color_rgb=cast("tuple[int, int, int]", tuple(int(v) for v in s["color"]))
+                    if s.get("color")
+                    else None,
                 )
             )
         per_segment: dict[int, dict[int, np.ndarray]] = {}
@@ -237,4 +256,3 @@ def _console_tail(console: list[str]) -> str:
     # First line of each distinct error: stack traces name bundle files, not OHIF's words.
     first_lines = list(dict.fromkeys(c.splitlines()[0][:300] for c in console))
     return f" (console: {' | '.join(first_lines[:3])})" if first_lines else ""
-

@@ -60,7 +60,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", mimetypes.guess_type(target.name)[0] or "application/octet-stream")
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store" if target.name in ("index.html", "app-config.js") else "max-age=3600")
+        self.send_header(
+            "Cache-Control", "no-store" if target.name in ("index.html", "app-config.js") else "max-age=3600"
+        )
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)

@@ -102,7 +102,10 @@ def ensure_viewer(version: str, cache: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         out = subprocess.run(
             [npm, "pack", f"@ohif/app@{version}", "--pack-destination", tmp, "--silent"],
-            capture_output=True, text=True, timeout=600, cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp,
         )
         tarballs = list(Path(tmp).glob("*.tgz"))
         if out.returncode != 0 or not tarballs:
@@ -130,8 +133,13 @@ def _unlimited() -> None:
 def _spawn(cmd: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd,
-            start_new_session=True, preexec_fn=_unlimited,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_unlimited,
         )
     # Recorded at once, so that the harness can stop it even if this start is killed half-way.
     with open(log.parent / PIDFILE, "a") as fh:
@@ -221,25 +229,53 @@ def start_stack(version: str, workdir: Path, cache: Path) -> Stack:
             "HttpCompressionEnabled": False,
             "Plugins": [DICOMWEB_PLUGIN],
             "DicomWeb": {
-                "Enable": True, "Root": "/dicom-web/", "EnableWado": True, "WadoRoot": "/wado",
-                "StudiesMetadata": "Full", "SeriesMetadata": "Full", "Host": f"127.0.0.1:{v_port}",
+                "Enable": True,
+                "Root": "/dicom-web/",
+                "EnableWado": True,
+                "WadoRoot": "/wado",
+                "StudiesMetadata": "Full",
+                "SeriesMetadata": "Full",
+                "Host": f"127.0.0.1:{v_port}",
             },
         }
         (workdir / "orthanc.json").write_text(json.dumps(config, indent=1))
         orthanc = _spawn([ORTHANC, str(workdir / "orthanc.json")], workdir / "orthanc.log")
         procs.append(orthanc)
         proxy = _spawn(
-            [sys.executable, "-m", "dicom4qi.tools.ohif.proxy", "--root", str(dist), "--port", str(v_port),
-             "--upstream", f"http://127.0.0.1:{o_port}"],
-            workdir / "proxy.log", cwd=SUITE_ROOT,
+            [
+                sys.executable,
+                "-m",
+                "dicom4qi.tools.ohif.proxy",
+                "--root",
+                str(dist),
+                "--port",
+                str(v_port),
+                "--upstream",
+                f"http://127.0.0.1:{o_port}",
+            ],
+            workdir / "proxy.log",
+            cwd=SUITE_ROOT,
         )
         procs.append(proxy)
         browser = _spawn(
-            [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-             "--disable-quic", "--mute-audio", f"--user-data-dir={workdir / 'chromium-profile'}",
-             "--remote-debugging-address=127.0.0.1", f"--remote-debugging-port={c_port}",
-             "--window-size=1280,900", "about:blank"],
+            [
+                chromium,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+                "--disable-quic",
+                "--mute-audio",
+                f"--user-data-dir={workdir / 'chromium-profile'}",
+                "--remote-debugging-address=127.0.0.1",
+                f"--remote-debugging-port={c_port}",
+                "--window-size=1280,900",
+                "about:blank",
+            ],
             workdir / "chromium.log",
         )
         procs.append(browser)
@@ -248,8 +284,13 @@ def start_stack(version: str, workdir: Path, cache: Path) -> Stack:
         _wait_http(f"http://127.0.0.1:{c_port}/json/version", browser, "chromium")
         harness = os.environ.get("DICOM4QI_HARNESS")
         if harness:  # stops the stack when the harness is gone (killed), the parent-death signal cannot
-            procs.append(_spawn([sys.executable, "-m", "dicom4qi.process.watchdog", harness, *(str(p.pid) for p in procs)],
-                                workdir / "watchdog.log", cwd=SUITE_ROOT))
+            procs.append(
+                _spawn(
+                    [sys.executable, "-m", "dicom4qi.process.watchdog", harness, *(str(p.pid) for p in procs)],
+                    workdir / "watchdog.log",
+                    cwd=SUITE_ROOT,
+                )
+            )
     except BaseException:
         for p in procs:
             kill_group(p.pid)
@@ -261,4 +302,3 @@ def start_stack(version: str, workdir: Path, cache: Path) -> Stack:
         pids=[p.pid for p in procs],
         netns=f"/proc/{orthanc.pid}/ns/net" if isolated else "",
     )
-

@@ -24,9 +24,19 @@ class PydicomSegProducer(Producer):
     requirements = "pydicom_seg.requirements.txt"
     features = frozenset(
         {
-            "binary", "disjoint", "empty-segment", "empty-frames", "oblique", "many-segments",
-            "single-frame-source", "segment-metadata", "ts-explicit-le",
-            "non-ascii-text", "long-text", "anatomic-region", "multiple-algorithms",
+            "binary",
+            "disjoint",
+            "empty-segment",
+            "empty-frames",
+            "oblique",
+            "many-segments",
+            "single-frame-source",
+            "segment-metadata",
+            "ts-explicit-le",
+            "non-ascii-text",
+            "long-text",
+            "anatomic-region",
+            "multiple-algorithms",
         }
     )
 

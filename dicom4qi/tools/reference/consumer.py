@@ -113,7 +113,9 @@ class ReferenceConsumer(Consumer):
                 if pos is not None and src.has_geometry:
                     off = float(np.max(np.abs(np.asarray(pos) - src.positions[target[i]])))
                     if off > 0.01:
-                        raise ValueError(f"frame {i + 1}: its position is {off:.2f} mm from that of the source frame it refers to")
+                        raise ValueError(
+                            f"frame {i + 1}: its position is {off:.2f} mm from that of the source frame it refers to"
+                        )
             elif pos is not None:
                 target[i] = src.by_position(list(pos))
             if target[i] < 0:
@@ -164,7 +166,12 @@ def frame_refs(ds: Any) -> FrameRefs | None:
     if 0x52009230 not in ds:
         return None
     raw = ds.get_item(0x52009230)
-    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) and not raw.is_implicit_VR and raw.is_little_endian:
+    if (
+        isinstance(raw, RawDataElement)
+        and isinstance(raw.value, bytes)
+        and not raw.is_implicit_VR
+        and raw.is_little_endian
+    ):
         refs = scan_per_frame(raw.value)
         if refs is not None:
             return refs
@@ -173,11 +180,21 @@ def frame_refs(ds: Any) -> FrameRefs | None:
         seg = fg.get("SegmentIdentificationSequence")
         out.segment.append(int(seg[0].ReferencedSegmentNumber) if seg else None)
         plane = fg.get("PlanePositionSequence")
-        out.position.append(tuple(float(v) for v in plane[0].ImagePositionPatient) if plane and "ImagePositionPatient" in plane[0] else None)
+        out.position.append(
+            tuple(float(v) for v in plane[0].ImagePositionPatient)
+            if plane and "ImagePositionPatient" in plane[0]
+            else None
+        )
         ref = None
-        if "DerivationImageSequence" in fg and fg.DerivationImageSequence and "SourceImageSequence" in fg.DerivationImageSequence[0]:
+        if (
+            "DerivationImageSequence" in fg
+            and fg.DerivationImageSequence
+            and "SourceImageSequence" in fg.DerivationImageSequence[0]
+        ):
             ref = fg.DerivationImageSequence[0].SourceImageSequence[0]
-        out.sop_uid.append(str(ref.ReferencedSOPInstanceUID) if ref is not None and "ReferencedSOPInstanceUID" in ref else None)
+        out.sop_uid.append(
+            str(ref.ReferencedSOPInstanceUID) if ref is not None and "ReferencedSOPInstanceUID" in ref else None
+        )
         number = ref.get("ReferencedFrameNumber") if ref is not None else None
         out.frame_number.append(int(number) if number is not None else None)
     return out
@@ -198,21 +215,29 @@ def _check_consistency(ds: Any, refs: FrameRefs | None) -> None:
         raise ValueError("a BINARY or FRACTIONAL segment is numbered 0")
     bits = int(ds.BitsAllocated)
     seg_type = str(ds.get("SegmentationType", ""))
-    if (seg_type == "BINARY" and bits != 1) or (seg_type == "FRACTIONAL" and bits != 8) or (labelmap and bits not in (8, 16)):
+    if (
+        (seg_type == "BINARY" and bits != 1)
+        or (seg_type == "FRACTIONAL" and bits != 8)
+        or (labelmap and bits not in (8, 16))
+    ):
         raise ValueError(f"Bits Allocated {bits} does not fit Segmentation Type {seg_type}")
     if "PixelData" not in ds or not ds.PixelData:
         raise ValueError("there is no Pixel Data, or it is empty")
     shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
     # Pixel Measures are required where there is a frame of reference (not for a projection image's SEG).
-    if "FrameOfReferenceUID" in ds and (shared is None or "PixelMeasuresSequence" not in shared) and not all(
-        "PixelMeasuresSequence" in fg for fg in ds.get("PerFrameFunctionalGroupsSequence", [])
+    if (
+        "FrameOfReferenceUID" in ds
+        and (shared is None or "PixelMeasuresSequence" not in shared)
+        and not all("PixelMeasuresSequence" in fg for fg in ds.get("PerFrameFunctionalGroupsSequence", []))
     ):
         raise ValueError("no Pixel Measures, shared or per frame, although the object has a frame of reference")
     if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
         need = (n * int(ds.Rows) * int(ds.Columns) * bits + 7) // 8
         have = len(ds.PixelData)
         if have not in (need, need + 1):
-            raise ValueError(f"Pixel Data has {have} bytes, {n} frames of {int(ds.Rows)}x{int(ds.Columns)} at {bits} bits need {need}")
+            raise ValueError(
+                f"Pixel Data has {have} bytes, {n} frames of {int(ds.Rows)}x{int(ds.Columns)} at {bits} bits need {need}"
+            )
     for i, pos in enumerate(refs.position if refs is not None else []):
         if pos is not None and not all(np.isfinite(pos)):
             raise ValueError(f"frame {i + 1}: Image Position (Patient) is not finite")
@@ -237,7 +262,9 @@ class _FrameReader:
             frame = get_frame(self.ds.PixelData, i, number_of_frames=n)
             count = int(np.frombuffer(frame[:4], dtype="<u4")[0]) if len(frame) >= 64 else -1
             if count != expected:
-                raise ValueError(f"frame {i + 1}: the RLE header declares {count} segment(s), {self.bits}-bit data has {expected}")
+                raise ValueError(
+                    f"frame {i + 1}: the RLE header declares {count} segment(s), {self.bits}-bit data has {expected}"
+                )
 
     def get(self, indices: list[int]) -> np.ndarray:
         n = self.rows * self.cols
@@ -328,7 +355,9 @@ def _sparse_layout(ds: Any, labelmap: bool) -> TileLayout:
         segment[i] = number or 0
         pos = _slide_position(fg) or shared_pos
         if pos is None:
-            raise ValueError(f"frame {i + 1}: no Plane Position (Slide) with Row/Column Position In Total Image Pixel Matrix")
+            raise ValueError(
+                f"frame {i + 1}: no Plane Position (Slide) with Row/Column Position In Total Image Pixel Matrix"
+            )
         row[i], column[i] = pos[0] - 1, pos[1] - 1
     return TileLayout(segment, row, column, "Plane Position (Slide) of each frame (TILED_SPARSE)")
 
@@ -357,7 +386,9 @@ def _check_slide_matrix(ds: Any, src: SourceFrames) -> None:
         raise ValueError("the source is a whole slide image but the SEG has no Total Pixel Matrix Rows/Columns")
     matrix = (int(ds.TotalPixelMatrixRows), int(ds.TotalPixelMatrixColumns))
     if matrix != (src.rows, src.columns):
-        raise ValueError(f"the SEG's total pixel matrix is {matrix[0]}x{matrix[1]}, the slide's {src.rows}x{src.columns}")
+        raise ValueError(
+            f"the SEG's total pixel matrix is {matrix[0]}x{matrix[1]}, the slide's {src.rows}x{src.columns}"
+        )
     referenced = {
         str(inst.ReferencedSOPInstanceUID)
         for series in ds.get("ReferencedSeriesSequence", [])
@@ -369,11 +400,15 @@ def _check_slide_matrix(ds: Any, src: SourceFrames) -> None:
     if shared is not None and "PixelMeasuresSequence" in shared:
         spacing = [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing]
         if not np.allclose(spacing, src.pixel_spacing, rtol=1e-4, atol=0):
-            raise ValueError(f"the SEG's pixel spacing {spacing} is not the slide's {src.pixel_spacing}: another resolution")
+            raise ValueError(
+                f"the SEG's pixel spacing {spacing} is not the slide's {src.pixel_spacing}: another resolution"
+            )
     if "ImageOrientationSlide" in ds and info.orientation:
         orientation = [float(v) for v in ds.ImageOrientationSlide]
         if not np.allclose(orientation, info.orientation, atol=1e-4):
-            raise ValueError(f"the SEG's Image Orientation (Slide) {orientation} is not the slide's {list(info.orientation)}")
+            raise ValueError(
+                f"the SEG's Image Orientation (Slide) {orientation} is not the slide's {list(info.orientation)}"
+            )
     if "TotalPixelMatrixOriginSequence" in ds and info.origin and len(info.orientation) == 6:
         item = ds.TotalPixelMatrixOriginSequence[0]
         origin = [float(item.get(k, 0.0)) for k in ("XOffsetInSlideCoordinateSystem", "YOffsetInSlideCoordinateSystem")]
@@ -383,8 +418,12 @@ def _check_slide_matrix(ds: Any, src: SourceFrames) -> None:
                 f"the SEG's total pixel matrix origin ({origin[0]:.6f}, {origin[1]:.6f}) mm is {rows:+.2f} rows, "
                 f"{columns:+.2f} columns from the slide's ({info.origin[0]:.6f}, {info.origin[1]:.6f}) mm: "
                 "its Row/Column Positions In Total Image Pixel Matrix are not the slide's pixels"
-                + ("; yet its frames refer to source frames with Spatial Locations Preserved YES: the object "
-                   "contradicts itself" if _claims_preserved_locations(ds) else "")
+                + (
+                    "; yet its frames refer to source frames with Spatial Locations Preserved YES: the object "
+                    "contradicts itself"
+                    if _claims_preserved_locations(ds)
+                    else ""
+                )
             )
 
 
@@ -412,13 +451,18 @@ def _slide_layout(ds: Any, labelmap: bool, numbers: list[int]) -> TileLayout:
     tile = (int(ds.Rows), int(ds.Columns))
     for keyword in ("TotalPixelMatrixFocalPlanes", "NumberOfOpticalPaths"):
         if int(ds.get(keyword, 1) or 1) != 1:
-            raise ValueError(f"{keyword} is {ds.get(keyword)}: the reference decoder places one plane of one optical path")
+            raise ValueError(
+                f"{keyword} is {ds.get(keyword)}: the reference decoder places one plane of one optical path"
+            )
     if ds.get("DimensionOrganizationType") == "TILED_FULL":
         layout = tiled_full_layout(n_frames, total, tile, [] if labelmap else numbers)
         if "PerFrameFunctionalGroupsSequence" in ds:
             explicit = _sparse_layout(ds, labelmap)
-            bad = np.flatnonzero((explicit.row != layout.row) | (explicit.column != layout.column)
-                                 | ((explicit.segment != layout.segment) & (not labelmap)))
+            bad = np.flatnonzero(
+                (explicit.row != layout.row)
+                | (explicit.column != layout.column)
+                | ((explicit.segment != layout.segment) & (not labelmap))
+            )
             if len(bad):
                 i = int(bad[0])
                 raise ValueError(
@@ -428,7 +472,9 @@ def _slide_layout(ds: Any, labelmap: bool, numbers: list[int]) -> TileLayout:
                 )
     else:
         layout = _sparse_layout(ds, labelmap)
-    outside = np.flatnonzero((layout.row < 0) | (layout.column < 0) | (layout.row >= total[0]) | (layout.column >= total[1]))
+    outside = np.flatnonzero(
+        (layout.row < 0) | (layout.column < 0) | (layout.row >= total[0]) | (layout.column >= total[1])
+    )
     if len(outside):
         i = int(outside[0])
         raise ValueError(
@@ -442,7 +488,9 @@ def _slide_layout(ds: Any, labelmap: bool, numbers: list[int]) -> TileLayout:
     return layout
 
 
-def _paint(target: np.ndarray, tiles: Sequence[np.ndarray] | np.ndarray, rows: np.ndarray, columns: np.ndarray, *, merge: bool) -> None:
+def _paint(
+    target: np.ndarray, tiles: Sequence[np.ndarray] | np.ndarray, rows: np.ndarray, columns: np.ndarray, *, merge: bool
+) -> None:
     """Place tiles at their top left pixels in ``target``, clipped at its edges (the padding of edge tiles)."""
     height, width = target.shape
     for tile, r, c in zip(tiles, rows, columns):
@@ -454,7 +502,9 @@ def _paint(target: np.ndarray, tiles: Sequence[np.ndarray] | np.ndarray, rows: n
             region[...] = tile[:h, :w]
 
 
-def _read_slide(ds: Any, src: SourceFrames, writer: DecodedWriter, *, labelmap: bool, fractional: bool) -> DecodedWriter:
+def _read_slide(
+    ds: Any, src: SourceFrames, writer: DecodedWriter, *, labelmap: bool, fractional: bool
+) -> DecodedWriter:
     """Decode a SEG of a whole slide image onto its total pixel matrix (the one frame of the grid)."""
     _check_slide_matrix(ds, src)
     shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
@@ -469,7 +519,9 @@ def _read_slide(ds: Any, src: SourceFrames, writer: DecodedWriter, *, labelmap: 
             idx = list(range(start, min(start + TILE_BATCH, len(layout.row))))
             _paint(matrix, frames.get(idx), layout.row[idx], layout.column[idx], merge=False)
         writer.set_labelmap(matrix[np.newaxis])
-        writer.notes.append(f"label map tiles placed on the {src.rows}x{src.columns} total pixel matrix by {layout.how}")
+        writer.notes.append(
+            f"label map tiles placed on the {src.rows}x{src.columns} total pixel matrix by {layout.how}"
+        )
         return writer
     scale = 1.0 / float(ds.get("MaximumFractionalValue", 255)) if fractional else 1.0
     for number in np.unique(layout.segment):
@@ -482,8 +534,13 @@ def _read_slide(ds: Any, src: SourceFrames, writer: DecodedWriter, *, labelmap: 
 
 
 def _slide_segment(
-    writer: DecodedWriter, frames: _FrameReader, layout: TileLayout, number: int, scale: float,
-    fractional: bool, total: tuple[int, int],
+    writer: DecodedWriter,
+    frames: _FrameReader,
+    layout: TileLayout,
+    number: int,
+    scale: float,
+    fractional: bool,
+    total: tuple[int, int],
 ) -> None:
     """One BINARY or FRACTIONAL segment: its non-empty tiles painted into the extent they cover, then cropped.
 

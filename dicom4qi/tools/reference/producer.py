@@ -147,9 +147,16 @@ def _frames_of(ds: Any) -> Iterator[tuple[str, SourceFrame]]:
     for i, fg in enumerate(per_frame):
         plane = _group(fg, shared, "PlanePositionSequence")
         content = _group(fg, None, "FrameContentSequence")
-        pos = [str(v) for v in plane.ImagePositionPatient] if plane is not None and "ImagePositionPatient" in plane else None
+        pos = (
+            [str(v) for v in plane.ImagePositionPatient]
+            if plane is not None and "ImagePositionPatient" in plane
+            else None
+        )
         tpi = content.get("TemporalPositionIndex") if content is not None else None
-        yield frame_key(sop_uid, i + 1), SourceFrame(sop_class, sop_uid, series, i + 1, pos, int(tpi) if tpi is not None else None)
+        yield (
+            frame_key(sop_uid, i + 1),
+            SourceFrame(sop_class, sop_uid, series, i + 1, pos, int(tpi) if tpi is not None else None),
+        )
 
 
 def _group(per_frame: Any, shared: Any, keyword: str) -> Any:
@@ -232,16 +239,22 @@ def plan_dimensions(source: SourceInfo, segmented: bool, position_major: bool) -
     frames = source.frames
     ranks = source.depth_ranks() if source.has_positions else []
     if ranks and len(set(ranks)) == len(frames):
-        spatial = Dimension(_IMAGE_POSITION_PATIENT, _PLANE_POSITION_SEQUENCE, "Image Position (Patient)", lambda f: ranks[f.index])
+        spatial = Dimension(
+            _IMAGE_POSITION_PATIENT, _PLANE_POSITION_SEQUENCE, "Image Position (Patient)", lambda f: ranks[f.index]
+        )
         kind: str | None = "3D"
     elif all(f.temporal_index is not None for f in frames) and len({f.temporal_index for f in frames}) == len(frames):
+
         def temporal_index(f: OutFrame) -> int:
             t = frames[f.index].temporal_index
             assert t is not None  # every frame has one (checked above)
             return int(t)
 
         spatial = Dimension(
-            _TEMPORAL_POSITION_INDEX, _FRAME_CONTENT_SEQUENCE, "Temporal Position Index", temporal_index,
+            _TEMPORAL_POSITION_INDEX,
+            _FRAME_CONTENT_SEQUENCE,
+            "Temporal Position Index",
+            temporal_index,
         )
         kind = "3D_TEMPORAL"
     elif not source.has_positions:
@@ -254,7 +267,9 @@ def plan_dimensions(source: SourceInfo, segmented: bool, position_major: bool) -
         )
     if not segmented:
         return [spatial], kind
-    segment = Dimension(_REFERENCED_SEGMENT_NUMBER, _SEGMENT_IDENTIFICATION_SEQUENCE, "Segment Number", lambda f: int(f.segment or 0))
+    segment = Dimension(
+        _REFERENCED_SEGMENT_NUMBER, _SEGMENT_IDENTIFICATION_SEQUENCE, "Segment Number", lambda f: int(f.segment or 0)
+    )
     return ([spatial, segment] if position_major else [segment, spatial]), kind
 
 
@@ -313,8 +328,14 @@ class RleSink:
         if bits not in (8, 16):
             raise ValueError(f"RLE Lossless is written for 8- and 16-bit data here, not {bits}-bit")
         self.kwargs: dict[str, Any] = {
-            "rows": rows, "columns": columns, "samples_per_pixel": 1, "bits_allocated": bits, "bits_stored": bits,
-            "pixel_representation": 0, "photometric_interpretation": "MONOCHROME2", "number_of_frames": 1,
+            "rows": rows,
+            "columns": columns,
+            "samples_per_pixel": 1,
+            "bits_allocated": bits,
+            "bits_stored": bits,
+            "pixel_representation": 0,
+            "photometric_interpretation": "MONOCHROME2",
+            "number_of_frames": 1,
         }
         self.dtype = np.uint8 if bits == 8 else np.uint16
         self.frames: list[bytes] = []
@@ -339,7 +360,9 @@ class FrameStore:
         self._where: dict[tuple[int, int], tuple[int, int, np.dtype]] = {}
 
     def put(self, segment: int, index: int, plane: np.ndarray) -> None:
-        data = np.packbits(plane.astype(bool).ravel(), bitorder="little") if self.packed else np.ascontiguousarray(plane)
+        data = (
+            np.packbits(plane.astype(bool).ravel(), bitorder="little") if self.packed else np.ascontiguousarray(plane)
+        )
         self._fh.seek(0, 2)
         self._where[(segment, index)] = (self._fh.tell(), data.nbytes, data.dtype)
         self._fh.write(data.tobytes())
@@ -414,7 +437,9 @@ def write_labelmap_frames(truth: Truth, sink: PixelSink, bits: int, scratch: Pat
                 taken = region[mask]
                 if taken.any():
                     other = int(taken[taken > 0][0])
-                    raise ValueError(f"segments {other} and {number} share voxels: a label map cannot hold overlapping segments")
+                    raise ValueError(
+                        f"segments {other} and {number} share voxels: a label map cannot hold overlapping segments"
+                    )
                 region[mask] = number
         indices = [k for k in range(truth.shape[0]) if volume[k].any()] or [0]
         for k in indices:
@@ -456,7 +481,9 @@ def _ds(value: float) -> str:
 
 
 #: sRGB (linear) to CIE XYZ, and the D65 white point.
-_RGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]])
+_RGB_TO_XYZ = np.array(
+    [[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]]
+)
 _D65 = np.array([0.95047, 1.0, 1.08883])
 
 
@@ -520,7 +547,12 @@ def _copy(target: Any, source: Any, keywords: tuple[str, ...], *, empty_if_absen
 def _patient_study(ds: Any, src: Any) -> None:
     """Patient and General Study modules, copied from the source."""
     _copy(ds, src, ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"), empty_if_absent=True)
-    _copy(ds, src, ("StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber"), empty_if_absent=True)
+    _copy(
+        ds,
+        src,
+        ("StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber"),
+        empty_if_absent=True,
+    )
     _copy(ds, src, ("IssuerOfPatientID", "PatientAge", "StudyDescription"), empty_if_absent=False)
     ds.StudyInstanceUID = src.StudyInstanceUID
 
@@ -590,7 +622,12 @@ def _dimension_module(ds: Any, dims: list[Dimension], kind: str | None, uid: str
     ds.DimensionOrganizationSequence = _seq(_item(DimensionOrganizationUID=uid))
     ds.DimensionIndexSequence = _seq(
         *(
-            _item(DimensionOrganizationUID=uid, DimensionIndexPointer=d.pointer, FunctionalGroupPointer=d.group, DimensionDescriptionLabel=d.label)
+            _item(
+                DimensionOrganizationUID=uid,
+                DimensionIndexPointer=d.pointer,
+                FunctionalGroupPointer=d.group,
+                DimensionDescriptionLabel=d.label,
+            )
             for d in dims
         )
     )
@@ -662,7 +699,13 @@ def _common_instance_reference(source: SourceInfo) -> Any:
 
 
 def build_dataset(
-    truth: Truth, enc: Encoding, source: SourceInfo, frames: list[OutFrame], dims: list[Dimension], kind: str | None, who: Identity
+    truth: Truth,
+    enc: Encoding,
+    source: SourceInfo,
+    frames: list[OutFrame],
+    dims: list[Dimension],
+    kind: str | None,
+    who: Identity,
 ) -> Any:
     """The object's header, without Pixel Data."""
     from pydicom.dataset import Dataset, FileMetaDataset
@@ -693,7 +736,12 @@ def _identity(request: WriteRequest, software: list[str]) -> Identity:
     """Deterministic UIDs (same case and encoding, same UIDs), the current date and time."""
     from pydicom.uid import generate_uid
 
-    seed = [request.truth.fingerprint, request.case_id, request.case.encoding.model_dump_json(), "dicom4qi reference producer"]
+    seed = [
+        request.truth.fingerprint,
+        request.case_id,
+        request.case.encoding.model_dump_json(),
+        "dicom4qi reference producer",
+    ]
     now = datetime.now()
     return Identity(
         sop_instance_uid=generate_uid(entropy_srcs=[*seed, "sop"]),
@@ -716,9 +764,13 @@ def check_request(truth: Truth, enc: Encoding) -> None:
     if enc.transfer_syntax_uid == RLE_LOSSLESS and enc.bits == 1:
         raise ValueError("RLE Lossless of 1-bit BINARY frames: pydicom's RLE encoder refuses Bits Allocated 1")
     if truth.fractional != (enc.type is SegmentationType.FRACTIONAL):
-        raise ValueError(f"a {'fractional' if truth.fractional else 'binary'} truth cannot be written as {enc.type.value}")
+        raise ValueError(
+            f"a {'fractional' if truth.fractional else 'binary'} truth cannot be written as {enc.type.value}"
+        )
     if enc.type is SegmentationType.FRACTIONAL and truth.fractional_max != enc.max_fractional_value:
-        raise ValueError(f"the truth is scaled to {truth.fractional_max}, the case asks for Maximum Fractional Value {enc.max_fractional_value}")
+        raise ValueError(
+            f"the truth is scaled to {truth.fractional_max}, the case asks for Maximum Fractional Value {enc.max_fractional_value}"
+        )
     if enc.type is SegmentationType.LABELMAP:
         if truth.overlap:
             raise ValueError("overlapping segments cannot be written as a label map")
@@ -735,11 +787,32 @@ class ReferenceProducer(Producer):
     homepage = None
     features = frozenset(
         {
-            "binary", "fractional", "labelmap", "labelmap-8bit", "labelmap-16bit",
-            "disjoint", "overlap", "empty-segment", "empty-frames", "oblique", "many-segments",
-            "single-frame-source", "multiframe-source", "temporal", "projection-source", "uneven-spacing",
-            "segments-interleaved", "segment-metadata", "non-ascii-text", "long-text", "anatomic-region",
-            "multiple-algorithms", "ts-explicit-le", "ts-implicit-le", "ts-deflate", "ts-rle",
+            "binary",
+            "fractional",
+            "labelmap",
+            "labelmap-8bit",
+            "labelmap-16bit",
+            "disjoint",
+            "overlap",
+            "empty-segment",
+            "empty-frames",
+            "oblique",
+            "many-segments",
+            "single-frame-source",
+            "multiframe-source",
+            "temporal",
+            "projection-source",
+            "uneven-spacing",
+            "segments-interleaved",
+            "segment-metadata",
+            "non-ascii-text",
+            "long-text",
+            "anatomic-region",
+            "multiple-algorithms",
+            "ts-explicit-le",
+            "ts-implicit-le",
+            "ts-deflate",
+            "ts-rle",
         }
     )
     # pydicom's RLE encoder refuses Bits Allocated 1 ("not valid for pixel data encoded with 'RLE Lossless'").
@@ -762,7 +835,9 @@ class ReferenceProducer(Producer):
         rows, cols = truth.geometry.rows, truth.geometry.columns
         request.output.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
-            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".reference-", dir=request.output.parent)))
+            scratch = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix=".reference-", dir=request.output.parent))
+            )
             sink: PixelSink
             if enc.transfer_syntax_uid == RLE_LOSSLESS:
                 sink = RleSink(rows, cols, enc.bits)
@@ -781,7 +856,9 @@ class ReferenceProducer(Producer):
         return self._notes(enc, truth, frames, dims, position_major)
 
     @staticmethod
-    def _notes(enc: Encoding, truth: Truth, frames: list[OutFrame], dims: list[Dimension], position_major: bool) -> list[str]:
+    def _notes(
+        enc: Encoding, truth: Truth, frames: list[OutFrame], dims: list[Dimension], position_major: bool
+    ) -> list[str]:
         n_segments = len(truth.segments)
         empty = sum(1 for s in truth.segments if s.empty)
         if enc.type is SegmentationType.LABELMAP:

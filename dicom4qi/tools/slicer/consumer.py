@@ -80,7 +80,14 @@ class SlicerConsumer(Consumer):
             "source_series_uid": str(first.SeriesInstanceUID),
         }
         (work / "slicer-request.json").write_text(json.dumps(slicer_req))
-        cmd = [exe, "--no-splash", "--no-main-window", "--python-script", str(SCRIPT), str(work / "slicer-request.json")]
+        cmd = [
+            exe,
+            "--no-splash",
+            "--no-main-window",
+            "--python-script",
+            str(SCRIPT),
+            str(work / "slicer-request.json"),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         report_path = work / "slicer-output" / "slicer.json"
         if not report_path.is_file():
