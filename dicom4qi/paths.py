@@ -12,12 +12,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["PACKAGE", "PROJECT", "project", "corpus_file", "reports"]
+__all__ = [
+    "BUILD_DIR",
+    "CASES_DIR",
+    "FEATURES_FILE",
+    "PACKAGE",
+    "PROJECT",
+    "SUITE_ROOT",
+    "build",
+    "corpus_file",
+    "project",
+    "reports",
+]
 
 #: The ``dicom4qi`` package folder (templates, static files and tool data are package data beneath it).
 PACKAGE = Path(__file__).resolve().parent
 #: The folder that holds the ``dicom4qi`` package: what a child process needs on its ``PYTHONPATH``.
 SUITE_ROOT = PACKAGE.parent
+#: The controlled list of features, package data so that an installed package knows it too
+#: (``corpus/features.txt`` in the checkout is a link to it).
+FEATURES_FILE = PACKAGE / "model" / "features.txt"
 
 
 def _checkout() -> Path | None:
@@ -47,6 +61,16 @@ def corpus_file(*parts: str) -> Path:
     return (PROJECT or SUITE_ROOT) / "corpus" / Path(*parts)
 
 
+def build(*parts: str) -> Path:
+    """The default build folder (corpus, runs, environments, caches): the checkout's, else ``./build``."""
+    return (PROJECT / "build" if PROJECT else Path("build")).joinpath(*parts)
+
+
 def reports(*parts: str) -> Path:
-    """A default path under ``reports/``: the checkout's, else ``./reports`` for an installed package."""
-    return (PROJECT or Path("reports").resolve()) / "reports" / Path(*parts) if PROJECT else Path("reports", *parts)
+    """A default path under ``reports/``: the checkout's; for an installed package outside one, ``./reports``."""
+    return (PROJECT / "reports" if PROJECT else Path("reports")).joinpath(*parts)
+
+
+#: The default folder of case files, and the default build folder.
+CASES_DIR = corpus_file("cases")
+BUILD_DIR = build()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from dicom4qi.model.decoded import DecodedWriter
-from dicom4qi.paths import PACKAGE, corpus_file
+from dicom4qi.paths import FEATURES_FILE, PACKAGE
 
 if TYPE_CHECKING:  # a read need not import the case model (pydantic): every call's start-up counts
     from dicom4qi.model.case import Case
@@ -52,9 +52,7 @@ Role = Literal["producer", "consumer"]
 
 #: Every feature of the controlled list: what a reader claims when it claims to read any SEG.
 EVERY_FEATURE: frozenset[str] = frozenset(
-    line.split()[0]
-    for line in corpus_file("features.txt").read_text().splitlines()
-    if line.strip() and not line.startswith("#")
+    line.split()[0] for line in FEATURES_FILE.read_text().splitlines() if line.strip() and not line.startswith("#")
 )
 
 

@@ -29,6 +29,9 @@ from rich.table import Table
 
 from dicom4qi import __version__
 from dicom4qi.adapters.contract import DEFAULTS, Role
+from dicom4qi.paths import FEATURES_FILE, corpus_file
+from dicom4qi.paths import build as build_path
+from dicom4qi.paths import reports as reports_path
 
 if TYPE_CHECKING:
     from dicom4qi.judge.known import KnownIssue, KnownIssueError
@@ -38,8 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 console = Console(stderr=True)
-CASE_SCHEMA = Path("corpus/case.schema.json")
-RESULTS_SCHEMA = Path("reports/schema/results.schema.json")
+CASE_SCHEMA = corpus_file("case.schema.json")
+RESULTS_SCHEMA = reports_path("schema", "results.schema.json")
 
 
 class RichProgress:
@@ -116,7 +119,7 @@ def _unknown_adapters(producers: list[str] | None, consumers: list[str] | None) 
 
 def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--corpus", type=Path, default=Path("corpus/cases"), help="folder of case files (default: %(default)s)"
+        "--corpus", type=Path, default=corpus_file("cases"), help="folder of case files (default: %(default)s)"
     )
     p.add_argument(
         "--known-issues",
@@ -127,7 +130,7 @@ def _add_corpus_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--features",
         type=Path,
-        default=Path("corpus/features.txt"),
+        default=FEATURES_FILE,
         help="controlled feature list (default: %(default)s)",
     )
 
@@ -150,7 +153,7 @@ def _add_selection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--build",
         type=Path,
-        default=Path("build"),
+        default=build_path(),
         help="folder for generated corpus and objects (default: %(default)s)",
     )
 
@@ -318,7 +321,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from dicom4qi.model.results import ResultsDocument
     from dicom4qi.site.report import SiteOptions, render_site
 
-    paths = args.results or [Path("reports/results/latest.json")]
+    paths = args.results or [reports_path("results", "latest.json")]
     docs = []
     for p in paths:
         if not p.is_file():
@@ -331,10 +334,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             return 2
     history = []
     history_dir = args.history
-    if history_dir is None and Path("reports/history").is_dir():
-        history_dir = Path("reports/history")
-    elif history_dir is None and not args.results and Path("reports/results").is_dir():
-        history_dir = Path("reports/results")  # the earlier runs `dicom4qi run` keeps beside latest.json
+    if history_dir is None and reports_path("history").is_dir():
+        history_dir = reports_path("history")
+    elif history_dir is None and not args.results and reports_path("results").is_dir():
+        history_dir = reports_path("results")  # the earlier runs `dicom4qi run` keeps beside latest.json
     if history_dir is not None:
         if not history_dir.is_dir():
             console.print(f"[red]no history folder {history_dir}")
@@ -378,8 +381,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         options.known_issues = args.known_issues
     if args.build is not None:
         options.build = args.build
-    elif Path("build").is_dir():
-        options.build = Path("build")
+    elif build_path().is_dir():
+        options.build = build_path()
     if args.bundle_zip is not None and not args.bundle_zip.is_file():
         console.print(f"[red]no bundle zip {args.bundle_zip}")
         return 2
@@ -715,11 +718,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--results",
         type=Path,
-        default=Path("reports/results/latest.json"),
+        default=reports_path("results", "latest.json"),
         help="the run whose objects to export (default: %(default)s)",
     )
     export.add_argument("--zip", action="store_true", help="also write dicom4qi-bundle-<id>.zip")
-    export.add_argument("--build", type=Path, default=Path("build"), help="build folder (default: %(default)s)")
+    export.add_argument("--build", type=Path, default=build_path(), help="build folder (default: %(default)s)")
     export.set_defaults(func=cmd_export)
 
     run = sub.add_parser("run", help="run producers and consumers over the corpus")
@@ -735,7 +738,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help=f"consumer(s) (default: {', '.join(DEFAULTS['consumer'])}); also NAME@PARAM (e.g. ohif@3.11.1), module:Class",
     )
-    run.add_argument("--out", type=Path, default=Path("reports/results"), help="results folder (default: %(default)s)")
+    run.add_argument("--out", type=Path, default=reports_path("results"), help="results folder (default: %(default)s)")
     run.add_argument(
         "--timeout",
         type=seconds,
@@ -795,19 +798,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeats", type=int, default=3, help="timed runs per cell after the warm-up (default: %(default)s)"
     )
     bench.add_argument(
-        "--out", type=Path, default=Path("reports/results"), help="folder for the results JSON (default: %(default)s)"
+        "--out", type=Path, default=reports_path("results"), help="folder for the results JSON (default: %(default)s)"
     )
     bench.add_argument(
         "--publish",
         type=Path,
-        default=Path("reports/bench"),
+        default=reports_path("bench"),
         help="folder of the published benchmark JSON, rewritten (default: %(default)s)",
     )
     bench.add_argument("--no-publish", action="store_true", help="do not rewrite the published benchmark JSON")
     bench.add_argument(
         "--site",
         type=Path,
-        default=Path("reports/site"),
+        default=reports_path("site"),
         help="where the format study page goes (default: %(default)s)",
     )
     bench.add_argument(
@@ -830,11 +833,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="results files, merged into the grid and shown in the history (default: reports/results/latest.json)",
     )
-    report.add_argument("--out", type=Path, default=Path("reports/site"), help="site folder (default: %(default)s)")
+    report.add_argument("--out", type=Path, default=reports_path("site"), help="site folder (default: %(default)s)")
     report.add_argument(
         "--bench",
         type=Path,
-        default=Path("reports/bench"),
+        default=reports_path("bench"),
         help="folder of published benchmark JSON for the format study (default: %(default)s)",
     )
     report.add_argument(
@@ -846,7 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--submissions",
         type=Path,
-        default=Path("reports/submissions"),
+        default=reports_path("submissions"),
         help="folder of vendor submissions' results, one folder per vendor (default: %(default)s)",
     )
     report.add_argument(
@@ -885,7 +888,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     summary = sub.add_parser("summary", help="print pass counts per feature and tool from a results JSON")
-    summary.add_argument("results", type=Path, nargs="?", default=Path("reports/results/latest.json"))
+    summary.add_argument("results", type=Path, nargs="?", default=reports_path("results", "latest.json"))
     summary.add_argument("--role", choices=["consumer", "producer", "validator"], default="consumer")
     summary.set_defaults(func=cmd_summary)
 
@@ -939,10 +942,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--out",
             type=Path,
-            default=Path("reports/submissions"),
+            default=reports_path("submissions"),
             help="where results are kept, per vendor (default: %(default)s)",
         )
-        p.add_argument("--build", type=Path, default=Path("build"), help="build folder (default: %(default)s)")
+        p.add_argument("--build", type=Path, default=build_path(), help="build folder (default: %(default)s)")
         p.add_argument("--timeout", type=seconds, default=600.0, help="seconds per object (default: %(default)s)")
         p.add_argument(
             "--memory-mb", type=megabytes, default=8192.0, help="address-space limit per call (default: %(default)s)"
@@ -983,18 +986,18 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=cmd_schema)
 
     tools = sub.add_parser("tools", help="print every builtin adapter's handshake (tool, version, features) as JSON")
-    tools.add_argument("--build", type=Path, default=Path("build"), help="build folder (environments)")
+    tools.add_argument("--build", type=Path, default=build_path(), help="build folder (environments)")
     tools.set_defaults(func=cmd_tools)
 
     env = sub.add_parser("env", help="list adapters with their environment state and tool version")
     env.add_argument(
-        "--build", type=Path, default=Path("build"), help="build folder (environments) (default: %(default)s)"
+        "--build", type=Path, default=build_path(), help="build folder (environments) (default: %(default)s)"
     )
     env.set_defaults(func=cmd_env, env_command="list")
     esub = env.add_subparsers(dest="env_command")
     esetup = esub.add_parser("setup", help="build the environments (all, or the one of NAME)")
     esetup.add_argument("name", nargs="?", help="an adapter name or an environment name")
-    esetup.add_argument("--build", type=Path, default=Path("build"), help="build folder (default: %(default)s)")
+    esetup.add_argument("--build", type=Path, default=build_path(), help="build folder (default: %(default)s)")
     esetup.set_defaults(func=cmd_env, env_command="setup")
     return parser
 

@@ -42,6 +42,7 @@ from dicom4qi.formats.baselines import BASELINES
 from dicom4qi.model.case import LoadedCase, load_cases
 from dicom4qi.model.results import BenchStats, Record, ResultsDocument, ResultsWriter, RunInfo, Status, Timing, ToolInfo
 from dicom4qi.model.truth import Truth
+from dicom4qi.paths import reports as reports_path
 from dicom4qi.process.sandbox import ChildOutcome, run_child
 from dicom4qi.run.runner import ProgressSink, RunConfig, Runner, corpus_fingerprint, prepare_tool, select_cases
 from dicom4qi.run.steps import git_commit, now_iso, outcome_record, slug
@@ -68,9 +69,9 @@ class BenchConfig:
     #: next to what it shows, and three more would not fit a nightly budget).
     slow_cell_s: float = 30.0
     #: Where the published benchmark JSON goes (rewritten by every bench of that tier).
-    publish: Path | None = Path("reports/bench")
+    publish: Path | None = reports_path("bench")
     #: A quick run's results, from which the harness overhead is taken (if it exists).
-    quick_results: Path | None = Path("reports/results/latest.json")
+    quick_results: Path | None = reports_path("results", "latest.json")
 
 
 def machine_description() -> dict[str, str]:

@@ -47,6 +47,9 @@ from dicom4qi.model.results import (
     ToolInfo,
 )
 from dicom4qi.model.truth import Truth
+from dicom4qi.paths import FEATURES_FILE, corpus_file
+from dicom4qi.paths import build as build_path
+from dicom4qi.paths import reports as reports_path
 from dicom4qi.process import lifetime, sandbox
 from dicom4qi.process.sandbox import ChildOutcome, kill_all, run_child
 from dicom4qi.process.services import ServiceError, ServicePool
@@ -78,10 +81,10 @@ NO_CONSUMER = "none"
 class RunConfig:
     """Everything a run is told (the CLI's options)."""
 
-    corpus: Path = Path("corpus/cases")
-    features: Path = Path("corpus/features.txt")
-    build: Path = Path("build")
-    results: Path = Path("reports/results")
+    corpus: Path = corpus_file("cases")
+    features: Path = FEATURES_FILE
+    build: Path = build_path()
+    results: Path = reports_path("results")
     tiers: list[str] = field(default_factory=lambda: ["quick"])
     cases: list[str] = field(default_factory=list)
     producers: list[str] = field(default_factory=lambda: list(DEFAULTS["producer"]))

@@ -42,7 +42,7 @@ from dicom4qi.adapters.contract import split_spec
 from dicom4qi.corpus.mutate import REACTIONS
 from dicom4qi.judge.known import Explained, KnownIssue, in_scope, load_known_issues, matches
 from dicom4qi.model.results import Record, ResultsDocument, RunInfo, Status, ToolInfo
-from dicom4qi.paths import PACKAGE, corpus_file
+from dicom4qi.paths import FEATURES_FILE, PACKAGE, corpus_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -121,7 +121,7 @@ class SiteOptions:
     """Where the report finds the corpus and built cases, and how much it copies into the site."""
 
     corpus: Path = corpus_file("cases")
-    features: Path = corpus_file("features.txt")
+    features: Path = FEATURES_FILE
     negative: Path = corpus_file("negative.toml")
     #: Another build folder to look for built cases in (each run's own build folder is tried first).
     build: Path | None = None

@@ -32,7 +32,7 @@ from dicom4qi.corpus.synth import build_case
 from dicom4qi.model.case import SYNTHESIS_VERSION, implied_features, load_cases
 from dicom4qi.model.protocol import BUNDLE_FORMAT, schema_texts
 from dicom4qi.model.results import ResultsDocument, Status
-from dicom4qi.paths import PROJECT, SUITE_ROOT
+from dicom4qi.paths import BUILD_DIR, CASES_DIR, FEATURES_FILE, PROJECT, SUITE_ROOT
 from dicom4qi.run.steps import git_commit, now_iso, sha256_of, slug
 
 __all__ = ["BundleError", "export_bundle", "load_manifest", "object_id", "DOCS"]
@@ -53,9 +53,9 @@ def export_bundle(
     results: Path,
     out: Path,
     *,
-    corpus: Path = Path("corpus/cases"),
-    features: Path = Path("corpus/features.txt"),
-    build: Path = Path("build"),
+    corpus: Path = CASES_DIR,
+    features: Path = FEATURES_FILE,
+    build: Path = BUILD_DIR,
     make_zip: bool = False,
     progress: Any = None,
 ) -> tuple[Path, dict[str, Any]]:
@@ -199,7 +199,7 @@ def _readme(bundle_id: str, n_cases: int, n_objects: int) -> str:
     return head + guide
 
 
-def load_manifest(path_or_id: str | Path, build: Path = Path("build")) -> dict[str, Any]:
+def load_manifest(path_or_id: str | Path, build: Path = BUILD_DIR) -> dict[str, Any]:
     """A bundle's manifest: from a bundle folder, a manifest file, or an id kept in ``build/bundles``."""
     p = Path(path_or_id)
     candidates = [p / "manifest.json", p] if p.exists() else [build / "bundles" / f"{path_or_id}.json"]

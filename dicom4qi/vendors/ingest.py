@@ -43,6 +43,7 @@ from dicom4qi.model.results import (
     SubmissionInfo,
     ToolInfo,
 )
+from dicom4qi.paths import CASES_DIR, FEATURES_FILE
 from dicom4qi.process.sandbox import run_child
 from dicom4qi.run.steps import LABELMAP_SEG_STORAGE, git_commit, now_iso, outcome_record
 from dicom4qi.vendors.untrusted import Bounds, SubmissionError, open_submission
@@ -79,8 +80,8 @@ def receive(
     *,
     build: Path,
     bundle: str | Path | None = None,
-    corpus: Path = Path("corpus/cases"),
-    features: Path = Path("corpus/features.txt"),
+    corpus: Path = CASES_DIR,
+    features: Path = FEATURES_FILE,
     bounds: Bounds | None = None,
 ) -> Received:
     """Check, copy and validate a submission; raise :class:`SubmissionError` with the reason when refused."""
@@ -415,8 +416,8 @@ def ingest_submission(
     *,
     consumers: list[str],
     build: Path,
-    corpus: Path = Path("corpus/cases"),
-    features: Path = Path("corpus/features.txt"),
+    corpus: Path = CASES_DIR,
+    features: Path = FEATURES_FILE,
     workers: int = 1,
     timeout_s: float = 600.0,
     memory_mb: float = 8192.0,
