@@ -404,6 +404,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Two runs' verdicts, cell by cell: exit 0 when they are the same, 1 when they differ, 2 on a bad file."""
+    from pydantic import ValidationError
+
+    from dicom4qi.model.results import ResultsDocument
+    from dicom4qi.run.diff import diff_runs
+
+    try:
+        old, new = ResultsDocument.load(args.old), ResultsDocument.load(args.new)
+    except (OSError, ValidationError, ValueError) as exc:
+        console.print(f"[red]{str(exc)[:700]}")
+        return 2
+    diffs = diff_runs(old, new)
+    for d in diffs[: args.limit]:
+        case, producer, consumer, step = d.key
+        cell = f"{case} {producer}" + (f" → {consumer}" if consumer else "") + f" [{step}]"
+        print(f"{cell}: {d.field}\n  old: {d.old[:400]}\n  new: {d.new[:400]}")
+    if len(diffs) > args.limit:
+        print(f"... and {len(diffs) - args.limit} more")
+    cells = len({(r.case, r.producer, r.consumer, r.step) for r in old.records})
+    print(f"{cells} cells in {args.old.name}, {len(new.records)} in {args.new.name}: {len(diffs)} difference(s)")
+    return 1 if diffs else 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from rich.table import Table
@@ -887,6 +911,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--no-pictures", action="store_true", help="do not draw the truth of each case")
     report.set_defaults(func=cmd_report)
 
+    diff = sub.add_parser("diff", help="compare the verdicts of two runs cell by cell (exit 1 when they differ)")
+    diff.add_argument("old", type=Path, help="the earlier results JSON")
+    diff.add_argument("new", type=Path, help="the later results JSON")
+    diff.add_argument("--limit", type=int, default=50, help="differences printed at most (default: %(default)s)")
+    diff.set_defaults(func=cmd_diff)
     summary = sub.add_parser("summary", help="print pass counts per feature and tool from a results JSON")
     summary.add_argument("results", type=Path, nargs="?", default=reports_path("results", "latest.json"))
     summary.add_argument("--role", choices=["consumer", "producer", "validator"], default="consumer")
