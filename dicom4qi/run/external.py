@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dicom4qi.adapters.contract import family_of, missing_features
 from dicom4qi.corpus.wild import ExternalObject
@@ -20,10 +19,7 @@ from dicom4qi.model.results import (
 )
 from dicom4qi.process.sandbox import run_child
 from dicom4qi.process.services import ServiceError, ServicePool
-from dicom4qi.run.steps import EXTERNAL, artifacts_of, outcome_record, private_copy, sha256_of, slug
-
-if TYPE_CHECKING:
-    from dicom4qi.run.runner import RunConfig
+from dicom4qi.run.steps import EXTERNAL, FlowHost, artifacts_of, outcome_record, private_copy, sha256_of, slug
 
 __all__ = ["ExternalFlow", "external_fingerprint", "judge_agreement"]
 
@@ -55,19 +51,8 @@ def judge_agreement(reads: dict[str, tuple[Record, Path | None]], labelmap: bool
             d.close()
 
 
-class ExternalFlow:
+class ExternalFlow(FlowHost):
     """Mixed into the runner: the external objects' reads and their agreement."""
-
-    # What the runner this is mixed into provides.
-    cfg: RunConfig
-    pythons: dict[str, str | None]
-    _pools: dict[str, ServicePool]
-
-    if TYPE_CHECKING:
-
-        def _parallel(
-            self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]
-        ) -> None: ...
 
     def _external(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +20,10 @@ from dicom4qi.model.results import (
 from dicom4qi.model.truth import Truth
 from dicom4qi.process.sandbox import run_child
 from dicom4qi.process.services import ServiceError, ServicePool
-from dicom4qi.run.steps import MUTANT, VALIDATOR, ChildLimits, artifacts_of, private_copy, sha256_of, slug
+from dicom4qi.run.steps import MUTANT, VALIDATOR, ChildLimits, FlowHost, artifacts_of, private_copy, sha256_of, slug
 
 if TYPE_CHECKING:
-    from dicom4qi.run.runner import RunConfig
+    pass
 
 __all__ = ["NegativeFlow", "select_mutant"]
 
@@ -33,19 +32,11 @@ def select_mutant(m: Mutant, patterns: list[str]) -> bool:
     return not patterns or any(fnmatch.fnmatch(m.id, p) or m.id.endswith("/" + p) or m.name == p for p in patterns)
 
 
-class NegativeFlow:
+class NegativeFlow(FlowHost):
     """Mixed into the runner: writing the bases, mutating them, grading the reactions."""
 
-    # What the runner this is mixed into provides.
-    cfg: RunConfig
-    pythons: dict[str, str | None]
-    _pools: dict[str, ServicePool]
+    if TYPE_CHECKING:  # what else it uses of the runner
 
-    if TYPE_CHECKING:
-
-        def _parallel(
-            self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]
-        ) -> None: ...
         def build_corpus(self, cases: list[LoadedCase], errors: list[str]) -> dict[str, Truth]: ...
         def write_step(self, loaded: LoadedCase, truth: Truth, tool: ToolInfo, run_dir: Path) -> Record: ...
 

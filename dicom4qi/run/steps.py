@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from dicom4qi.model.case import LoadedCase
 from dicom4qi.model.results import (
@@ -19,6 +20,10 @@ from dicom4qi.model.results import (
 )
 from dicom4qi.model.truth import Truth
 from dicom4qi.process.sandbox import ChildOutcome
+from dicom4qi.process.services import ServicePool
+
+if TYPE_CHECKING:
+    from dicom4qi.run.runner import RunConfig
 
 __all__ = [
     "EXTERNAL",
@@ -205,3 +210,20 @@ def inspect_object(
         frames=int(frames) if frames is not None else None,
     )
     return checks, obj
+
+
+class FlowHost:
+    """What the flows mixed into the runner (external, negative) use of it, declared so that they are typed.
+
+    Annotations only: the runner sets these attributes and defines these methods.
+    """
+
+    cfg: RunConfig
+    pythons: dict[str, str | None]
+    _pools: dict[str, ServicePool]
+
+    if TYPE_CHECKING:
+
+        def _parallel(
+            self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]
+        ) -> None: ...
