@@ -33,8 +33,23 @@ def _read(status: Status = Status.PASS, message: str = "", wall: float = 1.0) ->
 
 
 def test_same_verdicts_with_other_timings_and_ids_are_no_difference() -> None:
-    old = _doc("20261126T010000Z-abcdef", [_read(message="took 1.5 s in /tmp/a/b, run 20261126T010000Z-abcdef")])
-    new = _doc("20261127T010000Z-123456", [_read(message="took 9 s in /tmp/c, run 20261127T010000Z-123456", wall=9)])
+    old = _doc(
+        "20261126T010000Z-abcdef",
+        [
+            _read(
+                message="took 1.5 s in /tmp/a/b, run 20261126T010000Z-abcdef, set 70c51772-a737-222b-3bd1-5644ebe624c1"
+            )
+        ],
+    )
+    new = _doc(
+        "20261127T010000Z-123456",
+        [
+            _read(
+                message="took 9 s in /tmp/c, run 20261127T010000Z-123456, set fb0bf4a2-157d-824f-c5d4-8696cd033f24",
+                wall=9,
+            )
+        ],
+    )
     assert diff_runs(old, new) == []
 
 

@@ -3,7 +3,7 @@
 A refactoring, an upgrade of the harness or a new machine must not change a verdict. This compares what a
 verdict is made of: status, message, subchecks, basis, what the object holds, validator findings and the
 reaction to a broken object. Timings, memory, artifacts and ids are left out, and run ids, temporary paths
-and durations inside messages are masked. Cells that only one run has are listed too.
+UUIDs (a viewer's display sets) and durations inside messages are masked. Cells that only one run has are listed too.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ FIELDS = ("status", "message", "checks", "basis", "content", "findings", "reacti
 
 _MASKS = (
     (re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}"), "<run>"),
+    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<uuid>"),
     (re.compile(r"/tmp/\S+"), "<tmp>"),
     (re.compile(r"\b\d+(?:\.\d+)? ?(?:s|ms|MiB|KiB)\b"), "<n>"),
 )
