@@ -125,7 +125,9 @@ def test_ci_runs_the_readme_test_command_with_caches() -> None:
     assert re.search(r"^\s+run: make test$", text, re.MULTILINE)
     assert 'python-version: "3.11"' in text and "cache: pip" in text
     assert "path: build/envs" in text and "path: build/cache" in text
-    assert "'.[lint]'" in text, "actionlint (the lint extra) is installed, so the workflow test runs"
+    assert "'.[workflows]'" in text, "actionlint (the workflows extra) is installed, so the workflow test runs"
+    assert re.search(r"^\s+run: make lint$", text, re.MULTILINE), "ruff and mypy run in CI"
+    assert "make lint" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "make test" in (ROOT / "README.md").read_text(encoding="utf-8")
 
 
