@@ -41,6 +41,7 @@ def _read(doc: ResultsDocument, consumer: str, case: str):
     return rec
 
 
+@pytest.mark.slow
 def test_reference_reads_everything(doc) -> None:
     for case in CASE_IDS:
         rec = _read(doc, "reference", case)

@@ -13,6 +13,7 @@ from dicom4qi.run.runner import RunConfig, run
 from .conftest import CASES, FEATURES
 
 
+@pytest.mark.slow
 def test_create_reuse_and_rebuild(tmp_path: Path) -> None:
     reqs = tmp_path / "tool.requirements.txt"
     reqs.write_text("# nothing to install\n")

@@ -161,6 +161,7 @@ def test_a_reader_that_damages_its_input_harms_no_other(tmp_path: Path) -> None:
     assert write.seg is not None and sha256_of(Path(doc.run.run_dir or "") / write.seg.path) == write.seg.sha256
 
 
+@pytest.mark.slow
 def test_escaped_processes_and_temporary_folders_do_not_outlive_their_call(tmp_path: Path) -> None:
     doc = _run(tmp_path, ["tests.fakes:EscapingConsumer", "tests.fakes:TempLeavingConsumer"], workers=2, timeout_s=8)
     run_dir = Path(doc.run.run_dir or "")
@@ -201,6 +202,7 @@ def _wait_for(predicate, seconds: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_a_sigkilled_harness_leaves_nothing_running_after_the_next_start(tmp_path: Path) -> None:
     """SIGKILL of the harness: its hanging call dies with it (parent-death signal); what escaped its process group
     is found by its marks and stopped when the next run of the same build folder starts."""
@@ -276,6 +278,7 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_the_run_in_one_line_and_resume_finishes_it(small_disk: Path, tmp_path: Path) -> None:
     """Disk full is the machine's fault: one clear line, exit 1, no record charged to a tool; --resume reruns."""
     import os
@@ -444,6 +447,7 @@ def bomb(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 HARNESS_BOUND_MB = 300
 
 
+@pytest.mark.slow
 def test_a_decompression_bomb_from_the_wild_leaves_the_harness_bounded(bomb: dict[str, Path], tmp_path: Path) -> None:
     import subprocess
     import sys
@@ -489,6 +493,7 @@ def test_a_decompression_bomb_from_the_wild_leaves_the_harness_bounded(bomb: dic
     )
 
 
+@pytest.mark.slow
 def test_a_decompression_bomb_in_a_producer_submission_leaves_the_harness_bounded(
     bomb: dict[str, Path], tmp_path: Path
 ) -> None:

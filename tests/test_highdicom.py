@@ -53,6 +53,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ResultsDocu
     return tmp, ResultsDocument.load(tmp / "results" / "latest.json")
 
 
+@pytest.mark.slow
 def test_highdicom_round_trip(results) -> None:
     _, doc = results
     by_case = {(r.case, r.step): r for r in doc.records}

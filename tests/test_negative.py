@@ -61,6 +61,7 @@ def _rec(doc: ResultsDocument, name: str, consumer: str):
     return rec
 
 
+@pytest.mark.slow
 def test_every_mutant_is_graded_for_every_consumer(doc) -> None:
     cases = {r.case for r in doc.records}
     assert cases == {f"negative/{n}" for n in CHOSEN}

@@ -46,6 +46,7 @@ def _read(doc: ResultsDocument, case: str):
     return rec
 
 
+@pytest.mark.slow
 def test_disjoint_binary_passes_with_a_screenshot(ohif_run) -> None:
     run_dir, doc = ohif_run
     rec = _read(doc, "quick/binary-3-disjoint")
@@ -132,6 +133,7 @@ def test_the_stack_is_reachable_by_the_suite_only(tmp_path: Path) -> None:
         pool.stop()
 
 
+@pytest.mark.slow
 def test_sigkill_of_an_ohif_run_then_resume_gives_the_same_statuses(ohif_run, tmp_path: Path) -> None:
     """SIGKILL mid-run: no process of the killed run is left (its watchdog stops the stack, the next start kills
     what remains), and --resume ends with the statuses of an uninterrupted run."""

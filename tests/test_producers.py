@@ -41,6 +41,7 @@ def _rec(doc: ResultsDocument, producer: str, case: str, step: str):
     return rec
 
 
+@pytest.mark.slow
 def test_tools_report_their_real_versions_and_environments(doc) -> None:
     tools = {t.name: t for t in doc.tools if t.role == "producer"}
     assert tools["dcmqi"].version == "1.5.7" and tools["dcmqi"].environment is None

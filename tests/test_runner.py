@@ -53,6 +53,7 @@ def _rec(doc: ResultsDocument, producer: str, consumer: str | None):
     return rec
 
 
+@pytest.mark.slow
 def test_every_fault_is_an_outcome_and_the_run_goes_on(faulty_run) -> None:
     _, doc = faulty_run
     assert doc.run.finished is not None
