@@ -1,7 +1,7 @@
 """The child side of an isolated adapter call: ``python -m dicom4qi.adapters.child REQUEST.json``.
 
-It reads one JSON request, runs one adapter operation and writes one JSON
-response next to the request. Operations:
+It reads one call (:mod:`dicom4qi.model.wire`), runs one adapter operation and
+writes one reply next to the request. Operations:
 
 - ``info``: the handshake (tool, version, availability, claimed features);
 - ``write``: a producer writes a case's SEG;
@@ -9,8 +9,8 @@ response next to the request. Operations:
 - ``baseline``: writes or reads the truth as .nii.gz or .seg.nrrd (:mod:`dicom4qi.formats.baselines`);
 - ``exchange``: converts an exchange folder (a vendor's decoded output) into the canonical ``.npz``.
 
-An exception becomes ``{"ok": false, ...}`` with its type, message and
-traceback; a ``MemoryError`` is flagged so the harness can say which limit
+An exception becomes a :class:`~dicom4qi.model.wire.Failure` with its type,
+message and traceback; a ``MemoryError`` is flagged so the harness can say which limit
 was hit. If the process dies before writing a response, the harness records a
 CRASH.
 """
@@ -24,34 +24,57 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+
+from dicom4qi.model.wire import (
+    BaselineCall,
+    Call,
+    ExchangeCall,
+    ExchangeReply,
+    Failure,
+    InfoCall,
+    InfoReply,
+    InspectCall,
+    InspectReply,
+    ReadCall,
+    ReadReply,
+    Reply,
+    ScanCall,
+    ScanReply,
+    StartCall,
+    StartReply,
+    ValidateCall,
+    WriteCall,
+    WriteReply,
+    dump,
+    parse_call,
+)
 
 __all__ = ["main"]
 
 
-def _run(req: dict[str, Any]) -> dict[str, Any]:
-    if req["op"] == "inspect":  # the header of an object the suite did not write: parsed here, bounded
+def _run(call: Call) -> Reply:
+    if isinstance(call, InspectCall):  # the header of an object the suite did not write: parsed here, bounded
         from dicom4qi.formats.headers import header_summary
 
-        return {"ok": True, "header": header_summary(Path(req["seg"]))}
-    if req["op"] == "validate":  # the validator, and the inflation it needs, under this call's limits
+        return InspectReply(header=header_summary(Path(call.seg)))
+    if isinstance(call, ValidateCall):  # the validator, and the inflation it needs, under this call's limits
         from dicom4qi.judge.validate import validate_here
 
-        return {"ok": True, **validate_here(Path(req["seg"]), Path(req["workdir"]), float(req["timeout_s"]))}
-    if req["op"] == "scan":  # a folder of objects from the wild: their headers, read here
+        return validate_here(Path(call.seg), Path(call.workdir), call.timeout_s)
+    if isinstance(call, ScanCall):  # a folder of objects from the wild: their headers, read here
         from dicom4qi.corpus.wild import find_external
 
-        return {"ok": True, "objects": [o.to_json() for o in find_external(Path(req["folder"]))]}
-    if req["op"] == "baseline":  # a benchmark baseline (.nii.gz, .seg.nrrd): no adapter involved
+        return ScanReply(objects=[o.to_wire() for o in find_external(Path(call.folder))])
+    if isinstance(call, BaselineCall):  # a benchmark baseline (.nii.gz, .seg.nrrd): no adapter involved
         from dicom4qi.formats.baselines import run_baseline
 
-        return {"ok": True, **run_baseline(req)}
-    if req["op"] == "exchange":  # a vendor's decoded output (an exchange folder), checked and converted here, isolated
+        return run_baseline(call)
+    if isinstance(call, ExchangeCall):  # a vendor's decoded output (an exchange folder), checked and converted here
         from dicom4qi.formats.exchange import read_exchange
 
-        writer = read_exchange(Path(req["folder"]), [Path(p) for p in req["sources"]])
-        writer.write(Path(req["output"]))
-        return {"ok": True, "notes": writer.notes}
+        writer = read_exchange(Path(call.folder), [Path(p) for p in call.sources])
+        writer.write(Path(call.output))
+        return ExchangeReply(notes=writer.notes)
     from dicom4qi.adapters.contract import (
         Consumer,
         Producer,
@@ -61,79 +84,66 @@ def _run(req: dict[str, Any]) -> dict[str, Any]:
         split_spec,
     )
 
-    service = req.get("service") or {}
-    if service.get("netns"):
+    service = call.service if isinstance(call, ReadCall) else None
+    if service and service.get("netns"):
         join_network(str(service["netns"]))
-    cls = resolve(req["role"], req["adapter"])
-    variant = split_spec(req["adapter"])[1]
+    cls = resolve(call.role, call.adapter)
+    variant = split_spec(call.adapter)[1]
     adapter = cls(variant)
-    op = req["op"]
-    if op == "info":
+    if isinstance(call, InfoCall):
         if hasattr(adapter, "describe"):  # an executable adapter: its own handshake says it
-            return {
-                "ok": True,
-                "name": req["adapter"],
-                "service": False,
-                "role": cls.role,
-                "tool": cls.tool,
-                "homepage": None,
-                "family": None,
-                "unsupported_combinations": [],
-                **adapter.describe(),
-            }
+            described: InfoReply = adapter.describe(call.adapter)
+            return described
         ok, reason = adapter.available()
-        return {
-            "ok": True,
-            "name": cls.name + (f"@{variant}" if variant else ""),
-            "service": bool(getattr(cls, "needs_service", False)),
-            "tool": cls.tool,
-            "role": cls.role,
-            "version": adapter.version() if ok else None,
-            "available": ok,
-            "reason": reason,
-            "features": sorted(cls.features),
-            "unsupported_combinations": [sorted(c) for c in cls.unsupported_combinations],
-            "homepage": cls.homepage,
-            "family": cls.family,
-        }
-    if op == "write":
+        return InfoReply(
+            name=cls.name + (f"@{variant}" if variant else ""),
+            service=bool(getattr(cls, "needs_service", False)),
+            tool=cls.tool,
+            role=cls.role,
+            version=adapter.version() if ok else None,
+            available=ok,
+            reason=reason,
+            features=sorted(cls.features),
+            unsupported_combinations=[sorted(c) for c in cls.unsupported_combinations],
+            homepage=cls.homepage,
+            family=cls.family,
+        )
+    if isinstance(call, WriteCall):
         from dicom4qi.model.case import load_case
         from dicom4qi.model.truth import Truth
 
         assert isinstance(adapter, Producer)
-        loaded = load_case(Path(req["case_file"]), Path(req["case_root"]))
+        loaded = load_case(Path(call.case_file), Path(call.case_root))
         notes = adapter.write(
             WriteRequest(
                 case_id=loaded.id,
                 case=loaded.case,
-                truth=Truth.load(Path(req["truth_dir"])),
-                output=Path(req["output"]),
+                truth=Truth.load(Path(call.truth_dir)),
+                output=Path(call.output),
             )
         )
-        return {"ok": True, "notes": list(notes or [])}
-    if op == "read":
+        return WriteReply(notes=[str(n) for n in notes or []])
+    if isinstance(call, ReadCall):
         assert isinstance(adapter, Consumer)
-        output = Path(req["output"])
+        output = Path(call.output)
         start = time.perf_counter()
         writer = adapter.read(
             ReadRequest(
-                seg=Path(req["seg"]),
-                sources=[Path(p) for p in req["sources"]],
+                seg=Path(call.seg),
+                sources=[Path(p) for p in call.sources],
                 workdir=output.parent,
-                service=req.get("service"),
+                service=call.service,
             )
         )
         read_s = time.perf_counter() - start
-        if req.get("bench"):
-            # A benchmark run: the tool's decode only; the canonical form is written (and checked) in the warm-up.
-            return {"ok": True, "notes": writer.notes, "read_s": read_s}
-        writer.write(output)
-        return {"ok": True, "notes": writer.notes, "read_s": read_s}
-    if op == "start":
-        assert isinstance(adapter, Consumer)
-        service = adapter.start_service(Path(req["workdir"]), Path(req["cache"]))
-        return {"ok": True, "endpoints": service.endpoints, "pids": service.pids}
-    raise ValueError(f"unknown operation {op!r}")
+        if not call.bench:
+            # A benchmark run decodes only; the canonical form is written (and checked) in the warm-up.
+            writer.write(output)
+        return ReadReply(notes=[str(n) for n in writer.notes], read_s=read_s)
+    assert isinstance(call, StartCall)
+    assert isinstance(adapter, Consumer)
+    started = adapter.start_service(Path(call.workdir), Path(call.cache))
+    return StartReply(endpoints=dict(started.endpoints), pids=[int(p) for p in started.pids])
 
 
 def join_network(path: str) -> None:
@@ -192,23 +202,18 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     request_path = Path(args[0])
     response_path = request_path.with_name("response.json")
-    req = json.loads(request_path.read_text(encoding="utf-8"))
+    response: Reply | Failure
     try:
-        response = _run(req)
+        response = _run(parse_call(json.loads(request_path.read_text(encoding="utf-8"))))
     except MemoryError as exc:
-        response = {"ok": False, "error_type": "MemoryError", "message": str(exc) or "out of memory", "memory": True}
+        response = Failure(error_type="MemoryError", message=str(exc) or "out of memory", memory=True)
     except BaseException as exc:  # every failure of the tool becomes a recorded outcome
-        response = {
-            "ok": False,
-            "error_type": type(exc).__name__,
-            "message": str(exc)[:4000],
-            "traceback": traceback.format_exc()[-8000:],
-        }
-    peak = own_peak_rss_mb()
-    if peak is not None:
-        response["peak_rss_mb"] = peak
+        response = Failure(
+            error_type=type(exc).__name__, message=str(exc)[:4000], traceback=traceback.format_exc()[-8000:]
+        )
+    response.peak_rss_mb = own_peak_rss_mb()
     tmp = response_path.with_name("response.json.part")
-    tmp.write_text(json.dumps(response), encoding="utf-8")
+    tmp.write_text(dump(response), encoding="utf-8")
     tmp.replace(response_path)
     return 0
 

@@ -29,7 +29,8 @@ from pydantic import ValidationError
 
 from dicom4qi.adapters.contract import Consumer, Producer, ReadRequest, Role, WriteRequest
 from dicom4qi.model.decoded import DecodedWriter
-from dicom4qi.model.protocol import PROTOCOL, AdapterManifest, CallResponse, InfoResponse
+from dicom4qi.model.protocol import PROTOCOL, AdapterManifest, CallResponse, InfoResponse, Request
+from dicom4qi.model.wire import InfoReply
 
 __all__ = ["MANIFEST", "AdapterError", "ExecAdapterMixin", "exec_adapter", "call_adapter", "load_manifest", "run_setup"]
 
@@ -161,7 +162,7 @@ def sandbox(writable: list[Path]) -> list[str]:
 def call_adapter(
     folder: Path,
     manifest: AdapterManifest,
-    request: dict[str, Any],
+    request: Request,
     *,
     timeout_s: float | None = None,
     writable: list[Path] | None = None,
@@ -171,8 +172,9 @@ def call_adapter(
     local = folder / command[0]
     if "/" in command[0] or local.is_file():
         command[0] = str(local.absolute())  # not resolved: a venv's python is a link that must stay one
-    request = {"protocol": PROTOCOL, **request}
-    payload = json.dumps(request).encode("utf-8")
+    # Fields the operation does not use are left out (not null); the case of a write is sent whole.
+    fields = {k: v for k, v in request.model_dump(mode="json").items() if v is not None}
+    payload = json.dumps(fields).encode("utf-8")
     with tempfile.TemporaryDirectory(prefix="dicom4qi-call-") as tmp:
         response_file = Path(tmp) / "response.json"
         if manifest.transport == "files":
@@ -222,6 +224,7 @@ class ExecAdapterMixin:
     """What executable producers and consumers share: the folder, the manifest, the handshake."""
 
     role: ClassVar[Role]  # from Producer or Consumer, beside this mixin
+    tool: ClassVar[str]
     folder: ClassVar[Path]
     manifest: ClassVar[AdapterManifest | None]
     manifest_error: ClassVar[str | None]
@@ -254,7 +257,7 @@ class ExecAdapterMixin:
             raw = call_adapter(
                 self.folder,
                 self.manifest,
-                {"op": "info", "supported_protocols": [PROTOCOL]},
+                Request(op="info", supported_protocols=[PROTOCOL]),
                 timeout_s=HANDSHAKE_TIMEOUT_S,
             )
             info = InfoResponse.model_validate(raw)
@@ -272,29 +275,30 @@ class ExecAdapterMixin:
             self._info_fault = True
         return self._info
 
-    def describe(self) -> dict[str, Any]:
-        """The handshake, as the harness's ``info`` operation reports it."""
+    def describe(self, name: str) -> InfoReply:
+        """The handshake, as the harness's ``info`` operation reports it (``name``: the adapter as asked for)."""
         info = self.handshake()
         if info is None:
-            out: dict[str, Any] = {
-                "available": False,
-                "reason": self._info_error or "",
-                "version": None,
-                "features": [],
-            }
-            if self._info_fault:
-                out["error"] = f"adapter protocol: {self._info_error}"
-            return out
-        return {
-            "tool": info.tool,
-            "version": info.version if info.available else None,
-            "available": info.available,
-            "reason": info.reason,
-            "features": sorted(info.features),
-            "unsupported_combinations": [sorted(c) for c in info.unsupported_combinations],
-            "homepage": info.homepage,
-            "family": info.family,
-        }
+            return InfoReply(
+                name=name,
+                role=self.role,
+                tool=self.tool,
+                available=False,
+                reason=self._info_error or "",
+                error=f"adapter protocol: {self._info_error}" if self._info_fault else None,
+            )
+        return InfoReply(
+            name=name,
+            role=self.role,
+            tool=info.tool or self.tool,
+            version=info.version if info.available else None,
+            available=info.available,
+            reason=info.reason,
+            features=sorted(info.features),
+            unsupported_combinations=[sorted(c) for c in info.unsupported_combinations],
+            homepage=info.homepage,
+            family=info.family,
+        )
 
     def version(self) -> str | None:
         info = self.handshake()
@@ -306,7 +310,7 @@ class ExecAdapterMixin:
             return False, self._info_error or "handshake failed"
         return info.available, info.reason
 
-    def _call(self, request: dict[str, Any], writable: Path) -> list[str]:
+    def _call(self, request: Request, writable: Path) -> list[str]:
         if self.manifest is None:
             raise AdapterError(self.manifest_error or "no manifest")
         boxed = bool(sandbox([]))
@@ -332,12 +336,12 @@ class _ExecConsumer(ExecAdapterMixin, Consumer):
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         notes = self._call(
-            {
-                "op": "read",
-                "seg": str(request.seg.resolve()),
-                "sources": [str(p.resolve()) for p in request.sources],
-                "output": str(out.resolve()),
-            },
+            Request(
+                op="read",
+                seg=str(request.seg.resolve()),
+                sources=[str(p.resolve()) for p in request.sources],
+                output=str(out.resolve()),
+            ),
             out,
         )
         writer = read_exchange(out, request.sources)
@@ -360,13 +364,13 @@ class _ExecProducer(ExecAdapterMixin, Producer):
                 shutil.rmtree(tmp, ignore_errors=True)
         case = {"id": request.case_id, **request.case.model_dump(mode="json")}
         return self._call(
-            {
-                "op": "write",
-                "case": case,
-                "truth": str(truth_dir.resolve()),
-                "sources": [str(p.resolve()) for p in request.truth.source_paths],
-                "output": str(request.output.resolve()),
-            },
+            Request(
+                op="write",
+                case=case,
+                truth=str(truth_dir.resolve()),
+                sources=[str(p.resolve()) for p in request.truth.source_paths],
+                output=str(request.output.resolve()),
+            ),
             request.output.parent,
         )
 

@@ -515,6 +515,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from dicom4qi.model.case import schema_text as case_schema
     from dicom4qi.model.protocol import schema_texts
     from dicom4qi.model.results import schema_text as results_schema
+    from dicom4qi.model.wire import schema_texts as wire_schema_texts
 
     stale = []
     from dicom4qi.judge.known import schema_text as known_schema
@@ -525,6 +526,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
         (CASE_SCHEMA.with_name("known-issue.schema.json"), known_schema()),
     ]
     pairs += [(RESULTS_SCHEMA.parent / name, text) for name, text in schema_texts().items()]
+    pairs += [(RESULTS_SCHEMA.parent / name, text) for name, text in wire_schema_texts().items()]
     for path, text in pairs:
         current = path.read_text(encoding="utf-8") if path.is_file() else None
         if current == text:

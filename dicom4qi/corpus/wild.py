@@ -13,9 +13,9 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dicom4qi.model.case import TRANSFER_SYNTAXES
+from dicom4qi.model.wire import FoundObject, ScanCall, ScanReply
 
 __all__ = ["ExternalObject", "find_external", "scan_external", "SEG_CLASSES"]
 
@@ -33,27 +33,27 @@ class ExternalObject:
     labelmap: bool = False
     written_by: str = ""
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "path": str(self.path),
-            "sources": [str(p) for p in self.sources],
-            "missing": self.missing,
-            "features": self.features,
-            "labelmap": self.labelmap,
-            "written_by": self.written_by,
-        }
+    def to_wire(self) -> FoundObject:
+        return FoundObject(
+            id=self.id,
+            path=str(self.path),
+            sources=[str(p) for p in self.sources],
+            missing=list(self.missing),
+            features=list(self.features),
+            labelmap=self.labelmap,
+            written_by=self.written_by,
+        )
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ExternalObject:
+    def from_wire(cls, d: FoundObject) -> ExternalObject:
         return cls(
-            id=str(d["id"]),
-            path=Path(str(d["path"])),
-            sources=[Path(str(p)) for p in d["sources"]],
-            missing=[str(m) for m in d["missing"]],
-            features=[str(f) for f in d["features"]],
-            labelmap=bool(d["labelmap"]),
-            written_by=str(d["written_by"]),
+            id=d.id,
+            path=Path(d.path),
+            sources=[Path(p) for p in d.sources],
+            missing=list(d.missing),
+            features=list(d.features),
+            labelmap=d.labelmap,
+            written_by=d.written_by,
         )
 
 
@@ -61,10 +61,10 @@ def scan_external(folder: Path, workdir: Path, *, timeout_s: float, memory_mb: f
     """:func:`find_external` in a bounded child (the files are untrusted: any of them may be a bomb)."""
     from dicom4qi.process.sandbox import run_child
 
-    out = run_child({"op": "scan", "folder": str(folder.resolve())}, workdir, timeout_s=timeout_s, memory_mb=memory_mb)
+    out = run_child(ScanCall(folder=str(folder.resolve())), workdir, timeout_s=timeout_s, memory_mb=memory_mb)
     if out.kind != "ok":
         raise ValueError(f"--external: the folder {folder} could not be scanned: {out.message}")
-    return [ExternalObject.from_json(o) for o in out.response["objects"]]
+    return [ExternalObject.from_wire(o) for o in out.expect(ScanReply).objects]
 
 
 def _index(paths: list[Path]) -> tuple[dict[str, Path], list[Path]]:

@@ -21,6 +21,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from dicom4qi.model.wire import BaselineCall, BaselineReply
+
 __all__ = ["BASELINES", "Baseline", "run_baseline"]
 
 
@@ -87,19 +89,19 @@ def _read(fmt: str, reader: str, path: Path) -> np.ndarray:
     raise ValueError(f"unknown baseline reader {reader!r} for {fmt}")
 
 
-def run_baseline(req: dict[str, Any]) -> dict[str, Any]:
+def run_baseline(call: BaselineCall) -> BaselineReply:
     """The child side: write or read one baseline file; a read reports what it found, to be checked."""
     import time
 
     from dicom4qi.model.truth import Truth
 
-    path = Path(req["path"])
+    path = Path(call.path)
     start = time.perf_counter()
-    if req["action"] == "write":
-        _write(req["format"], Truth.load(Path(req["truth_dir"])), path)
-        return {"seconds": time.perf_counter() - start, "size": path.stat().st_size}
-    data = _read(req["format"], req["reader"], path)
+    if call.action == "write":
+        _write(call.format, Truth.load(Path(call.truth_dir)), path)
+        return BaselineReply(seconds=time.perf_counter() - start, size=path.stat().st_size)
+    data = _read(call.format, call.reader or "", path)
     seconds = time.perf_counter() - start
-    if req.get("bench"):
-        return {"seconds": seconds}
-    return {"seconds": seconds, "shape": list(data.shape), "voxels": int(np.count_nonzero(data))}
+    if call.bench:
+        return BaselineReply(seconds=seconds)
+    return BaselineReply(seconds=seconds, shape=list(data.shape), voxels=int(np.count_nonzero(data)))

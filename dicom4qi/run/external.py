@@ -17,6 +17,7 @@ from dicom4qi.model.results import (
     Status,
     ToolInfo,
 )
+from dicom4qi.model.wire import ReadCall
 from dicom4qi.process.sandbox import run_child
 from dicom4qi.process.services import ServiceError, ServicePool
 from dicom4qi.run.steps import EXTERNAL, FlowHost, artifacts_of, outcome_record, private_copy, sha256_of, slug
@@ -124,20 +125,19 @@ class ExternalFlow(FlowHost):
         work = run_dir / "external" / slug(obj.id) / f"read-{slug(tool.name.replace(':', '_'))}"
         decoded_path = work / "decoded.npz"
         copy = private_copy(obj.path, work)  # the reader's own copy: the folder given is never written to
-        req = {
-            "op": "read",
-            "role": "consumer",
-            "adapter": tool.name,
-            "seg": str(copy.resolve()),
-            "sources": [str(p.resolve()) for p in obj.sources],
-            "output": str(decoded_path.resolve()),
-        }
+        req = ReadCall(
+            adapter=tool.name,
+            seg=str(copy.resolve()),
+            sources=[str(p.resolve()) for p in obj.sources],
+            output=str(decoded_path.resolve()),
+        )
         pool = getattr(self, "_pools", {}).get(tool.name)
         try:
             if pool is not None:
                 with pool.lease() as endpoints:
+                    req.service = endpoints
                     out = run_child(
-                        {**req, "service": endpoints},
+                        req,
                         work,
                         timeout_s=self.cfg.timeout_s,
                         memory_mb=self.cfg.memory_mb,
@@ -160,7 +160,7 @@ class ExternalFlow(FlowHost):
             rec = outcome_record(base, out, "read")
             rec.seg, rec.artifacts = seg, artifacts
             return rec, None
-        base["notes"] = base["notes"] + [str(n) for n in out.response.get("notes", [])]
+        base["notes"] = base["notes"] + out.notes
         rec = Record(
             **base,
             status=Status.PASS,

@@ -18,6 +18,7 @@ from dicom4qi.model.results import (
     ToolInfo,
 )
 from dicom4qi.model.truth import Truth
+from dicom4qi.model.wire import ReadCall
 from dicom4qi.process.sandbox import run_child
 from dicom4qi.process.services import ServiceError, ServicePool
 from dicom4qi.run.steps import MUTANT, VALIDATOR, ChildLimits, FlowHost, artifacts_of, private_copy, sha256_of, slug
@@ -159,14 +160,12 @@ class NegativeFlow(FlowHost):
         work = path.parent / f"read-{slug(tool.name.replace(':', '_'))}"
         decoded = work / "decoded.npz"
         copy = private_copy(path, work)  # each reader breaks nothing for the next
-        req = {
-            "op": "read",
-            "role": "consumer",
-            "adapter": tool.name,
-            "seg": str(copy.resolve()),
-            "sources": [str(p.resolve()) for p in truth.source_paths],
-            "output": str(decoded.resolve()),
-        }
+        req = ReadCall(
+            adapter=tool.name,
+            seg=str(copy.resolve()),
+            sources=[str(p.resolve()) for p in truth.source_paths],
+            output=str(decoded.resolve()),
+        )
         limits: ChildLimits = {
             "timeout_s": self.cfg.negative_timeout_s,
             "memory_mb": self.cfg.memory_mb,
@@ -176,7 +175,8 @@ class NegativeFlow(FlowHost):
         try:
             if pool is not None:
                 with pool.lease() as endpoints:
-                    out = run_child({**req, "service": endpoints}, work, **limits)
+                    req.service = endpoints
+                    out = run_child(req, work, **limits)
             else:
                 out = run_child(req, work, **limits)
         except ServiceError as exc:

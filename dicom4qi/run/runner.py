@@ -47,6 +47,7 @@ from dicom4qi.model.results import (
     ToolInfo,
 )
 from dicom4qi.model.truth import Truth
+from dicom4qi.model.wire import InfoCall, InfoReply, InspectCall, InspectReply, ReadCall, ReadReply
 from dicom4qi.paths import FEATURES_FILE, corpus_file
 from dicom4qi.paths import build as build_path
 from dicom4qi.paths import reports as reports_path
@@ -68,6 +69,7 @@ from dicom4qi.run.steps import (
     private_copy,
     sha256_of,
     slug,
+    write_call,
 )
 
 __all__ = ["NO_CONSUMER", "RunConfig", "RunSummary", "run"]
@@ -168,24 +170,23 @@ def handshake(
     role: Role, spec: str, workdir: Path, timeout_s: float, memory_mb: float, python: str | None = None
 ) -> ToolInfo:
     """Ask an adapter, in a child process (in its own environment, if any), who it is and what it supports."""
-    out = run_child(
-        {"op": "info", "role": role, "adapter": spec}, workdir, timeout_s=timeout_s, memory_mb=memory_mb, python=python
-    )
-    r = out.response
+    out = run_child(InfoCall(role=role, adapter=spec), workdir, timeout_s=timeout_s, memory_mb=memory_mb, python=python)
     if out.kind == "ok":
+        r = out.expect(InfoReply)
+        name = spec if ":" in spec else r.name
         return ToolInfo(
-            name=spec if ":" in spec else r["name"],
+            name=name,
             role=role,
-            tool=r["tool"],
-            version=r.get("version"),
-            available=bool(r["available"]),
-            reason=r.get("reason", ""),
-            features=r.get("features", []),
-            unsupported_combinations=r.get("unsupported_combinations", []),
-            homepage=r.get("homepage"),
-            service=bool(r.get("service")),
-            family=family_of(spec if ":" in spec else r["name"], r.get("family")),
-            error=r.get("error"),
+            tool=r.tool,
+            version=r.version,
+            available=r.available,
+            reason=r.reason,
+            features=r.features,
+            unsupported_combinations=r.unsupported_combinations,
+            homepage=r.homepage,
+            service=r.service,
+            family=family_of(name, r.family),
+            error=r.error,
         )
     return ToolInfo(name=spec, role=role, tool=spec, available=False, error=f"handshake failed: {out.message}")
 
@@ -273,15 +274,7 @@ class Runner(ExternalFlow, NegativeFlow):
         seg_path = self._seg_path(run_dir, loaded, tool.name)
         seg_path.parent.mkdir(parents=True, exist_ok=True)
         seg_path.unlink(missing_ok=True)
-        req = {
-            "op": "write",
-            "role": "producer",
-            "adapter": tool.name,
-            "case_file": str(loaded.path.resolve()),
-            "case_root": str(self.cfg.corpus.resolve()),
-            "truth_dir": str(truth.directory.resolve()),
-            "output": str(seg_path.resolve()),
-        }
+        req = write_call(tool.name, loaded, self.cfg.corpus, truth, seg_path)
         out = run_child(
             req,
             seg_path.parent / "write",
@@ -292,7 +285,7 @@ class Runner(ExternalFlow, NegativeFlow):
         if out.kind != "ok":
             return outcome_record(base, out, "write")
         timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb}
-        notes = [str(n) for n in out.response.get("notes", [])]
+        notes = out.notes
         if not seg_path.is_file():
             return Record(
                 **base,
@@ -303,7 +296,7 @@ class Runner(ExternalFlow, NegativeFlow):
             )
         # The header is parsed in a child too: the object may be anything (a vendor's, a decompression bomb).
         looked = run_child(
-            {"op": "inspect", "seg": str(seg_path.resolve())},
+            InspectCall(seg=str(seg_path.resolve())),
             seg_path.parent / "inspect",
             timeout_s=min(self.cfg.timeout_s, 300.0),
             memory_mb=self.cfg.memory_mb,
@@ -317,7 +310,7 @@ class Runner(ExternalFlow, NegativeFlow):
                 harness=looked.harness,
                 message=f"output is not a readable DICOM file: {looked.message}",
             )
-        checks, obj = inspect_object(seg_path, looked.response["header"], loaded, truth)
+        checks, obj = inspect_object(seg_path, looked.expect(InspectReply).header, loaded, truth)
         obj.path = seg_path.relative_to(run_dir).as_posix()
         ok, msg = verdict(checks)
         rec = Record(
@@ -440,25 +433,23 @@ class Runner(ExternalFlow, NegativeFlow):
         """
         decoded_path = work / "decoded.npz"
         copy = private_copy(seg_path, work)
-        req: dict[str, Any] = {
-            "op": "read",
-            "role": "consumer",
-            "adapter": consumer,
-            "seg": str(copy.resolve()),
-            "sources": [str(p.resolve()) for p in truth.source_paths],
-            "output": str(decoded_path.resolve()),
-        }
+        req = ReadCall(
+            adapter=consumer,
+            seg=str(copy.resolve()),
+            sources=[str(p.resolve()) for p in truth.source_paths],
+            output=str(decoded_path.resolve()),
+        )
         limits: ChildLimits = {"timeout_s": self.cfg.timeout_s, "memory_mb": self.cfg.memory_mb, "python": python}
         try:
             if pool is None:
                 out = run_child(req, work, **limits)
             else:
                 with pool.lease() as endpoints:
-                    req["service"] = endpoints
+                    req.service = endpoints
                     out = run_child(req, work, **limits)
             note = changed_note(copy, sha256) if sha256 else None
             if note and out.kind == "ok":
-                out.response.setdefault("notes", []).append(note)
+                out.expect(ReadReply).notes.append(note)
             elif note:
                 out.message += f"; {note}"
         finally:
@@ -572,7 +563,7 @@ class Runner(ExternalFlow, NegativeFlow):
                     rec.message = f"{REFUSED}: {rec.message}"
             return rec
         timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb}
-        notes += [str(n) for n in out.response.get("notes", [])]
+        notes += out.notes
         try:
             decoded = Decoded(decoded_path)
         except (OSError, ValueError) as exc:

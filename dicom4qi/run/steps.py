@@ -19,6 +19,7 @@ from dicom4qi.model.results import (
     Status,
 )
 from dicom4qi.model.truth import Truth
+from dicom4qi.model.wire import Header, WriteCall
 from dicom4qi.process.sandbox import ChildOutcome
 from dicom4qi.process.services import ServicePool
 
@@ -41,6 +42,7 @@ __all__ = [
     "private_copy",
     "sha256_of",
     "slug",
+    "write_call",
 ]
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -157,17 +159,25 @@ def artifacts_of(work: Path, run_dir: Path) -> dict[str, str]:
     return out
 
 
-def inspect_object(
-    path: Path, header: dict[str, Any], loaded: LoadedCase, truth: Truth
-) -> tuple[list[Check], SegObject]:
+def write_call(adapter: str, loaded: LoadedCase, corpus: Path, truth: Truth, output: Path) -> WriteCall:
+    """The call that has ``adapter`` write ``loaded``'s SEG to ``output``."""
+    return WriteCall(
+        adapter=adapter,
+        case_file=str(loaded.path.resolve()),
+        case_root=str(corpus.resolve()),
+        truth_dir=str(truth.directory.resolve()),
+        output=str(output.resolve()),
+    )
+
+
+def inspect_object(path: Path, header: Header, loaded: LoadedCase, truth: Truth) -> tuple[list[Check], SegObject]:
     """Check a producer's output: a DICOM SEG of the type, bits and transfer syntax asked for, describing every segment.
 
     ``header`` is what :func:`dicom4qi.formats.headers.header_summary` read from the object, in a bounded child:
     the harness itself parses no byte of an object it did not write.
     """
     enc = loaded.case.encoding
-    sop = str(header.get("sop_class_uid") or "")
-    ts = str(header.get("transfer_syntax_uid") or "")
+    sop, ts = header.sop_class_uid, header.transfer_syntax_uid
     want_sop = LABELMAP_SEG_STORAGE if enc.type.value == "LABELMAP" else SEG_STORAGE
     checks = [Check(name="written", status=CheckStatus.PASS)]
 
@@ -175,20 +185,20 @@ def inspect_object(
         checks.append(Check(name=name, status=CheckStatus.PASS if ok else CheckStatus.FAIL, message="" if ok else msg))
 
     chk("sop-class", sop == want_sop, f"SOP Class {sop or 'missing'}, expected {want_sop}")
-    seg_type = str(header.get("segmentation_type") or "")
+    seg_type = header.segmentation_type
     chk(
         "segmentation-type",
         seg_type == enc.type.value,
         f"Segmentation Type {seg_type or 'missing'}, expected {enc.type.value}",
     )
-    bits = header.get("bits_allocated")
+    bits = header.bits_allocated
     chk("bits-allocated", bits == enc.bits, f"Bits Allocated {bits}, expected {enc.bits}")
     chk(
         "transfer-syntax",
         ts == enc.transfer_syntax_uid,
         f"transfer syntax {ts or 'missing'}, expected {enc.transfer_syntax_uid}",
     )
-    declared = [int(n) for n in header.get("segment_numbers", [])]
+    declared = header.segment_numbers
     expected = [s.number for s in truth.segments]
     listed = [n for n in declared if not (n == 0 and want_sop == LABELMAP_SEG_STORAGE)]  # 0: a label map's background
     missing = sorted(set(expected) - set(listed))
@@ -200,7 +210,7 @@ def inspect_object(
         + (f"; missing segment numbers {missing[:10]}" if missing else "")
         + (f"; unexpected segment numbers {extra[:10]}" if extra else ""),
     )
-    frames = header.get("frames")
+    frames = header.frames
     obj = SegObject(
         path="",
         size=path.stat().st_size,

@@ -43,6 +43,7 @@ from dicom4qi.model.results import (
     SubmissionInfo,
     ToolInfo,
 )
+from dicom4qi.model.wire import Call, ExchangeCall, ReadCall
 from dicom4qi.paths import CASES_DIR, FEATURES_FILE
 from dicom4qi.process.sandbox import run_child
 from dicom4qi.run.steps import LABELMAP_SEG_STORAGE, git_commit, now_iso, outcome_record
@@ -312,23 +313,18 @@ def _verify_one(
     decoded_path = work / "decoded.npz"
     sources = [str(p.resolve()) for p in truth.source_paths]
     if entry.decoded is not None:
-        req = {
-            "op": "exchange",
-            "folder": str((rec.folder / entry.decoded).resolve()),
-            "sources": sources,
-            "output": str(decoded_path.resolve()),
-        }
+        req: Call = ExchangeCall(
+            folder=str((rec.folder / entry.decoded).resolve()), sources=sources, output=str(decoded_path.resolve())
+        )
         how = "the vendor's decoded output (exchange folder)"
     else:
         assert entry.seg is not None
-        req = {
-            "op": "read",
-            "role": "consumer",
-            "adapter": "reference",
-            "seg": str((rec.folder / entry.seg).resolve()),
-            "sources": sources,
-            "output": str(decoded_path.resolve()),
-        }
+        req = ReadCall(
+            adapter="reference",
+            seg=str((rec.folder / entry.seg).resolve()),
+            sources=sources,
+            output=str(decoded_path.resolve()),
+        )
         how = "a SEG the vendor's tool re-exported, decoded by the reference decoder"
     out = run_child(req, work, timeout_s=timeout_s, memory_mb=memory_mb)
     if out.kind != "ok":
@@ -337,7 +333,7 @@ def _verify_one(
         r.provenance = "verified"
         r.wall_s = r.cpu_s = r.peak_rss_mb = None
         return r
-    notes = [f"verified from vendor output: {how}", *notes, *[str(n) for n in out.response.get("notes", [])][:20]]
+    notes = [f"verified from vendor output: {how}", *notes, *out.notes[:20]]
     if entry.self_reported is not None:
         notes.append(f"the vendor also reported {entry.self_reported.status}")
     try:

@@ -18,7 +18,7 @@ from typing import Any
 
 from dicom4qi.adapters.contract import missing_features
 from dicom4qi.adapters.executable import AdapterError, ExecAdapterMixin, call_adapter, exec_adapter
-from dicom4qi.model.protocol import SUBMISSION_FORMAT, CallResponse
+from dicom4qi.model.protocol import CallResponse, Request, SelfReport, SubmissionDoc, SubmissionEntry, SubmittedTool
 
 __all__ = ["make_submission"]
 
@@ -51,7 +51,7 @@ def make_submission(
     assert probe.manifest is not None
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    entries: list[dict[str, Any]] = []
+    entries: list[SubmissionEntry] = []
     items = sorted(manifest["objects"].items()) if role == "consumer" else sorted(manifest["cases"].items())
     if progress:
         progress.start("adapter", len(items))
@@ -65,10 +65,10 @@ def make_submission(
                 # The tool declares the case unsupported: said so, never run.
                 if role == "consumer":
                     entries.append(
-                        {
-                            "object": key,
-                            "self_reported": {"status": "UNSUPPORTED", "message": "; ".join(reasons)[:1000]},
-                        }
+                        SubmissionEntry(
+                            object=key,
+                            self_reported=SelfReport(status="UNSUPPORTED", message="; ".join(reasons)[:1000]),
+                        )
                     )
                 if progress:
                     progress.advance(key)
@@ -77,26 +77,26 @@ def make_submission(
                 case = manifest["cases"][item["case"]]
                 target = out / "decoded" / key
                 target.mkdir(parents=True)
-                request: dict[str, Any] = {
-                    "op": "read",
-                    "seg": str((bundle / item["path"]).resolve()),
-                    "sources": [str((bundle / s).resolve()) for s in case["sources"]],
-                    "output": str(target.resolve()),
-                }
-                entry: dict[str, Any] = {"object": key, "decoded": f"decoded/{key}"}
+                request = Request(
+                    op="read",
+                    seg=str((bundle / item["path"]).resolve()),
+                    sources=[str((bundle / s).resolve()) for s in case["sources"]],
+                    output=str(target.resolve()),
+                )
+                entry: SubmissionEntry | None = SubmissionEntry(object=key, decoded=f"decoded/{key}")
                 writable = target
             else:
                 case_doc = tomllib.loads((bundle / item["file"]).read_text(encoding="utf-8"))
                 seg = Path("objects") / f"{key.replace('/', '__')}.dcm"
                 (out / seg).parent.mkdir(parents=True, exist_ok=True)
-                request = {
-                    "op": "write",
-                    "case": {"id": key, **case_doc},
-                    "truth": str((bundle / item["truth"]).resolve()),
-                    "sources": [str((bundle / s).resolve()) for s in item["sources"]],
-                    "output": str((out / seg).resolve()),
-                }
-                entry = {"case": key, "seg": seg.as_posix()}
+                request = Request(
+                    op="write",
+                    case={"id": key, **case_doc},
+                    truth=str((bundle / item["truth"]).resolve()),
+                    sources=[str((bundle / s).resolve()) for s in item["sources"]],
+                    output=str((out / seg).resolve()),
+                )
+                entry = SubmissionEntry(case=key, seg=seg.as_posix())
                 writable = (out / seg).parent
             try:
                 response = CallResponse.model_validate(
@@ -104,33 +104,33 @@ def make_submission(
                 )
                 if not response.ok:
                     raise AdapterError(response.error or "failed without a message")
-                entry["notes"] = [n[:1000] for n in response.notes[:16]]
+                assert entry is not None
+                entry.notes = [n[:1000] for n in response.notes[:16]]
             except (AdapterError, ValueError) as exc:
                 if role == "consumer":
                     shutil.rmtree(out / "decoded" / key, ignore_errors=True)
-                    entry = {"object": key, "self_reported": {"status": "ERROR", "message": str(exc)[:1000]}}
+                    entry = SubmissionEntry(
+                        object=key, self_reported=SelfReport(status="ERROR", message=str(exc)[:1000])
+                    )
                 else:
-                    entry = {}
-            if entry:
+                    entry = None
+            if entry is not None:
                 entries.append(entry)
             if progress:
                 progress.advance(key)
     finally:
         if progress:
             progress.stop()
-    doc = {
-        "format": SUBMISSION_FORMAT,
-        "vendor": vendor,
-        "tool": {
-            "name": info.tool,
-            "version": info.version or "unknown",
-            **({"homepage": info.homepage} if info.homepage else {}),
-        },
-        "role": role,
-        "bundle": manifest["id"],
-        "notes": f"made with dicom4qi submission make from the {info.name} adapter",
-        "entries": entries,
-    }
+    doc = SubmissionDoc(
+        vendor=vendor,
+        tool=SubmittedTool(
+            name=info.tool or info.name or "unknown", version=info.version or "unknown", homepage=info.homepage
+        ),
+        role=role,
+        bundle=manifest["id"],
+        notes=f"made with dicom4qi submission make from the {info.name} adapter",
+        entries=entries,
+    )
     path = out / "submission.json"
-    path.write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
+    path.write_text(doc.model_dump_json(indent=1, exclude_none=True), encoding="utf-8")
     return path
