@@ -29,7 +29,7 @@ from dicom4qi.process.sandbox import run_child
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "reports" / "schema"
 
-CALLS = [
+CALLS: list[wire.Call] = [
     InfoCall(role="consumer", adapter="reference"),
     wire.WriteCall(adapter="highdicom", case_file="/c.toml", case_root="/cases", truth_dir="/t", output="/o/seg.dcm"),
     ReadCall(adapter="ohif", seg="/s.dcm", sources=["/a.dcm", "/b.dcm"], output="/o/d.npz", service={"netns": "/x"}),
@@ -40,7 +40,7 @@ CALLS = [
     BaselineCall(action="read", format="nifti", truth_dir="/t", path="/p.nii.gz", reader="nibabel", bench=True),
     wire.ExchangeCall(folder="/x", sources=["/a.dcm"], output="/o.npz"),
 ]
-REPLIES = [
+REPLIES: list[tuple[str, wire.Reply | Failure]] = [
     ("info", wire.InfoReply(name="reference", role="consumer", tool="dicom4qi", features=["binary"])),
     ("write", wire.WriteReply(notes=["wrote it"])),
     ("read", ReadReply(notes=[], read_s=0.25, peak_rss_mb=81.5)),
@@ -119,7 +119,7 @@ def test_a_real_child_answers_an_inspect_call_with_a_typed_header(tmp_path: Path
     from pydicom.data import get_testdata_file
 
     ct = get_testdata_file("CT_small.dcm")
-    assert ct is not None
+    assert isinstance(ct, str)
     out = run_child(InspectCall(seg=ct), tmp_path / "call", timeout_s=120, memory_mb=2048)
     assert out.kind == "ok", out.message
     header = out.expect(InspectReply).header

