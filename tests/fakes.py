@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from dicom4qi.adapters.contract import Consumer, Producer, ReadRequest, WriteRequest
-from dicom4qi.model.decoded import DecodedSegment, DecodedWriter
+from dicom4qi.model.decoded import DecodedWriter
+from dicom4qi.model.segment import Segment
 from dicom4qi.tools.highdicom.consumer import HighdicomConsumer
 
 FEATURES = HighdicomConsumer.features
@@ -74,7 +75,7 @@ class LyingConsumer(HighdicomConsumer):
         real = super().read(request)
         out = DecodedWriter(real.frame_keys, real.rows, real.columns)
         for s in real.segments:
-            out.add_segment(DecodedSegment(number=s.number, label=s.label, category=s.category, type=s.type))
+            out.add_segment(Segment(number=s.number, label=s.label, category=s.category, type=s.type))
         return out
 
 

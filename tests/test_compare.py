@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from dicom4qi.judge.compare import compare, verdict
-from dicom4qi.model.decoded import Decoded, DecodedSegment, DecodedWriter
+from dicom4qi.model.decoded import Decoded, DecodedWriter
 from dicom4qi.model.masks import Crop
 from dicom4qi.model.results import CheckStatus
+from dicom4qi.model.segment import Segment
 from dicom4qi.model.truth import Truth
 
 Mutator = Callable[[DecodedWriter, Truth], None]
@@ -24,7 +25,7 @@ def decode_truth(truth: Truth, path: Path, mutate: Mutator | None = None, *, ord
     w = DecodedWriter(keys, truth.geometry.rows, truth.geometry.columns, fractional=truth.fractional)
     for s in truth.segments:
         w.add_segment(
-            DecodedSegment(
+            Segment(
                 number=s.number,
                 label=s.label,
                 category=s.category,
@@ -249,7 +250,7 @@ def test_missing_and_extra_segments_fail(truth_of, tmp_path: Path) -> None:
     def drop(w: DecodedWriter, t: Truth) -> None:
         w.segments.pop(2)
         w._crops.pop(3)
-        w.add_segment(DecodedSegment(number=7, label="ghost"))
+        w.add_segment(Segment(number=7, label="ghost"))
         w._crops[7] = Crop((0, 0, 0), np.ones((1, 2, 2), dtype=bool))
 
     failed = _failed(_checks(truth, tmp_path, drop))
@@ -314,7 +315,7 @@ def test_reference_decoder_agrees_with_truth_on_every_highdicom_encoding(truth_o
         assert geometry.status is CheckStatus.PASS and "frame positions" in geometry.message
 
 
-def _segment(w: DecodedWriter, number: int) -> DecodedSegment:
+def _segment(w: DecodedWriter, number: int) -> Segment:
     return next(s for s in w.segments if s.number == number)
 
 

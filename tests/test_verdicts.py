@@ -15,9 +15,10 @@ import pytest
 
 from dicom4qi.judge.consensus import consensus
 from dicom4qi.judge.known import KnownIssue, load_known_issues, matches
-from dicom4qi.model.decoded import Decoded, DecodedSegment, DecodedWriter
+from dicom4qi.model.decoded import Decoded, DecodedWriter
 from dicom4qi.model.masks import Crop
 from dicom4qi.model.results import Record, ResultsDocument, Status
+from dicom4qi.model.segment import Segment
 from dicom4qi.model.truth import Truth
 from dicom4qi.run.runner import NO_CONSUMER, RunConfig, run
 from dicom4qi.site.report import render_site
@@ -319,14 +320,14 @@ def test_a_wrong_object_is_the_producers_fault_on_the_dashboard(written: dict[st
 # --------------------------------------------------------------------------- consensus without truth
 def _decoding(path: Path, drop: bool = False, extra_segment: bool = False) -> Decoded:
     w = DecodedWriter(["a", "b", "c"], 4, 4)
-    w.add_segment(DecodedSegment(number=1, label="Liver"))
+    w.add_segment(Segment(number=1, label="Liver"))
     data = np.zeros((2, 2, 2), dtype=bool)
     data[0, 0, 0] = data[1, 1, 1] = True
     if drop:
         data[1, 1, 1] = False
     w.set_crop(1, Crop((0, 1, 1), data))
     if extra_segment:
-        w.add_segment(DecodedSegment(number=2, label="Spleen"))
+        w.add_segment(Segment(number=2, label="Spleen"))
         w.set_crop(2, Crop((2, 0, 0), np.ones((1, 1, 1), dtype=bool)))
     w.write(path)
     return Decoded(path)
@@ -590,14 +591,15 @@ def test_the_difference_picture_shows_missing_and_extra_in_their_colours(tmp_pat
     from PIL import Image
 
     from dicom4qi.judge.diffpic import COLOURS, EXTRA, MISSING, difference_picture
-    from dicom4qi.model.truth import Geometry, SegmentInfo
+    from dicom4qi.model.segment import Segment
+    from dicom4qi.model.truth import Geometry
 
     class Expected:  # what the picture compares with: one segment, a 4x4 square on frame 1 of 3
         frame_keys = ["a", "b", "c"]
         geometry = Geometry(
             rows=16, columns=16, orientation=None, pixel_spacing=(1.0, 1.0), slice_spacing=1.0, positions=None
         )
-        segments = [SegmentInfo(1, "One", None, None, None, None, None)]
+        segments = [Segment(number=1, label="One")]
         fractional = False
         fractional_scale = fractional_step = 1.0
 
@@ -619,7 +621,7 @@ def test_the_difference_picture_shows_missing_and_extra_in_their_colours(tmp_pat
             pass
 
     w = DecodedWriter(["a", "b", "c"], 16, 16)
-    w.add_segment(DecodedSegment(number=1))
+    w.add_segment(Segment(number=1))
     have = np.ones((1, 4, 5), dtype=bool)  # the square and one extra column at x = 8
     have[0, 0, 0] = False  # one missing at (4, 4)
     w.set_crop(1, Crop((1, 4, 4), have))

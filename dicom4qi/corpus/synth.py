@@ -20,7 +20,8 @@ from scipy.spatial import cKDTree
 from dicom4qi.corpus.images import write_source
 from dicom4qi.model.case import Case, LoadedCase
 from dicom4qi.model.masks import Crop, crop_from_dense, crops_from_labelmap, write_masks
-from dicom4qi.model.truth import Geometry, SegmentInfo, Truth
+from dicom4qi.model.segment import Segment
+from dicom4qi.model.truth import Geometry, Truth
 
 __all__ = ["SynthesisError", "build_case", "case_directory", "synthesize_masks"]
 
@@ -222,20 +223,20 @@ def build_case(loaded: LoadedCase, build_root: Path, *, force: bool = False) -> 
 
     meta = case.metadata
     overrides = {o.number: o for o in meta.segment}
-    segments: list[SegmentInfo] = []
+    segments: list[Segment] = []
     for n in range(1, case.segments.count + 1):
         o = overrides.get(n)
         segments.append(
-            SegmentInfo(
+            Segment(
                 number=n,
                 label=(o.label if o and o.label else meta.label_pattern.format(n=n)),
                 description=o.description if o else None,
-                category=((o.category if o and o.category else meta.category).model_dump()),
-                type=((o.type if o and o.type else meta.type).model_dump()),
-                type_modifier=o.type_modifier.model_dump() if o and o.type_modifier else None,
-                anatomic_region=o.anatomic_region.model_dump() if o and o.anatomic_region else None,
+                category=(o.category if o and o.category else meta.category).as_code(),
+                type=(o.type if o and o.type else meta.type).as_code(),
+                type_modifier=o.type_modifier.as_code() if o and o.type_modifier else None,
+                anatomic_region=o.anatomic_region.as_code() if o and o.anatomic_region else None,
                 anatomic_region_modifier=(
-                    o.anatomic_region_modifier.model_dump() if o and o.anatomic_region_modifier else None
+                    o.anatomic_region_modifier.as_code() if o and o.anatomic_region_modifier else None
                 ),
                 algorithm_type=(o.algorithm_type if o and o.algorithm_type else meta.algorithm_type),
                 algorithm_name=(o.algorithm_name if o and o.algorithm_name else meta.algorithm_name),

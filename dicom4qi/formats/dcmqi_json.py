@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from dicom4qi.model.truth import SegmentInfo, Truth
+from dicom4qi.model.segment import Code, Segment
+from dicom4qi.model.truth import Truth
 
 __all__ = ["dcmqi_metadata"]
 
 
-def _code(c: dict[str, str]) -> dict[str, str]:
+def _code(c: Code) -> dict[str, str]:
     return {"CodeValue": c["value"], "CodingSchemeDesignator": c["scheme"], "CodeMeaning": c["meaning"]}
 
 
-def _segment(info: SegmentInfo, label_id: int) -> dict[str, Any]:
+def _segment(info: Segment, label_id: int) -> dict[str, Any]:
     assert info.category is not None and info.type is not None  # the truth always has them
     out: dict[str, Any] = {
         "labelID": label_id,

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from dicom4qi.model.decoded import DecodedSegment, DecodedWriter
-from dicom4qi.model.protocol import EXCHANGE_FORMAT, ExchangeDoc
+from dicom4qi.model.decoded import DecodedWriter
+from dicom4qi.model.protocol import EXCHANGE_FORMAT, ExchangeDoc, ExchangeSegment
+from dicom4qi.model.segment import Segment
 
 __all__ = ["ExchangeError", "Limits", "read_exchange", "write_truth", "load_json_bounded", "ras_affine"]
 
@@ -150,26 +151,8 @@ def _read_image(path: Path, rows: int, columns: int, max_slices: int) -> _Image:
 
 
 # --------------------------------------------------------------------------- reading
-def _segment(s: Any) -> DecodedSegment:
-    def code(c: Any) -> dict[str, str] | None:
-        return None if c is None else {"value": c.value, "scheme": c.scheme, "meaning": c.meaning}
-
-    return DecodedSegment(
-        number=s.number,
-        label=s.label,
-        category=code(s.category),
-        type=code(s.type),
-        tracking_id=s.tracking_id,
-        tracking_uid=s.tracking_uid,
-        algorithm_type=s.algorithm_type,
-        algorithm_name=s.algorithm_name,
-        color_rgb=tuple(s.color_rgb) if s.color_rgb else None,
-        description=s.description,
-        type_modifier=code(s.type_modifier),
-        anatomic_region=code(s.anatomic_region),
-        anatomic_region_modifier=code(s.anatomic_region_modifier),
-        algorithm_version=s.algorithm_version,
-    )
+def _segment(s: ExchangeSegment) -> Segment:
+    return s.to_segment()
 
 
 def read_exchange(folder: Path, sources: list[Path], limits: Limits | None = None) -> DecodedWriter:

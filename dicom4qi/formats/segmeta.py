@@ -6,14 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 from dicom4qi.model.color import dicom_lab_to_rgb
-from dicom4qi.model.decoded import DecodedSegment
+from dicom4qi.model.segment import Code, Segment
 
 __all__ = ["code_from_sequence", "segment_from_item", "segments_from_dataset"]
 
 ColorFn = Callable[[list[int]], tuple[int, int, int]]
 
 
-def code_from_sequence(seq: Any) -> dict[str, str] | None:
+def code_from_sequence(seq: Any) -> Code | None:
     """The first item of a code sequence as {value, scheme, meaning}, or None."""
     if not seq:
         return None
@@ -21,11 +21,11 @@ def code_from_sequence(seq: Any) -> dict[str, str] | None:
     return {"value": str(item.CodeValue), "scheme": str(item.CodingSchemeDesignator), "meaning": str(item.CodeMeaning)}
 
 
-def segment_from_item(item: Any, number: int | None = None, color: ColorFn = dicom_lab_to_rgb) -> DecodedSegment:
+def segment_from_item(item: Any, number: int | None = None, color: ColorFn = dicom_lab_to_rgb) -> Segment:
     """One Segment Sequence item; ``color`` turns Recommended Display CIELab into RGB."""
     algo = item.get("SegmentationAlgorithmIdentificationSequence")
     lab = item.get("RecommendedDisplayCIELabValue")
-    return DecodedSegment(
+    return Segment(
         number=int(item.SegmentNumber) if number is None else number,
         label=str(item.SegmentLabel) if "SegmentLabel" in item else None,
         category=code_from_sequence(item.get("SegmentedPropertyCategoryCodeSequence")),
@@ -50,11 +50,11 @@ def segment_from_item(item: Any, number: int | None = None, color: ColorFn = dic
     )
 
 
-def _nested_code(item: Any, outer: str, inner: str) -> dict[str, str] | None:
+def _nested_code(item: Any, outer: str, inner: str) -> Code | None:
     """A modifier code, which the standard nests in the first item of the code it modifies."""
     seq = item.get(outer)
     return code_from_sequence(seq[0].get(inner)) if seq else None
 
 
-def segments_from_dataset(ds: Any, color: ColorFn = dicom_lab_to_rgb) -> list[DecodedSegment]:
+def segments_from_dataset(ds: Any, color: ColorFn = dicom_lab_to_rgb) -> list[Segment]:
     return [segment_from_item(item, color=color) for item in ds.get("SegmentSequence", [])]

@@ -13,10 +13,11 @@ from typing import Protocol
 
 import numpy as np
 
-from dicom4qi.model.decoded import Decoded, DecodedSegment
+from dicom4qi.model.decoded import Decoded
 from dicom4qi.model.masks import Crop
 from dicom4qi.model.results import Check, CheckStatus
-from dicom4qi.model.truth import Geometry, SegmentInfo
+from dicom4qi.model.segment import Code, Segment
+from dicom4qi.model.truth import Geometry
 
 __all__ = ["Expected", "agreement", "compare", "first_voxel_difference", "verdict"]
 
@@ -36,7 +37,7 @@ class Expected(Protocol):
     def geometry(self) -> Geometry: ...
 
     @property
-    def segments(self) -> list[SegmentInfo]: ...
+    def segments(self) -> list[Segment]: ...
 
     @property
     def fractional(self) -> bool: ...
@@ -73,26 +74,26 @@ def _not_checked(name: str, message: str, advisory: bool = False) -> Check:
     return Check(name=name, status=CheckStatus.NOT_CHECKED, message=message, advisory=advisory)
 
 
-def _seg_name(info: SegmentInfo | None, number: int) -> str:
+def _seg_name(info: Segment | None, number: int) -> str:
     return f"segment {number}" + (f" {info.label!r}" if info else "")
 
 
-def _code_str(c: dict[str, str] | None) -> str:
+def _code_str(c: Code | None) -> str:
     return "none" if not c else f"({c.get('value')}, {c.get('scheme')}, {c.get('meaning')!r})"
 
 
-def _same_code(a: dict[str, str] | None, b: dict[str, str] | None) -> bool:
+def _same_code(a: Code | None, b: Code | None) -> bool:
     if not a or not b:
         return a == b
     return (a.get("value"), a.get("scheme")) == (b.get("value"), b.get("scheme"))
 
 
-def _is_background(seg: DecodedSegment, labelmap: bool) -> bool:
+def _is_background(seg: Segment, labelmap: bool) -> bool:
     """Segment 0 of a label map stands for the background (Sup 243) and is not a segment."""
     return labelmap and seg.number == 0
 
 
-def _check_segments(truth: Expected, segs: list[DecodedSegment]) -> list[Check]:
+def _check_segments(truth: Expected, segs: list[Segment]) -> list[Check]:
     checks: list[Check] = []
     expected = {s.number: s for s in truth.segments}
     got = {s.number: s for s in segs}
@@ -162,7 +163,7 @@ _CODES = ("category", "type", "type_modifier", "anatomic_region", "anatomic_regi
 _OPTIONAL_CODES = frozenset(_CODES[2:])
 
 
-def _check_codes(expected: dict[int, SegmentInfo], got: dict[int, DecodedSegment], common: list[int]) -> Check:
+def _check_codes(expected: dict[int, Segment], got: dict[int, Segment], common: list[int]) -> Check:
     """Category and type for every segment; modifiers and anatomic region where the truth has them.
 
     An attribute the consumer reports for no segment at all is not checked (the adapter cannot
@@ -191,7 +192,7 @@ def _check_codes(expected: dict[int, SegmentInfo], got: dict[int, DecodedSegment
     return _pass("coded-concepts", note)
 
 
-def _check_algorithms(expected: dict[int, SegmentInfo], got: dict[int, DecodedSegment], common: list[int]) -> Check:
+def _check_algorithms(expected: dict[int, Segment], got: dict[int, Segment], common: list[int]) -> Check:
     """Segment Algorithm Type, and the algorithm's name and version where the consumer reports them."""
     problems: list[str] = []
     compared = set()
@@ -341,7 +342,7 @@ def _place(crop: Crop | None, lo: np.ndarray, hi: np.ndarray, dtype: type) -> np
 
 def _compare_segment(
     number: int,
-    info: SegmentInfo | None,
+    info: Segment | None,
     want: Crop | None,
     have: Crop | None,
     truth: Expected,
@@ -480,11 +481,11 @@ _TEXTS = (
 )
 
 
-def _reported(segs: dict[int, DecodedSegment], numbers: list[int], attr: str) -> bool:
+def _reported(segs: dict[int, Segment], numbers: list[int], attr: str) -> bool:
     return any(getattr(segs[n], attr) is not None for n in numbers)
 
 
-def _metadata_differences(sa: dict[int, DecodedSegment], sb: dict[int, DecodedSegment]) -> list[str]:
+def _metadata_differences(sa: dict[int, Segment], sb: dict[int, Segment]) -> list[str]:
     """Segment attributes on which two decodings differ; an attribute one of them never reports is not compared."""
     problems: list[str] = []
     common = sorted(set(sa) & set(sb))

@@ -30,7 +30,8 @@ from dicom4qi.judge.compare import _to_truth_frames, agreement, compare, verdict
 from dicom4qi.model.decoded import Decoded
 from dicom4qi.model.masks import Crop
 from dicom4qi.model.results import Check, CheckStatus, ContentCheck, Status
-from dicom4qi.model.truth import Geometry, SegmentInfo, Truth
+from dicom4qi.model.segment import Segment
+from dicom4qi.model.truth import Geometry, Truth
 
 __all__ = [
     "CHECK_DECODERS",
@@ -90,7 +91,7 @@ class ObjectContent:
         )
         with_pixels = set(self.decoded.numbers_with_pixels)
         self.segments = [
-            SegmentInfo(
+            Segment(
                 number=s.number,
                 label=s.label,
                 category=s.category,

@@ -20,6 +20,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dicom4qi.model.segment import Code as SegmentCode
+
 __all__ = [
     "Case",
     "CaseError",
@@ -103,6 +105,9 @@ class Code(_Strict):
     value: str = Field(min_length=1, max_length=64)
     scheme: str = Field(min_length=1, max_length=16)
     meaning: str = Field(min_length=1, max_length=64)
+
+    def as_code(self) -> SegmentCode:
+        return {"value": self.value, "scheme": self.scheme, "meaning": self.meaning}
 
 
 #: Source layouts and the feature each one implies.

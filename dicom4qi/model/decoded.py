@@ -32,8 +32,9 @@ from dicom4qi.model.masks import (
     crops_from_labelmap,
     write_masks,
 )
+from dicom4qi.model.segment import Segment
 
-__all__ = ["Decoded", "DecodedGeometry", "DecodedSegment", "DecodedWriter", "frame_key"]
+__all__ = ["Decoded", "DecodedGeometry", "DecodedWriter", "frame_key"]
 
 FORMAT = "dicom4qi-decoded/1"
 
@@ -45,26 +46,6 @@ def frame_key(sop_instance_uid: str, frame_number: int | None = None) -> str:
     ``n`` (1-based) of a multi-frame image.
     """
     return str(sop_instance_uid) if frame_number is None else f"{sop_instance_uid}#{int(frame_number)}"
-
-
-@dataclass
-class DecodedSegment:
-    """One segment as the consumer reports it. Codes are dicts with value, scheme, meaning."""
-
-    number: int
-    label: str | None = None
-    category: dict[str, str] | None = None
-    type: dict[str, str] | None = None
-    tracking_id: str | None = None
-    tracking_uid: str | None = None
-    algorithm_type: str | None = None
-    algorithm_name: str | None = None
-    color_rgb: tuple[int, int, int] | None = None
-    description: str | None = None
-    type_modifier: dict[str, str] | None = None
-    anatomic_region: dict[str, str] | None = None
-    anatomic_region_modifier: dict[str, str] | None = None
-    algorithm_version: str | None = None
 
 
 @dataclass
@@ -83,14 +64,14 @@ class DecodedWriter:
         self.frame_keys = list(frame_keys)
         self.rows, self.columns = rows, columns
         self.fractional = fractional
-        self.segments: list[DecodedSegment] = []
+        self.segments: list[Segment] = []
         self.geometry = DecodedGeometry()
         self.notes: list[str] = []
         self.info: dict[str, Any] = {}
         self._crops: dict[int, Crop] = {}
         self._labelmaps: list[tuple[np.ndarray, int]] = []
 
-    def add_segment(self, segment: DecodedSegment) -> None:
+    def add_segment(self, segment: Segment) -> None:
         self.segments.append(segment)
 
     def set_pixels(self, number: int, dense: np.ndarray, *, frame_offset: int = 0) -> None:
@@ -129,7 +110,7 @@ class DecodedWriter:
             "rows": self.rows,
             "columns": self.columns,
             "fractional": self.fractional,
-            "segments": [asdict(s) for s in self.segments],
+            "segments": [s.to_json() for s in self.segments],
             "geometry": asdict(self.geometry),
             "notes": self.notes,
             "info": self.info,
@@ -150,7 +131,7 @@ class Decoded:
             self.rows = int(meta["rows"])
             self.columns = int(meta["columns"])
             self.fractional = bool(meta["fractional"])
-            self.segments = [DecodedSegment(**s) for s in meta["segments"]]
+            self.segments = [Segment.from_json(s) for s in meta["segments"]]
             self.geometry = DecodedGeometry(**meta["geometry"])
             self.notes: list[str] = list(meta.get("notes", []))
             self.info: dict[str, Any] = dict(meta.get("info", {}))

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from dicom4qi.model.segment import Code, Segment
+
 __all__ = [
     "PROTOCOL",
     "EXCHANGE_FORMAT",
@@ -149,8 +151,13 @@ class ExchangeCode(_Doc):
     scheme: Short
     meaning: Short
 
+    def as_code(self) -> Code:
+        return {"value": self.value, "scheme": self.scheme, "meaning": self.meaning}
+
 
 class ExchangeSegment(_Doc):
+    """A :class:`dicom4qi.model.segment.Segment` as an outside document gives it: the same fields, bounded."""
+
     number: int = Field(ge=1, le=65535)
     label: Short | None = None
     category: ExchangeCode | None = None
@@ -172,6 +179,27 @@ class ExchangeSegment(_Doc):
         ]
         | None
     ) = None
+
+    def to_segment(self) -> Segment:
+        def code(c: ExchangeCode | None) -> Code | None:
+            return None if c is None else c.as_code()
+
+        return Segment(
+            number=self.number,
+            label=self.label,
+            category=code(self.category),
+            type=code(self.type),
+            type_modifier=code(self.type_modifier),
+            anatomic_region=code(self.anatomic_region),
+            anatomic_region_modifier=code(self.anatomic_region_modifier),
+            tracking_id=self.tracking_id,
+            tracking_uid=self.tracking_uid,
+            algorithm_type=self.algorithm_type,
+            algorithm_name=self.algorithm_name,
+            algorithm_version=self.algorithm_version,
+            description=self.description,
+            color_rgb=self.color_rgb,
+        )
 
 
 class ExchangeDoc(_Doc):

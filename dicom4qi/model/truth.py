@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from dicom4qi.model.masks import MaskFile
+from dicom4qi.model.segment import Segment
 
-__all__ = ["Geometry", "SegmentInfo", "Truth"]
+__all__ = ["Geometry", "Truth"]
 
 
 @dataclass(frozen=True)
@@ -45,28 +46,6 @@ class Geometry:
 
 
 @dataclass(frozen=True)
-class SegmentInfo:
-    """What a segment is: the metadata a consumer is expected to report."""
-
-    number: int
-    #: The truth always has these; what an object holds (dicom4qi.judge.content) may lack them (None).
-    label: str | None
-    category: dict[str, str] | None
-    type: dict[str, str] | None
-    algorithm_type: str | None
-    algorithm_name: str | None
-    algorithm_version: str | None
-    description: str | None = None
-    type_modifier: dict[str, str] | None = None
-    anatomic_region: dict[str, str] | None = None
-    anatomic_region_modifier: dict[str, str] | None = None
-    tracking_id: str | None = None
-    tracking_uid: str | None = None
-    empty: bool = False
-    color_rgb: tuple[int, int, int] | None = None
-
-
-@dataclass(frozen=True)
 class Truth:
     """Everything the harness knows about a built case, loaded from disk."""
 
@@ -79,7 +58,7 @@ class Truth:
     study_uid: str
     series_uid: str
     frame_of_reference_uid: str
-    segments: list[SegmentInfo]
+    segments: list[Segment]
     overlap: bool
     fractional: bool
     fractional_max: int
@@ -131,8 +110,5 @@ class Truth:
             positions=[tuple(p) for p in g["positions"]] if g["positions"] is not None else None,
             layout=g.get("layout", "single-frame-series"),
         )
-        segments = [
-            SegmentInfo(**{**s, "color_rgb": tuple(s["color_rgb"]) if s.get("color_rgb") else None})
-            for s in d.pop("segments")
-        ]
+        segments = [Segment.from_json(s) for s in d.pop("segments")]
         return cls(directory=directory, geometry=geometry, segments=segments, **d)

@@ -20,13 +20,14 @@ import numpy as np
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version, run_tool
 from dicom4qi.formats.nrrd import read_nrrd
 from dicom4qi.formats.source_frames import SourceFrames
-from dicom4qi.model.decoded import DecodedSegment, DecodedWriter
+from dicom4qi.model.decoded import DecodedWriter
+from dicom4qi.model.segment import Code, Segment
 from dicom4qi.tools.dcmqi.producer import dcmqi_binary
 
 __all__ = ["DcmqiConsumer"]
 
 
-def _code(c: dict[str, str] | None) -> dict[str, str] | None:
+def _code(c: dict[str, str] | None) -> Code | None:
     if not c:
         return None
     return {
@@ -84,7 +85,7 @@ class DcmqiConsumer(Consumer):
             for attrs in group:
                 number = int(attrs["labelID"])
                 writer.add_segment(
-                    DecodedSegment(
+                    Segment(
                         number=number,
                         label=attrs.get("SegmentLabel"),
                         category=_code(attrs.get("SegmentedPropertyCategoryCodeSequence")),

@@ -21,7 +21,7 @@ import numpy as np
 
 from dicom4qi.adapters.contract import Producer, WriteRequest, package_version
 from dicom4qi.model.masks import labelmap_from_crops
-from dicom4qi.model.truth import SegmentInfo
+from dicom4qi.model.segment import Code, Segment
 
 if TYPE_CHECKING:
     from highdicom.seg import SegmentDescription
@@ -46,13 +46,13 @@ def slide_options(sources: list[Any]) -> dict[str, Any]:
     return {"tile_pixel_array": True, "dimension_organization_type": "TILED_FULL", "omit_empty_frames": False}
 
 
-def _code(c: dict[str, str]) -> CodedConcept:
+def _code(c: Code) -> CodedConcept:
     from highdicom.sr import CodedConcept
 
     return CodedConcept(value=c["value"], scheme_designator=c["scheme"], meaning=c["meaning"])
 
 
-def segment_description(info: SegmentInfo) -> SegmentDescription:
+def segment_description(info: Segment) -> SegmentDescription:
     """A highdicom SegmentDescription carrying the truth's metadata for one segment.
 
     highdicom has no parameter for the Segmented Property Type Modifier nor the Anatomic Region

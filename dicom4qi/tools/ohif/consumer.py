@@ -32,7 +32,8 @@ from typing import Any, cast
 import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, Service
-from dicom4qi.model.decoded import DecodedSegment, DecodedWriter, frame_key
+from dicom4qi.model.decoded import DecodedWriter, frame_key
+from dicom4qi.model.segment import Segment
 
 __all__ = ["OhifConsumer", "DEFAULT_VERSION"]
 
@@ -200,7 +201,7 @@ class OhifConsumer(Consumer):
         writer = DecodedWriter(keys, rows, columns)
         for s in back["segments"]:
             writer.add_segment(
-                DecodedSegment(
+                Segment(
                     number=int(s["index"]),
                     label=s.get("label"),
                     category=s.get("category"),

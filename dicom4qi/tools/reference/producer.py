@@ -53,7 +53,8 @@ import numpy as np
 from dicom4qi.adapters.contract import Producer, WriteRequest, package_version
 from dicom4qi.model.case import Encoding, SegmentationType
 from dicom4qi.model.decoded import frame_key
-from dicom4qi.model.truth import SegmentInfo, Truth
+from dicom4qi.model.segment import Code, Segment
+from dicom4qi.model.truth import Truth
 
 __all__ = ["ReferenceProducer", "rgb_to_dicom_lab"]
 
@@ -471,7 +472,7 @@ def _code(value: str, scheme: str, meaning: str) -> Any:
     return _item(CodeValue=value, CodingSchemeDesignator=scheme, CodeMeaning=meaning)
 
 
-def _code_of(c: dict[str, str]) -> Any:
+def _code_of(c: Code) -> Any:
     return _code(c["value"], c["scheme"], c["meaning"])
 
 
@@ -502,7 +503,7 @@ def rgb_to_dicom_lab(rgb: tuple[int, int, int]) -> list[int]:
     ]
 
 
-def segment_item(info: SegmentInfo) -> Any:
+def segment_item(info: Segment) -> Any:
     """One Segment Sequence item (Segment Description Macro, PS3.3 C.8.20.2)."""
     item = _item(SegmentNumber=info.number, SegmentLabel=info.label)
     if info.description:

@@ -22,7 +22,8 @@ import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest
 from dicom4qi.formats.source_frames import SourceFrames
-from dicom4qi.model.decoded import DecodedSegment, DecodedWriter
+from dicom4qi.model.decoded import DecodedWriter
+from dicom4qi.model.segment import Segment
 
 __all__ = ["SlicerConsumer", "slicer_executable"]
 
@@ -108,7 +109,7 @@ class SlicerConsumer(Consumer):
                 continue
             unused.remove(match)
             number = match[0]
-            writer.add_segment(DecodedSegment(number=number, label=item["name"], color_rgb=tuple(item["color"])))
+            writer.add_segment(Segment(number=number, label=item["name"], color_rgb=tuple(item["color"])))
             data = arrays[item["key"]]
             placement = src.place(np.asarray(report["origin"]), np.asarray(report["axes"]), data.shape[0])
             writer.set_pixels(number, src.to_grid(placement, data.astype(bool)))
