@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from dicom4qi.model.case import SegmentOverride
 from dicom4qi.model.protocol import ExchangeSegment
 from dicom4qi.model.segment import CODE_ATTRIBUTES, Segment
 
@@ -36,6 +37,8 @@ def test_the_outside_form_has_exactly_the_segment_fields() -> None:
     # The bounded outside form may not drift from the one model: a field added to one is added to the other.
     assert set(ExchangeSegment.model_fields) == set(Segment.field_names()) - {"empty"}
     assert set(CODE_ATTRIBUTES) <= set(Segment.field_names())
+    # A case file's per-segment metadata names the same attributes (its colour is `color`; `empty` is computed).
+    assert set(SegmentOverride.model_fields) == (set(Segment.field_names()) - {"empty", "color_rgb"}) | {"color"}
 
 
 def test_a_segment_with_an_unknown_field_is_refused() -> None:
