@@ -108,8 +108,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from dicom4qi.model.case import schema_text as case_schema
     from dicom4qi.model.protocol import schema_texts
-    from dicom4qi.model.wire import schema_texts as wire_schema_texts
     from dicom4qi.model.results import schema_text as results_schema
+    from dicom4qi.model.wire import schema_texts as wire_schema_texts
 
     stale = []
     from dicom4qi.judge.known import schema_text as known_schema
