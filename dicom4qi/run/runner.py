@@ -47,6 +47,7 @@ from dicom4qi.model.results import (
     ToolInfo,
 )
 from dicom4qi.model.truth import Truth
+from dicom4qi.model.uids import LABEL_MAP_SEGMENTATION_STORAGE
 from dicom4qi.paths import FEATURES_FILE, corpus_file
 from dicom4qi.paths import build as build_path
 from dicom4qi.paths import reports as reports_path
@@ -56,7 +57,6 @@ from dicom4qi.process.services import ServiceError, ServicePool
 from dicom4qi.run.external import ExternalFlow, external_fingerprint
 from dicom4qi.run.negative import NegativeFlow, select_mutant
 from dicom4qi.run.steps import (
-    LABELMAP_SEG_STORAGE,
     VALIDATOR,
     ChildLimits,
     artifacts_of,
@@ -340,7 +340,7 @@ class Runner(ExternalFlow, NegativeFlow):
         decoder is also a column of this run, its read cell reuses the call instead of making it twice.
         """
         assert rec.seg is not None
-        labelmap = rec.seg.sop_class_uid == LABELMAP_SEG_STORAGE
+        labelmap = rec.seg.sop_class_uid == LABEL_MAP_SEGMENTATION_STORAGE
         findings: list[DecoderFinding] = []
         for decoder in CHECK_DECODERS:
             work = seg_path.parent / f"read-{decoder}"
@@ -585,7 +585,7 @@ class Runner(ExternalFlow, NegativeFlow):
                 notes=notes,
                 message=f"the consumer's decoded output is unusable: {exc}",
             )
-        labelmap = write.seg.sop_class_uid == LABELMAP_SEG_STORAGE
+        labelmap = write.seg.sop_class_uid == LABEL_MAP_SEGMENTATION_STORAGE
         judged: ReadVerdict | None = None
         try:
             judged = judge_read(truth, decoded, write.content, run_dir, labelmap=labelmap)

@@ -19,6 +19,7 @@ from dicom4qi.model.results import (
     Status,
 )
 from dicom4qi.model.truth import Truth
+from dicom4qi.model.uids import LABEL_MAP_SEGMENTATION_STORAGE, SEGMENTATION_STORAGE
 from dicom4qi.process.sandbox import ChildOutcome
 from dicom4qi.process.services import ServicePool
 
@@ -27,9 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXTERNAL",
-    "LABELMAP_SEG_STORAGE",
     "MUTANT",
-    "SEG_STORAGE",
     "VALIDATOR",
     "ChildLimits",
     "artifacts_of",
@@ -42,9 +41,6 @@ __all__ = [
     "sha256_of",
     "slug",
 ]
-
-SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 
 
 class ChildLimits(TypedDict):
@@ -168,7 +164,7 @@ def inspect_object(
     enc = loaded.case.encoding
     sop = str(header.get("sop_class_uid") or "")
     ts = str(header.get("transfer_syntax_uid") or "")
-    want_sop = LABELMAP_SEG_STORAGE if enc.type.value == "LABELMAP" else SEG_STORAGE
+    want_sop = LABEL_MAP_SEGMENTATION_STORAGE if enc.type.value == "LABELMAP" else SEGMENTATION_STORAGE
     checks = [Check(name="written", status=CheckStatus.PASS)]
 
     def chk(name: str, ok: bool, msg: str) -> None:
@@ -190,7 +186,9 @@ def inspect_object(
     )
     declared = [int(n) for n in header.get("segment_numbers", [])]
     expected = [s.number for s in truth.segments]
-    listed = [n for n in declared if not (n == 0 and want_sop == LABELMAP_SEG_STORAGE)]  # 0: a label map's background
+    listed = [
+        n for n in declared if not (n == 0 and want_sop == LABEL_MAP_SEGMENTATION_STORAGE)
+    ]  # 0: a label map's background
     missing = sorted(set(expected) - set(listed))
     extra = sorted(set(listed) - set(expected))
     chk(

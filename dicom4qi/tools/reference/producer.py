@@ -54,21 +54,24 @@ from dicom4qi.adapters.contract import Producer, WriteRequest, package_version
 from dicom4qi.model.case import Encoding, SegmentationType
 from dicom4qi.model.decoded import frame_key
 from dicom4qi.model.truth import SegmentInfo, Truth
+from dicom4qi.model.uids import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    LABEL_MAP_SEGMENTATION_STORAGE,
+    RLE_LOSSLESS,
+    SEGMENTATION_STORAGE,
+    TRANSFER_SYNTAX_NAMES,
+    VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE,
+)
 
 __all__ = ["ReferenceProducer", "rgb_to_dicom_lab"]
 
-SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
-RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 #: Transfer syntaxes written, with their names (RLE only for 8- and 16-bit data: see ReferenceProducer).
 WRITTEN_SYNTAXES: dict[str, str] = {
-    "1.2.840.10008.1.2": "Implicit VR Little Endian",
-    "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
-    "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
-    RLE_LOSSLESS: "RLE Lossless",
+    uid: TRANSFER_SYNTAX_NAMES[uid]
+    for uid in (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS)
 }
-#: Sources that are tiled whole slide images, which this writer does not segment.
-_SLIDE_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 # Tags of the attributes used as dimensions and of the functional groups holding them.
 _REFERENCED_SEGMENT_NUMBER = 0x0062000B
@@ -197,7 +200,10 @@ def read_sources(truth: Truth) -> SourceInfo:
     geometry: tuple[list[str] | None, list[str] | None, str | None] = (None, None, None)
     for path in truth.source_paths:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-        if str(ds.SOPClassUID) == _SLIDE_SOP_CLASS or ds.get("DimensionOrganizationType") == "TILED_FULL":
+        if (
+            str(ds.SOPClassUID) == VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE
+            or ds.get("DimensionOrganizationType") == "TILED_FULL"
+        ):
             raise ValueError(f"{path.name}: a tiled whole slide image; the reference producer does not segment slides")
         if header is None:
             header, geometry = ds, _geometry_of(ds)
@@ -712,7 +718,7 @@ def build_dataset(
     from pydicom.uid import UID
 
     labelmap = enc.type is SegmentationType.LABELMAP
-    sop_class = LABELMAP_SEG_STORAGE if labelmap else SEG_STORAGE
+    sop_class = LABEL_MAP_SEGMENTATION_STORAGE if labelmap else SEGMENTATION_STORAGE
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
