@@ -27,7 +27,8 @@ from dicom4qi.model.decoded import Decoded
 from dicom4qi.model.results import CheckStatus
 from dicom4qi.model.truth import Truth
 from dicom4qi.tools.reference.consumer import ReferenceConsumer
-from dicom4qi.tools.reference.producer import NativeSink, ReferenceProducer, rgb_to_dicom_lab
+from dicom4qi.tools.reference.pixels import NativeSink
+from dicom4qi.tools.reference.producer import ReferenceProducer, rgb_to_dicom_lab
 
 from .conftest import loaded
 

@@ -24,6 +24,7 @@ from typing import ClassVar
 
 from dicom4qi.adapters.contract import Producer, WriteRequest, run_tool
 from dicom4qi.model.case import TRANSFER_SYNTAXES
+from dicom4qi.model.uids import JPEG_2000_LOSSLESS
 
 __all__ = ["TRANSCODERS", "transcoded"]
 
@@ -40,10 +41,9 @@ def _transcode(variant: str, source: Path, target: Path, notes: list[str]) -> No
     keyword, how = TRANSCODERS[variant]
     if how == "pydicom":
         import pydicom
-        from pydicom.uid import JPEG2000Lossless
 
         ds = pydicom.dcmread(source)
-        ds.compress(JPEG2000Lossless, generate_instance_uid=False)
+        ds.compress(JPEG_2000_LOSSLESS, generate_instance_uid=False)
         ds.save_as(target, enforce_file_format=True)
         notes.append(f"pydicom {pydicom.__version__}: Dataset.compress(JPEG2000Lossless, generate_instance_uid=False)")
         return

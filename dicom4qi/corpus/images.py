@@ -13,20 +13,20 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import (
-    UID,
-    ComputedRadiographyImageStorage,
-    CTImageStorage,
-    DigitalXRayImageStorageForPresentation,
-    EnhancedCTImageStorage,
-    EnhancedMRImageStorage,
-    ExplicitVRLittleEndian,
-    MRImageStorage,
-)
+from pydicom.uid import UID
 
 from dicom4qi.model.case import Source
 from dicom4qi.model.decoded import frame_key
 from dicom4qi.model.truth import Geometry
+from dicom4qi.model.uids import (
+    COMPUTED_RADIOGRAPHY_IMAGE_STORAGE,
+    CT_IMAGE_STORAGE,
+    DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION,
+    ENHANCED_CT_IMAGE_STORAGE,
+    ENHANCED_MR_IMAGE_STORAGE,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    MR_IMAGE_STORAGE,
+)
 
 __all__ = ["write_source"]
 
@@ -44,7 +44,7 @@ def _header(src: Source, sop_class: str, uids: dict[str, str], sop_uid: str, fp:
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
@@ -89,7 +89,7 @@ def _pixels(src: Source, label_any: np.ndarray, seed: int, k: int) -> bytes:
 def _single_frame_series(
     src: Source, geometry: Geometry, uids: dict[str, str], fp: str, label_any: np.ndarray, seed: int, out: Path
 ) -> tuple[list[str], list[str]]:
-    sop_class = CTImageStorage if src.modality == "CT" else MRImageStorage
+    sop_class = CT_IMAGE_STORAGE if src.modality == "CT" else MR_IMAGE_STORAGE
     files, keys = [], []
     positions = geometry.positions
     assert positions is not None  # CT and MR series lie in patient space
@@ -137,7 +137,7 @@ def _enhanced(
     """
     ct = src.modality == "CT"
     cine = src.layout == "cine"
-    sop_class = EnhancedCTImageStorage if ct else EnhancedMRImageStorage
+    sop_class = ENHANCED_CT_IMAGE_STORAGE if ct else ENHANCED_MR_IMAGE_STORAGE
     ds = _header(src, sop_class, uids, uids["sop0"], fp)
     ds.NumberOfFrames = src.frames
     ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
@@ -247,7 +247,7 @@ def _projection(
 ) -> tuple[list[str], list[str]]:
     """One 2D projection image, DX (for presentation) or CR: no frame of reference, no position."""
     dx = src.modality == "DX"
-    sop_class = DigitalXRayImageStorageForPresentation if dx else ComputedRadiographyImageStorage
+    sop_class = DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION if dx else COMPUTED_RADIOGRAPHY_IMAGE_STORAGE
     ds = _header(src, sop_class, uids, uids["sop0"], fp)
     del ds.FrameOfReferenceUID
     del ds.PositionReferenceIndicator

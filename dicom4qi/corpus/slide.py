@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import VLWholeSlideMicroscopyImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
 from dicom4qi.corpus.images import _ds, _header, _item
 from dicom4qi.model.case import Source
 from dicom4qi.model.decoded import frame_key
+from dicom4qi.model.uids import VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE
 
 __all__ = ["ORIENTATION", "tile_grid", "tiles_of", "write_slide"]
 
@@ -159,7 +160,7 @@ def write_slide(
     Everything is derived from the arguments: the same case gives the same bytes.
     """
     sop_uid = uids["sop0"]
-    ds = _header(src, VLWholeSlideMicroscopyImageStorage, uids, sop_uid, fp)
+    ds = _header(src, VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE, uids, sop_uid, fp)
     ds.PositionReferenceIndicator = "SLIDE_CORNER"
     ds.SeriesDescription = "dicom4qi source slide"
     _slide_image(ds, src, uids)

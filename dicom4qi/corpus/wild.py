@@ -15,11 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dicom4qi.model.case import TRANSFER_SYNTAXES
+from dicom4qi.model.uids import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    LABEL_MAP_SEGMENTATION_STORAGE,
+    SEGMENTATION_CLASSES,
+    VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE,
+)
 from dicom4qi.model.wire import FoundObject, ScanCall, ScanReply
 
-__all__ = ["ExternalObject", "find_external", "scan_external", "SEG_CLASSES"]
+__all__ = ["ExternalObject", "find_external", "scan_external"]
 
-SEG_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4": "SEG", "1.2.840.10008.5.1.4.1.1.66.7": "LABELMAP"}
 _TS_FEATURE = {uid: feature for uid, feature in TRANSFER_SYNTAXES.values()}
 
 
@@ -76,8 +81,6 @@ def _index(paths: list[Path]) -> tuple[dict[str, Path], list[Path]]:
     segs: list[Path] = []
     from pydicom.filereader import read_file_meta_info
 
-    from dicom4qi.formats.headers import DEFLATED
-
     for path in paths:
         try:
             with warnings.catch_warnings():
@@ -86,7 +89,7 @@ def _index(paths: list[Path]) -> tuple[dict[str, Path], list[Path]]:
                     meta = read_file_meta_info(path)
                 except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError):
                     meta = None
-                if meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED:
+                if meta is not None and str(meta.get("TransferSyntaxUID", "")) == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
                     # never inflated here: the file meta (not deflated) names the instance
                     sop_class, uid = (
                         str(meta.get("MediaStorageSOPClassUID", "")),
@@ -97,7 +100,7 @@ def _index(paths: list[Path]) -> tuple[dict[str, Path], list[Path]]:
                     sop_class, uid = str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
         except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError, KeyError, MemoryError):
             continue
-        if sop_class in SEG_CLASSES:
+        if sop_class in SEGMENTATION_CLASSES:
             segs.append(path)
         elif uid:
             index.setdefault(uid, path)
@@ -135,7 +138,7 @@ def find_external(folder: Path) -> list[ExternalObject]:
             fallback, _ = _index(_pydicom_test_files())
         found = {r: index.get(r) or (fallback or {}).get(r) for r in refs}
         sources = list(dict.fromkeys(p for p in found.values() if p is not None))
-        labelmap = str(ds.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.66.7" or ds.get("SegmentationType") == "LABELMAP"
+        labelmap = str(ds.SOPClassUID) == LABEL_MAP_SEGMENTATION_STORAGE or ds.get("SegmentationType") == "LABELMAP"
         seg_type = "labelmap" if labelmap else str(ds.get("SegmentationType", "BINARY")).lower()
         features = [seg_type, _TS_FEATURE.get(str(ds.file_meta.TransferSyntaxUID), "ts-explicit-le")]
         if labelmap:
@@ -157,9 +160,6 @@ def find_external(folder: Path) -> list[ExternalObject]:
     return out
 
 
-_WSI = "1.2.840.10008.5.1.4.1.1.77.1.6"
-
-
 def _source_feature(sources: list[Path]) -> str:
     """The source-layout feature of an external object, from its source images' headers."""
     if len(sources) != 1:
@@ -169,7 +169,7 @@ def _source_feature(sources: list[Path]) -> str:
     ds = pydicom.dcmread(
         sources[0], stop_before_pixels=True, specific_tags=["SOPClassUID", "NumberOfFrames", "FrameOfReferenceUID"]
     )
-    if str(ds.get("SOPClassUID", "")) == _WSI:
+    if str(ds.get("SOPClassUID", "")) == VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE:
         return "slide-source"
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         return "multiframe-source"

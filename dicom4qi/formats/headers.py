@@ -15,11 +15,11 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from dicom4qi.model.uids import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
 from dicom4qi.model.wire import Header
 
-__all__ = ["DEFLATED", "HEADER_CAP", "INFLATE_CAP", "InflateError", "header_summary", "inflate_to", "read_header"]
+__all__ = ["HEADER_CAP", "INFLATE_CAP", "InflateError", "header_summary", "inflate_to", "read_header"]
 
-DEFLATED = "1.2.840.10008.1.2.1.99"
 #: The most bytes of a deflated data set inflated to read its header (everything before Pixel Data).
 HEADER_CAP = 256 * 2**20
 #: The most bytes a deflated data set may inflate to (for the validator's inflated copy).
@@ -84,11 +84,11 @@ def read_header(path: Path, cap: int = HEADER_CAP) -> Any:
     from pydicom.filereader import read_file_meta_info
 
     meta = read_file_meta_info(path)
-    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
+    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         return pydicom.dcmread(path, stop_before_pixels=True)
     from pydicom.filebase import DicomBytesIO
     from pydicom.filewriter import write_file_meta_info
-    from pydicom.uid import UID, ExplicitVRLittleEndian
+    from pydicom.uid import UID
 
     prefix, start = _meta_end(path)
     body = io.BytesIO()
@@ -96,12 +96,13 @@ def read_header(path: Path, cap: int = HEADER_CAP) -> Any:
         _inflate(path, start, cap, body, stop_early=True)
     except zlib.error as exc:
         raise InflateError(f"the data set is not deflate data: {exc}") from None
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
     buf = DicomBytesIO()
     buf.is_little_endian, buf.is_implicit_VR = True, False
     write_file_meta_info(buf, meta, enforce_standard=False)
     ds = pydicom.dcmread(io.BytesIO(prefix[:132] + buf.getvalue() + body.getvalue()), stop_before_pixels=True)
-    ds.file_meta.TransferSyntaxUID = UID(DEFLATED)  # what the object says, not the copy read here
+    # what the object says, not the copy read here
+    ds.file_meta.TransferSyntaxUID = UID(DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN)
     return ds
 
 
@@ -110,13 +111,13 @@ def inflate_to(path: Path, out: Path, cap: int = INFLATE_CAP) -> bool:
     from pydicom.filebase import DicomBytesIO
     from pydicom.filereader import read_file_meta_info
     from pydicom.filewriter import write_file_meta_info
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import UID
 
     meta = read_file_meta_info(path)
-    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
+    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         return False
     prefix, start = _meta_end(path)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
     buf = DicomBytesIO()
     buf.is_little_endian, buf.is_implicit_VR = True, False
     write_file_meta_info(buf, meta, enforce_standard=False)

@@ -22,11 +22,9 @@ from typing import Any
 import numpy as np
 
 from dicom4qi.model.decoded import frame_key
+from dicom4qi.model.uids import VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE
 
-__all__ = ["WSI_STORAGE", "Placement", "SlideInfo", "SourceFrames"]
-
-#: VL Whole Slide Microscopy Image Storage.
-WSI_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.6"
+__all__ = ["Placement", "SlideInfo", "SourceFrames"]
 
 
 @dataclass
@@ -92,7 +90,7 @@ class SourceFrames:
         for path in paths:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             n = int(ds.get("NumberOfFrames", 1) or 1)
-            if str(ds.get("SOPClassUID", "")) == WSI_STORAGE:
+            if str(ds.get("SOPClassUID", "")) == VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE:
                 spacing = self._add_slide(ds, positions) or spacing
                 continue
             self.rows, self.columns = int(ds.Rows), int(ds.Columns)

@@ -92,8 +92,6 @@ def parse_dciodvfy(output: str) -> list[Finding]:
     return out
 
 
-DEFLATED = "1.2.840.10008.1.2.1.99"
-
 #: Said in the raw output when dciodvfy checked an inflated copy.
 INFLATED_NOTE = (
     "dicom4qi: dciodvfy (this build) does not read Deflated Explicit VR Little Endian; it checked the "

@@ -21,6 +21,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dicom4qi.model.segment import Code as SegmentCode
+from dicom4qi.model.uids import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+    JPEG_2000_LOSSLESS,
+    JPEG_LS_LOSSLESS,
+    RLE_LOSSLESS,
+)
 
 __all__ = [
     "Case",
@@ -44,12 +52,12 @@ __all__ = [
 
 #: Transfer syntaxes a case may request, by keyword: UID and feature name.
 TRANSFER_SYNTAXES: dict[str, tuple[str, str]] = {
-    "ImplicitVRLittleEndian": ("1.2.840.10008.1.2", "ts-implicit-le"),
-    "ExplicitVRLittleEndian": ("1.2.840.10008.1.2.1", "ts-explicit-le"),
-    "DeflatedExplicitVRLittleEndian": ("1.2.840.10008.1.2.1.99", "ts-deflate"),
-    "RLELossless": ("1.2.840.10008.1.2.5", "ts-rle"),
-    "JPEG2000Lossless": ("1.2.840.10008.1.2.4.90", "ts-jpeg2000"),
-    "JPEGLSLossless": ("1.2.840.10008.1.2.4.80", "ts-jpegls"),
+    "ImplicitVRLittleEndian": (IMPLICIT_VR_LITTLE_ENDIAN, "ts-implicit-le"),
+    "ExplicitVRLittleEndian": (EXPLICIT_VR_LITTLE_ENDIAN, "ts-explicit-le"),
+    "DeflatedExplicitVRLittleEndian": (DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, "ts-deflate"),
+    "RLELossless": (RLE_LOSSLESS, "ts-rle"),
+    "JPEG2000Lossless": (JPEG_2000_LOSSLESS, "ts-jpeg2000"),
+    "JPEGLSLossless": (JPEG_LS_LOSSLESS, "ts-jpegls"),
 }
 #: The keys of TRANSFER_SYNTAXES, in the same order, as a type.
 TransferSyntax = Literal[

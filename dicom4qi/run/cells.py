@@ -28,12 +28,12 @@ from dicom4qi.model.results import (
     ToolInfo,
 )
 from dicom4qi.model.truth import Truth
+from dicom4qi.model.uids import LABEL_MAP_SEGMENTATION_STORAGE
 from dicom4qi.model.wire import InspectCall, InspectReply, ReadCall, ReadReply
 from dicom4qi.process.sandbox import ChildOutcome, run_child
 from dicom4qi.process.services import ServiceError, ServicePool
 from dicom4qi.run.config import NO_CONSUMER, Progress, ProgressSink, RunConfig
 from dicom4qi.run.steps import (
-    LABELMAP_SEG_STORAGE,
     VALIDATOR,
     ChildLimits,
     artifacts_of,
@@ -149,7 +149,7 @@ class CellSteps:
         decoder is also a column of this run, its read cell reuses the call instead of making it twice.
         """
         assert rec.seg is not None
-        labelmap = rec.seg.sop_class_uid == LABELMAP_SEG_STORAGE
+        labelmap = rec.seg.sop_class_uid == LABEL_MAP_SEGMENTATION_STORAGE
         findings: list[DecoderFinding] = []
         for decoder in CHECK_DECODERS:
             work = seg_path.parent / f"read-{decoder}"
@@ -392,7 +392,7 @@ class CellSteps:
                 notes=notes,
                 message=f"the consumer's decoded output is unusable: {exc}",
             )
-        labelmap = write.seg.sop_class_uid == LABELMAP_SEG_STORAGE
+        labelmap = write.seg.sop_class_uid == LABEL_MAP_SEGMENTATION_STORAGE
         judged: ReadVerdict | None = None
         try:
             judged = judge_read(truth, decoded, write.content, run_dir, labelmap=labelmap)

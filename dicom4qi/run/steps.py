@@ -19,6 +19,7 @@ from dicom4qi.model.results import (
     Status,
 )
 from dicom4qi.model.truth import Truth
+from dicom4qi.model.uids import LABEL_MAP_SEGMENTATION_STORAGE, SEGMENTATION_STORAGE
 from dicom4qi.model.wire import Header, WriteCall
 from dicom4qi.process.sandbox import ChildOutcome
 from dicom4qi.process.services import ServicePool
@@ -28,9 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXTERNAL",
-    "LABELMAP_SEG_STORAGE",
     "MUTANT",
-    "SEG_STORAGE",
     "VALIDATOR",
     "ChildLimits",
     "artifacts_of",
@@ -44,9 +43,6 @@ __all__ = [
     "slug",
     "write_call",
 ]
-
-SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 
 
 class ChildLimits(TypedDict):
@@ -178,7 +174,7 @@ def inspect_object(path: Path, header: Header, loaded: LoadedCase, truth: Truth)
     """
     enc = loaded.case.encoding
     sop, ts = header.sop_class_uid, header.transfer_syntax_uid
-    want_sop = LABELMAP_SEG_STORAGE if enc.type.value == "LABELMAP" else SEG_STORAGE
+    want_sop = LABEL_MAP_SEGMENTATION_STORAGE if enc.type.value == "LABELMAP" else SEGMENTATION_STORAGE
     checks = [Check(name="written", status=CheckStatus.PASS)]
 
     def chk(name: str, ok: bool, msg: str) -> None:
@@ -200,7 +196,9 @@ def inspect_object(path: Path, header: Header, loaded: LoadedCase, truth: Truth)
     )
     declared = header.segment_numbers
     expected = [s.number for s in truth.segments]
-    listed = [n for n in declared if not (n == 0 and want_sop == LABELMAP_SEG_STORAGE)]  # 0: a label map's background
+    listed = [
+        n for n in declared if not (n == 0 and want_sop == LABEL_MAP_SEGMENTATION_STORAGE)
+    ]  # 0: a label map's background
     missing = sorted(set(expected) - set(listed))
     extra = sorted(set(listed) - set(expected))
     chk(

@@ -43,10 +43,11 @@ from dicom4qi.model.results import (
     SubmissionInfo,
     ToolInfo,
 )
+from dicom4qi.model.uids import LABEL_MAP_SEGMENTATION_STORAGE
 from dicom4qi.model.wire import Call, ExchangeCall, ReadCall
 from dicom4qi.paths import CASES_DIR, FEATURES_FILE
 from dicom4qi.process.sandbox import run_child
-from dicom4qi.run.steps import LABELMAP_SEG_STORAGE, git_commit, now_iso, outcome_record
+from dicom4qi.run.steps import git_commit, now_iso, outcome_record
 from dicom4qi.vendors.untrusted import Bounds, SubmissionError, open_submission
 
 __all__ = ["Received", "SubmissionError", "receive", "verify_submission", "tool_column", "save_submission_results"]
@@ -347,7 +348,7 @@ def _verify_one(
             message=f"the submitted output is unusable: {exc}",
         )
     try:
-        checks = compare(truth, decoded, labelmap=base["seg"].sop_class_uid == LABELMAP_SEG_STORAGE)
+        checks = compare(truth, decoded, labelmap=base["seg"].sop_class_uid == LABEL_MAP_SEGMENTATION_STORAGE)
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         return Record(
             **base,

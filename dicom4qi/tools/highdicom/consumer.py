@@ -29,13 +29,12 @@ import numpy as np
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version
 from dicom4qi.formats.segmeta import segments_from_dataset
 from dicom4qi.model.decoded import DecodedWriter, frame_key
+from dicom4qi.model.uids import VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE
 
 __all__ = ["HighdicomConsumer", "geometry_from_dataset"]
 
 #: Largest dense chunk (bytes) a chunked read may allocate.
 CHUNK_BYTES = 256 * 1024 * 1024
-#: VL Whole Slide Microscopy Image Storage.
-WSI_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 
 def _highdicom_rgb(lab: list[int]) -> tuple[int, int, int]:
@@ -93,7 +92,7 @@ class HighdicomConsumer(Consumer):
             )
             for p in request.sources
         ]
-        if any(str(h.get("SOPClassUID", "")) == WSI_STORAGE for h in headers):
+        if any(str(h.get("SOPClassUID", "")) == VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE for h in headers):
             if len(headers) != 1:
                 raise ValueError(
                     f"{len(headers)} source instances with a whole slide image among them: expected the one slide"

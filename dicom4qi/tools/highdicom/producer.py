@@ -22,6 +22,7 @@ import numpy as np
 from dicom4qi.adapters.contract import Producer, WriteRequest, package_version
 from dicom4qi.model.masks import labelmap_from_crops
 from dicom4qi.model.segment import Code, Segment
+from dicom4qi.model.uids import VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE
 
 if TYPE_CHECKING:
     from highdicom.seg import SegmentDescription
@@ -31,9 +32,6 @@ __all__ = ["HighdicomProducer"]
 
 _TS_FEATURES = {"ts-implicit-le", "ts-explicit-le", "ts-rle", "ts-jpeg2000", "ts-jpegls"}
 
-#: VL Whole Slide Microscopy Image Storage.
-_WSI_STORAGE = "1.2.840.10008.5.1.4.1.1.77.1.6"
-
 
 def slide_options(sources: list[Any]) -> dict[str, Any]:
     """The Segmentation arguments for a whole slide image source (none for other sources).
@@ -41,7 +39,7 @@ def slide_options(sources: list[Any]) -> dict[str, Any]:
     The pixel array is then the total pixel matrix: highdicom tiles it like the source
     (``tile_pixel_array``) and writes every tile in the implicit TILED_FULL order.
     """
-    if not (len(sources) == 1 and str(sources[0].SOPClassUID) == _WSI_STORAGE):
+    if not (len(sources) == 1 and str(sources[0].SOPClassUID) == VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE):
         return {}
     return {"tile_pixel_array": True, "dimension_organization_type": "TILED_FULL", "omit_empty_frames": False}
 

@@ -38,10 +38,10 @@ from dicom4qi.formats.segmeta import segments_from_dataset
 from dicom4qi.formats.source_frames import SourceFrames
 from dicom4qi.model.decoded import DecodedWriter, frame_key
 from dicom4qi.model.masks import crop_from_dense
+from dicom4qi.model.uids import LABEL_MAP_SEGMENTATION_STORAGE, RLE_LOSSLESS
 
 __all__ = ["ReferenceConsumer"]
 
-LABELMAP_SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
 #: Tiles decoded at once when placing the frames of a slide SEG.
 TILE_BATCH = 256
 #: How far (in pixels) a slide SEG's total pixel matrix origin may lie from the slide's (DS rounding).
@@ -68,7 +68,7 @@ class ReferenceConsumer(Consumer):
         src = SourceFrames(request.sources)
         rows, cols = int(ds.Rows), int(ds.Columns)
         seg_type = str(ds.get("SegmentationType", ""))
-        labelmap = str(ds.SOPClassUID) == LABELMAP_SEG_STORAGE or seg_type == "LABELMAP"
+        labelmap = str(ds.SOPClassUID) == LABEL_MAP_SEGMENTATION_STORAGE or seg_type == "LABELMAP"
         fractional = seg_type == "FRACTIONAL"
         grid = (src.rows, src.columns) if src.slide else (rows, cols)  # a slide: its total pixel matrix
         writer = DecodedWriter(src.keys, *grid, fractional=fractional)
@@ -210,7 +210,7 @@ def _check_consistency(ds: Any, refs: FrameRefs | None) -> None:
         raise ValueError("the Segment Sequence is missing or empty")
     if len(numbers) != len(set(numbers)):
         raise ValueError(f"Segment Numbers repeat: {numbers}")
-    labelmap = str(ds.SOPClassUID) == LABELMAP_SEG_STORAGE or ds.get("SegmentationType") == "LABELMAP"
+    labelmap = str(ds.SOPClassUID) == LABEL_MAP_SEGMENTATION_STORAGE or ds.get("SegmentationType") == "LABELMAP"
     if not labelmap and min(numbers) < 1:
         raise ValueError("a BINARY or FRACTIONAL segment is numbered 0")
     bits = int(ds.BitsAllocated)
@@ -271,7 +271,7 @@ class _FrameReader:
         if not self.native:
             from pydicom.pixels import pixel_array
 
-            if self.ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5":
+            if self.ds.file_meta.TransferSyntaxUID == RLE_LOSSLESS:
                 self._check_rle(indices)
             return np.stack([pixel_array(self.ds, index=i, raw=True).reshape(self.rows, self.cols) for i in indices])
         assert self.raw is not None
