@@ -30,7 +30,8 @@ from dicom4qi.model.results import (
 )
 from dicom4qi.run.runner import RunConfig, run
 from dicom4qi.site import report
-from dicom4qi.site.report import SiteOptions, render_site
+from dicom4qi.site.report import render_site
+from dicom4qi.site.view import SiteOptions
 from dicom4qi.tools.ohif.stack import chromium_path
 
 from .conftest import CASES, FEATURES

@@ -319,7 +319,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from dicom4qi.model.results import ResultsDocument
-    from dicom4qi.site.report import SiteOptions, render_site
+    from dicom4qi.site.report import render_site
+    from dicom4qi.site.view import SiteOptions
 
     paths = args.results or [reports_path("results", "latest.json")]
     docs = []

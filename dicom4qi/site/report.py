@@ -22,14 +22,13 @@ are sanitized, copied files are confined to their run folder.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import math
 import re
 import shutil
 import zipfile
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -40,41 +39,41 @@ from markupsafe import Markup
 
 from dicom4qi.adapters.contract import split_spec
 from dicom4qi.corpus.mutate import REACTIONS
-from dicom4qi.judge.known import Explained, KnownIssue, in_scope, load_known_issues, matches
+from dicom4qi.judge.known import Explained, in_scope, load_known_issues, matches
 from dicom4qi.model.results import Record, ResultsDocument, RunInfo, Status, ToolInfo
-from dicom4qi.paths import FEATURES_FILE, PACKAGE, corpus_file
+from dicom4qi.paths import PACKAGE
+from dicom4qi.site.view import (
+    GROUPS,
+    LIST_LIMIT,
+    MEANINGS,
+    PROBLEM,
+    SEVERITY,
+    SYMBOLS,
+    TRIED,
+    WRITE,
+    Badge,
+    CaseInfo,
+    Cell,
+    FileLink,
+    Row,
+    SiteOptions,
+    _badge_svg,
+    _js_data,
+    _mib,
+    _neutral,
+    _pct,
+    _rate_class,
+    _seconds,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["SiteOptions", "render_format_study", "render_site"]
+__all__ = ["render_format_study", "render_site"]
 
 TEMPLATES = PACKAGE / "site" / "templates"
 STATIC = PACKAGE / "site" / "static"
 
-#: Symbols shown with the colour, so that the grid reads without colour too.
-SYMBOLS = {
-    Status.PASS: "✓",
-    Status.FAIL: "✗",
-    Status.ERROR: "!",
-    Status.CRASH: "☠",
-    Status.TIMEOUT: "◔",
-    Status.DISPUTED: "?",
-    Status.UNSUPPORTED: "–",
-    Status.SKIPPED: "∅",
-}
-MEANINGS = {
-    Status.PASS: "the call worked and every required check passed",
-    Status.FAIL: "the call worked but the result is wrong",
-    Status.ERROR: "the tool reported an error, exceeded its memory limit, or its output is unusable",
-    Status.CRASH: "the process died without an answer",
-    Status.TIMEOUT: "killed at the time limit",
-    Status.DISPUTED: "no verdict can be given honestly: the independent decoders or readers disagree (no pass, no blame)",
-    Status.UNSUPPORTED: "the tool declares that it does not support a feature of the case",
-    Status.SKIPPED: "not run: the tool is not installed, or there is no object to read",
-}
-PROBLEM = frozenset({Status.FAIL, Status.ERROR, Status.CRASH, Status.TIMEOUT})
-TRIED = PROBLEM | {Status.PASS}
 STATUS_CODE = {
     Status.PASS: "P",
     Status.FAIL: "F",
@@ -86,14 +85,11 @@ STATUS_CODE = {
     Status.SKIPPED: "S",
 }
 CHANGE_CODE = {"regressed": "r", "fixed": "f", "changed": "c"}
-#: Order of severity, worst first (tool pages list failures in this order).
-SEVERITY = [Status.CRASH, Status.TIMEOUT, Status.ERROR, Status.FAIL]
 
-WRITE = "write"  # the column of the producer's own write step
 GRID_PAGE_BUDGET = 1_200_000  # bytes of grid rows on one page (the page stays well under 2 MB)
 GRID_MESSAGE_CHARS = 140
 MESSAGE_CHARS = 20_000
-LIST_LIMIT = 400  # rows of long lists on one page (findings, failing cells, segments, history)
+
 PICTURE_VERSION = 2
 UNGRADED_TIERS = ("negative", "external")  # not graded against truth: kept out of pass rates and badges
 
@@ -104,38 +100,6 @@ TIERS = ("quick", "full", "stress", "external", "negative")
 def _tier_key(tier: str) -> tuple[int, str]:
     return (TIERS.index(tier) if tier in TIERS else len(TIERS), tier)
 
-
-#: How rows of the grid are grouped: by segmentation type, then the objects without truth.
-GROUPS = {
-    "binary": "BINARY",
-    "fractional": "FRACTIONAL",
-    "labelmap": "LABELMAP",
-    "other": "Other",
-    "external": "Objects from the wild (agreement, not truth)",
-    "negative": "Broken objects: the negative corpus (graded by reaction)",
-}
-
-
-@dataclass
-class SiteOptions:
-    """Where the report finds the corpus and built cases, and how much it copies into the site."""
-
-    corpus: Path = corpus_file("cases")
-    features: Path = FEATURES_FILE
-    negative: Path = corpus_file("negative.toml")
-    #: Another build folder to look for built cases in (each run's own build folder is tried first).
-    build: Path | None = None
-    #: The known issues (one TOML file per upstream bug), matched with the failing cells when the report is drawn.
-    known_issues: Path = corpus_file("known-issues")
-    #: Where the site will be published, for the badge snippets (e.g. https://org.github.io/dicom4qi).
-    base_url: str | None = None
-    copy_max_bytes: int = 5 * 2**20
-    copy_total_bytes: int = 300 * 2**20
-    history_runs: int = 12
-    pictures: bool = True
-
-
-# --------------------------------------------------------------------------- small helpers
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -159,218 +123,11 @@ def _grid_href(**params: str) -> str:
     return "index.html" + ("#" + urlencode({k: v for k, v in params.items() if v}, quote_via=quote) if params else "")
 
 
-def _rate_class(passed: int, tried: int) -> str:
-    if not tried:
-        return "rnone"
-    r = passed / tried
-    return "r100" if r >= 1 else "r90" if r >= 0.9 else "r70" if r >= 0.7 else "r40" if r >= 0.4 else "r0"
-
-
-def _pct(passed: int, tried: int) -> str:
-    return f"{math.floor(100 * passed / tried)}%" if tried else "—"
-
-
-def _mib(n: float | None) -> str:
-    if n is None:
-        return "—"
-    if n < 1024:
-        return f"{int(n)} B"
-    if n < 2**20:
-        return f"{n / 1024:.1f} KiB"
-    return f"{n / 2**20:.1f} MiB"
-
-
-def _seconds(s: float | None) -> str:
-    if s is None:
-        return "—"
-    return f"{s:.2f} s" if s < 100 else f"{s:.0f} s"
-
-
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-
-
-#: Characters that reorder or hide text (bidirectional overrides and isolates, marks) and control characters:
-#: a tool name or label holding them could make the dashboard show something else than it holds.
-_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\u200b-\u200d\ufeff]")
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def _neutral(value: Any) -> Any:
-    """Text made visible as it is: bidi and control characters shown as their code points (Markup kept)."""
-    if isinstance(value, str) and not isinstance(value, Markup):
-        value = _BIDI.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
-        value = _CONTROL.sub(lambda m: f"[U+{ord(m.group()):04X}]", value)
-    elif isinstance(value, list):
-        return [_neutral(v) for v in value]
-    elif isinstance(value, dict):
-        return {_neutral(k): _neutral(v) for k, v in value.items()}
-    return value
-
-
-def _js_data(name: str, value: Any) -> str:
-    """A script that sets ``window[name]``; '<', '>' and '&' escaped so that no text can end a script."""
-    text = json.dumps(_neutral(value), ensure_ascii=False, separators=(",", ":"))
-    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    return f"window.{name} = {text};\n"
-
-
-# --------------------------------------------------------------------------- the site's model
-
-
-@dataclass
-class FileLink:
-    """A file offered for download: its href in the site, or why it is not there."""
-
-    label: str
-    href: str | None
-    note: str = ""
-
-
-@dataclass
-class Cell:
-    """One record of the current grid, with where it came from and how it changed."""
-
-    rec: Record
-    run: RunInfo
-    col: str
-    href: str
-    change: str | None = None
-    prev: Record | None = None
-    prev_run: RunInfo | None = None
-    artifacts: list[FileLink] = field(default_factory=list)
-    object: FileLink | None = None
-    #: The known issues that explain this cell (failing cells only).
-    known: list[KnownIssue] = field(default_factory=list)
-    rerun: str = ""
-
-    @property
-    def status(self) -> str:
-        return self.rec.status.value
-
-    @property
-    def failing(self) -> bool:
-        return self.rec.status in PROBLEM
-
-    @property
-    def novelty(self) -> str | None:
-        """'known' or 'new' for a failing cell charged to its tool (None otherwise: a refusal of an object its
-        producer wrote wrong is nobody's fault to explain)."""
-        if not self.failing or not self.rec.charged:
-            return None
-        return "known" if self.known else "new"
-
-    @property
-    def object_wrong(self) -> bool:
-        """A read of an object its producer wrote wrong, faithful (PASS) or refused (ERROR): not the reader's fault."""
-        return self.rec.step == "read" and self.rec.basis == "object" and self.rec.status in (Status.PASS, Status.ERROR)
-
-    @property
-    def screenshots(self) -> list[FileLink]:
-        return [a for a in self.artifacts if a.href and a.href.endswith(".png") and a.label != "difference"]
-
-    @property
-    def difference(self) -> FileLink | None:
-        return next((a for a in self.artifacts if a.label == "difference" and a.href), None)
-
-
-@dataclass
-class Row:
-    case: str
-    tier: str
-    features: list[str]
-    producer: str
-    group: str
-    write: Cell | None
-    cells: list[Cell | None]  # one per consumer column
-
-
-@dataclass
-class CaseInfo:
-    id: str
-    href: str
-    tier: str
-    description: str = ""
-    standard: str | None = None
-    features: list[str] = field(default_factory=list)
-    params: list[tuple[str, str]] = field(default_factory=list)
-    base: str | None = None  # a mutant's base case
-    segments: list[dict[str, Any]] = field(default_factory=list)
-    segments_total: int = 0
-    picture: str | None = None
-    picture_note: str = ""
-    files: list[FileLink] = field(default_factory=list)
-    fingerprint: str | None = None
-    truth_dir: Path | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Badge:
-    role: str
-    name: str
-    passed: int
-    tried: int
-    json_href: str
-    svg_href: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} SEG {'write' if self.role == 'producer' else 'read'}"
-
-    @property
-    def message(self) -> str:
-        return f"{_pct(self.passed, self.tried)} ({self.passed}/{self.tried})" if self.tried else "no data"
-
-    @property
-    def color(self) -> str:
-        if not self.tried:
-            return "lightgrey"
-        r = self.passed / self.tried
-        return (
-            "brightgreen"
-            if r >= 0.95
-            else "green"
-            if r >= 0.85
-            else "yellowgreen"
-            if r >= 0.7
-            else "yellow"
-            if r >= 0.5
-            else "orange"
-            if r >= 0.3
-            else "red"
-        )
-
-    def endpoint(self) -> dict[str, Any]:
-        return {"schemaVersion": 1, "label": self.label, "message": self.message, "color": self.color}
-
-
-_BADGE_HEX = {
-    "brightgreen": "#4c1",
-    "green": "#97ca00",
-    "yellowgreen": "#a4a61d",
-    "yellow": "#dfb317",
-    "orange": "#fe7d37",
-    "red": "#e05d44",
-    "lightgrey": "#9f9f9f",
-}
-
-
-def _badge_svg(b: Badge) -> str:
-    """A flat badge drawn locally, so that the site shows it offline (shields.io draws the same from the JSON)."""
-    lw, rw = 7 * len(b.label) + 12, 7 * len(b.message) + 12
-    label, message = html.escape(b.label), html.escape(b.message)
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{lw + rw}" height="20" role="img" '
-        f'aria-label="{label}: {message}"><title>{label}: {message}</title>'
-        f'<rect width="{lw}" height="20" fill="#555"/><rect x="{lw}" width="{rw}" height="20" fill="{_BADGE_HEX[b.color]}"/>'
-        f'<g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11" text-anchor="middle">'
-        f'<text x="{lw / 2}" y="14">{label}</text><text x="{lw + rw / 2}" y="14">{message}</text></g></svg>\n'
-    )
 
 
 class Copier:
@@ -443,9 +200,6 @@ def _run_root(run: RunInfo) -> Path | None:
     if (root.name == "runs" or root.parent.name == "runs") and root.is_dir() and len(root.parts) > 2:
         return root
     return None
-
-
-# --------------------------------------------------------------------------- gathering the documents
 
 
 def _dedupe(docs: list[ResultsDocument]) -> list[ResultsDocument]:
@@ -638,9 +392,6 @@ class _Site:
 
     def graded_doc(self) -> ResultsDocument:
         return ResultsDocument.model_construct(run=self.latest, tools=self.tools, records=self.graded)
-
-
-# --------------------------------------------------------------------------- cases: descriptions, truth, pictures
 
 
 def _color(seg: Any, number: int) -> tuple[int, ...]:
@@ -929,9 +680,8 @@ def _case_files(site: _Site, cases: dict[str, CaseInfo], copier: Copier, *, pict
                 f.rmdir()
 
 
-def _copy_cell_files(site: _Site, copier: Copier) -> None:
+def _copy_cell_files(cells: list[Cell], copier: Copier) -> None:
     """Artifacts (screenshots first, then text) and the objects, for the cell pages."""
-    cells = list(site.cells.values())
     for pngs in (True, False):
         for cell in cells:
             root = _run_root(cell.run)
@@ -957,9 +707,6 @@ def _copy_cell_files(site: _Site, copier: Copier) -> None:
             continue
         href, note = copier.copy(src, f"files/runs/{_clean(cell.run.run_id, 80)}/{_site_path(seg.path)}")
         cell.object = FileLink("the SEG object", href, note)
-
-
-# --------------------------------------------------------------------------- rendering
 
 
 def _env() -> Environment:
@@ -1503,7 +1250,7 @@ def render_site(
     features = load_features(opts.features) if opts.features.is_file() else {}
     copier = Copier(out_dir, opts.copy_max_bytes, opts.copy_total_bytes)
     cases = _case_infos(site)
-    _copy_cell_files(site, copier)  # screenshots first: they are the viewers' evidence
+    _copy_cell_files(list(site.cells.values()), copier)  # screenshots first: they are the viewers' evidence
     _case_files(site, cases, copier, pictures=opts.pictures)
     r = _Renderer(site, cases, features, copier)
     r.badge_files()
@@ -1539,9 +1286,6 @@ def render_site(
         ),
     )
     return out_dir / "index.html"
-
-
-# --------------------------------------------------------------------------- format study
 
 
 def _encoding_of(features: list[str]) -> str:
