@@ -304,7 +304,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         console.print(f"[red]{exc}")
         return 2
     from dicom4qi.model.results import ResultsDocument
-    from dicom4qi.site.report import render_format_study
+    from dicom4qi.site.study import render_format_study
 
     doc = ResultsDocument.load(path)
     page = render_format_study([doc], args.site)
@@ -356,7 +356,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         except (ValidationError, ValueError) as exc:
             console.print(f"[yellow]{bench_path}: not a valid benchmark document, left out: {str(exc)[:300]}")
     if benches:
-        from dicom4qi.site.report import render_format_study
+        from dicom4qi.site.study import render_format_study
 
         links["format-study.html"] = "Format study"
         console.print(f"wrote {render_format_study(benches, args.out)}")
