@@ -9,7 +9,7 @@ import pytest
 from dicom4qi.model.results import BenchStats, Record, ResultsDocument, RunInfo, Status, Timing
 from dicom4qi.run.bench import BenchConfig, add_ratios, bench
 from dicom4qi.run.runner import RunConfig
-from dicom4qi.site.report import render_format_study
+from dicom4qi.site.study import render_format_study
 
 from .conftest import CASES, FEATURES
 

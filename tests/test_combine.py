@@ -298,7 +298,8 @@ def test_sharded_run_matches_a_single_run(tmp_path: Path, capsys: pytest.Capture
     give the cells, statuses and site of one run of the same selection."""
     import shlex
 
-    from dicom4qi.site.report import SiteOptions, render_site
+    from dicom4qi.site.report import render_site
+    from dicom4qi.site.view import SiteOptions
 
     build = tmp_path / "build"
     common = ["--corpus", str(CASES), "--features", str(FEATURES), "--build", str(build), "-j", "1", "--timeout", "120"]

@@ -29,8 +29,9 @@ from dicom4qi.model.results import (
     Status,
 )
 from dicom4qi.run.runner import RunConfig, run
-from dicom4qi.site import report
-from dicom4qi.site.report import SiteOptions, render_site
+from dicom4qi.site import pages
+from dicom4qi.site.report import render_site
+from dicom4qi.site.view import SiteOptions
 from dicom4qi.tools.ohif.stack import chromium_path
 
 from .conftest import CASES, FEATURES
@@ -144,12 +145,12 @@ def paged_site(real_doc: ResultsDocument, tmp_path_factory: pytest.TempPathFacto
                 copy.status, copy.message = Status.FAIL, "voxels: synthesized failure"
             doc.records.append(copy)
     out = tmp_path_factory.mktemp("paged") / "site"
-    budget = report.GRID_PAGE_BUDGET
-    report.GRID_PAGE_BUDGET = 12_000
+    budget = pages.GRID_PAGE_BUDGET
+    pages.GRID_PAGE_BUDGET = 12_000
     try:
         render_site([doc], out, options=SiteOptions(pictures=False))
     finally:
-        report.GRID_PAGE_BUDGET = budget
+        pages.GRID_PAGE_BUDGET = budget
     return out
 
 

@@ -20,7 +20,8 @@ from dicom4qi.formats.exchange import read_exchange
 from dicom4qi.model.results import ResultsDocument, Status
 from dicom4qi.run.runner import NO_CONSUMER, RunConfig, run
 from dicom4qi.run.steps import sha256_of
-from dicom4qi.site.report import SiteOptions, render_site
+from dicom4qi.site.report import render_site
+from dicom4qi.site.view import SiteOptions
 from dicom4qi.vendors.bundle import export_bundle
 from dicom4qi.vendors.ingest import (
     SubmissionError,

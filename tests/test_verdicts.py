@@ -490,7 +490,7 @@ def test_known_new_possibly_fixed_and_regressions_on_the_dashboard(tmp_path: Pat
     """A failing cell is 'known' (linked) or 'new'; a known issue with cells in its scope but no failure is 'possibly
     fixed'; a cell that passed in the previous run and fails now is a regression, known or not."""
     from dicom4qi.model.results import RunInfo, ToolInfo
-    from dicom4qi.site.report import SiteOptions
+    from dicom4qi.site.view import SiteOptions
 
     known = tmp_path / "known"
     known.mkdir()

@@ -24,7 +24,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from dicom4qi.model.results import ResultsDocument
-    from dicom4qi.site.report import SiteOptions, render_site
+    from dicom4qi.site.report import render_site
+    from dicom4qi.site.view import SiteOptions
 
     paths = args.results or [LATEST_RESULTS]
     docs = []
@@ -60,7 +61,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         except (ValidationError, ValueError) as exc:
             console.print(f"[yellow]{bench_path}: not a valid benchmark document, left out: {str(exc)[:300]}")
     if benches:
-        from dicom4qi.site.report import render_format_study
+        from dicom4qi.site.study import render_format_study
 
         links["format-study.html"] = "Format study"
         console.print(f"wrote {render_format_study(benches, args.out)}")

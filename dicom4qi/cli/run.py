@@ -115,7 +115,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         console.print(f"[red]{exc}")
         return 2
     from dicom4qi.model.results import ResultsDocument
-    from dicom4qi.site.report import render_format_study
+    from dicom4qi.site.study import render_format_study
 
     doc = ResultsDocument.load(path)
     page = render_format_study([doc], args.site)
