@@ -556,3 +556,20 @@ def test_a_decompression_bomb_in_a_producer_submission_leaves_the_harness_bounde
     assert doc.run.harness_peak_rss_mb is not None and doc.run.harness_peak_rss_mb < HARNESS_BOUND_MB, (
         doc.run.harness_peak_rss_mb
     )
+
+
+def test_the_harness_peak_memory_is_its_own_not_that_of_whatever_started_it() -> None:
+    import subprocess
+    import sys
+
+    ballast = bytearray(320 * 2**20)  # a large parent (a long test session, a CI runner's Python)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touched: resident, not just reserved
+    probe = (
+        "import resource; from dicom4qi.process.usage import own_peak_rss_mb; "
+        "print(own_peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    own, inherited = float(out[0]), float(out[1])
+    assert inherited > 300  # Linux hands the parent's high-water mark to the child at exec: not the child's
+    assert own < 100, own  # what the harness reports: its own address space since exec
+    del ballast

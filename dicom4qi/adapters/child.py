@@ -48,6 +48,7 @@ from dicom4qi.model.wire import (
     dump,
     parse_call,
 )
+from dicom4qi.process.usage import own_peak_rss_mb
 
 __all__ = ["main"]
 
@@ -175,28 +176,6 @@ def limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def own_peak_rss_mb() -> float | None:
-    """Peak resident memory of this process since its exec, and of the processes it waited for (MiB).
-
-    The harness cannot take it from ``wait4``: Linux records the parent's high-water mark into the
-    child's at exec (the child starts as a copy of the harness), so a small tool would be charged
-    the harness's memory. ``VmHWM`` counts this process's own address space only; a tool's
-    subprocesses (dcmqi's binaries) come from ``RUSAGE_CHILDREN``, whose own exec-time copy of this
-    process is never larger than this process's peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                own_kb = int(line.split()[1])
-                break
-        else:
-            return None
-    except (OSError, ValueError):
-        return None
-    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(max(own_kb, children_kb) / 1024, 1)
-
-
 def main(argv: list[str] | None = None) -> int:
     limit_memory()
     args = sys.argv[1:] if argv is None else argv
@@ -211,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         response = Failure(
             error_type=type(exc).__name__, message=str(exc)[:4000], traceback=traceback.format_exc()[-8000:]
         )
-    response.peak_rss_mb = own_peak_rss_mb()
+    response.peak_rss_mb = own_peak_rss_mb(with_children=True)
     tmp = response_path.with_name("response.json.part")
     tmp.write_text(dump(response), encoding="utf-8")
     tmp.replace(response_path)

@@ -262,7 +262,7 @@ def run_child(
         return outcome
     outcome.reply = reply
     if reply.peak_rss_mb is not None:
-        # The child's own figure: wait4's includes the harness's memory copied at fork (see child.own_peak_rss_mb).
+        # The child's own figure: wait4's includes the harness's memory copied at fork (see process.usage).
         outcome.peak_rss_mb = reply.peak_rss_mb
     if isinstance(reply, Failure):
         outcome.kind = "error"

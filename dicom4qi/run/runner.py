@@ -41,6 +41,7 @@ from dicom4qi.model.truth import Truth
 from dicom4qi.process import lifetime, sandbox
 from dicom4qi.process.sandbox import kill_all
 from dicom4qi.process.services import ServicePool
+from dicom4qi.process.usage import own_peak_rss_mb
 from dicom4qi.run.cells import CellSteps
 from dicom4qi.run.config import (
     NO_CONSUMER,
@@ -238,7 +239,8 @@ class Runner(CellSteps, ExternalFlow, NegativeFlow):
             # Whatever happened (Ctrl-C included), what was done is on disk.
             doc.records.sort(key=lambda r: (r.case, r.producer, r.step != "write", r.consumer or ""))
             usage = resource.getrusage(resource.RUSAGE_SELF)
-            doc.run.harness_peak_rss_mb = round(usage.ru_maxrss / 1024, 1)
+            # Its own peak since exec: ru_maxrss would carry the memory of whatever started the harness.
+            doc.run.harness_peak_rss_mb = own_peak_rss_mb()
             doc.run.harness_cpu_s = round(usage.ru_utime + usage.ru_stime, 2)
             try:
                 writer.flush()
