@@ -171,6 +171,14 @@ def test_interleaved_frames_go_slice_by_slice(truth_of: TruthOf, tmp_path: Path)
         "quick/projection-dx-binary",
         "quick/projection-cr-labelmap",
         "quick/segment-metadata",
+        "quick/binary-unaligned-23x38",
+        "quick/binary-unaligned-multiframe",
+        "quick/binary-single-row",
+        "quick/binary-frames-shuffled",
+        "quick/binary-position-only",
+        "quick/labelmap-partial-references",
+        "quick/fractional-occupancy",
+        "quick/fractional-max-1",
     ],
 )
 def test_reference_decoder_reads_back_the_truth(case_id: str, truth_of: TruthOf, tmp_path: Path) -> None:
@@ -217,6 +225,100 @@ def test_odd_sized_frames_pack_across_bytes(tmp_path: Path) -> None:
     assert len(ds.PixelData) == need + need % 2
     ok, message = verdict(compare(truth, _decode(seg, truth, tmp_path), labelmap=False))
     assert ok, message
+
+
+def _pack_by_hand(planes: list[np.ndarray]) -> bytes:
+    """1-bit Pixel Data the slow, obvious way (PS3.5 8.1.1 and 8.2): pixel n of the whole frame sequence is bit
+    n % 8 of byte n // 8, with no padding between frames; the value is padded to an even length."""
+    out = bytearray((sum(p.size for p in planes) + 7) // 8)
+    n = 0
+    for plane in planes:
+        for value in plane.ravel().tolist():
+            if value:
+                out[n // 8] |= 1 << (n % 8)
+            n += 1
+    if len(out) % 2:
+        out.append(0)
+    return bytes(out)
+
+
+@pytest.mark.parametrize(
+    "case_id",
+    [
+        "quick/binary-unaligned-23x38",
+        "quick/binary-unaligned-multiframe",
+        "quick/binary-single-row",
+        "quick/binary-frames-shuffled",
+    ],
+)
+def test_binary_pixel_data_is_packed_across_frames_byte_for_byte(
+    case_id: str, truth_of: TruthOf, tmp_path: Path
+) -> None:
+    """The writer's packing against an independent packer, frame by frame in the object's own order."""
+    seg, truth = _write(case_id, truth_of, tmp_path)
+    ds = pydicom.dcmread(seg)
+    if "unaligned-frames" in " ".join(loaded(case_id).case.features):
+        assert (int(ds.Rows) * int(ds.Columns)) % 8  # the frames end mid-byte: what the case is for
+    index = {key: k for k, key in enumerate(truth.frame_keys)}
+    planes = []
+    with truth.masks() as masks:
+        crops = dict(masks)
+    for fg in ds.PerFrameFunctionalGroupsSequence:
+        number = int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        ref = fg.DerivationImageSequence[0].SourceImageSequence[0]
+        frame = ref.get("ReferencedFrameNumber")
+        key = str(ref.ReferencedSOPInstanceUID) + (f"#{int(frame)}" if frame is not None else "")
+        plane = np.zeros((truth.geometry.rows, truth.geometry.columns), dtype=bool)
+        crop = crops.get(number)
+        k = index[key]
+        if crop is not None and crop.offset[0] <= k < crop.stop[0]:
+            (z0, y0, x0), (_, y1, x1) = crop.offset, crop.stop
+            plane[y0:y1, x0:x1] = crop.data[k - z0].astype(bool)
+        planes.append(plane)
+    assert len(planes) == int(ds.NumberOfFrames) > 1
+    assert ds.PixelData == _pack_by_hand(planes)
+
+
+def test_shuffled_frames_follow_neither_segments_nor_positions(truth_of: TruthOf, tmp_path: Path) -> None:
+    seg, truth = _write("quick/binary-frames-shuffled", truth_of, tmp_path)
+    ds = pydicom.dcmread(seg, stop_before_pixels=True)
+    order = [
+        (
+            int(fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber),
+            int(fg.FrameContentSequence[0].DimensionIndexValues[1]),
+        )
+        for fg in ds.PerFrameFunctionalGroupsSequence
+    ]
+    assert order != sorted(order)  # not segment by segment
+    assert order != sorted(order, key=lambda t: (t[1], t[0]))  # not slice by slice
+    assert sorted(order) == sorted(set(order))  # every frame once
+
+
+def test_position_only_frames_reference_no_instance(truth_of: TruthOf, tmp_path: Path) -> None:
+    seg, _ = _write("quick/binary-position-only", truth_of, tmp_path)
+    ds = pydicom.dcmread(seg, stop_before_pixels=True)
+    assert "ReferencedSeriesSequence" not in ds
+    assert all("DerivationImageSequence" not in fg for fg in ds.PerFrameFunctionalGroupsSequence)
+    assert all("PlanePositionSequence" in fg for fg in ds.PerFrameFunctionalGroupsSequence)
+
+
+def test_partial_references_list_only_the_segmented_instances(truth_of: TruthOf, tmp_path: Path) -> None:
+    seg, truth = _write("quick/labelmap-partial-references", truth_of, tmp_path)
+    ds = pydicom.dcmread(seg, stop_before_pixels=True)
+    listed = {
+        str(i.ReferencedSOPInstanceUID) for s in ds.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence
+    }
+    framed = {
+        str(fg.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+        for fg in ds.PerFrameFunctionalGroupsSequence
+    }
+    assert listed == framed and len(listed) < len(truth.frame_keys)  # some slices hold no segment: not listed
+
+
+def test_fractional_type_and_maximum_are_written_as_asked(truth_of: TruthOf, tmp_path: Path) -> None:
+    seg, _ = _write("quick/fractional-occupancy", truth_of, tmp_path)
+    ds = pydicom.dcmread(seg, stop_before_pixels=True)
+    assert (ds.SegmentationFractionalType, int(ds.MaximumFractionalValue)) == ("OCCUPANCY", 100)
 
 
 # --------------------------------------------------------------------------- pieces

@@ -142,4 +142,6 @@ def header_summary(path: Path) -> Header:
         bits_allocated=int(ds.BitsAllocated) if "BitsAllocated" in ds else None,
         segment_numbers=[int(item.get("SegmentNumber", -1)) for item in ds.get("SegmentSequence", [])],
         frames=int(frames) if frames is not None else None,
+        fractional_type=str(ds.get("SegmentationFractionalType", "")),
+        max_fractional_value=int(ds.MaximumFractionalValue) if "MaximumFractionalValue" in ds else None,
     )

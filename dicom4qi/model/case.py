@@ -156,8 +156,8 @@ class Source(_Strict):
         description="How the source is stored: a series of single-frame instances, one Enhanced CT/MR "
         "multi-frame instance, one 2D projection image, a 2D+T cine multi-frame, or a tiled whole slide image.",
     )
-    rows: int = Field(ge=8, le=65536)
-    columns: int = Field(ge=8, le=65536)
+    rows: int = Field(ge=1, le=65536)
+    columns: int = Field(ge=1, le=65536)
     frames: int = Field(ge=1, le=5000, description="Number of slices (time points for cine).")
     pixel_spacing: tuple[Spacing, Spacing] = Field((1.0, 1.0), description="Row spacing and column spacing in mm.")
     slice_spacing: Spacing = Field(2.0, description="Distance between slices in mm.")
@@ -270,10 +270,24 @@ class Encoding(_Strict):
     bits: Literal[1, 8, 16] = Field(description="Bits Allocated: 1 for BINARY, 8 for FRACTIONAL, 8 or 16 for LABELMAP.")
     transfer_syntax: TransferSyntax = "ExplicitVRLittleEndian"
     max_fractional_value: int = Field(255, ge=1, le=255)
-    frame_order: Literal["segment-major", "position-major"] = Field(
+    fractional_type: Literal["PROBABILITY", "OCCUPANCY"] = Field(
+        "PROBABILITY", description="Segmentation Fractional Type of a FRACTIONAL object (PS3.3 C.8.20.2)."
+    )
+    frame_order: Literal["segment-major", "position-major", "shuffled"] = Field(
         "segment-major",
-        description="Order of the frames of a BINARY or FRACTIONAL object: all frames of segment 1, then of "
-        "segment 2... (what most writers do), or position by position with the segments interleaved.",
+        description="Order of the frames: all frames of segment 1, then of segment 2... (what most writers do), "
+        "position by position with the segments interleaved (BINARY, FRACTIONAL), or shuffled (seeded by the "
+        "case's segments.seed): neither by segment nor by position.",
+    )
+    source_references: Literal["per-frame", "position-only"] = Field(
+        "per-frame",
+        description="per-frame: each frame names its source image (Derivation Image Sequence); position-only: "
+        "frames are placed by Plane Position (Patient) alone, with no per-frame source image reference.",
+    )
+    referenced_instances: Literal["all", "segmented"] = Field(
+        "all",
+        description="The source instances the Referenced Series Sequence lists: all of the series, or only "
+        "those holding a segment voxel.",
     )
 
     @property
@@ -393,6 +407,16 @@ class Case(_Strict):
             raise ValueError("segments.fractional must be true exactly for FRACTIONAL encoding")
         if e.frame_order == "position-major" and e.type is SegmentationType.LABELMAP:
             raise ValueError("encoding.frame_order: a label map has no segment frames to interleave")
+        if e.fractional_type != "PROBABILITY" and e.type is not SegmentationType.FRACTIONAL:
+            raise ValueError("encoding.fractional_type: only a FRACTIONAL object has a fractional type")
+        if e.max_fractional_value != 255 and e.type is not SegmentationType.FRACTIONAL:
+            raise ValueError("encoding.max_fractional_value: only a FRACTIONAL object has one")
+        if e.source_references == "position-only" and e.referenced_instances != "all":
+            raise ValueError("encoding.referenced_instances: a position-only object references no instance at all")
+        if e.source_references == "position-only" and not self.source.has_patient_geometry:
+            raise ValueError(
+                "encoding.source_references: frames without a position in patient space need their source reference"
+            )
         for o in self.metadata.segment:
             if o.number > s.count:
                 raise ValueError(f"metadata.segment: number {o.number} > segments.count")
@@ -459,6 +483,21 @@ def implied_features(case: Case) -> set[str]:
         out.add("multiple-algorithms")
     if e.frame_order == "position-major":
         out.add("segments-interleaved")
+    if e.frame_order == "shuffled":
+        out.add("frames-shuffled")
+    src = case.source
+    frame_pixels = src.tile * src.tile if src.layout == "slide-tiled-full" else src.rows * src.columns
+    if e.type is SegmentationType.BINARY and frame_pixels % 8:
+        out.add("binary-unaligned-frames")
+    if e.type is SegmentationType.FRACTIONAL:
+        if e.fractional_type == "OCCUPANCY":
+            out.add("fractional-occupancy")
+        if e.max_fractional_value != 255:
+            out.add("fractional-max-value")
+    if e.source_references == "position-only":
+        out.add("frames-position-only")
+    if e.referenced_instances == "segmented":
+        out.add("partial-references")
     return out
 
 

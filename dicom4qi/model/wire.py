@@ -270,6 +270,8 @@ class Header:
     bits_allocated: int | None = None
     segment_numbers: list[int] = field(default_factory=list)
     frames: int | None = None
+    fractional_type: str = ""
+    max_fractional_value: int | None = None
 
 
 @dataclass(kw_only=True)

@@ -189,6 +189,15 @@ def inspect_object(path: Path, header: Header, loaded: LoadedCase, truth: Truth)
     )
     bits = header.bits_allocated
     chk("bits-allocated", bits == enc.bits, f"Bits Allocated {bits}, expected {enc.bits}")
+    if enc.type.value == "FRACTIONAL" and (enc.fractional_type != "PROBABILITY" or enc.max_fractional_value != 255):
+        # Asked for explicitly (the features fractional-occupancy, fractional-max-value): said as asked?
+        got = (header.fractional_type or "missing", header.max_fractional_value)
+        chk(
+            "fractional-type",
+            got == (enc.fractional_type, enc.max_fractional_value),
+            f"Segmentation Fractional Type {got[0]} with Maximum Fractional Value {got[1]}, "
+            f"expected {enc.fractional_type} with {enc.max_fractional_value}",
+        )
     chk(
         "transfer-syntax",
         ts == enc.transfer_syntax_uid,

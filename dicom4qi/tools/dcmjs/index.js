@@ -22,6 +22,10 @@ const HOMEPAGE = "https://github.com/dcmjs-org/dcmjs";
 // TILED_FULL slides) is not claimed: UNSUPPORTED.
 const FEATURES = [
   "binary",
+  "binary-unaligned-frames",
+  "frames-shuffled",
+  "frames-position-only",
+  "partial-references",
   "disjoint",
   "overlap",
   "empty-segment",

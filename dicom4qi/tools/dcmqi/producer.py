@@ -46,6 +46,7 @@ class DcmqiProducer(Producer):
     features = frozenset(
         {
             "binary",
+            "binary-unaligned-frames",
             "labelmap",
             "labelmap-8bit",
             "labelmap-16bit",

@@ -22,12 +22,14 @@ most in each chunk.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version
 from dicom4qi.formats.segmeta import segments_from_dataset
+from dicom4qi.formats.source_frames import SourceFrames
 from dicom4qi.model.decoded import DecodedWriter, frame_key
 from dicom4qi.model.uids import VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE
 
@@ -119,6 +121,9 @@ class HighdicomConsumer(Consumer):
         try:
             get(segment_numbers=[n for n in seg.segment_numbers if n != 0][:1] or None)
         except RuntimeError as exc:
+            if "does not contain information about source frames" in str(exc):
+                # Frames placed by position alone: what highdicom offers for them is the volume.
+                return self._read_volume(seg, request.sources, str(exc))
             if "spatial locations are preserved" not in str(exc) or self.variant == "strict":
                 raise
             # What a highdicom user does next: say that the frames are on the source grid.
@@ -155,6 +160,41 @@ class HighdicomConsumer(Consumer):
                 writer.set_pixels(n, arr[..., j])
             del arr
         writer.notes.append(f"{call}, segment_numbers in chunks of {chunk})")
+        return writer
+
+    def _read_volume(self, seg: Any, sources: list[Path], why: str) -> DecodedWriter:
+        """A SEG whose frames name no source image: ``get_volume()``, its slices placed on the sources by position."""
+        src = SourceFrames(sources)
+        fractional = seg.segmentation_type.value == "FRACTIONAL"
+        writer = DecodedWriter(src.keys, src.rows, src.columns, fractional=fractional)
+        writer.notes.append(f"get_pixels_by_source_instance refused ({why[:160]}); read with get_volume()")
+        for s in segments_from_dataset(seg, color=_highdicom_rgb):
+            writer.add_segment(s)
+        geometry_from_dataset(seg, writer)
+
+        def placed(volume: Any) -> tuple[Any, np.ndarray]:
+            a = np.asarray(volume.affine, dtype=float)
+            axes = np.stack([a[:3, 2], a[:3, 1], a[:3, 0]])  # column, row and slice steps
+            placement = src.place(a[:3, 3], axes, int(volume.spatial_shape[0]))
+            return placement, src.to_grid(placement, np.asarray(volume.array))
+
+        numbers = [n for n in seg.segment_numbers if n != 0]
+        if not fractional:
+            try:
+                _, labels = placed(seg.get_volume(combine_segments=True))
+            except (ValueError, RuntimeError) as exc:
+                if "overlap" not in str(exc).lower():
+                    raise
+                writer.notes.append(f"get_volume(combine_segments=True) refused ({exc}); reading segment by segment")
+            else:
+                writer.set_labelmap(labels)
+                writer.notes.append("get_volume(combine_segments=True), slices placed by position")
+                return writer
+        for n in numbers:
+            volume = seg.get_volume(segment_numbers=[n], dtype=np.float32 if fractional else np.uint8)
+            _, grid = placed(volume.squeeze_channel() if volume.number_of_channel_dimensions else volume)
+            writer.set_pixels(n, grid)
+        writer.notes.append("get_volume(segment_numbers=[n]) per segment, slices placed by position")
         return writer
 
     def _read_slide(self, seg: Any, source: Any) -> DecodedWriter:

@@ -100,7 +100,10 @@ class HighdicomProducer(Producer):
     features = frozenset(
         {
             "binary",
+            "binary-unaligned-frames",
             "fractional",
+            "fractional-occupancy",
+            "fractional-max-value",
             "labelmap",
             "labelmap-8bit",
             "labelmap-16bit",
@@ -175,6 +178,7 @@ class HighdicomProducer(Producer):
             software_versions=f"highdicom {self.version()}",
             device_serial_number="1",
             max_fractional_value=enc.max_fractional_value,
+            fractional_type=enc.fractional_type,
             transfer_syntax_uid=enc.transfer_syntax_uid,
             series_description=f"SEG highdicom {request.case_id}"[:64],
             **tiling,

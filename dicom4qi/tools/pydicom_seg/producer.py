@@ -25,6 +25,7 @@ class PydicomSegProducer(Producer):
     features = frozenset(
         {
             "binary",
+            "binary-unaligned-frames",
             "disjoint",
             "empty-segment",
             "empty-frames",

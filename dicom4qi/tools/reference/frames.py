@@ -9,8 +9,10 @@ them apart, and their functional groups.
   in a functional group item, so the nested Referenced SOP Instance UID or
   Referenced Frame Number of the Derivation Image group would not do). With
   ``frame_order = "position-major"`` the frames go slice by slice with the
-  segments interleaved, and the segment dimension comes second;
-- per frame: Derivation Image (the source frame it segments), Frame Content
+  segments interleaved, and the segment dimension comes second; ``shuffled``
+  frames keep the dimensions of segment-major order;
+- per frame: Derivation Image (the source frame it segments; left out with
+  ``source_references = "position-only"``), Frame Content
   (Dimension Index Values, and the source's Temporal Position Index where it has
   one), Plane Position (Patient) where the source has positions, Segment
   Identification (BINARY and FRACTIONAL); shared: Pixel Measures and Plane
@@ -147,21 +149,23 @@ def shared_groups(source: SourceInfo, truth: Truth) -> Any:
     return shared
 
 
-def frame_group(frame: OutFrame, source: SourceInfo, dims: list[Dimension], labelmap: bool) -> Any:
-    """One item of the Per-frame Functional Groups Sequence."""
+def frame_group(
+    frame: OutFrame, source: SourceInfo, dims: list[Dimension], labelmap: bool, source_reference: bool = True
+) -> Any:
+    """One item of the Per-frame Functional Groups Sequence (``source_reference``: with its Derivation Image)."""
     src = source.frames[frame.index]
-    ref = make_item(ReferencedSOPClassUID=src.sop_class_uid, ReferencedSOPInstanceUID=src.sop_instance_uid)
-    if src.frame_number is not None:
-        ref.ReferencedFrameNumber = src.frame_number
-    ref.PurposeOfReferenceCodeSequence = make_seq(make_code(*_SOURCE_FOR_PROCESSING))
-    ref.SpatialLocationsPreserved = "YES"
-    fg = make_item(
-        DerivationImageSequence=make_seq(
+    fg = make_item()
+    if source_reference:
+        ref = make_item(ReferencedSOPClassUID=src.sop_class_uid, ReferencedSOPInstanceUID=src.sop_instance_uid)
+        if src.frame_number is not None:
+            ref.ReferencedFrameNumber = src.frame_number
+        ref.PurposeOfReferenceCodeSequence = make_seq(make_code(*_SOURCE_FOR_PROCESSING))
+        ref.SpatialLocationsPreserved = "YES"
+        fg.DerivationImageSequence = make_seq(
             make_item(
                 SourceImageSequence=make_seq(ref), DerivationCodeSequence=make_seq(make_code(*_SEGMENTATION_DERIVATION))
             )
         )
-    )
     content = make_item()
     if src.temporal_index is not None:
         content.TemporalPositionIndex = src.temporal_index

@@ -192,7 +192,7 @@ def image_pixel_segmentation(ds: Any, truth: Truth, enc: Encoding, n_frames: int
     ds.ContentCreatorName = ""
     ds.SegmentationType = enc.type.value
     if enc.type is SegmentationType.FRACTIONAL:
-        ds.SegmentationFractionalType = "PROBABILITY"
+        ds.SegmentationFractionalType = enc.fractional_type
         ds.MaximumFractionalValue = truth.fractional_max
     if enc.type is SegmentationType.LABELMAP:
         ds.PixelPaddingValue = 0
@@ -200,11 +200,12 @@ def image_pixel_segmentation(ds: Any, truth: Truth, enc: Encoding, n_frames: int
     ds.SegmentSequence = make_seq(*(segment_item(s) for s in sorted(truth.segments, key=lambda s: s.number)))
 
 
-def common_instance_reference(source: SourceInfo) -> Any:
-    """Referenced Series Sequence: every source instance, by series."""
+def common_instance_reference(source: SourceInfo, used: set[int] | None = None) -> Any:
+    """Referenced Series Sequence: every source instance, by series (``used``: only those of these frames)."""
     series: dict[str, dict[str, str]] = {}
-    for f in source.frames:
-        series.setdefault(f.series_uid, {})[f.sop_instance_uid] = f.sop_class_uid
+    for k, f in enumerate(source.frames):
+        if used is None or k in used:
+            series.setdefault(f.series_uid, {})[f.sop_instance_uid] = f.sop_class_uid
     return make_seq(
         *(
             make_item(

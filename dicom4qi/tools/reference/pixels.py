@@ -13,21 +13,24 @@ frames are kept, compressed, in memory).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import BufferedIOBase
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import numpy as np
 
 from dicom4qi.model.truth import Truth
 from dicom4qi.tools.reference.frames import OutFrame
 
+T = TypeVar("T")
+
 __all__ = [
     "FrameStore",
     "NativeSink",
     "PixelSink",
     "RleSink",
+    "reordered",
     "segment_planes",
     "write_labelmap_frames",
     "write_segment_frames",
@@ -158,10 +161,14 @@ def segment_planes(truth: Truth) -> Iterator[tuple[int, int, np.ndarray]]:
                 yield info.number, z0 + int(i), plane
 
 
-def write_segment_frames(truth: Truth, sink: PixelSink, position_major: bool, scratch: Path) -> list[OutFrame]:
-    """BINARY / FRACTIONAL frames into ``sink``, segment-major or position-major; return them in object order."""
+def write_segment_frames(truth: Truth, sink: PixelSink, order: str, scratch: Path, seed: int = 0) -> list[OutFrame]:
+    """BINARY / FRACTIONAL frames into ``sink`` in ``order``; return them in object order.
+
+    ``order``: segment-major (as they come), position-major (slice by slice, segments interleaved) or
+    shuffled (a seeded permutation: neither by segment nor by position).
+    """
     frames: list[OutFrame] = []
-    if not position_major:
+    if order == "segment-major":
         for number, index, plane in segment_planes(truth):
             sink.add(plane)
             frames.append(OutFrame(number, index))
@@ -171,7 +178,8 @@ def write_segment_frames(truth: Truth, sink: PixelSink, position_major: bool, sc
         try:
             for number, index, plane in segment_planes(truth):
                 store.put(number, index, plane)
-            for number, index in sorted(store.keys(), key=lambda key: (key[1], key[0])):
+            keys = reordered(store.keys(), order, seed, position=lambda key: (key[1], key[0]))
+            for number, index in keys:
                 sink.add(store.get(number, index))
                 frames.append(OutFrame(number, index))
         finally:
@@ -182,8 +190,21 @@ def write_segment_frames(truth: Truth, sink: PixelSink, position_major: bool, sc
     return frames
 
 
-def write_labelmap_frames(truth: Truth, sink: PixelSink, bits: int, scratch: Path) -> list[OutFrame]:
-    """Paint the segments into a memory-mapped label volume, then send its non-empty frames to ``sink``."""
+def reordered(keys: list[T], order: str, seed: int, position: Callable[[T], Any]) -> list[T]:
+    """``keys`` (in writing order) as the object stores them: by ``position``, or shuffled with ``seed``."""
+    if order == "position-major":
+        return sorted(keys, key=position)
+    if order == "shuffled":
+        rng = np.random.default_rng(seed)
+        return [keys[i] for i in rng.permutation(len(keys))]
+    return list(keys)
+
+
+def write_labelmap_frames(
+    truth: Truth, sink: PixelSink, bits: int, scratch: Path, order: str = "segment-major", seed: int = 0
+) -> list[OutFrame]:
+    """Paint the segments into a memory-mapped label volume, then send its non-empty frames to ``sink``
+    (by position, or shuffled)."""
     dtype = np.uint8 if bits == 8 else np.uint16
     volume = np.memmap(scratch / "labels.raw", dtype=dtype, mode="w+", shape=truth.shape)
     try:
@@ -200,6 +221,7 @@ def write_labelmap_frames(truth: Truth, sink: PixelSink, bits: int, scratch: Pat
                     )
                 region[mask] = number
         indices = [k for k in range(truth.shape[0]) if volume[k].any()] or [0]
+        indices = reordered(indices, order, seed, position=lambda k: k)
         for k in indices:
             sink.add(np.asarray(volume[k]))
         return [OutFrame(None, k) for k in indices]

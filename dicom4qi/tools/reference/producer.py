@@ -103,9 +103,16 @@ def build_dataset(
     ds.SOPClassUID, ds.SOPInstanceUID = sop_class, who.sop_instance_uid
     image_pixel_segmentation(ds, truth, enc, len(frames))
     dimension_module(ds, dims, kind, who.dimension_uid)
-    ds.ReferencedSeriesSequence = common_instance_reference(source)
+    if enc.source_references == "per-frame":
+        # Common Instance Reference: required where the object references instances, and only then
+        # (dciodvfy: "ReferencedSeriesSequence present but Instance does not reference Instances").
+        used = {f.index for f in frames} if enc.referenced_instances == "segmented" else None
+        ds.ReferencedSeriesSequence = common_instance_reference(source, used)
     ds.SharedFunctionalGroupsSequence = make_seq(shared_groups(source, truth))
-    ds.PerFrameFunctionalGroupsSequence = make_seq(*(frame_group(f, source, dims, labelmap) for f in frames))
+    per_frame_refs = enc.source_references == "per-frame"
+    ds.PerFrameFunctionalGroupsSequence = make_seq(
+        *(frame_group(f, source, dims, labelmap, per_frame_refs) for f in frames)
+    )
     return ds
 
 
@@ -168,7 +175,13 @@ class ReferenceProducer(Producer):
     features = frozenset(
         {
             "binary",
+            "binary-unaligned-frames",
             "fractional",
+            "fractional-occupancy",
+            "fractional-max-value",
+            "frames-shuffled",
+            "frames-position-only",
+            "partial-references",
             "labelmap",
             "labelmap-8bit",
             "labelmap-16bit",
@@ -225,26 +238,36 @@ class ReferenceProducer(Producer):
                 native = NativeSink(scratch / "pixels.raw", enc.bits)
                 stack.callback(native.close)
                 sink = native
+            seed = request.case.segments.seed
             if labelmap:
-                frames = write_labelmap_frames(truth, sink, enc.bits, scratch)
+                frames = write_labelmap_frames(truth, sink, enc.bits, scratch, enc.frame_order, seed)
             else:
-                frames = write_segment_frames(truth, sink, position_major, scratch)
+                frames = write_segment_frames(truth, sink, enc.frame_order, scratch, seed)
             vr, value = sink.finish()
             ds = build_dataset(truth, enc, source, frames, dims, kind, who)
             ds.add_new(0x7FE00010, vr, value)
             ds.save_as(request.output, enforce_file_format=True)
-        return self._notes(enc, truth, frames, dims, position_major)
+        return self._notes(enc, truth, frames, dims)
 
     @staticmethod
-    def _notes(
-        enc: Encoding, truth: Truth, frames: list[OutFrame], dims: list[Dimension], position_major: bool
-    ) -> list[str]:
+    def _notes(enc: Encoding, truth: Truth, frames: list[OutFrame], dims: list[Dimension]) -> list[str]:
         n_segments = len(truth.segments)
         empty = sum(1 for s in truth.segments if s.empty)
+        order = {
+            "segment-major": "segment-major",
+            "position-major": "position-major: slice by slice, segments interleaved",
+            "shuffled": "shuffled: neither by segment nor by position",
+        }[enc.frame_order]
         if enc.type is SegmentationType.LABELMAP:
-            order = "one label map frame per source frame with any segment"
-        else:
-            order = "position-major: slice by slice, segments interleaved" if position_major else "segment-major"
+            order = "one label map frame per source frame with any segment, " + (
+                "by position" if enc.frame_order == "segment-major" else order
+            )
+        listed = "all source instances" if enc.referenced_instances == "all" else "only the segmented source instances"
+        refs = {
+            "per-frame": f"each frame names its source image; the Referenced Series Sequence lists {listed}",
+            "position-only": "frames placed by Plane Position (Patient) alone: no per-frame source reference, "
+            "no Referenced Series Sequence (the object references no instance)",
+        }[enc.source_references]
         return [
             f"{enc.type.value}, {enc.bits} bit(s) allocated, {WRITTEN_SYNTAXES[enc.transfer_syntax_uid]}",
             (
@@ -252,4 +275,5 @@ class ReferenceProducer(Producer):
                 f"on {len(truth.frame_keys)} source frames; empty frames omitted"
             ),
             "dimensions: " + ", then ".join(d.label for d in dims),
+            refs,
         ]
