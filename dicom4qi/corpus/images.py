@@ -45,7 +45,7 @@ def _header(src: Source, sop_class: str, uids: dict[str, str], sop_uid: str, fp:
     ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
-    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SpecificCharacterSet = "" if src.character_set == "empty" else src.character_set
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.StudyInstanceUID = uids["study"]
@@ -100,7 +100,7 @@ def _single_frame_series(
         ds.ImagePositionPatient = [_ds(v) for v in positions[k]]
         ds.ImageOrientationPatient = [_ds(v) for v in src.orientation]
         ds.PixelSpacing = [_ds(v) for v in src.pixel_spacing]
-        ds.SliceThickness = _ds(src.slice_spacing)
+        ds.SliceThickness = _ds(src.slice_spacing) if src.slice_thickness else None
         if not src.is_uneven:  # an uneven series has no one spacing to declare
             ds.SpacingBetweenSlices = _ds(src.slice_spacing)
         if src.modality == "CT":

@@ -147,7 +147,8 @@ def synthesize_masks(case: Case) -> dict[int, Crop]:
     """The truth crops of a case, keyed by segment number (empty segments absent)."""
     rng = np.random.default_rng(case.segments.seed)
     gen = _blobs if case.segments.generator == "blobs" else _ellipsoids
-    crops = gen(case, rng)
+    numbers = case.segments.segment_numbers
+    crops = {numbers[i - 1]: crop for i, crop in gen(case, rng).items()}  # generated 1..count, then numbered
     for n in case.segments.empty:
         crops.pop(n, None)
     for n in case.segments.gaps:
@@ -224,7 +225,7 @@ def build_case(loaded: LoadedCase, build_root: Path, *, force: bool = False) -> 
     meta = case.metadata
     overrides = {o.number: o for o in meta.segment}
     segments: list[Segment] = []
-    for n in range(1, case.segments.count + 1):
+    for n in case.segments.segment_numbers:
         o = overrides.get(n)
         segments.append(
             Segment(

@@ -175,6 +175,14 @@ class Source(_Strict):
     origin: tuple[Position, Position, Position] = (0.0, 0.0, 0.0)
     frame_time: float = Field(40.0, gt=0, le=1e6, description="cine: milliseconds between frames.")
     tile: int = Field(256, ge=16, le=4096, description="slide-tiled-full: tile rows and columns.")
+    character_set: Literal["ISO_IR 192", "empty"] = Field(
+        "ISO_IR 192",
+        description="Specific Character Set of the source images: UTF-8, or present but empty (the default "
+        "repertoire), as some scanners write it.",
+    )
+    slice_thickness: bool = Field(
+        True, description="single-frame-series: false leaves Slice Thickness (Type 2) empty in every image."
+    )
 
     @model_validator(mode="after")
     def _orthonormal(self) -> Source:
@@ -193,6 +201,8 @@ class Source(_Strict):
             raise ValueError(f"layout {self.layout!r} is one 2D image: frames must be 1")
         if self.layout != "slide-tiled-full" and max(self.rows, self.columns) > 4096:
             raise ValueError("rows and columns are at most 4096 but for a slide's total pixel matrix")
+        if not self.slice_thickness and self.layout != "single-frame-series":
+            raise ValueError("slice_thickness: only a series of single-frame images is written without one")
         if self.slice_positions is not None:
             if self.layout not in ("single-frame-series", "enhanced-multiframe"):
                 raise ValueError("slice_positions apply to volumes (single-frame-series, enhanced-multiframe)")
@@ -247,13 +257,33 @@ class Segments(_Strict):
         default_factory=list,
         description="Segment numbers given an empty frame in the middle of their extent.",
     )
+    numbers: list[Annotated[int, Field(ge=1, le=65535)]] | None = Field(
+        None,
+        description="The segment numbers, increasing, one per segment (default 1 to count); gaps between them "
+        "(1, 2, 7, 300) are allowed in a label map (Sup 243).",
+    )
+
+    @property
+    def segment_numbers(self) -> list[int]:
+        """The number of each segment, in order."""
+        return list(self.numbers) if self.numbers is not None else list(range(1, self.count + 1))
+
+    @property
+    def contiguous(self) -> bool:
+        return self.segment_numbers == list(range(1, self.count + 1))
 
     @model_validator(mode="after")
     def _consistent(self) -> Segments:
+        if self.numbers is not None:
+            if len(self.numbers) != self.count:
+                raise ValueError(f"numbers: {len(self.numbers)} numbers for {self.count} segments")
+            if any(b <= a for a, b in zip(self.numbers, self.numbers[1:])):
+                raise ValueError("numbers must increase strictly")
+        known = set(self.segment_numbers)
         for name in ("empty", "gaps"):
             for n in getattr(self, name):
-                if not 1 <= n <= self.count:
-                    raise ValueError(f"{name}: segment {n} is not in 1..{self.count}")
+                if n not in known:
+                    raise ValueError(f"{name}: segment {n} is not one of the segment numbers")
         if set(self.empty) & set(self.gaps):
             raise ValueError("a segment cannot be both empty and have a gap")
         if self.generator == "blobs" and (self.overlap or self.fractional):
@@ -399,8 +429,8 @@ class Case(_Strict):
         if e.type is SegmentationType.LABELMAP:
             if e.bits not in (8, 16):
                 raise ValueError("encoding.bits: LABELMAP is 8 or 16 bit")
-            if e.bits == 8 and s.count > 255:
-                raise ValueError("encoding.bits: an 8-bit label map holds at most 255 segments")
+            if e.bits == 8 and max(s.segment_numbers) > 255:
+                raise ValueError("encoding.bits: an 8-bit label map holds segment numbers up to 255")
             if s.overlap:
                 raise ValueError("segments.overlap: a label map cannot hold overlapping segments")
         if s.fractional != (e.type is SegmentationType.FRACTIONAL):
@@ -417,13 +447,18 @@ class Case(_Strict):
             raise ValueError(
                 "encoding.source_references: frames without a position in patient space need their source reference"
             )
+        if not s.contiguous and e.type is not SegmentationType.LABELMAP:
+            raise ValueError(
+                "segments.numbers: BINARY and FRACTIONAL segments are numbered 1 to count (PS3.3 C.8.20.4)"
+            )
+        numbers = set(s.segment_numbers)
         for o in self.metadata.segment:
-            if o.number > s.count:
-                raise ValueError(f"metadata.segment: number {o.number} > segments.count")
+            if o.number not in numbers:
+                raise ValueError(f"metadata.segment: number {o.number} is not one of the segment numbers")
         if len(set(self.features)) != len(self.features):
             raise ValueError("features: listed twice")
         try:
-            _check_label_pattern(self.metadata.label_pattern, s.count)
+            _check_label_pattern(self.metadata.label_pattern, max(s.segment_numbers))
         except ValueError as exc:
             raise ValueError(f"metadata.{exc}") from None
         return self
@@ -443,7 +478,7 @@ class Case(_Strict):
 
 def implied_features(case: Case) -> set[str]:
     """The features a case exercises by its content, whatever it declares."""
-    e, s = case.encoding, case.segments
+    e, s, src = case.encoding, case.segments, case.source
     out = {e.type.value.lower(), TRANSFER_SYNTAXES[e.transfer_syntax][1], *LAYOUT_FEATURES[case.source.layout]}
     if case.source.is_uneven:
         out.add("uneven-spacing")
@@ -470,7 +505,7 @@ def implied_features(case: Case) -> set[str]:
         out.add("anatomic-region")
     overrides = {o.number: o for o in meta.segment}
     algorithms = set()
-    for n in range(1, s.count + 1):
+    for n in s.segment_numbers:
         o = overrides.get(n)
         algorithms.add(
             (
@@ -485,7 +520,12 @@ def implied_features(case: Case) -> set[str]:
         out.add("segments-interleaved")
     if e.frame_order == "shuffled":
         out.add("frames-shuffled")
-    src = case.source
+    if not s.contiguous:
+        out.add("labelmap-sparse-numbers")
+    if src.character_set != "ISO_IR 192":
+        out.add("source-default-charset")
+    if not src.slice_thickness:
+        out.add("source-no-slice-thickness")
     frame_pixels = src.tile * src.tile if src.layout == "slide-tiled-full" else src.rows * src.columns
     if e.type is SegmentationType.BINARY and frame_pixels % 8:
         out.add("binary-unaligned-frames")

@@ -26,6 +26,8 @@ const FEATURES = [
   "frames-shuffled",
   "frames-position-only",
   "partial-references",
+  "source-default-charset",
+  "source-no-slice-thickness",
   "disjoint",
   "overlap",
   "empty-segment",

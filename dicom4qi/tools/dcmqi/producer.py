@@ -57,6 +57,8 @@ class DcmqiProducer(Producer):
             "oblique",
             "many-segments",
             "single-frame-source",
+            "source-default-charset",
+            "source-no-slice-thickness",
             "segment-metadata",
             "non-ascii-text",
             "long-text",

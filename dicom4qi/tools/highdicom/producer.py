@@ -114,6 +114,8 @@ class HighdicomProducer(Producer):
             "oblique",
             "many-segments",
             "single-frame-source",
+            "source-default-charset",
+            "source-no-slice-thickness",
             "multiframe-source",
             "segment-metadata",
             "slide-source",

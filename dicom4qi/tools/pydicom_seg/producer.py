@@ -32,6 +32,8 @@ class PydicomSegProducer(Producer):
             "oblique",
             "many-segments",
             "single-frame-source",
+            "source-default-charset",
+            "source-no-slice-thickness",
             "segment-metadata",
             "ts-explicit-le",
             "non-ascii-text",
