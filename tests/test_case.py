@@ -74,7 +74,26 @@ def test_good_case_loads_with_id_from_path(tmp_path: Path) -> None:
         (('tier = "quick"', 'tier = "stress"'), "tier", "under quick/"),
         (("frames = 4", "frames = 4\norientation = [1, 0, 0, 1, 0, 0]"), "source", "orthonormal"),
         (('type = "BINARY"', 'type = "LABELMAP"'), "(case)", "LABELMAP is 8 or 16 bit"),
-        (("count = 2", "count = 2\nempty = [5]"), "segments", "segment 5 is not in 1..2"),
+        (("count = 2", "count = 2\nempty = [5]"), "segments", "segment 5 is not one of the segment numbers"),
+        (("count = 2", "count = 2\nnumbers = [1, 7]"), "(case)", "BINARY and FRACTIONAL segments are numbered 1 to"),
+        (("count = 2", "count = 2\nnumbers = [7, 3]"), "segments", "numbers must increase strictly"),
+        (("count = 2", "count = 2\nnumbers = [1]"), "segments", "1 numbers for 2 segments"),
+        (
+            ("bits = 1", 'bits = 1\nfractional_type = "OCCUPANCY"'),
+            "(case)",
+            "only a FRACTIONAL object has a fractional",
+        ),
+        (("bits = 1", "bits = 1\nmax_fractional_value = 100"), "(case)", "only a FRACTIONAL object has one"),
+        (
+            ("bits = 1", 'bits = 1\nsource_references = "position-only"\nreferenced_instances = "segmented"'),
+            "(case)",
+            "a position-only object references no instance",
+        ),
+        (
+            ("frames = 4", 'frames = 4\nlayout = "enhanced-multiframe"\nslice_thickness = false'),
+            "source",
+            "only a series of single-frame images",
+        ),
         (("count = 2", 'count = 2\ngenerator = "blobs"\noverlap = true'), "segments", "disjoint binary"),
     ],
 )
@@ -146,7 +165,7 @@ def test_lint_rejects_broken_toml(tmp_path: Path) -> None:
 def test_lint_8bit_labelmap_cannot_hold_300_segments(tmp_path: Path) -> None:
     text = GOOD.replace('type = "BINARY"\nbits = 1', 'type = "LABELMAP"\nbits = 8').replace("count = 2", "count = 300")
     err = _lint(tmp_path, text)
-    assert "at most 255 segments" in err.reason
+    assert "segment numbers up to 255" in err.reason
 
 
 def _small_features(tmp_path: Path, *extra: str) -> Path:
@@ -192,6 +211,12 @@ def test_cli_lint_fails_on_a_feature_without_a_quick_case(tmp_path: Path, capsys
         (("bits = 1", 'bits = 1\nframe_order = "position-major"'), "segments-interleaved"),
         (("frames = 4", "frames = 4\nslice_positions = [0.0, 2.0, 6.0, 8.0]"), "uneven-spacing"),
         (("frames = 4", 'frames = 4\n[metadata]\nlabel_pattern = "Läsion {n}"'), "non-ascii-text"),
+        (("rows = 16\ncolumns = 16", "rows = 15\ncolumns = 15"), "binary-unaligned-frames"),
+        (("bits = 1", 'bits = 1\nframe_order = "shuffled"'), "frames-shuffled"),
+        (("bits = 1", 'bits = 1\nsource_references = "position-only"'), "frames-position-only"),
+        (("bits = 1", 'bits = 1\nreferenced_instances = "segmented"'), "partial-references"),
+        (("frames = 4", 'frames = 4\ncharacter_set = "empty"'), "source-default-charset"),
+        (("frames = 4", "frames = 4\nslice_thickness = false"), "source-no-slice-thickness"),
     ],
 )
 def test_content_implies_the_new_features(tmp_path: Path, change: tuple[str, str], feature: str) -> None:
@@ -207,6 +232,20 @@ def test_content_implies_the_new_features(tmp_path: Path, change: tuple[str, str
 
 def _load(tmp_path: Path, text: str):
     return load_case(_write(tmp_path, text), tmp_path).case
+
+
+def test_a_sparse_label_map_numbers_its_segments_as_declared(tmp_path: Path) -> None:
+    text = (
+        GOOD.replace('type = "BINARY"', 'type = "LABELMAP"')
+        .replace("bits = 1", "bits = 16")
+        .replace('"binary", ', '"labelmap", "labelmap-16bit", "labelmap-sparse-numbers", "empty-segment", ')
+        .replace("count = 2", "count = 3\nnumbers = [1, 7, 300]\nempty = [7]")
+    )
+    case = load_case(_write(tmp_path, text), tmp_path, load_features(FEATURES)).case
+    assert case.segments.segment_numbers == [1, 7, 300] and not case.segments.contiguous
+    eight_bit = text.replace("bits = 16", "bits = 8").replace('"labelmap-16bit"', '"labelmap-8bit"')
+    with pytest.raises(CaseError, match="segment numbers up to 255"):
+        load_case(_write(tmp_path, eight_bit), tmp_path, load_features(FEATURES))
 
 
 def test_layout_checks_modality_and_frames(tmp_path: Path) -> None:
