@@ -256,13 +256,17 @@ def _case_infos(site: _Site) -> dict[str, CaseInfo]:
                 (
                     "segments",
                     f"{g.count} ({g.generator}, seed {g.seed}, fill {g.fill})"
+                    + (f", numbered {', '.join(map(str, g.numbers))}" if g.numbers is not None else "")
                     + (f", empty: {', '.join(map(str, g.empty))}" if g.empty else "")
                     + (f", empty frames in: {', '.join(map(str, g.gaps))}" if g.gaps else ""),
                 ),
                 (
                     "encoding",
                     f"{e.type.value}, {e.bits} bit(s), {e.transfer_syntax}"
-                    + (f", frames {e.frame_order}" if e.frame_order != "segment-major" else ""),
+                    + (f", frames {e.frame_order}" if e.frame_order != "segment-major" else "")
+                    + (f", {e.fractional_type} of {e.max_fractional_value}" if e.type.value == "FRACTIONAL" else "")
+                    + (", frames placed by position only" if e.source_references == "position-only" else "")
+                    + (", references the segmented slices only" if e.referenced_instances == "segmented" else ""),
                 ),
                 ("case file", f"corpus/cases/{case_id}.toml"),
             ]
