@@ -179,6 +179,8 @@ def test_interleaved_frames_go_slice_by_slice(truth_of: TruthOf, tmp_path: Path)
         "quick/labelmap-partial-references",
         "quick/fractional-occupancy",
         "quick/fractional-max-1",
+        "quick/labelmap-16bit-sparse-numbers",
+        "quick/labelmap-palette-8bit",
     ],
 )
 def test_reference_decoder_reads_back_the_truth(case_id: str, truth_of: TruthOf, tmp_path: Path) -> None:
@@ -313,6 +315,21 @@ def test_partial_references_list_only_the_segmented_instances(truth_of: TruthOf,
         for fg in ds.PerFrameFunctionalGroupsSequence
     }
     assert listed == framed and len(listed) < len(truth.frame_keys)  # some slices hold no segment: not listed
+
+
+def test_a_palette_label_map_colours_its_segments_in_its_lookup_table(truth_of: TruthOf, tmp_path: Path) -> None:
+    seg, truth = _write("quick/labelmap-palette-8bit", truth_of, tmp_path)
+    ds = pydicom.dcmread(seg, stop_before_pixels=True)
+    assert ds.PhotometricInterpretation == "PALETTE COLOR"
+    assert all("RecommendedDisplayCIELabValue" not in item for item in ds.SegmentSequence)  # Sup 243: the LUT's job
+    entries, first, bits = (int(v) for v in ds.RedPaletteColorLookupTableDescriptor)
+    assert (first, bits) == (0, 16) and entries == max(s.number for s in truth.segments) + 1
+    luts = [np.frombuffer(ds[tag].value, "<u2") for tag in (0x00281201, 0x00281202, 0x00281203)]
+    for s in truth.segments:
+        assert s.color_rgb is not None
+        assert tuple(int(lut[s.number]) // 257 for lut in luts) == s.color_rgb
+    assert tuple(int(lut[0]) for lut in luts) == (0, 0, 0)
+    assert bytes(ds.ICCProfile[12:16]) == b"spac"  # PS3.3 C.11.15.1.1: an Input or ColorSpace profile
 
 
 def test_fractional_type_and_maximum_are_written_as_asked(truth_of: TruthOf, tmp_path: Path) -> None:

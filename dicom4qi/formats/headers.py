@@ -144,4 +144,5 @@ def header_summary(path: Path) -> Header:
         frames=int(frames) if frames is not None else None,
         fractional_type=str(ds.get("SegmentationFractionalType", "")),
         max_fractional_value=int(ds.MaximumFractionalValue) if "MaximumFractionalValue" in ds else None,
+        photometric=str(ds.get("PhotometricInterpretation", "")),
     )

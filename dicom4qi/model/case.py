@@ -314,6 +314,11 @@ class Encoding(_Strict):
         description="per-frame: each frame names its source image (Derivation Image Sequence); position-only: "
         "frames are placed by Plane Position (Patient) alone, with no per-frame source image reference.",
     )
+    photometric: Literal["MONOCHROME2", "PALETTE COLOR"] = Field(
+        "MONOCHROME2",
+        description="Photometric Interpretation of a LABELMAP object: plain labels, or labels with a Palette Color "
+        "Lookup Table that gives each segment its display colour (Sup 243).",
+    )
     referenced_instances: Literal["all", "segmented"] = Field(
         "all",
         description="The source instances the Referenced Series Sequence lists: all of the series, or only "
@@ -437,6 +442,8 @@ class Case(_Strict):
             raise ValueError("segments.fractional must be true exactly for FRACTIONAL encoding")
         if e.frame_order == "position-major" and e.type is SegmentationType.LABELMAP:
             raise ValueError("encoding.frame_order: a label map has no segment frames to interleave")
+        if e.photometric != "MONOCHROME2" and e.type is not SegmentationType.LABELMAP:
+            raise ValueError("encoding.photometric: only a LABELMAP object may be PALETTE COLOR")
         if e.fractional_type != "PROBABILITY" and e.type is not SegmentationType.FRACTIONAL:
             raise ValueError("encoding.fractional_type: only a FRACTIONAL object has a fractional type")
         if e.max_fractional_value != 255 and e.type is not SegmentationType.FRACTIONAL:
@@ -522,6 +529,8 @@ def implied_features(case: Case) -> set[str]:
         out.add("frames-shuffled")
     if not s.contiguous:
         out.add("labelmap-sparse-numbers")
+    if e.photometric == "PALETTE COLOR":
+        out.add("labelmap-palette")
     if src.character_set != "ISO_IR 192":
         out.add("source-default-charset")
     if not src.slice_thickness:

@@ -272,6 +272,7 @@ class Header:
     frames: int | None = None
     fractional_type: str = ""
     max_fractional_value: int | None = None
+    photometric: str = ""
 
 
 @dataclass(kw_only=True)

@@ -189,6 +189,12 @@ def inspect_object(path: Path, header: Header, loaded: LoadedCase, truth: Truth)
     )
     bits = header.bits_allocated
     chk("bits-allocated", bits == enc.bits, f"Bits Allocated {bits}, expected {enc.bits}")
+    if enc.photometric != "MONOCHROME2":  # asked for explicitly (labelmap-palette)
+        chk(
+            "photometric",
+            header.photometric == enc.photometric,
+            f"Photometric Interpretation {header.photometric or 'missing'}, expected {enc.photometric}",
+        )
     if enc.type.value == "FRACTIONAL" and (enc.fractional_type != "PROBABILITY" or enc.max_fractional_value != 255):
         # Asked for explicitly (the features fractional-occupancy, fractional-max-value): said as asked?
         got = (header.fractional_type or "missing", header.max_fractional_value)

@@ -50,7 +50,7 @@ def _code(c: Code) -> CodedConcept:
     return CodedConcept(value=c["value"], scheme_designator=c["scheme"], meaning=c["meaning"])
 
 
-def segment_description(info: Segment) -> SegmentDescription:
+def segment_description(info: Segment, colour: bool = True) -> SegmentDescription:
     """A highdicom SegmentDescription carrying the truth's metadata for one segment.
 
     highdicom has no parameter for the Segmented Property Type Modifier nor the Anatomic Region
@@ -60,7 +60,7 @@ def segment_description(info: Segment) -> SegmentDescription:
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    color = hd.color.CIELabColor.from_rgb(*info.color_rgb) if info.color_rgb else None
+    color = hd.color.CIELabColor.from_rgb(*info.color_rgb) if info.color_rgb and colour else None
     algorithm = None
     if info.algorithm_type != "MANUAL":
         assert info.algorithm_name is not None and info.algorithm_version is not None  # the truth always has them
@@ -104,6 +104,7 @@ class HighdicomProducer(Producer):
             "fractional",
             "fractional-occupancy",
             "fractional-max-value",
+            "labelmap-palette",
             "labelmap",
             "labelmap-8bit",
             "labelmap-16bit",
@@ -141,7 +142,8 @@ class HighdicomProducer(Producer):
         case, truth = request.case, request.truth
         enc = case.encoding
         sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in truth.source_paths]
-        descriptions = [segment_description(s) for s in truth.segments]
+        # A PALETTE COLOR label map's colours are in its lookup table, not in the segments (Sup 243).
+        descriptions = [segment_description(s, enc.photometric != "PALETTE COLOR") for s in truth.segments]
         shape = truth.shape
         notes: list[str] = []
         tiling = slide_options(sources)
@@ -166,6 +168,19 @@ class HighdicomProducer(Producer):
                 dtype = np.uint8 if len(truth.segments) < 256 else np.uint16
                 pixels = labelmap_from_crops(dict(masks), shape, dtype=dtype)
                 notes.append(f"pixel_array: 3D {pixels.dtype} label map of segment numbers")
+        from dicom4qi.formats.icc import srgb_icc_profile
+
+        palette: dict[str, Any] = {}
+        if enc.photometric == "PALETTE COLOR":
+            entries = max(s.number for s in truth.segments) + 1
+            wide = entries > 256  # highdicom: more entries than 8 bits can count need 16-bit entries
+            lut = np.zeros((entries, 3), dtype=np.uint16 if wide else np.uint8)
+            for s in truth.segments:
+                if s.color_rgb is not None:
+                    lut[s.number] = [c * 257 for c in s.color_rgb] if wide else s.color_rgb
+            palette["palette_color_lut_transformation"] = hd.PaletteColorLUTTransformation.from_combined_lut(lut)
+            palette["icc_profile"] = srgb_icc_profile()  # Type 1 with PALETTE COLOR; highdicom adds none itself
+            notes.append(f"palette_color_lut_transformation: a {len(lut)}-entry LUT of the segments' colours")
         seg = hd.seg.Segmentation(
             source_images=sources,
             pixel_array=pixels,
@@ -184,6 +199,7 @@ class HighdicomProducer(Producer):
             transfer_syntax_uid=enc.transfer_syntax_uid,
             series_description=f"SEG highdicom {request.case_id}"[:64],
             **tiling,
+            **palette,
         )
         bits = int(seg.BitsAllocated)
         if bits != enc.bits:

@@ -85,8 +85,9 @@ def rgb_to_dicom_lab(rgb: tuple[int, int, int]) -> list[int]:
     ]
 
 
-def segment_item(info: Segment) -> Any:
-    """One Segment Sequence item (Segment Description Macro, PS3.3 C.8.20.2)."""
+def segment_item(info: Segment, colour: bool = True) -> Any:
+    """One Segment Sequence item (Segment Description Macro, PS3.3 C.8.20.2); ``colour``: its Recommended
+    Display CIELab Value (not in a PALETTE COLOR label map, whose lookup table gives the colours)."""
     item = make_item(SegmentNumber=info.number, SegmentLabel=info.label)
     if info.description:
         item.SegmentDescription = info.description
@@ -114,7 +115,7 @@ def segment_item(info: Segment) -> Any:
         item.TrackingID = info.tracking_id
     if info.tracking_uid:
         item.TrackingUID = info.tracking_uid
-    if info.color_rgb:
+    if info.color_rgb and colour:
         item.RecommendedDisplayCIELabValue = rgb_to_dicom_lab(info.color_rgb)
     return item
 
@@ -196,8 +197,41 @@ def image_pixel_segmentation(ds: Any, truth: Truth, enc: Encoding, n_frames: int
         ds.MaximumFractionalValue = truth.fractional_max
     if enc.type is SegmentationType.LABELMAP:
         ds.PixelPaddingValue = 0
+        if enc.photometric == "PALETTE COLOR":
+            palette_color_lut(ds, truth, enc.bits)
     ds.SegmentsOverlap = "YES" if truth.overlap else "NO"
-    ds.SegmentSequence = make_seq(*(segment_item(s) for s in sorted(truth.segments, key=lambda s: s.number)))
+    colour = enc.photometric != "PALETTE COLOR"
+    ds.SegmentSequence = make_seq(*(segment_item(s, colour) for s in sorted(truth.segments, key=lambda s: s.number)))
+
+
+def palette_color_lut(ds: Any, truth: Truth, bits: int) -> None:
+    """PALETTE COLOR with a Palette Color Lookup Table: 0 black, each segment number its display colour.
+
+    16-bit entries (descriptor third value 16), one entry per label from 0 to the highest segment number:
+    the unambiguous form of PS3.3 C.7.6.3.1.5-6 (8-bit entries are packed two to a word, a classic
+    source of reader bugs).
+    """
+    import numpy as np
+
+    from dicom4qi.formats.icc import srgb_icc_profile
+
+    top = max(s.number for s in truth.segments)
+    lut = np.zeros((top + 1, 3), dtype=np.uint16)
+    for s in truth.segments:
+        if s.color_rgb is not None:
+            lut[s.number] = [c * 257 for c in s.color_rgb]
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ds.add_new(0x00282000, "OB", srgb_icc_profile())  # ICC Profile module: the LUT's colours are sRGB
+    ds.ColorSpace = "SRGB"
+    descriptor = [top + 1 if top + 1 < 65536 else 0, 0, 16]
+    for i, name in enumerate(("Red", "Green", "Blue")):
+        ds.add_new(_PALETTE_DESCRIPTOR[name], "US", descriptor)
+        ds.add_new(_PALETTE_DATA[name], "OW", np.ascontiguousarray(lut[:, i], dtype="<u2").tobytes())
+
+
+#: Red, Green and Blue Palette Color Lookup Table Descriptor (0028,1101-1103) and Data (0028,1201-1203).
+_PALETTE_DESCRIPTOR = {"Red": 0x00281101, "Green": 0x00281102, "Blue": 0x00281103}
+_PALETTE_DATA = {"Red": 0x00281201, "Green": 0x00281202, "Blue": 0x00281203}
 
 
 def common_instance_reference(source: SourceInfo, used: set[int] | None = None) -> Any:

@@ -183,6 +183,7 @@ class ReferenceProducer(Producer):
             "frames-position-only",
             "partial-references",
             "labelmap-sparse-numbers",
+            "labelmap-palette",
             "labelmap",
             "labelmap-8bit",
             "labelmap-16bit",
