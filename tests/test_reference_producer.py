@@ -372,3 +372,15 @@ def test_refusals_say_why(truth_of: TruthOf, tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=words):
             ReferenceProducer().write(WriteRequest("quick/binary-3-disjoint", asked, truth, tmp_path / "x.dcm"))
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_highdicom_places_a_position_only_object_by_its_volume(truth_of: TruthOf, tmp_path: Path) -> None:
+    """The real highdicom, on frames that name no source image: get_volume(), placed on the sources by position."""
+    from dicom4qi.tools.highdicom.consumer import HighdicomConsumer
+
+    seg, truth = _write("quick/binary-position-only", truth_of, tmp_path)
+    writer = HighdicomConsumer().read(ReadRequest(seg, truth.source_paths))
+    assert any("get_volume" in n for n in writer.notes), writer.notes
+    writer.write(tmp_path / "hd.npz")
+    ok, message = verdict(compare(truth, Decoded(tmp_path / "hd.npz"), labelmap=False))
+    assert ok, message
