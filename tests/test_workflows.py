@@ -134,7 +134,10 @@ def test_ci_runs_the_readme_test_command_with_caches() -> None:
 def test_nightly_matrix_comes_from_the_suite() -> None:
     text = NIGHTLY.read_text(encoding="utf-8")
     assert "\n  schedule:" in text and "\n  workflow_dispatch:" in text
-    assert set(_jobs(text)) == {"plan", "produce", "shard", "merge", "deploy"}
+    assert set(_jobs(text)) == {"plan", "produce", "shard", "external", "merge", "deploy"}
+    external = _jobs(text)["external"]  # objects from the wild: gathered from the registries, read, reported
+    assert "dicom4qi corpus wild --out wild" in external and "dicom4qi run --external wild" in external
+    assert "external/latest.json" in _jobs(text)["merge"]
     assert "dicom4qi plan --tier" in text and "matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}" in text
     assert 'dicom4qi plan --tier "$TIER" --produce' in text
     assert 'dicom4qi run --resume "$RUN_ID" "$@"' in text

