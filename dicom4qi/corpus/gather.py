@@ -54,6 +54,11 @@ class WildSource(BaseModel):
         "(installed), copied beside the objects as LICENSE."
     )
     files: list[str] = Field(min_length=1)
+    root: str = Field(
+        "",
+        description="A folder of the package the files lie under: kept with their paths below it (without it, "
+        "by file name alone).",
+    )
     written_by: str = ""
     notes: str = ""
     truth: dict[str, str] = Field(default_factory=dict, description="object file -> its shipped label file.")
@@ -167,6 +172,17 @@ def _installed(source: WildSource, name: str, dest: Path) -> str:
     return dist.version
 
 
+def _kept_as(source: WildSource, name: str) -> PurePosixPath:
+    """Where a declared file goes under its source's folder: its path below ``root``, or its name."""
+    path = PurePosixPath(name)
+    if not source.root:
+        return PurePosixPath(path.name)
+    try:
+        return path.relative_to(source.root)
+    except ValueError:
+        raise GatherError(f"{source.id}: {name} is not under root {source.root}") from None
+
+
 def _licence(source: WildSource, archive: Path | None, dest: Path) -> None:
     if archive is not None:
         _member(archive, source.licence_file, dest)
@@ -193,12 +209,12 @@ def gather(sources_file: Path, out: Path, cache: Path) -> tuple[list[Gathered], 
             version = source.version or ""
             kept: dict[str, str] = {}
             for name in [*source.files, *source.truth.values()]:
-                dest = folder / PurePosixPath(name).name
+                dest = folder / _kept_as(source, name)
                 if archive is not None:
                     _member(archive, name, dest)
                 else:
                     version = _installed(source, name, dest)
-                kept[dest.name] = _sha256(dest)
+                kept[dest.relative_to(folder).as_posix()] = _sha256(dest)
             _licence(source, archive, folder / "LICENSE")
             done.append(Gathered(source, version, kept))
         except GatherError as exc:
