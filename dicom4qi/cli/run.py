@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -29,6 +31,25 @@ from dicom4qi.paths import reports as reports_path
 __all__ = ["add_bench", "add_plan", "add_run"]
 
 
+def _shared_config(
+    args: argparse.Namespace, tiers: list[str], producers: Sequence[str], consumers: Sequence[str]
+) -> dict[str, Any]:
+    """The RunConfig fields run and bench take from the same options (with their own default tiers and tools)."""
+    return {
+        "corpus": args.corpus,
+        "features": args.features,
+        "build": args.build,
+        "results": args.out,
+        "tiers": args.tier or tiers,
+        "cases": args.case,
+        "producers": args.producer or list(producers),
+        "consumers": args.consumer or list(consumers),
+        "workers": max(1, args.jobs),
+        "timeout_s": args.timeout,
+        "memory_mb": args.memory_mb,
+    }
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from dicom4qi.run.runner import RunConfig, run
 
@@ -39,17 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
 
     cfg = RunConfig(
-        corpus=args.corpus,
-        features=args.features,
-        build=args.build,
-        results=args.out,
-        tiers=args.tier or ["quick"],
-        cases=args.case,
-        producers=args.producer or list(DEFAULTS["producer"]),
-        consumers=args.consumer or list(DEFAULTS["consumer"]),
-        workers=max(1, args.jobs),
-        timeout_s=args.timeout,
-        memory_mb=args.memory_mb,
+        **_shared_config(args, ["quick"], DEFAULTS["producer"], DEFAULTS["consumer"]),
         resume=args.resume,
         keep_decoded=args.keep_decoded,
         external=args.external,
@@ -89,17 +100,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 2
     cfg = BenchConfig(
         run=RunConfig(
-            corpus=args.corpus,
-            features=args.features,
-            build=args.build,
-            results=args.out,
-            tiers=args.tier or ["full"],
-            cases=args.case,
-            producers=args.producer or list(BENCH_PRODUCERS),
-            consumers=args.consumer or list(BENCH_CONSUMERS),
-            workers=max(1, args.jobs),
-            timeout_s=args.timeout,
-            memory_mb=args.memory_mb,
+            **_shared_config(args, ["full"], BENCH_PRODUCERS, BENCH_CONSUMERS),
             validate=False,
             verify_writes=False,  # the benchmark times calls; each warm-up read is checked against the truth
         ),

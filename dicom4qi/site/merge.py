@@ -265,6 +265,7 @@ def _case_infos(site: _Site) -> dict[str, CaseInfo]:
                     f"{e.type.value}, {e.bits} bit(s), {e.transfer_syntax}"
                     + (f", frames {e.frame_order}" if e.frame_order != "segment-major" else "")
                     + (f", {e.fractional_type} of {e.max_fractional_value}" if e.type.value == "FRACTIONAL" else "")
+                    + (f", {e.photometric}" if e.photometric != "MONOCHROME2" else "")
                     + (", frames placed by position only" if e.source_references == "position-only" else "")
                     + (", references the segmented slices only" if e.referenced_instances == "segmented" else ""),
                 ),

@@ -172,16 +172,17 @@ class HighdicomConsumer(Consumer):
             writer.add_segment(s)
         geometry_from_dataset(seg, writer)
 
-        def placed(volume: Any) -> tuple[Any, np.ndarray]:
+        def placed(volume: Any) -> np.ndarray:
+            """The volume's slices on the source grid."""
             a = np.asarray(volume.affine, dtype=float)
             axes = np.stack([a[:3, 2], a[:3, 1], a[:3, 0]])  # column, row and slice steps
             placement = src.place(a[:3, 3], axes, int(volume.spatial_shape[0]))
-            return placement, src.to_grid(placement, np.asarray(volume.array))
+            return src.to_grid(placement, np.asarray(volume.array))
 
         numbers = [n for n in seg.segment_numbers if n != 0]
         if not fractional:
             try:
-                _, labels = placed(seg.get_volume(combine_segments=True))
+                labels = placed(seg.get_volume(combine_segments=True))
             except (ValueError, RuntimeError) as exc:
                 if "overlap" not in str(exc).lower():
                     raise
@@ -192,8 +193,7 @@ class HighdicomConsumer(Consumer):
                 return writer
         for n in numbers:
             volume = seg.get_volume(segment_numbers=[n], dtype=np.float32 if fractional else np.uint8)
-            _, grid = placed(volume.squeeze_channel() if volume.number_of_channel_dimensions else volume)
-            writer.set_pixels(n, grid)
+            writer.set_pixels(n, placed(volume.squeeze_channel() if volume.number_of_channel_dimensions else volume))
         writer.notes.append("get_volume(segment_numbers=[n]) per segment, slices placed by position")
         return writer
 
