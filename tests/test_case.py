@@ -283,3 +283,44 @@ def test_fingerprint_ignores_description_but_not_seed() -> None:
     assert other.fingerprint() == case.fingerprint()
     reseeded = case.model_copy(update={"segments": case.segments.model_copy(update={"seed": 99})})
     assert reseeded.fingerprint() != case.fingerprint()
+
+
+def test_a_segmentation_in_several_instances_lists_each_segment_once(tmp_path: Path) -> None:
+    text = (
+        GOOD.replace('"disjoint", ', '"disjoint", "multi-instance", ')
+        .replace("count = 2", "count = 3")
+        .replace("bits = 1\n", "bits = 1\ninstances = [[1, 3], [2]]\n")
+        .replace('tier = "quick"', 'tier = "quick"\nreading = "each instance on its own, graded on the union"')
+    )
+    case = load_case(_write(tmp_path, text), tmp_path, load_features(FEATURES)).case
+    assert "multi-instance" in implied_features(case)
+    # BINARY instances number their segments from 1 (PS3.3 C.8.20.2); the map leads back to the case's numbers
+    assert case.encoding.instance_numbering() == [{1: 1, 2: 3}, {1: 2}]
+    for bad, why in [
+        ("instances = [[1, 3], [2, 3]]", "exactly one instance"),
+        ("instances = [[1, 2]]", "at least two instances"),
+        ("instances = [[1, 2], []]", "at least two instances"),
+        ("instances = [[1], [2]]", "exactly one instance"),
+    ]:
+        with pytest.raises(CaseError, match=why):
+            load_case(_write(tmp_path, text.replace("instances = [[1, 3], [2]]", bad)), tmp_path)
+    with pytest.raises(CaseError, match="reading"):
+        load_case(
+            _write(tmp_path, text.replace('reading = "each instance on its own, graded on the union"', "")), tmp_path
+        )
+
+
+def test_overlapping_label_maps_need_several_instances(tmp_path: Path) -> None:
+    text = (
+        GOOD.replace('type = "BINARY"', 'type = "LABELMAP"')
+        .replace("bits = 1", "bits = 8")
+        .replace('"binary", "disjoint", ', '"labelmap", "labelmap-8bit", "overlap", ')
+        .replace("count = 2", 'count = 2\ngenerator = "ellipsoids"\noverlap = true')
+    )
+    with pytest.raises(CaseError, match="give encoding.instances"):
+        load_case(_write(tmp_path, text), tmp_path)
+    split = text.replace("bits = 8", "bits = 8\ninstances = [[1], [2]]").replace(
+        'tier = "quick"', 'tier = "quick"\nreading = "each instance on its own"'
+    )
+    case = load_case(_write(tmp_path, split), tmp_path).case
+    assert case.encoding.instance_numbering() == [{1: 1}, {2: 2}]  # a label map keeps the case's numbers

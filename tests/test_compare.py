@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -398,3 +399,46 @@ def test_new_sources_compare_clean_and_catch_a_shifted_frame(truth_of, tmp_path:
         w._crops[n] = Crop((crop.offset[0], crop.offset[1] + 1, crop.offset[2]), crop.data)
 
     assert "voxels" in _failed(_checks(truth, tmp_path, shift))
+
+
+# --------------------------------------------------------------------------- the union of several instances
+
+
+def _part(truth: Truth, path: Path, to_case: dict[int, int], order: list[int]) -> Path:
+    """A decoding of one instance holding ``to_case``'s segments (under the instance's numbers), frames in ``order``."""
+
+    def keep(w: DecodedWriter, _truth: Truth) -> None:
+        w.segments = [replace(s, number=n) for n, c in to_case.items() for s in w.segments if s.number == c]
+        crops = {n: w._crops[c] for n, c in to_case.items() if c in w._crops}
+        w._crops.clear()
+        w._crops.update(crops)
+
+    decode_truth(truth, path, keep, order=order).close()
+    return path
+
+
+def test_the_union_of_instances_decoded_apart_is_graded_as_one(truth_of, tmp_path: Path) -> None:
+    from dicom4qi.model.decoded import merge_decoded
+
+    truth = truth_of("quick/binary-3-disjoint")
+    n = len(truth.frame_keys)
+    first = _part(truth, tmp_path / "1.npz", {1: 1, 2: 2}, list(range(n)))
+    second = _part(truth, tmp_path / "2.npz", {1: 3}, list(reversed(range(n))))  # another frame order
+    merge_decoded([first, second], tmp_path / "union.npz", [{1: 1, 2: 2}, {1: 3}])
+    union = Decoded(tmp_path / "union.npz")
+    try:
+        ok, msg = verdict(compare(truth, union, labelmap=False))
+        assert ok, msg
+    finally:
+        union.close()
+    # Without the numbering, instance 2's segment 1 clashes with instance 1's.
+    with pytest.raises(ValueError, match="segment 1 is decoded from instance 1 and 2"):
+        merge_decoded([first, second], tmp_path / "clash.npz")
+    # A reader that loses the second instance's segment fails: the union lacks it.
+    merge_decoded([first], tmp_path / "half.npz", [{1: 1, 2: 2}])
+    half = Decoded(tmp_path / "half.npz")
+    try:
+        ok, msg = verdict(compare(truth, half, labelmap=False))
+        assert not ok and "3" in msg
+    finally:
+        half.close()

@@ -384,3 +384,53 @@ def test_highdicom_places_a_position_only_object_by_its_volume(truth_of: TruthOf
     writer.write(tmp_path / "hd.npz")
     ok, message = verdict(compare(truth, Decoded(tmp_path / "hd.npz"), labelmap=False))
     assert ok, message
+
+
+# --------------------------------------------------------------------------- one segmentation in several instances
+
+
+def _write_instances(case_id: str, truth_of: TruthOf, out: Path) -> tuple[list[Path], Truth]:
+    truth = truth_of(case_id)
+    path = out / "seg.dcm"
+    request = WriteRequest(case_id, loaded(case_id).case, truth, path)
+    ReferenceProducer().write(request)
+    return [path, *request.instances], truth
+
+
+@pytest.mark.parametrize("case_id", ["quick/binary-two-instances", "quick/labelmap-overlap-instances"])
+def test_several_instances_are_one_series_and_their_union_is_the_truth(
+    case_id: str, truth_of: TruthOf, tmp_path: Path
+) -> None:
+    from dicom4qi.model.decoded import merge_decoded
+
+    paths, truth = _write_instances(case_id, truth_of, tmp_path)
+    case = loaded(case_id).case
+    assert [p.name for p in paths] == ["seg.dcm", "seg.2.dcm"]
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    assert len({h.SeriesInstanceUID for h in headers}) == 1
+    assert len({h.SOPInstanceUID for h in headers}) == 2
+    assert [int(h.InstanceNumber) for h in headers] == [1, 2]
+    numbering = case.encoding.instance_numbering()
+    for h, to_case in zip(headers, numbering):
+        # BINARY numbers from 1 in each instance (PS3.3 C.8.20.2); a label map keeps the case's numbers
+        assert [int(s.SegmentNumber) for s in h.SegmentSequence] == sorted(to_case)
+        assert h.SegmentsOverlap == "NO"  # a label map instance holds no overlap; the BINARY case is disjoint
+    parts = []
+    for p in paths:
+        d = _decode(p, truth, tmp_path)
+        d.close()
+        parts.append(tmp_path / f"{p.stem}.npz")
+    merge_decoded(parts, tmp_path / "union.npz", numbering)
+    union = Decoded(tmp_path / "union.npz")
+    try:
+        ok, msg = verdict(compare(truth, union, labelmap=case.encoding.type.value == "LABELMAP"))
+    finally:
+        union.close()
+    assert ok, msg
+    # One instance alone is not the segmentation: half its segments are missing.
+    alone = Decoded(parts[0])
+    try:
+        ok, msg = verdict(compare(truth, alone, labelmap=case.encoding.type.value == "LABELMAP"))
+    finally:
+        alone.close()
+    assert not ok and "segment" in msg

@@ -159,3 +159,34 @@ def test_run_refuses_an_empty_selection(tmp_path: Path) -> None:
     ]
     assert main(args) == 2
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_a_segmentation_in_two_instances_is_checked_whole_and_read_instance_by_instance(tmp_path: Path) -> None:
+    cfg = RunConfig(
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp_path / "build",
+        results=tmp_path / "results",
+        cases=["quick/binary-two-instances"],
+        producers=["reference", "highdicom"],
+        consumers=["reference", "highdicom"],
+        workers=2,
+        timeout_s=120,
+        memory_mb=4096,
+        ignore_claims=True,  # highdicom does not claim it: it writes one instance, which the write check catches
+    )
+    doc = ResultsDocument.load(run(cfg).path)
+    write = _rec(doc, "reference", None)
+    assert write.status is Status.PASS, write.message
+    assert write.seg is not None and [Path(i.path).name for i in write.seg.instances] == ["seg.2.dcm"]
+    names = {c.name for c in write.checks}
+    assert {"instances", "instances-one-series", "instances-segments", "content"} <= names
+    for consumer in ("reference", "highdicom"):
+        read = _rec(doc, "reference", consumer)
+        assert read.status is Status.PASS, read.message
+        assert any("instance by instance" in n for n in read.notes)
+    one = _rec(doc, "highdicom", None)
+    assert one.status is Status.FAIL
+    assert any(c.name == "instances" and c.status.value == "FAIL" for c in one.checks)
+    assert "1 instance(s) written, the case asks for 2" in one.message

@@ -115,15 +115,18 @@ def _run(call: Call) -> Reply:
 
         assert isinstance(adapter, Producer)
         loaded = load_case(Path(call.case_file), Path(call.case_root))
-        notes = adapter.write(
-            WriteRequest(
-                case_id=loaded.id,
-                case=loaded.case,
-                truth=Truth.load(Path(call.truth_dir)),
-                output=Path(call.output),
-            )
+        wreq = WriteRequest(
+            case_id=loaded.id,
+            case=loaded.case,
+            truth=Truth.load(Path(call.truth_dir)),
+            output=Path(call.output),
         )
-        return WriteReply(notes=[str(n) for n in notes or []])
+        notes = adapter.write(wreq)
+        folder = Path(call.output).parent
+        for p in wreq.instances:
+            if p.parent != folder:
+                raise ValueError(f"the producer wrote an instance outside its output folder: {p}")
+        return WriteReply(notes=[str(n) for n in notes or []], instances=[p.name for p in wreq.instances])
     if isinstance(call, ReadCall):
         assert isinstance(adapter, Consumer)
         output = Path(call.output)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -74,6 +74,15 @@ class WriteRequest:
     case: Case
     truth: Truth
     output: Path
+    #: Further instances of the same series (a case with ``encoding.instances``), written beside ``output`` at
+    #: :meth:`instance_output`; the producer appends each path it writes, in order.
+    instances: list[Path] = field(default_factory=list)
+
+    def instance_output(self, k: int) -> Path:
+        """Where instance ``k`` (2, 3, ...) of a segmentation in several instances is written."""
+        if k < 2:
+            raise ValueError("instance 1 is written to output")
+        return self.output.with_name(f"{self.output.stem}.{k}{self.output.suffix}")
 
 
 @dataclass(frozen=True)

@@ -145,4 +145,15 @@ def header_summary(path: Path) -> Header:
         fractional_type=str(ds.get("SegmentationFractionalType", "")),
         max_fractional_value=int(ds.MaximumFractionalValue) if "MaximumFractionalValue" in ds else None,
         photometric=str(ds.get("PhotometricInterpretation", "")),
+        series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
+        sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
+        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
+        instance_number=_int_or_none(ds.get("InstanceNumber")),
     )
+
+
+def _int_or_none(value: object) -> int | None:
+    try:
+        return int(str(value)) if value not in (None, "") else None
+    except ValueError:
+        return None

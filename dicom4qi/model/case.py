@@ -324,10 +324,27 @@ class Encoding(_Strict):
         description="The source instances the Referenced Series Sequence lists: all of the series, or only "
         "those holding a segment voxel.",
     )
+    instances: list[list[int]] | None = Field(
+        None,
+        description="One segmentation delivered as several instances of one series: the case's segment numbers "
+        "each instance holds, every segment in exactly one (for example [[1, 3], [2, 4]]). Overlapping segments "
+        "go in different LABELMAP instances, the way Sup 243 carries overlaps. A LABELMAP instance keeps the "
+        "case's numbers (Sup 243 allows any); a BINARY or FRACTIONAL instance numbers its segments from 1 in the "
+        "order listed (PS3.3 C.8.20.2: from 1, by 1, within the instance). Readers read each instance on its own "
+        "and are graded on the union of what they decode.",
+    )
 
     @property
     def transfer_syntax_uid(self) -> str:
         return TRANSFER_SYNTAXES[self.transfer_syntax][0]
+
+    def instance_numbering(self) -> list[dict[int, int]]:
+        """For each instance (of ``instances``), its segment numbers mapped to the case's (one instance: [])."""
+        if not self.instances:
+            return []
+        if self.type is SegmentationType.LABELMAP:
+            return [{n: n for n in inst} for inst in self.instances]
+        return [{k: n for k, n in enumerate(inst, 1)} for inst in self.instances]
 
 
 class SegmentOverride(_Strict):
@@ -419,6 +436,12 @@ class Case(_Strict):
     features: list[Identifier] = Field(min_length=1)
     tier: Tier
     standard: str | None = Field(None, description="The part of the standard the case exercises.")
+    reading: str | None = Field(
+        None,
+        max_length=300,
+        description="How readers are given the object and graded, where it is not one object read whole "
+        "(a segmentation in several instances: each read on its own, graded on the union).",
+    )
     source: Source
     segments: Segments
     encoding: Encoding
@@ -436,8 +459,11 @@ class Case(_Strict):
                 raise ValueError("encoding.bits: LABELMAP is 8 or 16 bit")
             if e.bits == 8 and max(s.segment_numbers) > 255:
                 raise ValueError("encoding.bits: an 8-bit label map holds segment numbers up to 255")
-            if s.overlap:
-                raise ValueError("segments.overlap: a label map cannot hold overlapping segments")
+            if s.overlap and not e.instances:
+                raise ValueError(
+                    "segments.overlap: one label map cannot hold overlapping segments "
+                    "(give encoding.instances to put them in different instances)"
+                )
         if s.fractional != (e.type is SegmentationType.FRACTIONAL):
             raise ValueError("segments.fractional must be true exactly for FRACTIONAL encoding")
         if e.frame_order == "position-major" and e.type is SegmentationType.LABELMAP:
@@ -459,6 +485,17 @@ class Case(_Strict):
                 "segments.numbers: BINARY and FRACTIONAL segments are numbered 1 to count (PS3.3 C.8.20.4)"
             )
         numbers = set(s.segment_numbers)
+        if e.instances and not self.reading:
+            raise ValueError("reading: say how readers read a segmentation in several instances")
+        if e.instances is not None:
+            listed = [n for inst in e.instances for n in inst]
+            if len(e.instances) < 2 or any(not inst for inst in e.instances):
+                raise ValueError("encoding.instances: at least two instances, each with a segment")
+            if len(listed) != len(set(listed)) or set(listed) != numbers:
+                raise ValueError(
+                    f"encoding.instances: every segment number ({sorted(numbers)}) in exactly one instance, "
+                    f"got {e.instances}"
+                )
         for o in self.metadata.segment:
             if o.number not in numbers:
                 raise ValueError(f"metadata.segment: number {o.number} is not one of the segment numbers")
@@ -547,6 +584,8 @@ def implied_features(case: Case) -> set[str]:
         out.add("frames-position-only")
     if e.referenced_instances == "segmented":
         out.add("partial-references")
+    if e.instances:
+        out.add("multi-instance")
     return out
 
 

@@ -19,7 +19,7 @@ segment in memory at once. The harness reads it with :class:`Decoded`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from dicom4qi.model.masks import (
 )
 from dicom4qi.model.segment import Segment
 
-__all__ = ["Decoded", "DecodedGeometry", "DecodedWriter", "frame_key"]
+__all__ = ["Decoded", "DecodedGeometry", "DecodedWriter", "frame_key", "merge_decoded"]
 
 FORMAT = "dicom4qi-decoded/1"
 
@@ -150,3 +150,77 @@ class Decoded:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _placed(crop: Crop, where: list[int]) -> Crop:
+    """``crop`` on another frame axis: its frame ``z`` goes to ``where[z]``."""
+    z0, y0, x0 = crop.offset
+    try:
+        target = [where[z] for z in range(z0, z0 + crop.data.shape[0])]
+    except IndexError:
+        raise ValueError(f"a crop reaches frame {z0 + crop.data.shape[0] - 1}, past the frame keys") from None
+    if target == list(range(target[0], target[0] + len(target))):
+        return Crop((target[0], y0, x0), crop.data)
+    lo, hi = min(target), max(target) + 1
+    dense = np.zeros((hi - lo, *crop.data.shape[1:]), dtype=crop.data.dtype)
+    for z, t in enumerate(target):
+        dense[t - lo] = crop.data[z]
+    return Crop((lo, y0, x0), dense)
+
+
+def merge_decoded(parts: list[Path], path: Path, numbering: list[dict[int, int]] | None = None) -> None:
+    """Write to ``path`` the union of one reader's decodings of the instances of one segmentation.
+
+    A segmentation delivered in several instances of a series is read instance by instance; the reader is
+    graded on what they hold together. ``numbering[k]`` maps instance ``k``'s segment numbers to the
+    segmentation's (a BINARY instance numbers its segments from 1); a number it does not map is kept, for
+    the comparison to find. Frame keys are united in order of first appearance, every crop is placed on the
+    united axis, geometry is taken from the first instance that has it. A segment decoded from two instances
+    is a ``ValueError``: each segment of the segmentation is in exactly one.
+    """
+    opened: list[Decoded] = []
+    try:
+        for p in parts:
+            opened.append(Decoded(p))
+        first = opened[0]
+        keys: list[str] = []
+        index: dict[str, int] = {}
+        for i, d in enumerate(opened, 1):
+            if (d.rows, d.columns, d.fractional) != (first.rows, first.columns, first.fractional):
+                raise ValueError(
+                    f"instance {i} is decoded as {d.rows} x {d.columns} ({'fractional' if d.fractional else 'binary'}), "
+                    f"instance 1 as {first.rows} x {first.columns} ({'fractional' if first.fractional else 'binary'})"
+                )
+            for k in d.frame_keys:
+                if k not in index:
+                    index[k] = len(keys)
+                    keys.append(k)
+        out = DecodedWriter(keys, first.rows, first.columns, fractional=first.fractional)
+        described: dict[int, int] = {}
+        painted: dict[int, int] = {}
+        for i, d in enumerate(opened, 1):
+            to_whole = numbering[i - 1] if numbering else {}
+            for seg in d.segments:
+                number = to_whole.get(seg.number, seg.number)
+                if number in described:
+                    raise ValueError(f"segment {number} is decoded from instance {described[number]} and {i}")
+                described[number] = i
+                out.add_segment(replace(seg, number=number))
+            where = [index[k] for k in d.frame_keys]
+            for local, crop in d:
+                number = to_whole.get(local, local)
+                if number in painted:
+                    raise ValueError(f"pixels of segment {number} are decoded from instance {painted[number]} and {i}")
+                painted[number] = i
+                out.set_crop(number, _placed(crop, where))
+            g = d.geometry
+            out.geometry.orientation = out.geometry.orientation or g.orientation
+            out.geometry.pixel_spacing = out.geometry.pixel_spacing or g.pixel_spacing
+            for k, pos in g.positions.items():
+                out.geometry.positions.setdefault(k, pos)
+            out.notes += [f"instance {i}: {n}" for n in d.notes]
+        out.info = {"instances": [d.info for d in opened]}
+        out.write(path)
+    finally:
+        for d in opened:
+            d.close()

@@ -96,6 +96,16 @@ class SegObject(_Model):
     sop_class_uid: str | None = None
     transfer_syntax_uid: str | None = None
     frames: int | None = None
+    instances: list[SegObject] = Field(
+        default_factory=list,
+        description="Further instances of the same series, after this one, when the segmentation is delivered "
+        "in several (readers read each and are graded on the union).",
+    )
+
+    @property
+    def paths(self) -> list[str]:
+        """Every instance's path, this one first."""
+        return [self.path, *(i.path for i in self.instances)]
 
 
 class ContentCheck(_Model):

@@ -236,6 +236,8 @@ class WriteReply:
     __pydantic_config__ = _FORBID
     ok: Literal[True] = True
     notes: list[str] = field(default_factory=list)
+    #: File names (in the output's folder) of further instances of the same series, in order, after ``output``.
+    instances: list[str] = field(default_factory=list)
     peak_rss_mb: float | None = None
 
 
@@ -273,6 +275,10 @@ class Header:
     fractional_type: str = ""
     max_fractional_value: int | None = None
     photometric: str = ""
+    series_instance_uid: str = ""
+    sop_instance_uid: str = ""
+    frame_of_reference_uid: str = ""
+    instance_number: int | None = None
 
 
 @dataclass(kw_only=True)

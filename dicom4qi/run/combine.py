@@ -238,6 +238,8 @@ def _prefixed(rec: Record, prefix: str) -> Record:
     rec = rec.model_copy(deep=True)
     if rec.seg is not None:
         rec.seg.path = (PurePosixPath(prefix) / rec.seg.path).as_posix()
+        for part in rec.seg.instances:
+            part.path = (PurePosixPath(prefix) / part.path).as_posix()
     rec.artifacts = {k: (PurePosixPath(prefix) / v).as_posix() for k, v in rec.artifacts.items()}
     if rec.content is not None:  # what the object holds, which its readers are judged against
         rec.content.content = {k: (PurePosixPath(prefix) / v).as_posix() for k, v in rec.content.content.items()}

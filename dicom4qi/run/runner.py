@@ -346,8 +346,8 @@ class Runner(CellSteps, ExternalFlow, NegativeFlow):
         keep = {r.key: r for r in previous.records if r.final}
         for key, rec in list(keep.items()):
             if rec.step == "write" and rec.seg is not None:
-                path = run_dir / rec.seg.path
-                if not path.is_file() or sha256_of(path) != rec.seg.sha256:
+                parts = [rec.seg, *rec.seg.instances]
+                if any(not (run_dir / p.path).is_file() or sha256_of(run_dir / p.path) != p.sha256 for p in parts):
                     keep.pop(key)
         writes = {(r.case, r.producer) for r in keep.values() if r.step == "write"}
         return {k: r for k, r in keep.items() if r.step == "write" or (r.case, r.producer) in writes}

@@ -6,6 +6,7 @@ import hashlib
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -36,11 +37,13 @@ __all__ = [
     "changed_note",
     "git_commit",
     "inspect_object",
+    "instance_checks",
     "now_iso",
     "outcome_record",
     "private_copy",
     "sha256_of",
     "slug",
+    "united_header",
     "write_call",
 ]
 
@@ -233,6 +236,70 @@ def inspect_object(path: Path, header: Header, loaded: LoadedCase, truth: Truth)
         frames=int(frames) if frames is not None else None,
     )
     return checks, obj
+
+
+def united_header(headers: list[Header], numbering: list[dict[int, int]] | None = None) -> Header:
+    """The header the write step checks of a segmentation in one or several instances: the first instance's,
+    with the segments (numbered as the case numbers them, by ``numbering``) and frames of all; each instance's
+    own fields are compared by :func:`instance_checks`."""
+    first = headers[0]
+    if len(headers) == 1:
+        return first
+    frames = [h.frames for h in headers]
+    maps = numbering if numbering and len(numbering) == len(headers) else [{} for _ in headers]
+    return replace(
+        first,
+        segment_numbers=[m.get(n, n) for h, m in zip(headers, maps) for n in h.segment_numbers],
+        frames=sum(f for f in frames if f is not None) if all(f is not None for f in frames) else None,
+    )
+
+
+def instance_checks(headers: list[Header], loaded: LoadedCase) -> list[Check]:
+    """Checks of a segmentation delivered in several instances: as many as the case asks, of one series."""
+    asked = loaded.case.encoding.instances
+    want = len(asked) if asked else 1
+    if want == 1 and len(headers) == 1:
+        return []
+    checks: list[Check] = []
+
+    def chk(name: str, ok: bool, msg: str) -> None:
+        checks.append(Check(name=name, status=CheckStatus.PASS if ok else CheckStatus.FAIL, message="" if ok else msg))
+
+    chk("instances", len(headers) == want, f"{len(headers)} instance(s) written, the case asks for {want}")
+    if len(headers) < 2:
+        return checks
+    series = {h.series_instance_uid for h in headers}
+    chk("instances-one-series", len(series) == 1 and "" not in series, f"Series Instance UIDs {sorted(series)}")
+    frames_of_ref = {h.frame_of_reference_uid for h in headers}
+    chk(
+        "instances-one-frame-of-reference",
+        len(frames_of_ref) == 1,
+        f"Frame of Reference UIDs {sorted(frames_of_ref)}",
+    )
+    sops = [h.sop_instance_uid for h in headers]
+    chk("instances-distinct", len(set(sops)) == len(sops) and "" not in sops, f"SOP Instance UIDs {sops}")
+    numbers = [h.instance_number for h in headers]
+    chk(
+        "instances-numbered",
+        None not in numbers and len(set(numbers)) == len(numbers),
+        f"Instance Numbers {numbers}: each instance of a series needs its own",
+    )
+    numbering = loaded.case.encoding.instance_numbering()
+    if len(numbering) == len(headers):
+        wrong = [
+            f"instance {k} declares segments {sorted(n for n in h.segment_numbers if n)}, expected {sorted(m)}"
+            for k, (h, m) in enumerate(zip(headers, numbering), 1)
+            if sorted(n for n in h.segment_numbers if n) != sorted(m)  # 0: a label map's background
+        ]
+        chk("instances-segments", not wrong, "; ".join(wrong))
+    same = ("sop_class_uid", "segmentation_type", "bits_allocated", "transfer_syntax_uid", "photometric")
+    differ = [f for f in same if len({getattr(h, f) for h in headers}) > 1]
+    chk(
+        "instances-alike",
+        not differ,
+        "; ".join(f"{f}: {[getattr(h, f) for h in headers]}" for f in differ),
+    )
+    return checks
 
 
 class FlowHost:

@@ -152,4 +152,13 @@ def _copy_cell_files(cells: list[Cell], copier: Copier) -> None:
             cell.object = FileLink("the SEG object", None, f"not copied: {seg.path} lies outside the run folder")
             continue
         href, note = copier.copy(src, f"files/runs/{_clean(cell.run.run_id, 80)}/{_site_path(seg.path)}")
-        cell.object = FileLink("the SEG object", href, note)
+        many = len(seg.instances) + 1
+        cell.object = FileLink("the SEG object" if many == 1 else f"the SEG object, instance 1 of {many}", href, note)
+        for k, part in enumerate(seg.instances, 2):
+            src = _inside(root, part.path) if root else None
+            name = f"instance {k} of {many}"
+            if src is None:
+                cell.artifacts.append(FileLink(name, None, f"not copied: {part.path} lies outside the run folder"))
+                continue
+            href, note = copier.copy(src, f"files/runs/{_clean(cell.run.run_id, 80)}/{_site_path(part.path)}")
+            cell.artifacts.append(FileLink(name, href, note))

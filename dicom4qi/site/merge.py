@@ -269,6 +269,20 @@ def _case_infos(site: _Site) -> dict[str, CaseInfo]:
                     + (", frames placed by position only" if e.source_references == "position-only" else "")
                     + (", references the segmented slices only" if e.referenced_instances == "segmented" else ""),
                 ),
+                *(
+                    [
+                        (
+                            "instances",
+                            "; ".join(
+                                f"instance {k}: segments {', '.join(map(str, inst))}"
+                                for k, inst in enumerate(e.instances, 1)
+                            ),
+                        )
+                    ]
+                    if e.instances
+                    else []
+                ),
+                *([("reading", c.reading)] if c.reading else []),
                 ("case file", f"corpus/cases/{case_id}.toml"),
             ]
             info.fingerprint = c.fingerprint()

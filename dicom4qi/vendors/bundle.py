@@ -123,6 +123,12 @@ def export_bundle(
             if rec.case not in cases:
                 continue
             assert rec.seg is not None
+            if rec.seg.instances:
+                skipped.append(
+                    f"{rec.case} by {rec.producer}: a segmentation in {len(rec.seg.instances) + 1} instances "
+                    "(vendor bundles carry one object per case)"
+                )
+                continue
             path = run_dir / rec.seg.path
             if not path.is_file() or sha256_of(path) != rec.seg.sha256:
                 skipped.append(f"{rec.case} by {rec.producer}: the object is no longer on disk as written")

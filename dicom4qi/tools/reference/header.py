@@ -152,6 +152,8 @@ class Identity:
     time: str
     series_description: str
     software: list[str]
+    #: Instance Number: 1, or the instance's place in a segmentation delivered in several.
+    instance_number: int = 1
 
 
 def series_equipment_image(ds: Any, who: Identity, source: SourceInfo) -> None:
@@ -170,7 +172,7 @@ def series_equipment_image(ds: Any, who: Identity, source: SourceInfo) -> None:
     ds.ManufacturerModelName = "reference producer"
     ds.DeviceSerialNumber = "1"
     ds.SoftwareVersions = who.software
-    ds.InstanceNumber = 1
+    ds.InstanceNumber = who.instance_number
     ds.ContentDate, ds.ContentTime = who.date, who.time
     ds.InstanceCreationDate, ds.InstanceCreationTime = who.date, who.time
     if source.orientation is None and "PatientOrientation" in src:

@@ -208,8 +208,11 @@ def write_labelmap_frames(
     dtype = np.uint8 if bits == 8 else np.uint16
     volume = np.memmap(scratch / "labels.raw", dtype=dtype, mode="w+", shape=truth.shape)
     try:
+        wanted = {s.number for s in truth.segments}  # an instance of several holds some of the masks
         with truth.masks() as masks:
             for number, crop in masks:
+                if number not in wanted:
+                    continue
                 (z0, y0, x0), (z1, y1, x1) = crop.offset, crop.stop
                 region = volume[z0:z1, y0:y1, x0:x1]
                 mask = crop.data.astype(bool, copy=False)

@@ -20,7 +20,10 @@ This module checks the request, assembles the object from those parts and writes
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ import numpy as np
 
 from dicom4qi.adapters.contract import Producer, WriteRequest, package_version
 from dicom4qi.model.case import Encoding, SegmentationType
+from dicom4qi.model.masks import Crop, MaskFile
 from dicom4qi.model.truth import Truth
 from dicom4qi.model.uids import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -75,6 +79,50 @@ WRITTEN_SYNTAXES: dict[str, str] = {
 }
 
 
+# --------------------------------------------------------------------------- one instance of several
+
+
+class _RenumberedMasks:
+    """The masks of some of a truth's segments, under the numbers one instance gives them."""
+
+    def __init__(self, masks: MaskFile, to_case: dict[int, int]) -> None:
+        self._masks, self._to_case = masks, to_case
+
+    def __enter__(self) -> _RenumberedMasks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._masks.close()
+
+    def get(self, number: int) -> Crop | None:
+        return self._masks.get(self._to_case[number]) if number in self._to_case else None
+
+    def __iter__(self) -> Iterator[tuple[int, Crop]]:
+        for number, case_number in self._to_case.items():
+            crop = self._masks.get(case_number)
+            if crop is not None:
+                yield number, crop
+
+
+@dataclass(frozen=True)
+class _InstanceTruth(Truth):
+    """One instance's share of a truth: some of its segments, numbered as that instance numbers them."""
+
+    to_case: dict[int, int] = field(default_factory=dict)
+
+    def masks(self) -> Any:  # a MaskFile's reading interface
+        return _RenumberedMasks(super().masks(), self.to_case)
+
+
+def instance_truth(truth: Truth, to_case: dict[int, int], labelmap: bool) -> Truth:
+    """The part of ``truth`` one instance holds (``to_case``: the instance's segment numbers to the case's)."""
+    by_number = {s.number: s for s in truth.segments}
+    fields = {f.name: getattr(truth, f.name) for f in dataclasses.fields(Truth)}
+    fields["segments"] = [replace(by_number[c], number=n) for n, c in to_case.items()]
+    fields["overlap"] = truth.overlap and not labelmap  # a label map instance holds no overlap
+    return _InstanceTruth(**fields, to_case=to_case)
+
+
 # --------------------------------------------------------------------------- the object
 
 
@@ -119,8 +167,11 @@ def build_dataset(
 # --------------------------------------------------------------------------- producer
 
 
-def _identity(request: WriteRequest, software: list[str]) -> Identity:
-    """Deterministic UIDs (same case and encoding, same UIDs), the current date and time."""
+def _identity(request: WriteRequest, software: list[str], instance: int = 1) -> Identity:
+    """Deterministic UIDs (same case and encoding, same UIDs), the current date and time.
+
+    Instances of one segmentation in several share the series and the dimension UIDs.
+    """
     from pydicom.uid import generate_uid
 
     seed = [
@@ -131,7 +182,8 @@ def _identity(request: WriteRequest, software: list[str]) -> Identity:
     ]
     now = datetime.now()
     return Identity(
-        sop_instance_uid=generate_uid(entropy_srcs=[*seed, "sop"]),
+        sop_instance_uid=generate_uid(entropy_srcs=[*seed, "sop" if instance == 1 else f"sop {instance}"]),
+        instance_number=instance,
         series_uid=generate_uid(entropy_srcs=[*seed, "series"]),
         dimension_uid=generate_uid(entropy_srcs=[*seed, "dimension"]),
         date=now.strftime("%Y%m%d"),
@@ -159,8 +211,8 @@ def check_request(truth: Truth, enc: Encoding) -> None:
             f"the truth is scaled to {truth.fractional_max}, the case asks for Maximum Fractional Value {enc.max_fractional_value}"
         )
     if enc.type is SegmentationType.LABELMAP:
-        if truth.overlap:
-            raise ValueError("overlapping segments cannot be written as a label map")
+        if truth.overlap and not enc.instances:  # in several instances, each instance is checked as it is painted
+            raise ValueError("overlapping segments cannot be written as one label map")
         top = max(s.number for s in truth.segments)
         if top >= 1 << enc.bits:
             raise ValueError(f"segment number {top} does not fit a {enc.bits}-bit label map")
@@ -210,6 +262,7 @@ class ReferenceProducer(Producer):
             "ts-implicit-le",
             "ts-deflate",
             "ts-rle",
+            "multi-instance",
         }
     )
     # pydicom's RLE encoder refuses Bits Allocated 1 ("not valid for pixel data encoded with 'RLE Lossless'").
@@ -224,17 +277,35 @@ class ReferenceProducer(Producer):
         truth, enc = request.truth, request.case.encoding
         check_request(truth, enc)
         source = read_sources(truth)
+        software = [f"dicom4qi {self.version()}"[:64]]
+        request.output.parent.mkdir(parents=True, exist_ok=True)
+        if not enc.instances:
+            frames, dims = self._write_one(request, truth, source, _identity(request, software), request.output)
+            return self._notes(enc, truth, frames, dims)
+        notes: list[str] = []
+        labelmap = enc.type is SegmentationType.LABELMAP
+        for k, to_case in enumerate(enc.instance_numbering(), 1):
+            part = instance_truth(truth, to_case, labelmap)
+            output = request.output if k == 1 else request.instance_output(k)
+            frames, dims = self._write_one(request, part, source, _identity(request, software, k), output)
+            if k > 1:
+                request.instances.append(output)
+            held = ", ".join(str(c) if n == c else f"{c} (as {n})" for n, c in to_case.items())
+            notes.append(f"instance {k} of {len(enc.instances)} ({output.name}): segments {held}")
+            notes += [f"  {n}" for n in self._notes(enc, part, frames, dims)]
+        return ["one segmentation in several instances of one series (same Series Instance UID)", *notes]
+
+    def _write_one(
+        self, request: WriteRequest, truth: Truth, source: SourceInfo, who: Identity, output: Path
+    ) -> tuple[list[OutFrame], list[Dimension]]:
+        """Write one instance holding ``truth``'s segments to ``output``; its frames and dimensions."""
+        enc = request.case.encoding
         labelmap = enc.type is SegmentationType.LABELMAP
         position_major = enc.frame_order == "position-major" and not labelmap
         dims, kind = plan_dimensions(source, segmented=not labelmap, position_major=position_major)
-        software = [f"dicom4qi {self.version()}"[:64]]
-        who = _identity(request, software)
         rows, cols = truth.geometry.rows, truth.geometry.columns
-        request.output.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
-            scratch = Path(
-                stack.enter_context(tempfile.TemporaryDirectory(prefix=".reference-", dir=request.output.parent))
-            )
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".reference-", dir=output.parent)))
             sink: PixelSink
             if enc.transfer_syntax_uid == RLE_LOSSLESS:
                 sink = RleSink(rows, cols, enc.bits)
@@ -250,8 +321,8 @@ class ReferenceProducer(Producer):
             vr, value = sink.finish()
             ds = build_dataset(truth, enc, source, frames, dims, kind, who)
             ds.add_new(0x7FE00010, vr, value)
-            ds.save_as(request.output, enforce_file_format=True)
-        return self._notes(enc, truth, frames, dims)
+            ds.save_as(output, enforce_file_format=True)
+        return frames, dims
 
     @staticmethod
     def _notes(enc: Encoding, truth: Truth, frames: list[OutFrame], dims: list[Dimension]) -> list[str]:
