@@ -181,6 +181,8 @@ def test_interleaved_frames_go_slice_by_slice(truth_of: TruthOf, tmp_path: Path)
         "quick/fractional-max-1",
         "quick/labelmap-16bit-sparse-numbers",
         "quick/labelmap-palette-8bit",
+        "quick/binary-explicit-be",
+        "quick/labelmap-16bit-explicit-be",
     ],
 )
 def test_reference_decoder_reads_back_the_truth(case_id: str, truth_of: TruthOf, tmp_path: Path) -> None:
@@ -434,3 +436,25 @@ def test_several_instances_are_one_series_and_their_union_is_the_truth(
     finally:
         alone.close()
     assert not ok and "segment" in msg
+
+
+def test_big_endian_objects_hold_big_endian_values(truth_of: TruthOf, tmp_path: Path) -> None:
+    """Explicit VR Big Endian: 16-bit labels most significant byte first (OW), 1-bit data the little-endian bytes (OB);
+    pydicom's own decoder, independent of ours, finds the same labels."""
+    seg, truth = _write("quick/labelmap-16bit-explicit-be", truth_of, tmp_path)
+    ds = pydicom.dcmread(seg)
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.2" and ds["PixelData"].VR == "OW"
+    raw = np.frombuffer(ds.PixelData, dtype=np.uint8)
+    values = raw.view(">u2")
+    assert set(np.unique(values).tolist()) <= {0, *(s.number for s in truth.segments)}
+    assert raw[0::2].max() == 0 and raw[1::2].max() > 0  # the labels are < 256: their high byte comes first
+    assert np.array_equal(ds.pixel_array.reshape(-1), values)
+    case = loaded("quick/binary-explicit-be").case
+    big_seg, _ = _write("quick/binary-explicit-be", truth_of, tmp_path / "be")
+    as_le = case.model_copy(
+        update={"encoding": case.encoding.model_copy(update={"transfer_syntax": "ExplicitVRLittleEndian"})}
+    )
+    little_seg, _ = _write("quick/binary-explicit-be", truth_of, tmp_path / "le", as_le)
+    big, little = pydicom.dcmread(big_seg), pydicom.dcmread(little_seg)
+    assert big.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.2" and big["PixelData"].VR == "OB"
+    assert big.PixelData == little.PixelData and np.array_equal(big.pixel_array, little.pixel_array)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from dicom4qi.model.segment import Code as SegmentCode
 from dicom4qi.model.uids import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     JPEG_2000_LOSSLESS,
@@ -54,6 +55,7 @@ __all__ = [
 TRANSFER_SYNTAXES: dict[str, tuple[str, str]] = {
     "ImplicitVRLittleEndian": (IMPLICIT_VR_LITTLE_ENDIAN, "ts-implicit-le"),
     "ExplicitVRLittleEndian": (EXPLICIT_VR_LITTLE_ENDIAN, "ts-explicit-le"),
+    "ExplicitVRBigEndian": (EXPLICIT_VR_BIG_ENDIAN, "ts-explicit-be"),
     "DeflatedExplicitVRLittleEndian": (DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, "ts-deflate"),
     "RLELossless": (RLE_LOSSLESS, "ts-rle"),
     "JPEG2000Lossless": (JPEG_2000_LOSSLESS, "ts-jpeg2000"),
@@ -63,6 +65,7 @@ TRANSFER_SYNTAXES: dict[str, tuple[str, str]] = {
 TransferSyntax = Literal[
     "ImplicitVRLittleEndian",
     "ExplicitVRLittleEndian",
+    "ExplicitVRBigEndian",
     "DeflatedExplicitVRLittleEndian",
     "RLELossless",
     "JPEG2000Lossless",

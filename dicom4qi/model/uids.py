@@ -17,6 +17,7 @@ __all__ = [
     "DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION",
     "ENHANCED_CT_IMAGE_STORAGE",
     "ENHANCED_MR_IMAGE_STORAGE",
+    "EXPLICIT_VR_BIG_ENDIAN",
     "EXPLICIT_VR_LITTLE_ENDIAN",
     "IMPLICIT_VR_LITTLE_ENDIAN",
     "JPEG_2000_LOSSLESS",
@@ -66,6 +67,8 @@ VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE: Final[str] = "1.2.840.10008.5.1.4.1.1.7
 IMPLICIT_VR_LITTLE_ENDIAN: Final[str] = "1.2.840.10008.1.2"
 #: Explicit VR Little Endian.
 EXPLICIT_VR_LITTLE_ENDIAN: Final[str] = "1.2.840.10008.1.2.1"
+#: Explicit VR Big Endian (retired, PS3.5 A.3): SEG objects in it exist.
+EXPLICIT_VR_BIG_ENDIAN: Final[str] = "1.2.840.10008.1.2.2"
 #: Deflated Explicit VR Little Endian.
 DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: Final[str] = "1.2.840.10008.1.2.1.99"
 #: RLE Lossless (PS3.5 Annex G).
@@ -79,6 +82,7 @@ JPEG_LS_LOSSLESS: Final[str] = "1.2.840.10008.1.2.4.80"
 TRANSFER_SYNTAX_NAMES: Final[Mapping[str, str]] = {
     IMPLICIT_VR_LITTLE_ENDIAN: "Implicit VR Little Endian",
     EXPLICIT_VR_LITTLE_ENDIAN: "Explicit VR Little Endian",
+    EXPLICIT_VR_BIG_ENDIAN: "Explicit VR Big Endian",
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN: "Deflated Explicit VR Little Endian",
     RLE_LOSSLESS: "RLE Lossless",
     JPEG_2000_LOSSLESS: "JPEG 2000 Image Compression (Lossless Only)",

@@ -42,6 +42,7 @@ const FEATURES = [
   "temporal",
   "ts-implicit-le",
   "ts-explicit-le",
+  "ts-explicit-be", // checked: reads the retired big-endian SEG (BINARY) byte for byte
   "ts-deflate",
   "uneven-spacing",
   "segments-interleaved",

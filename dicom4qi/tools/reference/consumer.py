@@ -251,6 +251,10 @@ class _FrameReader:
         self.bits = int(ds.BitsAllocated)
         self.native = not ds.file_meta.TransferSyntaxUID.is_encapsulated
         self.raw = np.frombuffer(ds.PixelData, dtype=np.uint8) if self.native else None
+        #: Explicit VR Big Endian (retired): 16-bit values big-endian; 1-bit data in an OW value packed in words.
+        self.order = "<" if ds.file_meta.TransferSyntaxUID.is_little_endian else ">"
+        if self.raw is not None and self.order == ">" and self.bits == 1 and ds["PixelData"].VR == "OW":
+            self.raw = self.raw.view(">u2").astype("<u2").view(np.uint8)
 
     def _check_rle(self, indices: list[int]) -> None:
         """An RLE frame holds one segment per byte of a sample (PS3.5 G.2): refuse a header that says otherwise."""
@@ -285,7 +289,7 @@ class _FrameReader:
                 chunk = np.unpackbits(self.raw[start // 8 : (stop + 7) // 8], bitorder="little")
                 out[j] = chunk[start % 8 : start % 8 + n].reshape(self.rows, self.cols)
             return out
-        dtype = np.dtype(f"<u{self.bits // 8}")
+        dtype = np.dtype(f"{self.order}u{self.bits // 8}")
         frames = self.raw.view(dtype)[: (len(self.raw) // dtype.itemsize // n) * n].reshape(-1, self.rows, self.cols)
         return frames[indices]
 

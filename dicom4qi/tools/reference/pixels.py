@@ -48,10 +48,15 @@ class PixelSink(Protocol):
 
 
 class NativeSink:
-    """Uncompressed frames streamed to a scratch file; 1-bit frames packed with no padding between them."""
+    """Uncompressed frames streamed to a scratch file; 1-bit frames packed with no padding between them.
 
-    def __init__(self, path: Path, bits: int) -> None:
+    ``big_endian``: 16-bit values in big-endian byte order (Explicit VR Big Endian, an OW value); 1- and
+    8-bit data are OB, the same bytes in either byte order.
+    """
+
+    def __init__(self, path: Path, bits: int, *, big_endian: bool = False) -> None:
         self.path, self.bits = path, bits
+        self._order = ">" if big_endian else "<"
         self._fh: BinaryIO = open(path, "wb")  # open until finish(), closed by close()
         self._carry = np.zeros(0, dtype=np.uint8)  # bits (< 8) not yet written, for 1-bit data
         self._reader: BinaryIO | None = None
@@ -63,7 +68,7 @@ class NativeSink:
             self._fh.write(np.packbits(bits[:whole], bitorder="little").tobytes())
             self._carry = bits[whole:].copy()
         else:
-            self._fh.write(np.ascontiguousarray(plane, dtype=f"<u{self.bits // 8}").tobytes())
+            self._fh.write(np.ascontiguousarray(plane, dtype=f"{self._order}u{self.bits // 8}").tobytes())
 
     def finish(self) -> tuple[str, bytes | BufferedIOBase]:
         if len(self._carry):

@@ -36,6 +36,7 @@ from dicom4qi.model.masks import Crop, MaskFile
 from dicom4qi.model.truth import Truth
 from dicom4qi.model.uids import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     LABEL_MAP_SEGMENTATION_STORAGE,
@@ -75,7 +76,13 @@ __all__ = ["ReferenceProducer", "rgb_to_dicom_lab"]
 #: Transfer syntaxes written, with their names (RLE only for 8- and 16-bit data: see ReferenceProducer).
 WRITTEN_SYNTAXES: dict[str, str] = {
     uid: TRANSFER_SYNTAX_NAMES[uid]
-    for uid in (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, RLE_LOSSLESS)
+    for uid in (
+        IMPLICIT_VR_LITTLE_ENDIAN,
+        EXPLICIT_VR_LITTLE_ENDIAN,
+        EXPLICIT_VR_BIG_ENDIAN,
+        DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+        RLE_LOSSLESS,
+    )
 }
 
 
@@ -200,6 +207,10 @@ def check_request(truth: Truth, enc: Encoding) -> None:
     if enc.transfer_syntax_uid not in WRITTEN_SYNTAXES:
         known = ", ".join(WRITTEN_SYNTAXES.values())
         raise ValueError(f"transfer syntax {enc.transfer_syntax} is not written by the reference producer ({known})")
+    if enc.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN and enc.photometric != "MONOCHROME2":
+        raise ValueError(
+            "a Palette Color Lookup Table in Explicit VR Big Endian is not written by the reference producer"
+        )
     if enc.transfer_syntax_uid == RLE_LOSSLESS and enc.bits == 1:
         raise ValueError("RLE Lossless of 1-bit BINARY frames: pydicom's RLE encoder refuses Bits Allocated 1")
     if truth.fractional != (enc.type is SegmentationType.FRACTIONAL):
@@ -259,6 +270,7 @@ class ReferenceProducer(Producer):
             "anatomic-region",
             "multiple-algorithms",
             "ts-explicit-le",
+            "ts-explicit-be",
             "ts-implicit-le",
             "ts-deflate",
             "ts-rle",
@@ -310,7 +322,9 @@ class ReferenceProducer(Producer):
             if enc.transfer_syntax_uid == RLE_LOSSLESS:
                 sink = RleSink(rows, cols, enc.bits)
             else:
-                native = NativeSink(scratch / "pixels.raw", enc.bits)
+                native = NativeSink(
+                    scratch / "pixels.raw", enc.bits, big_endian=enc.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN
+                )
                 stack.callback(native.close)
                 sink = native
             seed = request.case.segments.seed
