@@ -94,3 +94,34 @@ files = ["data/test_files/liver_1frame.dcm"]
     found = find_external(tmp_path / "wild")
     assert [o.id for o in found] == ["external/pydicom/liver_1frame"]
     assert "QIICR" in found[0].written_by and found[0].missing  # its CT images are not shipped
+
+
+def test_a_shipped_truth_is_kept_and_graded_only_with_its_segment_numbers(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    members = {"d/x/seg.dcm": b"S", "d/x/label.nrrd": b"L", "LICENSE": b"MIT"}
+    sha = _wheel(cache, "demo-1.0-py3-none-any.whl", members)
+    head = f"""
+[[source]]
+id = "demo"
+registry = "pypi"
+package = "demo"
+version = "1.0"
+archive = "demo-1.0-py3-none-any.whl"
+sha256 = "{sha}"
+licence = "MIT"
+licence_file = "LICENSE"
+root = "d"
+files = ["d/x/seg.dcm"]
+
+[source.truth]
+"d/x/seg.dcm" = "d/x/label.nrrd"
+"""
+    # A label file's values are read from its documentation, never guessed: without them it is refused.
+    with pytest.raises(GatherError, match="without truth_segments"):
+        load_sources(_sources(tmp_path, head))
+    text = head + '\n[source.truth_segments]\n"d/x/seg.dcm" = [1, 7]\n'
+    done, errors = gather(_sources(tmp_path, text), tmp_path / "wild", cache)
+    assert errors == [] and (tmp_path / "wild" / "demo" / "x" / "label.nrrd").read_bytes() == b"L"
+    provenance = json.loads((tmp_path / "wild" / "provenance.json").read_text())
+    assert provenance[0]["graded"] == {"x/seg.dcm": {"truth": "x/label.nrrd", "segments": [1, 7]}}
+    assert "x/seg.dcm by x/label.nrrd" in (tmp_path / "wild" / "README.md").read_text()

@@ -23,7 +23,7 @@ import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -62,6 +62,12 @@ class WildSource(BaseModel):
     written_by: str = ""
     notes: str = ""
     truth: dict[str, str] = Field(default_factory=dict, description="object file -> its shipped label file.")
+    truth_segments: dict[str, list[Annotated[int, Field(ge=1, le=65535)]]] = Field(
+        default_factory=dict,
+        description="object file -> the segment numbers its label file holds (a voxel's value is its segment's "
+        "number; 0 is background). Every object with a truth lists them: they are read from the object's "
+        "documentation, not guessed.",
+    )
 
     @field_validator("files")
     @classmethod
@@ -75,6 +81,16 @@ class WildSource(BaseModel):
     def model_post_init(self, _context: object) -> None:
         if self.registry != "installed" and not (self.version and self.archive and self.sha256):
             raise ValueError(f"{self.id}: a {self.registry} source pins version, archive and sha256")
+        for obj in self.truth:
+            if obj not in self.files:
+                raise ValueError(f"{self.id}: truth for {obj}, which is not one of its files")
+            if not self.truth_segments.get(obj):
+                raise ValueError(
+                    f"{self.id}: truth for {obj} without truth_segments (the numbers its label file holds)"
+                )
+        stray = sorted(set(self.truth_segments) - set(self.truth))
+        if stray:
+            raise ValueError(f"{self.id}: truth_segments for {stray[0]}, which has no truth")
 
 
 @dataclass
@@ -237,6 +253,14 @@ def _write_provenance(out: Path, done: list[Gathered]) -> None:
             "written_by": g.source.written_by,
             "files": g.files,
             "truth": g.source.truth,
+            # What `run --external` grades against: kept object path -> kept label file and its segment numbers.
+            "graded": {
+                _kept_as(g.source, obj).as_posix(): {
+                    "truth": _kept_as(g.source, label).as_posix(),
+                    "segments": g.source.truth_segments[obj],
+                }
+                for obj, label in g.source.truth.items()
+            },
             "notes": g.source.notes,
         }
         for g in done
@@ -255,7 +279,8 @@ def _write_provenance(out: Path, done: list[Gathered]) -> None:
         if g.source.written_by:
             lines.append(f"- written by: {g.source.written_by}")
         lines.append(f"- files: {', '.join(sorted(g.files))}")
-        lines.append(f"- truth beside it: {', '.join(g.source.truth.values()) or 'none'}")
+        graded = ", ".join(f"{_kept_as(g.source, o)} by {_kept_as(g.source, t)}" for o, t in g.source.truth.items())
+        lines.append(f"- graded against the truth shipped beside it: {graded or 'none (judged by agreement)'}")
         if g.source.notes:
             lines += ["", g.source.notes]
         lines.append("")

@@ -6,10 +6,16 @@ each reader is judged by the majority of independent readers
 (:mod:`dicom4qi.judge.consensus`): agreement, not truth. Source images are found in
 the same folder or in pydicom's bundled test data, by the SOP Instance UIDs the
 object references.
+
+Where the package ships a truth beside an object (a label file, declared in
+``corpus/wild/sources.toml`` and listed under ``graded`` in the gathered folder's
+``provenance.json``), every reader of it is graded against that truth instead
+(:mod:`dicom4qi.run.external`).
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +43,10 @@ class ExternalObject:
     features: list[str] = field(default_factory=list)
     labelmap: bool = False
     written_by: str = ""
+    #: The label file shipped beside the object (its voxels are segment numbers), or None: judged by agreement.
+    truth: Path | None = None
+    #: The segment numbers ``truth`` holds.
+    truth_segments: list[int] = field(default_factory=list)
 
     def to_wire(self) -> FoundObject:
         return FoundObject(
@@ -47,6 +57,8 @@ class ExternalObject:
             features=list(self.features),
             labelmap=self.labelmap,
             written_by=self.written_by,
+            truth=str(self.truth) if self.truth is not None else None,
+            truth_segments=list(self.truth_segments),
         )
 
     @classmethod
@@ -59,6 +71,8 @@ class ExternalObject:
             features=list(d.features),
             labelmap=d.labelmap,
             written_by=d.written_by,
+            truth=Path(d.truth) if d.truth else None,
+            truth_segments=list(d.truth_segments),
         )
 
 
@@ -115,10 +129,47 @@ def _pydicom_test_files() -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
 
+def _graded(folder: Path) -> dict[Path, tuple[Path, list[int]]]:
+    """Object file -> (its shipped truth, the segment numbers it holds), from a gathered ``provenance.json``.
+
+    Looked for in ``folder`` (the whole wild set) and in its parent (one source's folder given alone). A
+    provenance file that cannot be used grades nothing: its objects are judged by agreement, as any.
+    """
+    for root, prefix in ((folder, None), (folder.parent, folder.name)):
+        doc_path = root / "provenance.json"
+        if not doc_path.is_file() or doc_path.is_symlink() or doc_path.stat().st_size > 4 * 2**20:
+            continue
+        try:
+            entries = json.loads(doc_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        out: dict[Path, tuple[Path, list[int]]] = {}
+        for entry in entries if isinstance(entries, list) else []:
+            source_id = entry.get("id") if isinstance(entry, dict) else None
+            graded = entry.get("graded") if isinstance(entry, dict) else None
+            if not isinstance(source_id, str) or not isinstance(graded, dict):
+                continue
+            if prefix is not None and source_id != prefix:
+                continue
+            base = (root / source_id).resolve()
+            for obj, spec in graded.items():
+                if not (isinstance(obj, str) and isinstance(spec, dict) and isinstance(spec.get("truth"), str)):
+                    continue
+                segments = spec.get("segments")
+                if not isinstance(segments, list) or not all(isinstance(n, int) and 0 < n < 65536 for n in segments):
+                    continue
+                obj_path, truth_path = (base / obj).resolve(), (base / spec["truth"]).resolve()
+                if base in obj_path.parents and base in truth_path.parents and truth_path.is_file():
+                    out[obj_path] = (truth_path, list(segments))
+        return out
+    return {}
+
+
 def find_external(folder: Path) -> list[ExternalObject]:
-    """Every SEG below ``folder`` with the source images it references."""
+    """Every SEG below ``folder`` with the source images it references (and its shipped truth, if any)."""
 
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    graded = _graded(folder)
     index, segs = _index(files)
     fallback: dict[str, Path] | None = None
     out = []
@@ -144,6 +195,7 @@ def find_external(folder: Path) -> list[ExternalObject]:
         if labelmap:
             features.append(f"labelmap-{int(ds.BitsAllocated)}bit")
         features.append(_source_feature(sources))
+        truth, truth_segments = graded.get(seg.resolve(), (None, []))
         out.append(
             ExternalObject(
                 id="external/" + seg.relative_to(folder).with_suffix("").as_posix(),
@@ -155,6 +207,8 @@ def find_external(folder: Path) -> list[ExternalObject]:
                 written_by=" ".join(
                     str(ds.get(k, "")) for k in ("Manufacturer", "ManufacturerModelName", "SoftwareVersions")
                 ).strip(),
+                truth=truth,
+                truth_segments=truth_segments,
             )
         )
     return out

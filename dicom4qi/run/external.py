@@ -1,28 +1,54 @@
-"""The flow of ``run --external``: every consumer reads every object from the wild; reads are judged by consensus."""
+"""The flow of ``run --external``: every consumer reads every object from the wild, and dciodvfy validates each.
+
+A read of an object that ships its truth (a label file beside it, see :mod:`dicom4qi.corpus.wild`) is graded
+against that truth, voxel by voxel (basis "truth"); the reads of every other object are judged by the consensus
+of independent readers (basis "consensus"). The shipped truth is turned into the canonical decoded form in a
+bounded child (an exchange folder, :mod:`dicom4qi.formats.exchange`); where it cannot be, the object falls back
+to consensus, and every read of it says why.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 from dicom4qi.adapters.contract import family_of, missing_features
 from dicom4qi.corpus.wild import ExternalObject
+from dicom4qi.judge.compare import agreement
 from dicom4qi.judge.consensus import consensus
 from dicom4qi.model.decoded import Decoded
+from dicom4qi.model.protocol import EXCHANGE_FORMAT
 from dicom4qi.model.results import (
+    GRADED_NOTE,
+    Check,
+    CheckStatus,
     Record,
     ResultsWriter,
     SegObject,
     Status,
     ToolInfo,
 )
-from dicom4qi.model.wire import ReadCall
+from dicom4qi.model.wire import ExchangeCall, ReadCall
 from dicom4qi.process.sandbox import run_child
 from dicom4qi.process.services import ServiceError, ServicePool
-from dicom4qi.run.steps import EXTERNAL, FlowHost, artifacts_of, outcome_record, private_copy, sha256_of, slug
+from dicom4qi.run.steps import (
+    EXTERNAL,
+    VALIDATOR,
+    FlowHost,
+    artifacts_of,
+    outcome_record,
+    private_copy,
+    sha256_of,
+    slug,
+)
 
-__all__ = ["ExternalFlow", "external_fingerprint", "judge_agreement"]
+__all__ = ["ExternalFlow", "external_fingerprint", "judge_against_truth", "judge_agreement"]
+
+#: The check a read graded against an object's shipped truth carries.
+SHIPPED_TRUTH = "shipped-truth"
 
 
 def external_fingerprint(objects: list[ExternalObject]) -> str:
@@ -30,6 +56,9 @@ def external_fingerprint(objects: list[ExternalObject]) -> str:
     for o in sorted(objects, key=lambda o: o.id):
         h.update(o.id.encode())
         h.update(sha256_of(o.path).encode())
+        if o.truth is not None:  # a truth added or changed is another corpus: nothing earlier is resumed
+            h.update(sha256_of(o.truth).encode())
+            h.update(repr(o.truth_segments).encode())
     return h.hexdigest()[:16]
 
 
@@ -50,6 +79,42 @@ def judge_agreement(reads: dict[str, tuple[Record, Path | None]], labelmap: bool
     finally:
         for d in decoded.values():
             d.close()
+
+
+def judge_against_truth(
+    reads: dict[str, tuple[Record, Path | None]], truth: Decoded, truth_name: str, labelmap: bool
+) -> None:
+    """Set each successful read's status by how its decoding agrees with the object's shipped truth.
+
+    Segment numbers, geometry and every voxel are compared (:func:`dicom4qi.judge.compare.agreement`); the
+    truth file gives no segment attributes, so labels and codes are not graded (they are in the cell's notes).
+    """
+    for _name, (rec, path) in reads.items():
+        if path is None or rec.status is not Status.PASS:
+            continue
+        try:
+            decoded = Decoded(path)
+        except (OSError, ValueError) as exc:
+            rec.status, rec.message = Status.ERROR, f"the consumer's decoded output is unusable: {exc}"
+            continue
+        try:
+            problems = agreement(truth, decoded, labelmap=labelmap)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            rec.status = Status.ERROR
+            rec.message = f"the consumer's decoded output cannot be compared: {type(exc).__name__}: {exc}"
+            continue
+        finally:
+            decoded.close()
+        rec.basis = "truth"
+        rec.notes.append(f"{GRADED_NOTE}{truth_name}")
+        if problems:
+            shown = "; ".join(problems[:4]) + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else "")
+            rec.status = Status.FAIL
+            rec.message = f"differs from the truth shipped beside the object ({truth_name}): {shown}"
+            rec.checks = [Check(name=SHIPPED_TRUTH, status=CheckStatus.FAIL, message=shown[:500])]
+        else:
+            rec.status, rec.message = Status.PASS, ""
+            rec.checks = [Check(name=SHIPPED_TRUTH, status=CheckStatus.PASS, message=f"as {truth_name}")]
 
 
 class ExternalFlow(FlowHost):
@@ -87,13 +152,78 @@ class ExternalFlow(FlowHost):
         finally:
             for pool in pools.values():
                 pool.stop()
+        families = {k.name: family_of(k.name, k.family) for k in consumers}
         for obj_id, obj in by_id.items():
             decoded = {name: (rec, path) for (oid, name), (rec, path) in reads.items() if oid == obj_id}
-            judge_agreement(decoded, obj.labelmap, {k.name: family_of(k.name, k.family) for k in consumers})
+            truth, why = self.shipped_truth(obj, run_dir) if obj.truth is not None and decoded else (None, "")
+            if truth is not None:
+                assert obj.truth is not None
+                try:
+                    judge_against_truth(decoded, truth, obj.truth.name, obj.labelmap)
+                finally:
+                    truth.close()
+            else:
+                judge_agreement(decoded, obj.labelmap, families)
+                if why:
+                    for rec, _ in decoded.values():
+                        rec.notes.append(f"its shipped truth is not used ({why}): judged by agreement instead")
             for rec, path in decoded.values():
                 writer.add(rec)
                 if path is not None and not cfg.keep_decoded:
                     path.unlink(missing_ok=True)
+        if cfg.validate:
+            todo_v = [(o,) for o in objects if (o.id, EXTERNAL, VALIDATOR) not in kept]
+            self._parallel("validate", todo_v, lambda o: self.validate_external(o, run_dir), writer.add)
+
+    def validate_external(self, obj: ExternalObject, run_dir: Path) -> Record:
+        """dciodvfy on an object from the wild: its findings, as for a producer's object."""
+        base: dict[str, Any] = {
+            "case": obj.id,
+            "producer": EXTERNAL,
+            "consumer": VALIDATOR,
+            "step": "validate",
+            "features": sorted(obj.features),
+            "tier": "external",
+            "notes": [f"written by {obj.written_by}"] if obj.written_by else [],
+        }
+        seg = SegObject(path=str(obj.path), size=obj.path.stat().st_size, sha256=sha256_of(obj.path))
+        work = run_dir / "external" / slug(obj.id) / "validate"
+        return self.validate_object(base, seg, [obj.path], work, run_dir)
+
+    def shipped_truth(self, obj: ExternalObject, run_dir: Path) -> tuple[Decoded | None, str]:
+        """The object's shipped truth in the canonical decoded form, converted in a bounded child; or None and why."""
+        assert obj.truth is not None
+        if not obj.sources or obj.missing:
+            return None, "its source images are missing"
+        work = run_dir / "external" / slug(obj.id) / "truth"
+        folder = work / "exchange"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        suffix = ".nii.gz" if obj.truth.name.endswith(".nii.gz") else obj.truth.suffix
+        if suffix not in (".nrrd", ".nii", ".nii.gz"):
+            return None, f"{obj.truth.name}: not NRRD or NIfTI"
+        shutil.copyfile(obj.truth, folder / f"labelmap{suffix}")
+        doc = {
+            "format": EXCHANGE_FORMAT,
+            "segments": [{"number": n} for n in obj.truth_segments],
+            "notes": [f"the truth shipped beside the object: {obj.truth.name}"],
+        }
+        (folder / "segments.json").write_text(json.dumps(doc), encoding="utf-8")
+        output = work / "truth.npz"
+        out = run_child(
+            ExchangeCall(
+                folder=str(folder.resolve()), sources=[str(p) for p in obj.sources], output=str(output.resolve())
+            ),
+            work,
+            timeout_s=min(self.cfg.timeout_s, 300.0),
+            memory_mb=self.cfg.memory_mb,
+        )
+        if out.kind != "ok":
+            return None, f"{obj.truth.name} cannot be placed on the source images: {out.message[:300]}"
+        try:
+            return Decoded(output), ""
+        except (OSError, ValueError) as exc:
+            return None, f"{obj.truth.name}: {exc}"
 
     def read_external(self, obj: ExternalObject, tool: ToolInfo, run_dir: Path) -> tuple[Record, Path | None]:
         """One consumer's read of an external object (the decoded file is kept for the agreement)."""

@@ -199,7 +199,7 @@ class Runner(CellSteps, ExternalFlow, NegativeFlow):
         )
         if cfg.validate and ("validator", VALIDATOR) in described:
             doc.tools.append(described[("validator", VALIDATOR)])
-        elif cfg.validate and not externals:
+        elif cfg.validate:
             path = dciodvfy_path()
             doc.tools.append(
                 ToolInfo(

@@ -317,3 +317,7 @@ class FlowHost:
         def _parallel(
             self, phase: str, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]
         ) -> None: ...
+
+        def validate_object(
+            self, base: dict[str, Any], seg: SegObject, parts: list[Path], work: Path, run_dir: Path
+        ) -> Record: ...

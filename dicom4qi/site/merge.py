@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dicom4qi.judge.known import Explained, in_scope, load_known_issues, matches
-from dicom4qi.model.results import Record, ResultsDocument, RunInfo, Status, ToolInfo
+from dicom4qi.model.results import GRADED_NOTE, Record, ResultsDocument, RunInfo, Status, ToolInfo
 from dicom4qi.site.files import _run_root, _slug
 from dicom4qi.site.view import GROUPS, PROBLEM, TRIED, WRITE, CaseInfo, Cell, Row, SiteOptions
 
@@ -306,8 +306,20 @@ def _case_infos(site: _Site) -> dict[str, CaseInfo]:
             info.notes = sorted({n for c in site.cells.values() if c.rec.case == case_id for n in c.rec.notes[:1]})
             if info.tier == "external":
                 who = next((n for n in info.notes if n.startswith("written by ")), "written elsewhere")
+                graded = sorted(
+                    {
+                        n.removeprefix(GRADED_NOTE)
+                        for cell in site.cells.values()
+                        if cell.rec.case == case_id and cell.rec.basis == "truth"
+                        for n in cell.rec.notes
+                        if n.startswith(GRADED_NOTE)
+                    }
+                )
+                info.graded = ", ".join(graded)
                 info.description = (
-                    f"An object from the wild, {who}; no truth: its readers are compared with each other."
+                    f"An object from the wild, {who}; graded against the truth shipped beside it ({info.graded})."
+                    if graded
+                    else f"An object from the wild, {who}; no truth: its readers are compared with each other."
                 )
                 info.notes = [n for n in info.notes if n != who]
         out[case_id] = info

@@ -58,7 +58,7 @@ GROUPS = {
     "fractional": "FRACTIONAL",
     "labelmap": "LABELMAP",
     "other": "Other",
-    "external": "Objects from the wild (agreement, not truth)",
+    "external": "Objects from the wild (their shipped truth, else agreement)",
     "negative": "Broken objects: the negative corpus (graded by reaction)",
 }
 
@@ -220,6 +220,7 @@ class CaseInfo:
     fingerprint: str | None = None
     truth_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    graded: str = ""  # an object from the wild: the truth file(s) shipped beside it that its reads are graded against
 
 
 @dataclass
