@@ -217,6 +217,7 @@ def test_cli_lint_fails_on_a_feature_without_a_quick_case(tmp_path: Path, capsys
         (("bits = 1", 'bits = 1\nreferenced_instances = "segmented"'), "partial-references"),
         (("frames = 4", 'frames = 4\ncharacter_set = "empty"'), "source-default-charset"),
         (("frames = 4", "frames = 4\nslice_thickness = false"), "source-no-slice-thickness"),
+        (("frames = 4", "frames = 4\ndecoy_series = true"), "source-two-series"),
     ],
 )
 def test_content_implies_the_new_features(tmp_path: Path, change: tuple[str, str], feature: str) -> None:
@@ -324,3 +325,15 @@ def test_overlapping_label_maps_need_several_instances(tmp_path: Path) -> None:
     )
     case = load_case(_write(tmp_path, split), tmp_path).case
     assert case.encoding.instance_numbering() == [{1: 1}, {2: 2}]  # a label map keeps the case's numbers
+
+
+def test_a_decoy_series_is_only_beside_a_single_frame_series_and_keeps_other_fingerprints(tmp_path: Path) -> None:
+    plain = _load(tmp_path, GOOD)
+    with_decoy = _load(tmp_path, GOOD.replace("frames = 4", "frames = 4\ndecoy_series = true", 1))
+    assert with_decoy.fingerprint() != plain.fingerprint()
+    # The field added later changes no existing case's fingerprint (nor its built cache).
+    explicit = _load(tmp_path, GOOD.replace("frames = 4", "frames = 4\ndecoy_series = false", 1))
+    assert explicit.fingerprint() == plain.fingerprint()
+    multiframe = GOOD.replace("frames = 4", 'frames = 4\nlayout = "enhanced-multiframe"\ndecoy_series = true', 1)
+    with pytest.raises(CaseError, match="decoy_series"):
+        load_case(_write(tmp_path, multiframe), tmp_path)

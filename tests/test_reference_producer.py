@@ -458,3 +458,34 @@ def test_big_endian_objects_hold_big_endian_values(truth_of: TruthOf, tmp_path: 
     big, little = pydicom.dcmread(big_seg), pydicom.dcmread(little_seg)
     assert big.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.2" and big["PixelData"].VR == "OB"
     assert big.PixelData == little.PixelData and np.array_equal(big.pixel_array, little.pixel_array)
+
+
+def test_given_two_series_the_seg_is_placed_on_the_one_it_references(truth_of: TruthOf, tmp_path: Path) -> None:
+    from dicom4qi.formats.source_frames import SourceFrames
+    from dicom4qi.model.decoded import DecodedWriter
+
+    seg, truth = _write("quick/binary-source-two-series", truth_of, tmp_path)
+    ds = pydicom.dcmread(seg, stop_before_pixels=True)
+    assert [s.SeriesInstanceUID for s in ds.ReferencedSeriesSequence] == [truth.series_uid]
+    writer = ReferenceConsumer().read(ReadRequest(seg, truth.reader_source_paths))
+    writer.write(tmp_path / "read.npz")
+    decoded = Decoded(tmp_path / "read.npz")
+    try:
+        ok, msg = verdict(compare(truth, decoded, labelmap=False))
+    finally:
+        decoded.close()
+    assert ok, msg
+    # The right voxels on the decoy's slices (the series beside the referenced one) are a FAIL, not a PASS.
+    decoy = SourceFrames(truth.reader_source_paths[: len(truth.decoy_files)])
+    wrong = DecodedWriter(decoy.keys, truth.geometry.rows, truth.geometry.columns)
+    with truth.masks() as masks:
+        for number, crop in masks:
+            wrong.add_segment(next(s for s in truth.segments if s.number == number))
+            wrong.set_crop(number, crop)
+    wrong.write(tmp_path / "wrong.npz")
+    decoded = Decoded(tmp_path / "wrong.npz")
+    try:
+        ok, msg = verdict(compare(truth, decoded, labelmap=False))
+    finally:
+        decoded.close()
+    assert not ok and "a series the SEG does not reference" in msg, msg

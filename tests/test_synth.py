@@ -141,3 +141,23 @@ def test_uneven_series_keeps_its_positions_and_declares_no_spacing(truth_of) -> 
 def test_non_ascii_labels_reach_the_truth(truth_of) -> None:
     labels = [s.label for s in truth_of("quick/non-ascii-labels").segments]
     assert labels == ["Läsion – 肝臓", "Почка левая", "Μάζα αριστερά", "Région 4"]
+
+
+def test_a_decoy_series_shares_the_study_and_frame_of_reference_but_not_the_positions(truth_of) -> None:
+    truth = truth_of("quick/binary-source-two-series")
+    assert truth.decoy_files and len(truth.decoy_files) == len(truth.source_files)
+    # Readers get the decoy first: a reader must choose by the SEG's references, not by order.
+    assert truth.reader_source_paths[: len(truth.decoy_files)] == [truth.directory / f for f in truth.decoy_files]
+    assert truth.reader_source_paths[len(truth.decoy_files) :] == truth.source_paths
+    source = [pydicom.dcmread(p, stop_before_pixels=True) for p in truth.source_paths]
+    decoy = [pydicom.dcmread(p, stop_before_pixels=True) for p in truth.reader_source_paths[: len(truth.decoy_files)]]
+    assert {d.StudyInstanceUID for d in decoy} == {truth.study_uid}
+    assert {d.FrameOfReferenceUID for d in decoy} == {truth.frame_of_reference_uid}
+    assert len({d.SeriesInstanceUID for d in decoy}) == 1 and decoy[0].SeriesInstanceUID != truth.series_uid
+    assert {int(d.SeriesNumber) for d in decoy} == {2} and {int(s.SeriesNumber) for s in source} == {1}
+    assert not {d.SOPInstanceUID for d in decoy} & {s.SOPInstanceUID for s in source}
+    depth = [float(d.ImagePositionPatient[2]) for d in decoy]
+    real = [float(s.ImagePositionPatient[2]) for s in source]
+    assert np.allclose(np.array(depth) - np.array(real), 2.5 / 2)  # half a slice along the normal (axial)
+    # Producers are given the referenced series only.
+    assert not any("decoy" in str(p) for p in truth.source_paths)

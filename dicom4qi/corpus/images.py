@@ -8,6 +8,7 @@ so that a screenshot of a viewer shows something sensible under the SEG.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from dicom4qi.model.uids import (
     MR_IMAGE_STORAGE,
 )
 
-__all__ = ["write_source"]
+__all__ = ["write_decoy_series", "write_source"]
 
 #: Fixed dates keep the synthesized objects reproducible.
 DATE, TIME = "20260101", "120000"
@@ -87,7 +88,17 @@ def _pixels(src: Source, label_any: np.ndarray, seed: int, k: int) -> bytes:
 
 
 def _single_frame_series(
-    src: Source, geometry: Geometry, uids: dict[str, str], fp: str, label_any: np.ndarray, seed: int, out: Path
+    src: Source,
+    geometry: Geometry,
+    uids: dict[str, str],
+    fp: str,
+    label_any: np.ndarray,
+    seed: int,
+    out: Path,
+    *,
+    folder: str = "source",
+    series_number: int = 1,
+    description: str = "dicom4qi source",
 ) -> tuple[list[str], list[str]]:
     sop_class = CT_IMAGE_STORAGE if src.modality == "CT" else MR_IMAGE_STORAGE
     files, keys = [], []
@@ -95,6 +106,8 @@ def _single_frame_series(
     assert positions is not None  # CT and MR series lie in patient space
     for k in range(src.frames):
         ds = _header(src, sop_class, uids, uids[f"sop{k}"], fp)
+        ds.SeriesNumber = series_number
+        ds.SeriesDescription = description
         ds.InstanceNumber = k + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.ImagePositionPatient = [_ds(v) for v in positions[k]]
@@ -113,7 +126,7 @@ def _single_frame_series(
             ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength = "500", "15", "1"
             ds.MagneticFieldStrength = "1.5"
         ds.PixelData = _pixels(src, label_any[k], seed, k)
-        name = f"source/{k + 1:04d}.dcm"
+        name = f"{folder}/{k + 1:04d}.dcm"
         ds.save_as(out / name, enforce_file_format=True)
         files.append(name)
         keys.append(frame_key(ds.SOPInstanceUID))
@@ -294,3 +307,28 @@ def write_source(
 
         return write_slide(src, uids, fp, label_any, seed, out)
     return _single_frame_series(src, geometry, uids, fp, label_any, seed, out)
+
+
+def write_decoy_series(
+    src: Source, geometry: Geometry, uids: dict[str, str], fp: str, label_any: np.ndarray, seed: int, out: Path
+) -> tuple[list[str], list[str]]:
+    """A second series of the source's study and Frame of Reference under ``out/decoy`` (``uids``: its own
+    series and SOP Instance UIDs): Series Number 2, every slice half a spacing further along the normal, so that
+    a reader that places the SEG on it (or mixes the two) puts voxels where the truth has none. Returns its files
+    and frame keys."""
+    assert geometry.positions is not None
+    shift = geometry.normal * (geometry.slice_spacing / 2)
+    positions = [(float(p[0] + shift[0]), float(p[1] + shift[1]), float(p[2] + shift[2])) for p in geometry.positions]
+    (out / "decoy").mkdir(parents=True, exist_ok=True)
+    return _single_frame_series(
+        src,
+        replace(geometry, positions=positions),
+        uids,
+        fp,
+        label_any,
+        seed + 1,
+        out,
+        folder="decoy",
+        series_number=2,
+        description="dicom4qi decoy series (not referenced by the SEG)",
+    )

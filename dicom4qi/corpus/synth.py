@@ -17,7 +17,7 @@ import numpy as np
 from pydicom.uid import generate_uid
 from scipy.spatial import cKDTree
 
-from dicom4qi.corpus.images import write_source
+from dicom4qi.corpus.images import write_decoy_series, write_source
 from dicom4qi.model.case import Case, LoadedCase
 from dicom4qi.model.masks import Crop, crop_from_dense, crops_from_labelmap, write_masks
 from dicom4qi.model.segment import Segment
@@ -220,6 +220,12 @@ def build_case(loaded: LoadedCase, build_root: Path, *, force: bool = False) -> 
         region = any_seg[z0:z1, y0:y1, x0:x1]
         np.maximum(region, (crop.data > 0).astype(np.uint8) * (1 + number % 3), out=region)
     files, keys = write_source(s, geometry, uids, fp, any_seg, case.segments.seed, tmp)
+    decoy_files: list[str] = []
+    decoy_keys: list[str] = []
+    if s.decoy_series:  # same study and Frame of Reference, its own series and instances
+        decoy_uids = dict(uids, series=_uid(fp, "decoy-series"))
+        decoy_uids.update({f"sop{k}": _uid(fp, "decoy-sop", k) for k in range(s.frames)})
+        decoy_files, decoy_keys = write_decoy_series(s, geometry, decoy_uids, fp, any_seg, case.segments.seed, tmp)
     del any_seg
 
     meta = case.metadata
@@ -265,6 +271,8 @@ def build_case(loaded: LoadedCase, build_root: Path, *, force: bool = False) -> 
         overlap=case.segments.overlap,
         fractional=case.segments.fractional,
         fractional_max=case.encoding.max_fractional_value,
+        decoy_files=decoy_files,
+        decoy_keys=decoy_keys,
     )
     truth.save()
     if force:

@@ -260,7 +260,8 @@ def _shown(v: np.ndarray, digits: int) -> str:
 def _check_geometry(truth: Expected, decoded: Decoded) -> Check:
     g = decoded.geometry
     index = {uid: i for i, uid in enumerate(truth.frame_keys)}
-    unknown = [k for k in decoded.frame_keys if k not in index]
+    given = set(getattr(truth, "decoy_keys", ()))  # a series the reader was given beside the source: listed, not wrong
+    unknown = [k for k in decoded.frame_keys if k not in index and k not in given]
     problems: list[str] = []
     if unknown:
         problems.append(f"{len(unknown)} decoded frame(s) refer to no source frame (first {unknown[0]})")
@@ -409,6 +410,12 @@ def _voxel_differences(truth: Expected, decoded: Decoded, labelmap: bool) -> Ite
             if have_raw is not None:
                 mapped = _to_truth_frames(have_raw, frame_map)
                 if isinstance(mapped, str):
+                    on_decoy = _on_decoy(truth, decoded, have_raw)
+                    if on_decoy:
+                        mapped = (
+                            f"{on_decoy} voxel(s) on the slices of a series the SEG does not reference (the second "
+                            "series of the study, given to the reader beside the source)"
+                        )
                     yield number, f"{_seg_name(infos.get(number), number)}: {mapped}", None
                     continue
                 have = mapped
@@ -423,6 +430,22 @@ def _voxel_differences(truth: Expected, decoded: Decoded, labelmap: bool) -> Ite
             found = _compare_segment(number, infos.get(number), tm.get(number), have, truth, truth.fractional)
             if found:
                 yield number, found[0], found[1]
+
+
+def _on_decoy(truth: Expected, decoded: Decoded, crop: Crop) -> int:
+    """How many of a decoded crop's voxels lie on frames of the decoy series (0 where the case has none)."""
+    decoy = set(getattr(truth, "decoy_keys", ()))
+    if not decoy:
+        return 0
+    z0 = crop.offset[0]
+    counts = crop.data.reshape(crop.data.shape[0], -1).astype(bool).sum(axis=1)
+    return int(
+        sum(
+            int(n)
+            for i, n in enumerate(counts)
+            if 0 <= z0 + i < len(decoded.frame_keys) and decoded.frame_keys[z0 + i] in decoy
+        )
+    )
 
 
 def _check_voxels(truth: Expected, decoded: Decoded, labelmap: bool) -> Check:

@@ -62,6 +62,7 @@ class ObjectContent:
         self.path = path
         self.decoded = Decoded(path)
         self.frame_keys = truth.frame_keys
+        self.decoy_keys = truth.decoy_keys
         self.fractional = self.decoded.fractional
         self.fractional_max = truth.fractional_max
         index = {k: i for i, k in enumerate(truth.frame_keys)}

@@ -186,6 +186,12 @@ class Source(_Strict):
     slice_thickness: bool = Field(
         True, description="single-frame-series: false leaves Slice Thickness (Type 2) empty in every image."
     )
+    decoy_series: bool = Field(
+        False,
+        description="single-frame-series: a second series in the same study and Frame of Reference (its own UIDs, "
+        "Series Number 2, slices half a spacing apart from the source's), handed to every reader with the source; "
+        "the SEG references only the source.",
+    )
 
     @model_validator(mode="after")
     def _orthonormal(self) -> Source:
@@ -206,6 +212,8 @@ class Source(_Strict):
             raise ValueError("rows and columns are at most 4096 but for a slide's total pixel matrix")
         if not self.slice_thickness and self.layout != "single-frame-series":
             raise ValueError("slice_thickness: only a series of single-frame images is written without one")
+        if self.decoy_series and self.layout != "single-frame-series":
+            raise ValueError("decoy_series: a second series is written beside a series of single-frame images only")
         if self.slice_positions is not None:
             if self.layout not in ("single-frame-series", "enhanced-multiframe"):
                 raise ValueError("slice_positions apply to volumes (single-frame-series, enhanced-multiframe)")
@@ -512,9 +520,12 @@ class Case(_Strict):
 
     def fingerprint(self) -> str:
         """A hash of everything that determines the source and the truth."""
+        source = self.source.model_dump(mode="json")
+        if not source["decoy_series"]:  # added later: cases without it keep their fingerprint (and cache)
+            del source["decoy_series"]
         payload = {
             "v": SYNTHESIS_VERSION,
-            "source": self.source.model_dump(mode="json"),
+            "source": source,
             "segments": self.segments.model_dump(mode="json"),
             "metadata": self.metadata.model_dump(mode="json"),
             "fractional_max": self.encoding.max_fractional_value,
@@ -575,6 +586,8 @@ def implied_features(case: Case) -> set[str]:
         out.add("source-default-charset")
     if not src.slice_thickness:
         out.add("source-no-slice-thickness")
+    if src.decoy_series:
+        out.add("source-two-series")
     frame_pixels = src.tile * src.tile if src.layout == "slide-tiled-full" else src.rows * src.columns
     if e.type is SegmentationType.BINARY and frame_pixels % 8:
         out.add("binary-unaligned-frames")

@@ -63,6 +63,11 @@ class Truth:
     fractional: bool
     fractional_max: int
     extra: dict[str, Any] = field(default_factory=dict)
+    #: A second series of the study on the same Frame of Reference that the SEG does not reference
+    #: (``source.decoy_series``): given to readers with the source, never to producers.
+    decoy_files: list[str] = field(default_factory=list)
+    #: The decoy series' frame keys: a reader may list them (it was given them), but never with voxels.
+    decoy_keys: list[str] = field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -81,7 +86,14 @@ class Truth:
 
     @property
     def source_paths(self) -> list[Path]:
+        """The source series the case segments (what a producer is given, and the SEG references)."""
         return [self.directory / f for f in self.source_files]
+
+    @property
+    def reader_source_paths(self) -> list[Path]:
+        """What a reader is given: the source series and, where the case has one, the decoy series first (a reader
+        must place the SEG on the series it references, not on the first it is handed)."""
+        return [self.directory / f for f in self.decoy_files] + self.source_paths
 
     def masks(self) -> MaskFile:
         """Open the truth crops (lazily, one segment at a time)."""

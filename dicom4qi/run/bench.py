@@ -226,7 +226,7 @@ class BenchRunner(Runner):
             adapter=tool.name,
             bench=True,
             seg=str(seg_path.resolve()),
-            sources=[str(p.resolve()) for p in truth.source_paths],
+            sources=[str(p.resolve()) for p in truth.reader_source_paths],
             output=str((work / "decoded.npz").resolve()),
         )
         warm = Timing(wall_s=rec.wall_s or 0.0, cpu_s=rec.cpu_s or 0.0, peak_rss_mb=rec.peak_rss_mb or 0.0)

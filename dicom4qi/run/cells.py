@@ -348,7 +348,7 @@ class CellSteps:
         req = ReadCall(
             adapter=consumer,
             seg=str(copy.resolve()),
-            sources=[str(p.resolve()) for p in truth.source_paths],
+            sources=[str(p.resolve()) for p in truth.reader_source_paths],
             output=str(decoded_path.resolve()),
         )
         limits: ChildLimits = {"timeout_s": self.cfg.timeout_s, "memory_mb": self.cfg.memory_mb, "python": python}

@@ -163,7 +163,7 @@ class NegativeFlow(FlowHost):
         req = ReadCall(
             adapter=tool.name,
             seg=str(copy.resolve()),
-            sources=[str(p.resolve()) for p in truth.source_paths],
+            sources=[str(p.resolve()) for p in truth.reader_source_paths],
             output=str(decoded.resolve()),
         )
         limits: ChildLimits = {

@@ -97,7 +97,7 @@ def export_bundle(
             shutil.copyfile(lc.path, staging / case_file)
             src_dir = Path("sources") / fp
             if not (staging / src_dir).exists():
-                for p in truth.source_paths:
+                for p in truth.reader_source_paths:  # the decoy series too, where the case has one
                     target = staging / src_dir / p.relative_to(truth.directory)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(p, target)
@@ -114,6 +114,10 @@ def export_bundle(
                 "segments": lc.case.segments.count,
                 "encoding": e.model_dump(mode="json"),
                 "sources": [(src_dir / p.relative_to(truth.directory)).as_posix() for p in truth.source_paths],
+                # What a reader is given: the sources and a series the SEG does not reference (source-two-series).
+                "reader_sources": [
+                    (src_dir / p.relative_to(truth.directory)).as_posix() for p in truth.reader_source_paths
+                ],
                 "truth": truth_dir.as_posix(),
                 "labelmap": e.type.value == "LABELMAP",
             }

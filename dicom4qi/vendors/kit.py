@@ -80,7 +80,7 @@ def make_submission(
                 request = Request(
                     op="read",
                     seg=str((bundle / item["path"]).resolve()),
-                    sources=[str((bundle / s).resolve()) for s in case["sources"]],
+                    sources=[str((bundle / s).resolve()) for s in case.get("reader_sources", case["sources"])],
                     output=str(target.resolve()),
                 )
                 entry: SubmissionEntry | None = SubmissionEntry(object=key, decoded=f"decoded/{key}")

@@ -29,6 +29,7 @@ const FEATURES = [
   "multi-instance", // the harness gives it one instance per call; graded on the union
   "source-default-charset",
   "source-no-slice-thickness",
+  "source-two-series", // readers get a second series of the study the SEG does not reference
   "disjoint",
   "overlap",
   "empty-segment",

@@ -59,6 +59,7 @@ class DcmqiProducer(Producer):
             "single-frame-source",
             "source-default-charset",
             "source-no-slice-thickness",
+            "source-two-series",  # producers get the referenced series only; readers get both
             "segment-metadata",
             "non-ascii-text",
             "long-text",

@@ -117,6 +117,7 @@ class HighdicomProducer(Producer):
             "single-frame-source",
             "source-default-charset",
             "source-no-slice-thickness",
+            "source-two-series",  # producers get the referenced series only; readers get both
             "multiframe-source",
             "segment-metadata",
             "slide-source",

@@ -34,6 +34,7 @@ class PydicomSegProducer(Producer):
             "single-frame-source",
             "source-default-charset",
             "source-no-slice-thickness",
+            "source-two-series",  # producers get the referenced series only; readers get both
             "segment-metadata",
             "ts-explicit-le",
             "non-ascii-text",

@@ -259,6 +259,7 @@ class ReferenceProducer(Producer):
             "single-frame-source",
             "source-default-charset",
             "source-no-slice-thickness",
+            "source-two-series",  # producers get the referenced series only; readers get both
             "multiframe-source",
             "temporal",
             "projection-source",
