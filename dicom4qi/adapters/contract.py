@@ -189,7 +189,9 @@ BUILTIN: dict[Role, dict[str, str]] = {
     "producer": {
         "highdicom": "dicom4qi.tools.highdicom.producer:HighdicomProducer",
         "dcmqi": "dicom4qi.tools.dcmqi.producer:DcmqiProducer",
+        "dcmqi-bin2label": "dicom4qi.tools.dcmqi_bin2label.producer:DcmqiBin2LabelProducer",
         "pydicom-seg": "dicom4qi.tools.pydicom_seg.producer:PydicomSegProducer",
+        "pydicom-seg-rb": "dicom4qi.tools.pydicom_seg_rb.producer:PydicomSegRbProducer",
         "reference": "dicom4qi.tools.reference.producer:ReferenceProducer",
     },
     "consumer": {
@@ -198,7 +200,9 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "reference": "dicom4qi.tools.reference.consumer:ReferenceConsumer",
         "dcmqi": "dicom4qi.tools.dcmqi.consumer:DcmqiConsumer",
         "pydicom-seg": "dicom4qi.tools.pydicom_seg.consumer:PydicomSegConsumer",
+        "pydicom-seg-rb": "dicom4qi.tools.pydicom_seg_rb.consumer:PydicomSegRbConsumer",
         "slicer": "dicom4qi.tools.slicer.consumer:SlicerConsumer",
+        "simpleitk": "dicom4qi.tools.simpleitk.consumer:SimpleItkConsumer",
         "dcmjs": "exec:tools/dcmjs",
     },
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -73,10 +74,27 @@ class DcmqiProducer(Producer):
     # Not claimed: projection sources (dcmqi takes ITK volumes; QIICR/dcmqi#319 is open), cine and uneven
     # spacing (an ITK image has one regular grid), multi-frame sources (itkimage2segimage reads a series).
     # RLE comes only from bin2labelsegimage, which writes label maps.
-    unsupported_combinations = (frozenset({"binary", "ts-rle"}),)
+    unsupported_combinations: ClassVar[tuple[frozenset[str], ...]] = (frozenset({"binary", "ts-rle"}),)
 
     def version(self) -> str | None:
         return package_version("dcmqi")
+
+    def via_bin2label(self, request: WriteRequest) -> bool:
+        """Whether the label map is made by bin2labelsegimage from a BINARY SEG (dcmqi's only RLE path, and its
+        16-bit path below 256 segments) rather than written directly."""
+        enc = request.case.encoding
+        return enc.type.value == "LABELMAP" and (
+            enc.transfer_syntax == "RLELossless" or (enc.bits == 16 and len(request.truth.segments) < 256)
+        )
+
+    def bin2label_options(self, request: WriteRequest) -> list[str]:
+        """bin2labelsegimage's options for the case's transfer syntax and bits."""
+        enc = request.case.encoding
+        ts = enc.transfer_syntax
+        out = ["--compress", {"RLELossless": "rle", "DeflatedExplicitVRLittleEndian": "deflate"}.get(ts, "none")]
+        if enc.bits == 16:
+            out.append("--force16Bit")
+        return out
 
     def write(self, request: WriteRequest) -> list[str]:
         truth, enc = request.truth, request.case.encoding
@@ -105,7 +123,7 @@ class DcmqiProducer(Producer):
 
         labelmap = enc.type.value == "LABELMAP"
         ts = enc.transfer_syntax
-        via_bin2label = labelmap and (ts == "RLELossless" or (enc.bits == 16 and len(numbers) < 256))
+        via_bin2label = self.via_bin2label(request)
         seg_out = work / "binary.dcm" if via_bin2label else request.output
         cmd = [
             str(dcmqi_binary("itkimage2segimage")),
@@ -138,9 +156,7 @@ class DcmqiProducer(Producer):
             extra += ["--compress", "deflate"]
         run_tool(cmd + extra, notes, shown + extra)
         if via_bin2label:
-            b2l = ["--compress", {"RLELossless": "rle", "DeflatedExplicitVRLittleEndian": "deflate"}.get(ts, "none")]
-            if enc.bits == 16:
-                b2l.append("--force16Bit")
+            b2l = self.bin2label_options(request)
             cmd2 = [
                 str(dcmqi_binary("bin2labelsegimage")),
                 "--inputDICOM",

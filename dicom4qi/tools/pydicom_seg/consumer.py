@@ -10,7 +10,8 @@ its own message.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -33,15 +34,20 @@ class PydicomSegConsumer(Consumer):
     name = "pydicom-seg"
     tool = "pydicom-seg"
     homepage = "https://github.com/razorx89/pydicom-seg"
-    requirements = "pydicom_seg.requirements.txt"
+    requirements: ClassVar[str | None] = "pydicom_seg.requirements.txt"
     features = EVERY_FEATURE  # it claims to read any SEG
+    #: The import name and the distribution: the maintained fork (pydicom-seg-rb) is the same code under another.
+    module: ClassVar[str] = "pydicom_seg"
+    distribution: ClassVar[str] = "pydicom-seg"
 
     def version(self) -> str | None:
-        return package_version("pydicom-seg")
+        return package_version(self.distribution)
 
     def read(self, request: ReadRequest) -> DecodedWriter:
         import pydicom
-        import pydicom_seg
+
+        pydicom_seg: Any = importlib.import_module(self.module)
+        importlib.import_module(f"{self.module}.reader")
 
         ds = pydicom.dcmread(str(request.seg))
         fractional = str(ds.get("SegmentationType", "")) == "FRACTIONAL"
@@ -51,15 +57,15 @@ class PydicomSegConsumer(Consumer):
         if not fractional:
             try:
                 result = pydicom_seg.MultiClassReader().read(ds)
-                writer.notes.append("pydicom_seg.MultiClassReader().read(dataset)")
+                writer.notes.append(f"{self.module}.MultiClassReader().read(dataset)")
             except ValueError as exc:
                 if "overlap" not in str(exc).lower():
                     raise
-                writer.notes.append(f"MultiClassReader refused ({exc}); pydicom_seg.SegmentReader().read(dataset)")
+                writer.notes.append(f"MultiClassReader refused ({exc}); {self.module}.SegmentReader().read(dataset)")
         if result is None:
             result = pydicom_seg.SegmentReader().read(ds)
             if fractional:
-                writer.notes.append("pydicom_seg.SegmentReader().read(dataset)")
+                writer.notes.append(f"{self.module}.SegmentReader().read(dataset)")
         for number, info in sorted(result.segment_infos.items()):
             writer.add_segment(segment_from_item(info, number=int(number)))
         if isinstance(result, pydicom_seg.reader.MultiClassReadResult):

@@ -8,6 +8,9 @@ disjoint segments only, uncompressed: it claims nothing else.
 
 from __future__ import annotations
 
+import importlib
+from typing import Any, ClassVar
+
 import numpy as np
 
 from dicom4qi.adapters.contract import Producer, WriteRequest, package_version
@@ -21,7 +24,7 @@ class PydicomSegProducer(Producer):
     name = "pydicom-seg"
     tool = "pydicom-seg"
     homepage = "https://github.com/razorx89/pydicom-seg"
-    requirements = "pydicom_seg.requirements.txt"
+    requirements: ClassVar[str | None] = "pydicom_seg.requirements.txt"
     features = frozenset(
         {
             "binary",
@@ -44,13 +47,19 @@ class PydicomSegProducer(Producer):
         }
     )
 
+    #: The import name and the distribution: the maintained fork (pydicom-seg-rb) is the same code under another.
+    module: ClassVar[str] = "pydicom_seg"
+    distribution: ClassVar[str] = "pydicom-seg"
+
     def version(self) -> str | None:
-        return package_version("pydicom-seg")
+        return package_version(self.distribution)
 
     def write(self, request: WriteRequest) -> list[str]:
         import pydicom
-        import pydicom_seg
         import SimpleITK as sitk
+
+        pydicom_seg: Any = importlib.import_module(self.module)
+        importlib.import_module(f"{self.module}.template")
 
         truth = request.truth
         numbers = [s.number for s in truth.segments]
@@ -76,7 +85,7 @@ class PydicomSegProducer(Producer):
         ds = writer.write(image, sources)
         ds.save_as(str(request.output), write_like_original=False)
         return [
-            "pydicom_seg.MultiClassWriter(template=template.from_dcmqi_metainfo(meta), inplane_cropping=False, "
+            f"{self.module}.MultiClassWriter(template=template.from_dcmqi_metainfo(meta), inplane_cropping=False, "
             "skip_empty_slices=True, skip_missing_segment=False).write(<SimpleITK label image on the source grid>, sources)",
             f"{int(ds.NumberOfFrames)} frames",
         ]
