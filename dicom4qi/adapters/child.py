@@ -96,7 +96,14 @@ def _run(call: Call) -> Reply:
             described: InfoReply = adapter.describe(call.adapter)
             return described
         ok, reason = adapter.available()
+        warmed = None
+        if ok:
+            t0 = time.perf_counter()
+            done = adapter.warm_up()
+            if done:
+                warmed = f"{done} ({time.perf_counter() - t0:.1f} s, in the handshake: counted in no cell)"
         return InfoReply(
+            warm_up=warmed,
             name=cls.name + (f"@{variant}" if variant else ""),
             service=bool(getattr(cls, "needs_service", False)),
             tool=cls.tool,

@@ -146,6 +146,11 @@ class Adapter(ABC):
         """Whether the tool can run here, and why not."""
         return (self.version() is not None, "" if self.version() else f"{self.tool} is not installed")
 
+    def warm_up(self) -> str | None:
+        """One-time work before any cell (a WebAssembly module compiled into a cache the calls share), done in the
+        handshake and timed there, never in a cell; returns what was done, or None where there is nothing to do."""
+        return None
+
 
 class Producer(Adapter):
     role: ClassVar[Role] = "producer"
@@ -190,6 +195,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "highdicom": "dicom4qi.tools.highdicom.producer:HighdicomProducer",
         "dcmqi": "dicom4qi.tools.dcmqi.producer:DcmqiProducer",
         "dcmqi-bin2label": "dicom4qi.tools.dcmqi_bin2label.producer:DcmqiBin2LabelProducer",
+        "itkwasm": "dicom4qi.tools.itkwasm.producer:ItkWasmProducer",
         "pydicom-seg": "dicom4qi.tools.pydicom_seg.producer:PydicomSegProducer",
         "pydicom-seg-rb": "dicom4qi.tools.pydicom_seg_rb.producer:PydicomSegRbProducer",
         "reference": "dicom4qi.tools.reference.producer:ReferenceProducer",
@@ -203,6 +209,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "pydicom-seg-rb": "dicom4qi.tools.pydicom_seg_rb.consumer:PydicomSegRbConsumer",
         "slicer": "dicom4qi.tools.slicer.consumer:SlicerConsumer",
         "simpleitk": "dicom4qi.tools.simpleitk.consumer:SimpleItkConsumer",
+        "itkwasm": "dicom4qi.tools.itkwasm.consumer:ItkWasmConsumer",
         "dcmjs": "exec:tools/dcmjs",
     },
 }

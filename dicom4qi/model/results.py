@@ -254,6 +254,9 @@ class ToolInfo(_Model):
     )
     environment: str | None = Field(None, description="The adapter's own Python environment, if it has one.")
     error: str | None = Field(None, description="Why the adapter cannot run although it should (a broken environment).")
+    warm_up: str | None = Field(
+        None, description="One-time work done in the handshake (a module compiled), with its time: in no cell."
+    )
 
 
 class SubmissionInfo(_Model):

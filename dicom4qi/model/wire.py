@@ -229,6 +229,8 @@ class InfoReply:
     #: Why the adapter cannot run although it should (a broken handshake of an executable adapter).
     error: str | None = None
     peak_rss_mb: float | None = None
+    #: One-time work done in the handshake, with its time (:meth:`dicom4qi.adapters.contract.Adapter.warm_up`).
+    warm_up: str | None = None
 
 
 @dataclass(kw_only=True)

@@ -41,6 +41,7 @@ def handshake(
             service=r.service,
             family=family_of(name, r.family),
             error=r.error,
+            warm_up=r.warm_up,
         )
     return ToolInfo(name=spec, role=role, tool=spec, available=False, error=f"handshake failed: {out.message}")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from dicom4qi.model.decoded import DecodedWriter
 from dicom4qi.model.segment import Code, Segment
 from dicom4qi.tools.dcmqi.producer import dcmqi_binary
 
-__all__ = ["DcmqiConsumer"]
+__all__ = ["DcmqiConsumer", "place_volumes"]
 
 
 def _code(c: dict[str, str] | None) -> Code | None:
@@ -75,47 +76,62 @@ class DcmqiConsumer(Consumer):
             writer.notes.append(
                 f"NRRD values scaled by 1/{int(header.get('MaximumFractionalValue', 255))} (Maximum Fractional Value)"
             )
-        first = None
-        for path, group in zip(files, groups):
+        volumes = []
+        for path in files:
             image = read_nrrd(path)
             assert image.origin is not None and image.axes is not None  # read_nrrd requires a geometry by default
-            placement = src.place(image.origin, image.axes, image.data.shape[0])
-            first = first or (image, placement)
-            grid = src.to_grid(placement, image.data)
-            for attrs in group:
-                number = int(attrs["labelID"])
-                writer.add_segment(
-                    Segment(
-                        number=number,
-                        label=attrs.get("SegmentLabel"),
-                        category=_code(attrs.get("SegmentedPropertyCategoryCodeSequence")),
-                        type=_code(attrs.get("SegmentedPropertyTypeCodeSequence")),
-                        tracking_id=attrs.get("TrackingIdentifier"),
-                        tracking_uid=attrs.get("TrackingUniqueIdentifier"),
-                        algorithm_type=attrs.get("SegmentAlgorithmType"),
-                        algorithm_name=attrs.get("SegmentAlgorithmName"),
-                        description=attrs.get("SegmentDescription"),
-                        type_modifier=_code(attrs.get("SegmentedPropertyTypeModifierCodeSequence")),
-                        anatomic_region=_code(attrs.get("AnatomicRegionSequence")),
-                        anatomic_region_modifier=_code(attrs.get("AnatomicRegionModifierSequence")),
-                        color_rgb=tuple(attrs["recommendedDisplayRGBValue"])
-                        if attrs.get("recommendedDisplayRGBValue")
-                        else None,
-                    )
-                )
-                if fractional:
-                    # one segment per file: its values are the stored fractions
-                    writer.set_pixels(number, grid.astype(np.float32) * scale)
-                else:
-                    writer.set_pixels(number, grid == number)
-            del grid
-        if first is not None:
-            image, placement = first
-            assert image.origin is not None and image.axes is not None  # as checked in the loop
-            ax = image.axes
-            writer.geometry.orientation = [*(ax[0] / np.linalg.norm(ax[0])), *(ax[1] / np.linalg.norm(ax[1]))]
-            writer.geometry.pixel_spacing = [float(np.linalg.norm(ax[1])), float(np.linalg.norm(ax[0]))]
-            for k in np.flatnonzero(placement.frames >= 0):
-                corner = image.origin + k * ax[2] - placement.col_offset * ax[0] - placement.row_offset * ax[1]
-                writer.geometry.positions[src.keys[placement.frames[k]]] = [float(v) for v in corner]
+            volumes.append((image.data, image.origin, image.axes))
+        place_volumes(writer, src, volumes, groups, fractional=fractional, scale=scale)
         return writer
+
+
+def place_volumes(
+    writer: DecodedWriter,
+    src: SourceFrames,
+    volumes: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    groups: list[list[dict[str, Any]]],
+    *,
+    fractional: bool,
+    scale: float,
+) -> None:
+    """dcmqi's output (one volume per group of non-overlapping segments, and its ``segmentAttributes``) placed on
+    the source frames: each volume (slices, rows, columns) with its origin and axis steps (column, row, slice)."""
+    first = None
+    for (data, origin, axes), group in zip(volumes, groups):
+        placement = src.place(origin, axes, data.shape[0])
+        first = first or (origin, axes, placement)
+        grid = src.to_grid(placement, data)
+        for attrs in group:
+            number = int(attrs["labelID"])
+            writer.add_segment(
+                Segment(
+                    number=number,
+                    label=attrs.get("SegmentLabel"),
+                    category=_code(attrs.get("SegmentedPropertyCategoryCodeSequence")),
+                    type=_code(attrs.get("SegmentedPropertyTypeCodeSequence")),
+                    tracking_id=attrs.get("TrackingIdentifier"),
+                    tracking_uid=attrs.get("TrackingUniqueIdentifier"),
+                    algorithm_type=attrs.get("SegmentAlgorithmType"),
+                    algorithm_name=attrs.get("SegmentAlgorithmName"),
+                    description=attrs.get("SegmentDescription"),
+                    type_modifier=_code(attrs.get("SegmentedPropertyTypeModifierCodeSequence")),
+                    anatomic_region=_code(attrs.get("AnatomicRegionSequence")),
+                    anatomic_region_modifier=_code(attrs.get("AnatomicRegionModifierSequence")),
+                    color_rgb=tuple(attrs["recommendedDisplayRGBValue"])
+                    if attrs.get("recommendedDisplayRGBValue")
+                    else None,
+                )
+            )
+            if fractional:
+                # one segment per file: its values are the stored fractions
+                writer.set_pixels(number, grid.astype(np.float32) * scale)
+            else:
+                writer.set_pixels(number, grid == number)
+        del grid
+    if first is not None:
+        origin, ax, placement = first
+        writer.geometry.orientation = [*(ax[0] / np.linalg.norm(ax[0])), *(ax[1] / np.linalg.norm(ax[1]))]
+        writer.geometry.pixel_spacing = [float(np.linalg.norm(ax[1])), float(np.linalg.norm(ax[0]))]
+        for k in np.flatnonzero(placement.frames >= 0):
+            corner = origin + k * ax[2] - placement.col_offset * ax[0] - placement.row_offset * ax[1]
+            writer.geometry.positions[src.keys[placement.frames[k]]] = [float(v) for v in corner]
