@@ -1,5 +1,6 @@
 """The tools of the ecosystem issue, each run for real on quick cases: pydicom-seg-rb (producer and consumer),
-dcmqi's bin2labelsegimage (producer), SimpleITK's ReadImage (consumer)."""
+dcmqi's bin2labelsegimage (producer), SimpleITK's ReadImage (consumer), itk-wasm's DICOM package (both, in its
+own environment)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ def doc(tmp_path_factory: pytest.TempPathFactory) -> ResultsDocument:
         build=tmp / "build",
         results=tmp / "results",
         cases=CASE_IDS,
-        producers=["reference", "pydicom-seg-rb", "dcmqi-bin2label"],
-        consumers=["reference", "pydicom-seg-rb", "simpleitk"],
+        producers=["reference", "pydicom-seg-rb", "dcmqi-bin2label", "itkwasm"],
+        consumers=["reference", "pydicom-seg-rb", "simpleitk", "itkwasm"],
         workers=2,
         validate=False,
     )
@@ -88,3 +89,22 @@ def test_simpleitk_reads_binary_frames_and_cannot_open_label_maps(doc) -> None:
         assert any(n.startswith("SimpleITK.ReadImage(seg)") for n in rec.notes)
     lm = _rec(doc, "reference", "simpleitk", "quick/labelmap-8bit-rle")
     assert lm.status is Status.ERROR and "Unable to determine ImageIO reader" in lm.message
+
+
+def test_itkwasm_compiles_once_in_the_handshake_then_writes_and_reads(doc) -> None:
+    tools = {(t.role, t.name): t for t in doc.tools}
+    consumer = tools[("consumer", "itkwasm")]
+    assert consumer.version == "7.6.4" and consumer.environment == "itkwasm-dicom" and consumer.family == "dcmqi"
+    assert consumer.warm_up and "counted in no cell" in consumer.warm_up
+    write = _rec(doc, "itkwasm", None, "quick/binary-3-disjoint")
+    assert write.status is Status.PASS, write.message
+    assert any(n.startswith("itkwasm_dicom.write_multi_segmentation(") for n in write.notes)
+    for producer in ("itkwasm", "reference"):
+        rec = _rec(doc, producer, "itkwasm", "quick/binary-unaligned-23x38")
+        assert rec.status is Status.PASS, (producer, rec.message)
+    frac = _rec(doc, "reference", "itkwasm", "quick/fractional-occupancy")
+    assert frac.status is Status.PASS, frac.message
+    assert any("read_overlapping_segmentation" in n for n in frac.notes)
+    # No label map support: the WebAssembly module traps (a recorded outcome, not a dead run).
+    lm = _rec(doc, "reference", "itkwasm", "quick/labelmap-8bit-rle")
+    assert lm.status is Status.ERROR and "wasm" in lm.message.lower()
