@@ -194,10 +194,10 @@ BUILTIN: dict[Role, dict[str, str]] = {
     "producer": {
         "highdicom": "dicom4qi.tools.highdicom.producer:HighdicomProducer",
         "dcmqi": "dicom4qi.tools.dcmqi.producer:DcmqiProducer",
-        "dcmqi-bin2label": "dicom4qi.tools.dcmqi_bin2label.producer:DcmqiBin2LabelProducer",
+        "dcmqi-bin2label": "dicom4qi.tools.dcmqi.bin2label:DcmqiBin2LabelProducer",
         "itkwasm": "dicom4qi.tools.itkwasm.producer:ItkWasmProducer",
         "pydicom-seg": "dicom4qi.tools.pydicom_seg.producer:PydicomSegProducer",
-        "pydicom-seg-rb": "dicom4qi.tools.pydicom_seg_rb.producer:PydicomSegRbProducer",
+        "pydicom-seg-rb": "dicom4qi.tools.pydicom_seg.fork_producer:PydicomSegRbProducer",
         "reference": "dicom4qi.tools.reference.producer:ReferenceProducer",
     },
     "consumer": {
@@ -206,7 +206,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "reference": "dicom4qi.tools.reference.consumer:ReferenceConsumer",
         "dcmqi": "dicom4qi.tools.dcmqi.consumer:DcmqiConsumer",
         "pydicom-seg": "dicom4qi.tools.pydicom_seg.consumer:PydicomSegConsumer",
-        "pydicom-seg-rb": "dicom4qi.tools.pydicom_seg_rb.consumer:PydicomSegRbConsumer",
+        "pydicom-seg-rb": "dicom4qi.tools.pydicom_seg.fork_consumer:PydicomSegRbConsumer",
         "slicer": "dicom4qi.tools.slicer.consumer:SlicerConsumer",
         "simpleitk": "dicom4qi.tools.simpleitk.consumer:SimpleItkConsumer",
         "itkwasm": "dicom4qi.tools.itkwasm.consumer:ItkWasmConsumer",

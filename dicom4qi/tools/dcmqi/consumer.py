@@ -14,28 +14,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
-
-import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version, run_tool
+from dicom4qi.formats.dcmqi_io import place_volumes
 from dicom4qi.formats.nrrd import read_nrrd
 from dicom4qi.formats.source_frames import SourceFrames
 from dicom4qi.model.decoded import DecodedWriter
-from dicom4qi.model.segment import Code, Segment
 from dicom4qi.tools.dcmqi.producer import dcmqi_binary
 
-__all__ = ["DcmqiConsumer", "place_volumes"]
-
-
-def _code(c: dict[str, str] | None) -> Code | None:
-    if not c:
-        return None
-    return {
-        "value": str(c.get("CodeValue")),
-        "scheme": str(c.get("CodingSchemeDesignator")),
-        "meaning": str(c.get("CodeMeaning")),
-    }
+__all__ = ["DcmqiConsumer"]
 
 
 class DcmqiConsumer(Consumer):
@@ -83,55 +70,3 @@ class DcmqiConsumer(Consumer):
             volumes.append((image.data, image.origin, image.axes))
         place_volumes(writer, src, volumes, groups, fractional=fractional, scale=scale)
         return writer
-
-
-def place_volumes(
-    writer: DecodedWriter,
-    src: SourceFrames,
-    volumes: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    groups: list[list[dict[str, Any]]],
-    *,
-    fractional: bool,
-    scale: float,
-) -> None:
-    """dcmqi's output (one volume per group of non-overlapping segments, and its ``segmentAttributes``) placed on
-    the source frames: each volume (slices, rows, columns) with its origin and axis steps (column, row, slice)."""
-    first = None
-    for (data, origin, axes), group in zip(volumes, groups):
-        placement = src.place(origin, axes, data.shape[0])
-        first = first or (origin, axes, placement)
-        grid = src.to_grid(placement, data)
-        for attrs in group:
-            number = int(attrs["labelID"])
-            writer.add_segment(
-                Segment(
-                    number=number,
-                    label=attrs.get("SegmentLabel"),
-                    category=_code(attrs.get("SegmentedPropertyCategoryCodeSequence")),
-                    type=_code(attrs.get("SegmentedPropertyTypeCodeSequence")),
-                    tracking_id=attrs.get("TrackingIdentifier"),
-                    tracking_uid=attrs.get("TrackingUniqueIdentifier"),
-                    algorithm_type=attrs.get("SegmentAlgorithmType"),
-                    algorithm_name=attrs.get("SegmentAlgorithmName"),
-                    description=attrs.get("SegmentDescription"),
-                    type_modifier=_code(attrs.get("SegmentedPropertyTypeModifierCodeSequence")),
-                    anatomic_region=_code(attrs.get("AnatomicRegionSequence")),
-                    anatomic_region_modifier=_code(attrs.get("AnatomicRegionModifierSequence")),
-                    color_rgb=tuple(attrs["recommendedDisplayRGBValue"])
-                    if attrs.get("recommendedDisplayRGBValue")
-                    else None,
-                )
-            )
-            if fractional:
-                # one segment per file: its values are the stored fractions
-                writer.set_pixels(number, grid.astype(np.float32) * scale)
-            else:
-                writer.set_pixels(number, grid == number)
-        del grid
-    if first is not None:
-        origin, ax, placement = first
-        writer.geometry.orientation = [*(ax[0] / np.linalg.norm(ax[0])), *(ax[1] / np.linalg.norm(ax[1]))]
-        writer.geometry.pixel_spacing = [float(np.linalg.norm(ax[1])), float(np.linalg.norm(ax[0]))]
-        for k in np.flatnonzero(placement.frames >= 0):
-            corner = origin + k * ax[2] - placement.col_offset * ax[0] - placement.row_offset * ax[1]
-            writer.geometry.positions[src.keys[placement.frames[k]]] = [float(v) for v in corner]

@@ -16,18 +16,13 @@ Every command run is recorded in the notes.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
-
 from dicom4qi.adapters.contract import Producer, WriteRequest, package_version, run_tool
-from dicom4qi.formats.dcmqi_json import dcmqi_metadata
-from dicom4qi.formats.nrrd import write_nrrd
-from dicom4qi.model.masks import labelmap_from_crops
+from dicom4qi.formats.dcmqi_io import dcmqi_inputs
 
-__all__ = ["DcmqiProducer", "dcmqi_binary", "dcmqi_inputs", "run_tool"]
+__all__ = ["DcmqiProducer", "dcmqi_binary", "run_tool"]
 
 
 def dcmqi_binary(name: str) -> Path:
@@ -99,7 +94,7 @@ class DcmqiProducer(Producer):
     def write(self, request: WriteRequest) -> list[str]:
         work = request.output.parent / "dcmqi-input"
         notes: list[str] = []
-        inputs, meta_path = dcmqi_inputs(request, work, f"SEG dcmqi {request.case_id}")
+        inputs, meta_path = dcmqi_inputs(request.truth, work, f"SEG dcmqi {request.case_id}")
         self._convert(request, inputs, meta_path, notes)
         return notes
 
@@ -153,30 +148,3 @@ class DcmqiProducer(Producer):
                 notes,
                 ["bin2labelsegimage", "--inputDICOM", seg_out.name, "--outputDICOM", request.output.name, *b2l],
             )
-
-
-def dcmqi_inputs(request: WriteRequest, work: Path, series_description: str) -> tuple[list[Path], Path]:
-    """The truth as dcmqi's writers take it: NRRD label images on the source grid (one for disjoint segments, their
-    label values the segment numbers; one per segment where they overlap) and the metadata JSON."""
-    truth = request.truth
-    work.mkdir(parents=True, exist_ok=True)
-    numbers = [s.number for s in truth.segments]
-    inputs: list[Path] = []
-    with truth.masks() as masks:
-        if truth.overlap:
-            groups = [[(n, 1)] for n in numbers]
-            for n in numbers:
-                crop = masks.get(n)
-                single = {1: crop} if crop is not None else {}
-                path = work / f"segment-{n}.nrrd"
-                write_nrrd(path, labelmap_from_crops(single, truth.shape, dtype=np.uint8), truth.geometry)
-                inputs.append(path)
-        else:
-            groups = [[(n, n) for n in numbers]]
-            dtype = np.uint8 if max(numbers) < 256 else np.uint16
-            path = work / "labels.nrrd"
-            write_nrrd(path, labelmap_from_crops(dict(masks), truth.shape, dtype=dtype), truth.geometry)
-            inputs.append(path)
-    meta_path = work / "meta.json"
-    meta_path.write_text(json.dumps(dcmqi_metadata(truth, series_description, groups), indent=1))
-    return inputs, meta_path

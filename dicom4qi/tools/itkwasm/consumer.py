@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version
+from dicom4qi.formats.dcmqi_io import place_volumes
 from dicom4qi.formats.source_frames import SourceFrames
 from dicom4qi.model.decoded import DecodedWriter
-from dicom4qi.tools.dcmqi.consumer import place_volumes
 from dicom4qi.tools.itkwasm import module_cache
 
 __all__ = ["ItkWasmConsumer", "image_axes"]

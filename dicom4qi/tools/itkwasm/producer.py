@@ -1,6 +1,6 @@
 """Producer ``itkwasm``: ``itkwasm_dicom.write_multi_segmentation`` (dcmqi's itkimage2segimage built to WebAssembly).
 
-The truth goes in as dcmqi's writer takes it (:func:`dicom4qi.tools.dcmqi.producer.dcmqi_inputs`): NRRD label images
+The truth goes in as dcmqi's writer takes it (:func:`dicom4qi.formats.dcmqi_io.dcmqi_inputs`): NRRD label images
 on the source grid and dcmqi's metadata JSON, label IDs kept as segment numbers for disjoint segments. It writes
 BINARY only (the package has no label map or compression option): it claims nothing else.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from dicom4qi.adapters.contract import Producer, WriteRequest, package_version
-from dicom4qi.tools.dcmqi.producer import dcmqi_inputs
+from dicom4qi.formats.dcmqi_io import dcmqi_inputs
 from dicom4qi.tools.itkwasm import module_cache
 
 __all__ = ["ItkWasmProducer"]
@@ -65,7 +65,7 @@ class ItkWasmProducer(Producer):
 
         truth = request.truth
         inputs, meta_path = dcmqi_inputs(
-            request, request.output.parent / "itkwasm-input", f"SEG itkwasm {request.case_id}"
+            truth, request.output.parent / "itkwasm-input", f"SEG itkwasm {request.case_id}"
         )
         meta = json.loads(meta_path.read_text())
         write_multi_segmentation(
