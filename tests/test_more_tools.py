@@ -108,3 +108,24 @@ def test_itkwasm_compiles_once_in_the_handshake_then_writes_and_reads(doc) -> No
     # No label map support: the WebAssembly module traps (a recorded outcome, not a dead run).
     lm = _rec(doc, "reference", "itkwasm", "quick/labelmap-8bit-rle")
     assert lm.status is Status.ERROR and "wasm" in lm.message.lower()
+
+
+def test_the_itkwasm_warm_up_says_what_the_cache_shows(tmp_path, monkeypatch) -> None:
+    from dicom4qi.tools.itkwasm import warm_up
+
+    monkeypatch.setenv("ITKWASM_CACHE_DIR", str(tmp_path / "cache"))
+
+    def refused(_scratch):
+        raise RuntimeError("Given file does not seem to be a segmentation")
+
+    # Nothing compiled: said, with the call's own words, never claimed.
+    said = warm_up("read_segmentation", refused)
+    assert "not compiled in the warm-up" in said and "does not seem to be a segmentation" in said
+
+    def compiles(_scratch):
+        (tmp_path / "cache" / "module-123").write_bytes(b"wasm")
+        raise RuntimeError("nothing to read")
+
+    assert warm_up("read_segmentation", compiles).startswith("read_segmentation's WebAssembly module compiled into")
+    assert "already compiled" in warm_up("read_segmentation", refused)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["module-123"]  # its scratch folder is gone

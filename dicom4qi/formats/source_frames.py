@@ -24,7 +24,14 @@ import numpy as np
 from dicom4qi.model.decoded import frame_key
 from dicom4qi.model.uids import VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE
 
-__all__ = ["Placement", "SlideInfo", "SourceFrames"]
+__all__ = ["Placement", "SlideInfo", "SourceFrames", "itk_axes"]
+
+
+def itk_axes(origin: Any, spacing: Any, direction: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Origin and per-index steps (column, row, slice) of an ITK-style image (SimpleITK, itk-wasm): its direction
+    matrix (3 x 3, or flattened row-major) has the axis directions as columns."""
+    d = np.asarray(direction, dtype=float).reshape(3, 3)
+    return np.asarray(origin, dtype=float), (d * np.asarray(spacing, dtype=float)).T
 
 
 @dataclass

@@ -14,24 +14,17 @@ The first call of a fresh machine compiles the module (about 40 s): the handshak
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version
 from dicom4qi.formats.dcmqi_io import place_volumes
-from dicom4qi.formats.source_frames import SourceFrames
+from dicom4qi.formats.source_frames import SourceFrames, itk_axes
 from dicom4qi.model.decoded import DecodedWriter
-from dicom4qi.tools.itkwasm import module_cache
+from dicom4qi.tools.itkwasm import module_cache, warm_up
 
-__all__ = ["ItkWasmConsumer", "image_axes"]
-
-
-def image_axes(image: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Origin and per-index steps (column, row, slice) of an itkwasm Image (its direction's columns are the axes)."""
-    direction = np.asarray(image.direction, dtype=float).reshape(3, 3)
-    spacing = np.asarray(image.spacing, dtype=float)
-    return np.asarray(image.origin, dtype=float), (direction * spacing).T
+__all__ = ["ItkWasmConsumer"]
 
 
 def _release(module: str) -> None:
@@ -57,20 +50,14 @@ class ItkWasmConsumer(Consumer):
         return package_version("itkwasm-dicom")
 
     def warm_up(self) -> str | None:
-        cache = module_cache()
-        # Compiling happens on the first pipeline run: run it once on nothing readable.
-        from itkwasm_dicom import read_segmentation as read
+        from itkwasm_dicom import read_segmentation
 
-        probe = cache / "warm-up-not-dicom.bin"
-        cache.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"\0" * 256)
-        try:
-            read(probe)
-        except Exception:  # noqa: BLE001  (the probe is not DICOM: only the compile matters)
-            pass
-        finally:
-            probe.unlink(missing_ok=True)
-        return f"read_segmentation's WebAssembly module compiled into {cache}"
+        def first(scratch: Path) -> object:
+            probe = scratch / "not-dicom.bin"
+            probe.write_bytes(b"\0" * 256)
+            return read_segmentation(probe)
+
+        return warm_up("read_segmentation", first)
 
     def read(self, request: ReadRequest) -> DecodedWriter:
         import pydicom
@@ -102,7 +89,7 @@ class ItkWasmConsumer(Consumer):
                 ]
         groups = meta.get("segmentAttributes", [])
         data = np.asarray(image.data)
-        origin, axes = image_axes(image)
+        origin, axes = itk_axes(image.origin, image.spacing, image.direction)
         if len(groups) > 1:
             if data.ndim != 4 or data.shape[3] != len(groups):
                 raise ValueError(f"{len(groups)} groups but an image of shape {data.shape}")

@@ -11,7 +11,7 @@ import json
 
 from dicom4qi.adapters.contract import Producer, WriteRequest, package_version
 from dicom4qi.formats.dcmqi_io import dcmqi_inputs
-from dicom4qi.tools.itkwasm import module_cache
+from dicom4qi.tools.itkwasm import module_cache, warm_up
 
 __all__ = ["ItkWasmProducer"]
 
@@ -47,17 +47,12 @@ class ItkWasmProducer(Producer):
         return package_version("itkwasm-dicom")
 
     def warm_up(self) -> str | None:
-        cache = module_cache()
         from itkwasm_dicom import write_multi_segmentation
 
-        cache.mkdir(parents=True, exist_ok=True)
-        try:
-            write_multi_segmentation({}, str(cache / "warm-up.dcm"), ref_dicom_series=[], seg_images=[])
-        except Exception:  # noqa: BLE001  (nothing to write: only the compile matters)
-            pass
-        finally:
-            (cache / "warm-up.dcm").unlink(missing_ok=True)
-        return f"write_multi_segmentation's WebAssembly module compiled into {cache}"
+        return warm_up(
+            "write_multi_segmentation",
+            lambda scratch: write_multi_segmentation({}, str(scratch / "out.dcm"), ref_dicom_series=[], seg_images=[]),
+        )
 
     def write(self, request: WriteRequest) -> list[str]:
         module_cache()

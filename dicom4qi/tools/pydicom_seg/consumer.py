@@ -17,17 +17,10 @@ import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version
 from dicom4qi.formats.segmeta import segment_from_item
-from dicom4qi.formats.source_frames import SourceFrames
+from dicom4qi.formats.source_frames import SourceFrames, itk_axes
 from dicom4qi.model.decoded import DecodedWriter
 
 __all__ = ["PydicomSegConsumer"]
-
-
-def _axes(image: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Origin and per-index steps (column, row, slice) of a SimpleITK image."""
-    d = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    spacing = np.asarray(image.GetSpacing(), dtype=float)
-    return np.asarray(image.GetOrigin(), dtype=float), (d * spacing).T
 
 
 class PydicomSegConsumer(Consumer):
@@ -70,13 +63,13 @@ class PydicomSegConsumer(Consumer):
             writer.add_segment(segment_from_item(info, number=int(number)))
         if isinstance(result, pydicom_seg.reader.MultiClassReadResult):
             image = result.image
-            origin, axes = _axes(image)
+            origin, axes = itk_axes(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
             placement = src.place(origin, axes, image.GetSize()[2])
             writer.set_labelmap(src.to_grid(placement, np.asarray(result.data)))
         else:
             for number in sorted(result.available_segments):
                 image = result.segment_image(number)
-                origin, axes = _axes(image)
+                origin, axes = itk_axes(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
                 placement = src.place(origin, axes, image.GetSize()[2])
                 data = np.asarray(result.segment_data(number))
                 writer.set_pixels(int(number), src.to_grid(placement, data.astype(np.float32 if fractional else bool)))

@@ -22,18 +22,11 @@ import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version
 from dicom4qi.formats.segmeta import segment_from_item
-from dicom4qi.formats.source_frames import SourceFrames
+from dicom4qi.formats.source_frames import SourceFrames, itk_axes
 from dicom4qi.model.decoded import DecodedWriter, frame_key
 from dicom4qi.model.uids import LABEL_MAP_SEGMENTATION_STORAGE
 
 __all__ = ["SimpleItkConsumer"]
-
-
-def _axes(image: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Origin and per-index steps (column, row, slice) of a SimpleITK image."""
-    d = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
-    spacing = np.asarray(image.GetSpacing(), dtype=float)
-    return np.asarray(image.GetOrigin(), dtype=float), (d * spacing).T
 
 
 def _frame_source(fg: Any, src: SourceFrames) -> int:
@@ -88,7 +81,7 @@ class SimpleItkConsumer(Consumer):
         if data.ndim == 2:
             data = data[np.newaxis]
         if labelmap:
-            origin, axes = _axes(image)
+            origin, axes = itk_axes(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
             placement = src.place(origin, axes, data.shape[0])
             writer.set_labelmap(src.to_grid(placement, data.astype(np.uint16)))
             writer.notes.append("label map: the volume's voxels as segment numbers, placed by its own geometry")
