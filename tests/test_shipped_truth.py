@@ -91,6 +91,7 @@ def test_a_truth_that_disagrees_fails_every_reader_and_an_unusable_one_falls_bac
     wild = _gathered(truth_of, tmp_path / "a")
     label = wild / "elsewhere" / "label.nii.gz"
     image = nib.load(label)
+    assert isinstance(image, nib.Nifti1Image)
     data = np.asarray(image.dataobj)
     assert (data == 3).any()
     nib.save(nib.Nifti1Image(np.where(data == 3, 2, data).astype(data.dtype), image.affine, image.header), label)
