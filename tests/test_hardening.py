@@ -573,3 +573,26 @@ def test_the_harness_peak_memory_is_its_own_not_that_of_whatever_started_it() ->
     assert inherited > 300  # Linux hands the parent's high-water mark to the child at exec: not the child's
     assert own < 100, own  # what the harness reports: its own address space since exec
     del ballast
+
+
+VARIANT_ADAPTER = r"""
+import json, sys
+req = json.load(sys.stdin)
+print(json.dumps({"protocol": 1, "ok": True, "name": "v", "tool": "variant-echo", "version": req.get("variant", "default"),
+                  "role": "consumer", "features": ["binary"]}))
+"""
+
+
+def test_executable_adapters_get_the_variant_they_were_named_with(tmp_path: Path) -> None:
+    """``exec:FOLDER@5.6.8`` sends ``"variant": "5.6.8"`` in every request; without ``@`` the field is absent."""
+    import sys
+
+    from dicom4qi.adapters.contract import resolve
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter.py").write_text(VARIANT_ADAPTER)
+    (folder / "dicom4qi-adapter.json").write_text(json.dumps({"protocol": 1, "command": [sys.executable, "adapter.py"]}))
+    cls = resolve("consumer", f"exec:{folder}@5.6.8")
+    assert cls(variant="5.6.8").version() == "5.6.8"
+    assert cls().version() == "default"

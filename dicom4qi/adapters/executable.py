@@ -257,7 +257,7 @@ class ExecAdapterMixin:
             raw = call_adapter(
                 self.folder,
                 self.manifest,
-                Request(op="info", supported_protocols=[PROTOCOL]),
+                Request(op="info", supported_protocols=[PROTOCOL], variant=self.variant),
                 timeout_s=HANDSHAKE_TIMEOUT_S,
             )
             info = InfoResponse.model_validate(raw)
@@ -341,6 +341,7 @@ class _ExecConsumer(ExecAdapterMixin, Consumer):
                 seg=str(request.seg.resolve()),
                 sources=[str(p.resolve()) for p in request.sources],
                 output=str(out.resolve()),
+                variant=self.variant,
             ),
             out,
         )
@@ -370,6 +371,7 @@ class _ExecProducer(ExecAdapterMixin, Producer):
                 truth=str(truth_dir.resolve()),
                 sources=[str(p.resolve()) for p in request.truth.source_paths],
                 output=str(request.output.resolve()),
+                variant=self.variant,
             ),
             request.output.parent,
         )

@@ -106,6 +106,11 @@ class Request(_Doc):
     )
     case: dict[str, Any] | None = Field(None, description="write: the case (its file, as JSON, with its id).")
     truth: str | None = Field(None, description="write: a folder in the exchange format holding the truth.")
+    variant: str | None = Field(
+        None,
+        description="every op: the adapter's parameter where it was named as name@param (a release of the tool, a "
+        "mode); absent otherwise.",
+    )
 
 
 class InfoResponse(BaseModel):
