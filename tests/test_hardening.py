@@ -592,7 +592,9 @@ def test_executable_adapters_get_the_variant_they_were_named_with(tmp_path: Path
     folder = tmp_path / "adapter"
     folder.mkdir()
     (folder / "adapter.py").write_text(VARIANT_ADAPTER)
-    (folder / "dicom4qi-adapter.json").write_text(json.dumps({"protocol": 1, "command": [sys.executable, "adapter.py"]}))
+    (folder / "dicom4qi-adapter.json").write_text(
+        json.dumps({"protocol": 1, "command": [sys.executable, "adapter.py"]})
+    )
     cls = resolve("consumer", f"exec:{folder}@5.6.8")
     assert cls(variant="5.6.8").version() == "5.6.8"
     assert cls().version() == "default"

@@ -410,7 +410,7 @@ def test_run_external_blames_only_the_dissenter(written: dict[str, Any], tmp_pat
         workers=2,
     )
     doc = ResultsDocument.load(run(cfg).path)
-    by = {r.consumer: r for r in doc.records}
+    by = {r.consumer: r for r in doc.records if r.step == "read"}  # the validators' cells judge the object itself
     assert {c for c, r in by.items() if r.status is Status.FAIL} == {
         "tests.fakes:Dropper",
         "tests.fakes:DropperVariant",
@@ -430,7 +430,7 @@ def test_the_known_issues_are_valid_and_linked(tmp_path: Path) -> None:
         ROOT / "corpus" / "known-issues",
         features=load_features(FEATURES),
         case_ids=[c.id for c in cases],
-        tool_names=[*DEFAULTS["producer"], *DEFAULTS["consumer"], "dciodvfy"],  # every tool the grid runs
+        tool_names=[*DEFAULTS["producer"], *DEFAULTS["consumer"], "dciodvfy", "pixelmed"],  # every tool the grid runs
     )
     assert not errors, errors
     assert len(issues) >= 10

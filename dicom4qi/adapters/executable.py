@@ -228,6 +228,7 @@ class ExecAdapterMixin:
     folder: ClassVar[Path]
     manifest: ClassVar[AdapterManifest | None]
     manifest_error: ClassVar[str | None]
+    variant: str | None  # from Adapter, beside this mixin
     _info: InfoResponse | None = None
     _info_error: str | None = None
     #: Whether the handshake failed by the adapter's fault (ERROR), not for want of a program (SKIPPED).

@@ -60,7 +60,10 @@ def _lint_known_issues(
     negative = corpus.parent / "negative.toml"
     ids = list(case_ids) + ([m.id for m in load_mutants(negative)] if negative.is_file() else [])
     tools = {n for names in DEFAULTS.values() for n in names} | {n for names in BUILTIN.values() for n in names}
-    tools |= {"dciodvfy"}
+    from dicom4qi.judge.pixelmed import NAME as PIXELMED
+    from dicom4qi.run.steps import VALIDATOR
+
+    tools |= {VALIDATOR, PIXELMED}
     return load_known_issues(folder, features=features, case_ids=ids, tool_names=sorted(tools))
 
 

@@ -157,3 +157,14 @@ def _int_or_none(value: object) -> int | None:
         return int(str(value)) if value not in (None, "") else None
     except ValueError:
         return None
+
+
+def sop_class_of(path: Path) -> str | None:
+    """The SOP Class the file meta names (Media Storage SOP Class UID), read without the data set; None if unreadable."""
+    from pydicom.errors import InvalidDicomError
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        return str(read_file_meta_info(path).get("MediaStorageSOPClassUID", "")) or None
+    except (OSError, InvalidDicomError, ValueError, EOFError):
+        return None

@@ -25,7 +25,17 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, fie
 
 from dicom4qi.model.results import Record, Status
 
-__all__ = ["KnownIssue", "KnownIssueError", "Match", "load_known_issues", "matches", "schema_text", "version_affected"]
+__all__ = [
+    "KnownIssue",
+    "KnownIssueError",
+    "Match",
+    "error_texts",
+    "explained_errors",
+    "load_known_issues",
+    "matches",
+    "schema_text",
+    "version_affected",
+]
 
 FAILING = (Status.FAIL, Status.ERROR, Status.CRASH, Status.TIMEOUT)
 
@@ -222,10 +232,35 @@ def in_scope(m: Match, rec: Record) -> bool:
 
 
 def matches(issue: KnownIssue, rec: Record, version: str | None) -> bool:
-    """Whether the known issue explains this cell."""
+    """Whether the known issue explains this cell (a validator's cell with errors: at least one of them)."""
     if not version_affected(issue, version):
         return False
+    if error_texts(rec):
+        return bool(explained_errors(issue, rec, version))
     return any(in_scope(m, rec) and rec.status in m.statuses and re.search(m.message, rec.message) for m in issue.match)
+
+
+def error_texts(rec: Record) -> list[str]:
+    """A validator's cell: each error finding as ``path: message`` (what a known issue's regex is searched in)."""
+    if rec.step != "validate" or rec.status is not Status.FAIL:
+        return []
+    return [f"{f.path}: {f.message}" if f.path else f.message for f in rec.findings if f.severity == "error"]
+
+
+def explained_errors(issue: KnownIssue, rec: Record, version: str | None) -> set[int]:
+    """Which of a validator cell's errors (indices into :func:`error_texts`) the known issue explains.
+
+    A validator's cell may hold errors of several causes (one the producer's, one the validator's own): each
+    error is explained on its own, and the cell is known only when every error is (see ``Cell.unexplained``).
+    """
+    if not version_affected(issue, version):
+        return set()
+    texts = error_texts(rec)
+    out: set[int] = set()
+    for m in issue.match:
+        if in_scope(m, rec) and rec.status in m.statuses:
+            out |= {i for i, t in enumerate(texts) if re.search(m.message, t)}
+    return out
 
 
 @dataclass

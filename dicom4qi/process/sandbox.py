@@ -34,7 +34,18 @@ from dicom4qi import paths
 from dicom4qi.model.results import DiskFull
 from dicom4qi.model.wire import Call, Failure, Reply, StartCall, WireError, dump, parse_reply
 
-__all__ = ["ChildOutcome", "DiskFull", "MEMORY_ENV", "configure", "kill_all", "kill_group", "run_child"]
+__all__ = [
+    "ChildOutcome",
+    "DiskFull",
+    "MEMORY_ENV",
+    "configure",
+    "kill_all",
+    "kill_group",
+    "run_child",
+    "track",
+    "untrack",
+    "wrapper",
+]
 
 _live: set[int] = set()
 _live_lock = threading.Lock()
@@ -81,6 +92,22 @@ def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
     """Signal a process group; one that is already gone is not an error."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
+
+
+def track(pid: int) -> None:
+    """Count a long-lived child the harness started itself (a validator's JVM) among those :func:`kill_all` kills."""
+    with _live_lock:
+        _live.add(pid)
+
+
+def untrack(pid: int) -> None:
+    with _live_lock:
+        _live.discard(pid)
+
+
+def wrapper() -> list[str]:
+    """The ``setpriv`` prefix every child runs under (the parent-death signal; see :func:`_wrapper`)."""
+    return _wrapper()
 
 
 def kill_all() -> None:

@@ -16,6 +16,8 @@ from dicom4qi.adapters.contract import missing_features
 from dicom4qi.judge.compare import compare, verdict
 from dicom4qi.judge.content import CHECK_DECODERS, REFUSED, DecoderFinding, ReadVerdict, judge_content, judge_read
 from dicom4qi.judge.diffpic import difference_picture
+from dicom4qi.judge.pixelmed import NAME as PIXELMED
+from dicom4qi.judge.pixelmed import PixelmedServer
 from dicom4qi.judge.validate import dciodvfy_path, run_dciodvfy
 from dicom4qi.model.case import LoadedCase, implied_features
 from dicom4qi.model.decoded import Decoded, merge_decoded
@@ -49,7 +51,20 @@ from dicom4qi.run.steps import (
     write_call,
 )
 
-__all__ = ["CellSteps"]
+__all__ = ["CellSteps", "finding_kinds"]
+
+
+def finding_kinds(findings: list[Finding]) -> list[tuple[str, int]]:
+    """Findings grouped by kind (the same message at the same attribute, whatever the item), with their counts,
+    in the order first met: a per-frame error repeated on 300 frames is one kind."""
+    import re
+
+    counts: dict[str, int] = {}
+    for f in findings:
+        path = re.sub(r"\[\d+\]", "[n]", f.path or "")
+        text = f"{path}: {f.message}" if path else f.message
+        counts[text] = counts.get(text, 0) + 1
+    return list(counts.items())
 
 
 class CellSteps:
@@ -441,6 +456,113 @@ class CellSteps:
             more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
             return Record(
                 **base, **common, status=Status.FAIL, checks=checks, message=f"{len(errors)} error(s): {shown}{more}"
+            )
+        note = f"{len(warnings)} warning(s), first: {warnings[0].message}" if warnings else ""
+        return Record(**base, **common, status=Status.PASS, checks=checks, message=note)
+
+    def pixelmed_step(
+        self, loaded: LoadedCase, write: Record, run_dir: Path, server: PixelmedServer | None, reason: str = ""
+    ) -> Record:
+        """PixelMed's validator on a produced object (the second validator): PASS without errors, FAIL with them."""
+        base = self._base(loaded, write.producer, PIXELMED)
+        base["step"] = "validate"
+        if write.seg is None:
+            return Record(
+                **base, status=Status.SKIPPED, message=f"no object to validate: producer {write.status.value}"
+            )
+        seg_path = run_dir / write.seg.path
+        return self.pixelmed_object(
+            base,
+            write.seg,
+            [run_dir / p for p in write.seg.paths],
+            seg_path.parent / "validate",
+            run_dir,
+            server,
+            reason,
+        )
+
+    def pixelmed_object(
+        self,
+        base: dict[str, Any],
+        seg: SegObject,
+        parts: list[Path],
+        work: Path,
+        run_dir: Path,
+        server: PixelmedServer | None,
+        reason: str = "",
+    ) -> Record:
+        """PixelMed on every instance of an object, through the run's one JVM (``server``; None: not available)."""
+        if server is None:
+            return Record(**base, status=Status.SKIPPED, seg=seg, message=f"not run: {reason or 'PixelMed is missing'}")
+        findings: list[Finding] = []
+        artifacts: dict[str, str] = {}
+        seconds = 0.0
+        for k, part in enumerate(parts, 1):
+            result = server.validate(part, self.cfg.validate_timeout_s)
+            work.mkdir(parents=True, exist_ok=True)
+            name = PIXELMED if k == 1 else f"{PIXELMED}-{k}"
+            (work / f"{name}.txt").write_text(result.raw or "(no output)\n")
+            artifacts[name] = (work / f"{name}.txt").relative_to(run_dir).as_posix()
+            seconds += result.seconds
+            which = f"instance {k} of {len(parts)}: " if len(parts) > 1 else ""
+            common = {"seg": seg, "wall_s": round(seconds, 3), "artifacts": artifacts}
+            if result.kind == "unsupported":
+                from dicom4qi.formats.headers import sop_class_of
+
+                sop = sop_class_of(part)
+                if sop == LABEL_MAP_SEGMENTATION_STORAGE:
+                    return Record(
+                        **base,
+                        **common,
+                        status=Status.UNSUPPORTED,
+                        message=f"{which}PixelMed's IOD descriptions (this build) predate the Label Map Segmentation "
+                        f"Storage SOP Class ({sop}): '{result.message}'",
+                    )
+                return Record(
+                    **base,
+                    **common,
+                    status=Status.FAIL,
+                    checks=[Check(name="iod", status=CheckStatus.FAIL, message=result.message)],
+                    message=f"{which}PixelMed finds no IOD for SOP Class UID {sop or '(none)'}: '{result.message}'",
+                )
+            if result.kind == "timeout":
+                return Record(
+                    **base, **common, status=Status.TIMEOUT, limit="time", message=f"{which}PixelMed: {result.message}"
+                )
+            if result.kind == "crash":
+                limit = "memory" if "heap" in result.message else None
+                return Record(**base, **common, status=Status.CRASH, limit=limit, message=f"{which}{result.message}")
+            if result.kind != "ok":
+                return Record(**base, **common, status=Status.ERROR, message=which + result.message)
+            where = f"instance {k}" if len(parts) > 1 else ""
+            findings += [
+                Finding(severity=f.severity, message=f.message, path=" ".join(filter(None, [where, f.path])) or None)
+                for f in result.findings
+            ]
+        errors = [f for f in findings if f.severity == "error"]
+        warnings = [f for f in findings if f.severity == "warning"]
+        checks = [
+            Check(
+                name="iod", status=CheckStatus.FAIL if errors else CheckStatus.PASS, message=f"{len(errors)} error(s)"
+            ),
+            Check(
+                name="warnings",
+                status=CheckStatus.FAIL if warnings else CheckStatus.PASS,
+                message=f"{len(warnings)} warning(s)",
+                advisory=True,
+            ),
+        ]
+        common = {"seg": seg, "wall_s": round(seconds, 3), "artifacts": artifacts, "findings": findings}
+        if errors:
+            kinds = finding_kinds(errors)
+            shown = "; ".join(f"{text}{f' (x{n})' if n > 1 else ''}" for text, n in kinds[:4])
+            more = f" (and {len(kinds) - 4} more kind(s))" if len(kinds) > 4 else ""
+            return Record(
+                **base,
+                **common,
+                status=Status.FAIL,
+                checks=checks,
+                message=f"{len(errors)} error(s) of {len(kinds)} kind(s): {shown}{more}",
             )
         note = f"{len(warnings)} warning(s), first: {warnings[0].message}" if warnings else ""
         return Record(**base, **common, status=Status.PASS, checks=checks, message=note)

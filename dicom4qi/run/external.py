@@ -19,6 +19,8 @@ from dicom4qi.adapters.contract import family_of, missing_features
 from dicom4qi.corpus.wild import ExternalObject
 from dicom4qi.judge.compare import agreement
 from dicom4qi.judge.consensus import consensus
+from dicom4qi.judge.pixelmed import NAME as PIXELMED
+from dicom4qi.judge.pixelmed import PixelmedServer
 from dicom4qi.model.decoded import Decoded
 from dicom4qi.model.protocol import EXCHANGE_FORMAT
 from dicom4qi.model.results import (
@@ -174,13 +176,28 @@ class ExternalFlow(FlowHost):
         if cfg.validate:
             todo_v = [(o,) for o in objects if (o.id, EXTERNAL, VALIDATOR) not in kept]
             self._parallel("validate", todo_v, lambda o: self.validate_external(o, run_dir), writer.add)
+            todo_p = [(o,) for o in objects if (o.id, EXTERNAL, PIXELMED) not in kept]
+            self._pixelmed_phase(
+                todo_p,
+                lambda o, server, why: self.validate_external(o, run_dir, server, why, pixelmed=True),
+                writer.add,
+            )
 
-    def validate_external(self, obj: ExternalObject, run_dir: Path) -> Record:
-        """dciodvfy on an object from the wild: its findings, as for a producer's object."""
+    def validate_external(
+        self,
+        obj: ExternalObject,
+        run_dir: Path,
+        server: PixelmedServer | None = None,
+        why: str = "",
+        *,
+        pixelmed: bool = False,
+    ) -> Record:
+        """dciodvfy (or PixelMed, the second validator) on an object from the wild: its findings, as for a
+        producer's object."""
         base: dict[str, Any] = {
             "case": obj.id,
             "producer": EXTERNAL,
-            "consumer": VALIDATOR,
+            "consumer": PIXELMED if pixelmed else VALIDATOR,
             "step": "validate",
             "features": sorted(obj.features),
             "tier": "external",
@@ -188,6 +205,8 @@ class ExternalFlow(FlowHost):
         }
         seg = SegObject(path=str(obj.path), size=obj.path.stat().st_size, sha256=sha256_of(obj.path))
         work = run_dir / "external" / slug(obj.id) / "validate"
+        if pixelmed:
+            return self.pixelmed_object(base, seg, [obj.path], work, run_dir, server, why)
         return self.validate_object(base, seg, [obj.path], work, run_dir)
 
     def shipped_truth(self, obj: ExternalObject, run_dir: Path) -> tuple[Decoded | None, str]:

@@ -28,6 +28,8 @@ from dicom4qi.adapters.contract import Role
 from dicom4qi.corpus.mutate import Mutant, load_mutants
 from dicom4qi.corpus.synth import SynthesisError, build_case
 from dicom4qi.corpus.wild import ExternalObject, scan_external
+from dicom4qi.judge.pixelmed import NAME as PIXELMED
+from dicom4qi.judge.pixelmed import PixelmedServer, pixelmed_available, pixelmed_info
 from dicom4qi.judge.validate import dciodvfy_path, dciodvfy_version
 from dicom4qi.model.case import LoadedCase, load_cases
 from dicom4qi.model.results import (
@@ -212,6 +214,11 @@ class Runner(CellSteps, ExternalFlow, NegativeFlow):
                     homepage="https://www.dclunie.com/dicom3tools.html",
                 )
             )
+        if cfg.validate and not mutants:
+            if ("validator", PIXELMED) in described:
+                doc.tools.append(described[("validator", PIXELMED)])
+            else:
+                doc.tools.append(pixelmed_info())
         doc.records = list(kept.values())
         paths = [cfg.results / f"{run_id}.json", cfg.results / "latest.json"]
         writer = ResultsWriter(doc, paths)
@@ -296,6 +303,12 @@ class Runner(CellSteps, ExternalFlow, NegativeFlow):
             self._parallel(
                 "validate", todo_v, lambda c, p: self.validate_step(c, writes[(c.id, p.name)], run_dir), writer.add
             )
+            todo_p = [(c, p) for c in cases for p in producers if (c.id, p.name, PIXELMED) not in kept]
+            self._pixelmed_phase(
+                todo_p,
+                lambda c, p, server, why: self.pixelmed_step(c, writes[(c.id, p.name)], run_dir, server, why),
+                writer.add,
+            )
         todo_r = [(c, p, k) for c in cases for p in producers for k in consumers if (c.id, p.name, k.name) not in kept]
         pools = {
             k.name: ServicePool(
@@ -314,6 +327,32 @@ class Runner(CellSteps, ExternalFlow, NegativeFlow):
         finally:
             for pool in pools.values():
                 pool.stop()
+
+    def _pixelmed_phase(
+        self,
+        items: list[tuple[Any, ...]],
+        fn: Callable[..., Record],
+        done: Callable[[Record], Any],
+    ) -> None:
+        """PixelMed's validator on every object, one after another through one JVM (started once, restarted after a
+        crash or a hang; see :mod:`dicom4qi.judge.pixelmed`)."""
+        if not items:
+            return
+        ok, why = pixelmed_available()
+        self.progress.start("pixelmed", len(items))
+        try:
+            with PixelmedServer(self.cfg.build / "cache", self.cfg.build) as server:
+                for item in items:
+                    rec = fn(*item, server if ok else None, why)
+                    done(rec)
+                    self.progress.advance(f"{rec.case} {rec.producer}: {rec.status.value}")
+                if server.start_seconds:
+                    self.progress.note(
+                        f"PixelMed's JVM started {server.starts} time(s), "
+                        f"{', '.join(f'{s:.1f} s' for s in server.start_seconds)} (in no cell)"
+                    )
+        finally:
+            self.progress.stop()
 
     @staticmethod
     def _described(
@@ -339,6 +378,10 @@ class Runner(CellSteps, ExternalFlow, NegativeFlow):
             (case, producer, VALIDATOR) in kept for case, producer, _ in objects
         ):
             out[("validator", VALIDATOR)] = earlier[("validator", VALIDATOR)]
+        if ("validator", PIXELMED) in earlier and all(
+            (case, producer, PIXELMED) in kept for case, producer, _ in objects
+        ):
+            out[("validator", PIXELMED)] = earlier[("validator", PIXELMED)]
         return out
 
     def _resumable(self, previous: ResultsDocument, run_dir: Path) -> dict[tuple[str, str, str | None], Record]:

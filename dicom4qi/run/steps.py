@@ -26,6 +26,7 @@ from dicom4qi.process.sandbox import ChildOutcome
 from dicom4qi.process.services import ServicePool
 
 if TYPE_CHECKING:
+    from dicom4qi.judge.pixelmed import PixelmedServer
     from dicom4qi.run.config import RunConfig
 
 __all__ = [
@@ -321,3 +322,18 @@ class FlowHost:
         def validate_object(
             self, base: dict[str, Any], seg: SegObject, parts: list[Path], work: Path, run_dir: Path
         ) -> Record: ...
+
+        def pixelmed_object(
+            self,
+            base: dict[str, Any],
+            seg: SegObject,
+            parts: list[Path],
+            work: Path,
+            run_dir: Path,
+            server: PixelmedServer | None,
+            reason: str = "",
+        ) -> Record: ...
+
+        def _pixelmed_phase(
+            self, items: list[tuple[Any, ...]], fn: Callable[..., Record], done: Callable[[Record], Any]
+        ) -> None: ...

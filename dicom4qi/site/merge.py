@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from dicom4qi.judge.known import Explained, in_scope, load_known_issues, matches
+from dicom4qi.judge.known import Explained, error_texts, explained_errors, in_scope, load_known_issues, matches
 from dicom4qi.model.results import GRADED_NOTE, Record, ResultsDocument, RunInfo, Status, ToolInfo
 from dicom4qi.site.files import _run_root, _slug
 from dicom4qi.site.view import GROUPS, PROBLEM, TRIED, WRITE, CaseInfo, Cell, Row, SiteOptions
@@ -155,9 +155,14 @@ class _Site:
                 if matches(issue, rec, version):
                     cell.known.append(issue)
                     explained.append(rec)
+                    if error_texts(rec):
+                        cell.explained_errors |= explained_errors(issue, rec, version)
                 if rec.status in TRIED and any(in_scope(m, rec) for m in issue.match):
                     scope += 1
             out.append(Explained(issue, explained, scope))
+        for cell in self.cells.values():
+            texts = error_texts(cell.rec)
+            cell.unexplained = [t for i, t in enumerate(texts) if i not in cell.explained_errors]
         return out
 
     # ---- rows of the grid

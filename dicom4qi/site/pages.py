@@ -30,6 +30,7 @@ from dicom4qi.site.view import (
     WRITE,
     Badge,
     CaseInfo,
+    Cell,
     Row,
     _badge_svg,
     _js_data,
@@ -294,6 +295,52 @@ class _Renderer:
 
     # ---- overview
 
+    @staticmethod
+    def validator_fault(cell: Cell) -> bool:
+        """A validator's FAIL whose every error a known issue of the validator itself explains."""
+        return (
+            cell.rec.step == "validate"
+            and cell.rec.status is Status.FAIL
+            and bool(cell.known)
+            and not cell.unexplained
+            and all(k.tool == cell.rec.consumer for k in cell.known)
+        )
+
+    def validator_disagreements(self, validators: list[str]) -> dict[str, Any]:
+        """Objects two validators judged differently (one PASS, one FAIL), per producer and listed, with whose fault
+        the known issues say it is."""
+        site = self.site
+        if len(validators) < 2:
+            return {}
+        first, second = validators[0], validators[1]
+        per_producer: dict[str, Counter[str]] = {}
+        listed = []
+        for (case, producer, consumer), a in site.cells.items():
+            if consumer != first or a.rec.tier == "negative":
+                continue
+            b = site.cells.get((case, producer, second))
+            if b is None or {a.rec.status, b.rec.status} - {Status.PASS, Status.FAIL}:
+                continue
+            counts = per_producer.setdefault(producer, Counter())
+            key = "both" if a.rec.status is b.rec.status else (first if a.rec.status is Status.FAIL else second)
+            counts[key if key != "both" else ("both pass" if a.rec.status is Status.PASS else "both fail")] += 1
+            if key in validators:
+                flagged = a if key == first else b
+                if self.validator_fault(flagged):
+                    counts[f"{key} own"] += 1
+                listed.append(
+                    {
+                        "case": case,
+                        "producer": producer,
+                        "flagged_by": key,
+                        "cells": (a, b),
+                        "validator_fault": self.validator_fault(flagged),
+                        "known": [k.id for k in flagged.known],
+                    }
+                )
+        listed.sort(key=lambda d: (d["validator_fault"], d["producer"], d["case"]))
+        return {"pair": (first, second), "per_producer": per_producer, "listed": listed}
+
     def overview(self) -> None:
         from dicom4qi.run.summary import by_feature, interop_score
 
@@ -306,10 +353,23 @@ class _Renderer:
         interop_tools = [c for c in consumers if tried_by.get(c)]
         interop = interop_score(doc, interop_tools) if interop_tools else {}
         producers = [p for p in site.producers if any(r.producer == p for r in site.graded)]
-        valid = {}
-        for p in producers:
-            recs = [r for r in site.graded if r.step == "validate" and r.producer == p and r.status in TRIED]
-            valid[p] = (sum(r.status is Status.PASS for r in recs), len(recs))
+        validators = [v for v in site.columns if v in site.validators]
+        valid: dict[str, dict[str, tuple[int, int]]] = {v: {} for v in validators}
+        for v in validators:
+            for p in producers:
+                cells = [
+                    c
+                    for c in site.cells.values()
+                    if c.rec.step == "validate"
+                    and c.rec.consumer == v
+                    and c.rec.producer == p
+                    and c.rec.tier != "negative"
+                    and c.rec.status in TRIED
+                ]
+                # a FAIL whose every error is the validator's own known fault says nothing against the object
+                good = sum(c.rec.status is Status.PASS or self.validator_fault(c) for c in cells)
+                valid[v][p] = (good, len(cells))
+        disagreements = self.validator_disagreements(validators)
         tools = []
         for t in site.tools:
             passed, tried, counts = site.pass_counts(t.role, t.name)
@@ -348,6 +408,8 @@ class _Renderer:
             interop=interop,
             interop_tools=interop_tools,
             valid=valid,
+            validators=validators,
+            disagreements=disagreements,
             tools=tools,
             reactions=reactions,
             sensitivity=sensitivity,

@@ -159,6 +159,9 @@ class Cell:
     object: FileLink | None = None
     #: The known issues that explain this cell (failing cells only).
     known: list[KnownIssue] = field(default_factory=list)
+    #: A validator's cell: which of its errors a known issue explains, and the text of those none explains.
+    explained_errors: set[int] = field(default_factory=set)
+    unexplained: list[str] = field(default_factory=list)
     rerun: str = ""
 
     @property
@@ -175,7 +178,7 @@ class Cell:
         producer wrote wrong is nobody's fault to explain)."""
         if not self.failing or not self.rec.charged:
             return None
-        return "known" if self.known else "new"
+        return "known" if self.known and not self.unexplained else "new"
 
     @property
     def object_wrong(self) -> bool:
