@@ -211,6 +211,8 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "simpleitk": "dicom4qi.tools.simpleitk.consumer:SimpleItkConsumer",
         "itkwasm": "dicom4qi.tools.itkwasm.consumer:ItkWasmConsumer",
         "dcmjs": "exec:tools/dcmjs",
+        "cornerstone": "exec:tools/cornerstone",
+        "dwv": "exec:tools/dwv",
     },
 }
 
@@ -244,7 +246,8 @@ DEFAULTS: dict[Role, list[str]] = {
         "dcmqi+jpegls",
         "dcmqi+jpeg2000",
     ],
-    "consumer": [*BUILTIN["consumer"], "dcmqi@mergeSegments"],
+    # cornerstone@5.6.8: the adapters release OHIF 3.13.2 pins, beside the current one
+    "consumer": [*BUILTIN["consumer"], "dcmqi@mergeSegments", "cornerstone@5.6.8"],
 }
 
 

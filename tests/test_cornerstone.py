@@ -1,0 +1,155 @@
+"""cornerstone3D's SEG reader (npm @cornerstonejs/adapters, the library under OHIF), two releases side by side in
+one executable adapter (dicom4qi/tools/cornerstone), run for real: through the harness, and by hand against the
+truth."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dicom4qi.corpus.synth import build_case
+from dicom4qi.model.results import CheckStatus, Record, ResultsDocument, Status
+from dicom4qi.model.truth import Truth
+from dicom4qi.run.runner import RunConfig, run
+
+from .conftest import CASES, FEATURES, ROOT, loaded
+
+CORNERSTONE = ROOT / "dicom4qi" / "tools" / "cornerstone"
+DEFAULT = f"exec:{CORNERSTONE}"
+OLDER = f"exec:{CORNERSTONE}@5.6.8"
+BINARY = "quick/binary-3-disjoint"
+LABELMAP = "quick/labelmap-8bit"
+CASE_IDS = [BINARY, LABELMAP]
+
+
+def _need_node() -> None:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        message = "node and npm are needed for the cornerstone adapter"
+        if os.environ.get("CI") == "true" or os.environ.get("GITHUB_ACTIONS") == "true":
+            pytest.fail(message + "; CI installs them")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One run: the suite's reference writer, read by both releases (the harness runs npm ci first)."""
+    _need_node()
+    root = tmp_path_factory.mktemp("cornerstone")
+    cfg = RunConfig(
+        corpus=CASES,
+        features=FEATURES,
+        build=root / "build",
+        results=root / "results",
+        tiers=[],
+        cases=CASE_IDS,
+        producers=["reference"],
+        consumers=[DEFAULT, OLDER],
+        validate=False,
+    )
+    summary = run(cfg)
+    return {"root": root, "build": root / "build", "doc": ResultsDocument.load(summary.path)}
+
+
+def _read(doc: ResultsDocument, consumer: str, case: str) -> Record:
+    (rec,) = [r for r in doc.records if r.step == "read" and r.consumer == consumer and r.case == case]
+    return rec
+
+
+def _call(request: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run(
+        ["node", "index.mjs"], cwd=CORNERSTONE, input=json.dumps(request), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answer: dict[str, Any] = json.loads(proc.stdout)
+    return answer
+
+
+def _installed_version(release: str) -> str:
+    folder = CORNERSTONE / "releases" / release / "node_modules" / "@cornerstonejs" / "adapters"
+    if not folder.is_dir():  # npm hoists one release's packages to the adapter's own node_modules
+        folder = CORNERSTONE / "node_modules" / "@cornerstonejs" / "adapters"
+    version: str = json.loads((folder / "package.json").read_text())["version"]
+    return version
+
+
+def test_the_handshake_gives_each_release_its_real_version(env: dict[str, Any]) -> None:
+    tools = {t.name: t for t in env["doc"].tools if t.role == "consumer"}
+    new, old = tools[DEFAULT], tools[OLDER]
+    assert new.available and old.available, (new.reason, old.reason)
+    assert new.tool == old.tool == "@cornerstonejs/adapters"
+    assert new.version == "5.14.0" == _installed_version("5.14.0")
+    assert old.version == "5.6.8" == _installed_version("5.6.8")
+    assert new.family == old.family == "cornerstone"  # one decoder family: one vote
+    for tool in (new, old):
+        assert {"binary", "labelmap", "labelmap-16bit", "ts-rle"} <= set(tool.features)
+        # Not in the library's reading path: FRACTIONAL throws, no JPEG 2000 / JPEG-LS codec, no slides.
+        assert not {"fractional", "ts-jpeg2000", "ts-jpegls", "slide-source"} & set(tool.features)
+
+
+def test_an_unknown_release_fails_the_handshake() -> None:
+    _need_node()
+    answer = _call({"protocol": 1, "op": "info", "supported_protocols": [1], "variant": "9.9.9"})
+    assert answer["ok"] is False and "9.9.9" in answer["error"] and "5.6.8" in answer["error"]
+
+
+@pytest.mark.parametrize("consumer", [DEFAULT, OLDER])
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_both_releases_decode_binary_and_labelmap_exactly(env: dict[str, Any], consumer: str, case: str) -> None:
+    rec = _read(env["doc"], consumer, case)
+    assert rec.status is Status.PASS, rec.message
+    voxels = next(c for c in rec.checks if c.name == "voxels")
+    assert voxels.status is CheckStatus.PASS and "exact" in voxels.message, voxels.message
+    assert any("createFromDICOMSegBuffer" in n for n in rec.notes), rec.notes
+
+
+def _nrrd(path: Path) -> np.ndarray:
+    raw = path.read_bytes()
+    end = raw.index(b"\n\n")
+    header = dict(line.split(": ", 1) for line in raw[:end].decode("ascii").splitlines()[1:])
+    assert header["encoding"] == "gzip" and header["endian"] == "little"
+    columns, rows, slices = (int(v) for v in header["sizes"].split())
+    dtype = {"uint8": np.uint8, "uint16": np.uint16}[header["type"]]
+    return np.frombuffer(gzip.decompress(raw[end + 2 :]), dtype=dtype).reshape(slices, rows, columns)
+
+
+@pytest.mark.parametrize("release", ["5.14.0", "5.6.8"])
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_the_decoded_label_map_is_the_truth_voxel_for_voxel(
+    env: dict[str, Any], tmp_path: Path, release: str, case: str
+) -> None:
+    """By hand, outside the harness: the adapter's labelmap.nrrd, put on the truth's frames, is the truth."""
+    truth: Truth = build_case(loaded(case), env["build"])  # the run built it: this finds it
+    rec = _read(env["doc"], DEFAULT, case)
+    run_dir = env["doc"].run.run_dir
+    assert rec.seg is not None and run_dir is not None
+    seg = Path(run_dir) / rec.seg.path
+    out = tmp_path / "out"
+    out.mkdir()
+    sources = [str(p) for p in truth.reader_source_paths]
+    request = {"protocol": 1, "op": "read", "variant": release, "seg": str(seg), "sources": sources, "output": str(out)}
+    answer = _call(request)
+    assert answer["ok"], answer.get("error")
+    doc = json.loads((out / "segments.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["labelmap.nrrd", "segments.json"]  # disjoint: one label map
+    decoded = _nrrd(out / "labelmap.nrrd")
+
+    expected = np.zeros(truth.shape, dtype=np.uint16)
+    with truth.masks() as masks:
+        for number, crop in masks:
+            f, r, c = crop.offset
+            n, h, w = crop.data.shape
+            expected[f : f + n, r : r + h, c : c + w][crop.data.astype(bool)] = number
+    by_key = {key: k for k, key in enumerate(doc["frames"])}
+    assert set(by_key) == set(truth.frame_keys)
+    placed = np.stack([decoded[by_key[key]] for key in truth.frame_keys])
+    assert placed.any()
+    assert np.array_equal(placed, expected)
+    assert {s["number"] for s in doc["segments"]} == {s.number for s in truth.segments}
