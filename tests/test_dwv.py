@@ -98,7 +98,7 @@ def _nrrd(path: Path) -> np.ndarray:
     fields = dict(line.split(": ", 1) for line in head.decode("ascii").splitlines()[1:])
     assert fields["encoding"] == "gzip" and fields["endian"] == "little"
     columns, rows, slices = (int(v) for v in fields["sizes"].split())
-    dtype = {"uint8": np.uint8, "uint16": "<u2"}[fields["type"]]
+    dtype = np.dtype({"uint8": "u1", "uint16": "<u2"}[fields["type"]])
     return np.frombuffer(gzip.decompress(body), dtype=dtype).reshape(slices, rows, columns)
 
 
@@ -108,8 +108,11 @@ def test_decoded_voxels_are_the_truth(grid: tuple[ResultsDocument, Path], tmp_pa
     case = "quick/binary-3-disjoint"
     write = next(r for r in doc.records if r.step == "write" and r.case == case and r.producer == "highdicom")
     assert write.seg is not None
-    seg = doc.run.run_dir / write.seg.path
-    truth_dir = next(p.parent for p in (build / "corpus").glob("*/truth.json") if json.loads(p.read_text())["case_id"] == case)
+    assert doc.run.run_dir is not None
+    seg = Path(doc.run.run_dir) / write.seg.path
+    truth_dir = next(
+        p.parent for p in (build / "corpus").glob("*/truth.json") if json.loads(p.read_text())["case_id"] == case
+    )
     truth = Truth.load(truth_dir)
     out = tmp_path / "out"
     out.mkdir()
