@@ -29,6 +29,11 @@ const HOMEPAGE = "https://github.com/ivmartel/dwv";
 // - ts-deflate: DicomParser refuses it ("Unsupported DICOM transfer syntax");
 // - slide-source: TILED_FULL has no Per-Frame Functional Groups ("Missing or empty per frame functional
 //   sequence") and DimensionOrganizationType may only be 3D;
+// - projection-source: getDimensionOrganization wants a Dimension Index Sequence of two items ending with Image
+//   Position (Patient) ("Unsupported dimension index sequence length", "Unsupported non image position as last
+//   index") and getSegmentFrameInfo reads every frame's Plane Position Sequence: a projection has no position;
+// - temporal: RequiredDicomTags accept DimensionOrganizationType 3D only ("Unsupported DimensionOrganizationType
+//   value: 3D_TEMPORAL"), and frames at one position are one slice of the mask;
 // - frames-position-only: DataController needs the SEG's Referenced Series Sequence to find the source
 //   ("Cannot create mask image: the DICOM seg does not have a referenced series UID");
 // - anatomic-region, long-text: dwv's MaskSegment has no anatomic region, modifier or description fields.
@@ -48,9 +53,7 @@ const FEATURES = [
   "oblique",
   "many-segments", // the mask buffer has the SEG pixel buffer's type (Uint8Array): see README.md
   "single-frame-source",
-  "multiframe-source", // not refused by dwv; see README.md for what happens
-  "projection-source", // idem
-  "temporal", // idem
+  "multiframe-source", // not refused by dwv, but its ImageFactory makes frames a 4th dimension: see README.md
   "segment-metadata", // label, category, type, tracking ID/UID, algorithm type/name, colour
   "ts-implicit-le",
   "ts-explicit-le",
