@@ -1,6 +1,7 @@
 """The dwv consumer adapter (dicom4qi/tools/dwv, Node), run for real: the handshake, the grid cells of a BINARY
 case it reads right and of an overlapping one its one-value-per-voxel mask cannot hold, and its decoded voxels
-compared with the truth by hand (no judge in between)."""
+compared with the truth by hand (no judge in between); and the dwv-writer producer (dicom4qi/tools/dwv-writer)
+writing a BINARY object that the reference reads right."""
 
 from __future__ import annotations
 
@@ -149,3 +150,41 @@ def test_decoded_voxels_are_the_truth(grid: tuple[ResultsDocument, Path], tmp_pa
     for s in truth.segments:
         assert by_number[s.number]["label"] == s.label
         assert by_number[s.number]["algorithm_type"] == s.algorithm_type
+
+
+# --------------------------------------------------------------------------- the producer (dicom4qi/tools/dwv-writer)
+WRITER = ROOT / "dicom4qi" / "tools" / "dwv-writer"
+PRODUCER = f"exec:{WRITER}"  # not a builtin name (yet)
+
+
+def test_dwv_writer_writes_binary_the_reference_reads_right(tmp_path: Path) -> None:
+    """MaskFactory.toDicom + DicomWriter, headless: the object holds the truth; overlaps are not claimed."""
+    _need_node()
+    cfg = RunConfig(
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp_path / "build",
+        results=tmp_path / "results",
+        tiers=[],
+        cases=["quick/binary-3-disjoint", "quick/binary-overlap"],
+        producers=[PRODUCER],
+        consumers=["reference"],
+        validate=False,
+    )
+    doc = ResultsDocument.load(run(cfg).path)
+    tool = next(t for t in doc.tools if t.role == "producer" and t.name == PRODUCER)
+    assert tool.available and tool.tool == "dwv" and "binary" in tool.features and "overlap" not in tool.features
+    writes = {r.case: r for r in doc.records if r.step == "write" and r.producer == PRODUCER}
+    write = writes["quick/binary-3-disjoint"]
+    assert write.status is Status.PASS, write.message
+    assert any("MaskFactory().toDicom" in n for n in write.notes)
+    assert writes["quick/binary-overlap"].status is Status.UNSUPPORTED
+    (read,) = [
+        r
+        for r in doc.records
+        if r.step == "read"
+        and r.case == "quick/binary-3-disjoint"
+        and r.producer == PRODUCER
+        and r.consumer == "reference"
+    ]
+    assert read.status is Status.PASS, read.message

@@ -199,6 +199,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "pydicom-seg": "dicom4qi.tools.pydicom_seg.producer:PydicomSegProducer",
         "pydicom-seg-rb": "dicom4qi.tools.pydicom_seg.fork_producer:PydicomSegRbProducer",
         "reference": "dicom4qi.tools.reference.producer:ReferenceProducer",
+        "dwv": "exec:tools/dwv-writer",
     },
     "consumer": {
         "highdicom": "dicom4qi.tools.highdicom.consumer:HighdicomConsumer",

@@ -46,6 +46,7 @@ __all__ = [
     "megabytes",
     "seconds",
     "unknown_adapters",
+    "absolute_exec",
     "workers",
 ]
 
@@ -88,6 +89,19 @@ def _bounded(kind: type, low: float, high: float, what: str) -> Callable[[str], 
 seconds = _bounded(float, 0.001, MAX_TIMEOUT_S, "time limit in seconds")
 megabytes = _bounded(float, MIN_MEMORY_MB, MAX_MEMORY_MB, "memory limit in MiB")
 workers = _bounded(int, 1, MAX_JOBS, "number of workers")
+
+
+def absolute_exec(specs: list[str] | None) -> list[str] | None:
+    """``exec:FOLDER[@param]`` with FOLDER made absolute: the calls run in folders of their own, not in the user's."""
+    if specs is None:
+        return None
+    out = []
+    for spec in specs:
+        if spec.startswith("exec:"):
+            folder, sep, param = spec[5:].partition("@")
+            spec = f"exec:{Path(folder).absolute()}{sep}{param}"
+        out.append(spec)
+    return out
 
 
 def unknown_adapters(producers: list[str] | None, consumers: list[str] | None) -> list[str]:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from dicom4qi.adapters.contract import DEFAULTS
 from dicom4qi.cli.options import (
+    absolute_exec,
     add_build,
     add_cases,
     add_consumers,
@@ -53,6 +54,7 @@ def _shared_config(
 def cmd_run(args: argparse.Namespace) -> int:
     from dicom4qi.run.runner import RunConfig, run
 
+    args.producer, args.consumer = absolute_exec(args.producer), absolute_exec(args.consumer)
     unknown = unknown_adapters(args.producer, args.consumer)
     if unknown:
         for u in unknown:
@@ -93,6 +95,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from dicom4qi.run.bench import BENCH_CONSUMERS, BENCH_PRODUCERS, BenchConfig, bench
     from dicom4qi.run.runner import RunConfig
 
+    args.producer, args.consumer = absolute_exec(args.producer), absolute_exec(args.consumer)
     unknown = unknown_adapters(args.producer, args.consumer)
     if unknown:
         for u in unknown:
