@@ -151,7 +151,11 @@ class _Site:
             for cell in self.cells.values():
                 rec = cell.rec
                 own = rec.producer if rec.step == "write" else rec.consumer or ""
-                version = version_of.get(issue.tool, version_of.get(own))
+                # a release column of the tool at fault (cornerstone@5.6.8) is judged by its own release
+                if own.partition("@")[0] == issue.tool:
+                    version = version_of.get(own, version_of.get(issue.tool))
+                else:
+                    version = version_of.get(issue.tool, version_of.get(own))
                 if matches(issue, rec, version):
                     cell.known.append(issue)
                     explained.append(rec)
