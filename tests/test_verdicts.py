@@ -634,3 +634,18 @@ def test_the_difference_picture_shows_missing_and_extra_in_their_colours(tmp_pat
     img = np.asarray(Image.open(tmp_path / "diff.png").convert("RGB"))
     colours = {tuple(int(v) for v in c) for c in img.reshape(-1, 3)}
     assert tuple(int(v) for v in COLOURS[MISSING]) in colours and tuple(int(v) for v in COLOURS[EXTRA]) in colours
+
+
+def test_a_release_column_is_judged_by_its_own_release() -> None:
+    """cornerstone@5.6.8's cells by 5.6.8 (an issue fixed in 5.14.0 explains them), a dcmjs issue through another
+    column by dcmjs's release, and a column of its own by its version."""
+    from dicom4qi.judge.known import release_in_cell, version_affected
+
+    versions = {"cornerstone": "5.14.0", "cornerstone@5.6.8": "5.6.8", "dcmjs": "0.52.2"}
+    assert release_in_cell("cornerstone", "cornerstone@5.6.8", versions) == "5.6.8"
+    assert release_in_cell("cornerstone", "cornerstone", versions) == "5.14.0"
+    assert release_in_cell("dcmjs", "cornerstone@5.6.8", versions) == "0.52.2"
+    assert release_in_cell("ohif", "ohif@3.11.1", {"ohif@3.11.1": "3.11.1"}) == "3.11.1"
+    fixed = _issue(tool="cornerstone", affected="<5.14.0")
+    assert version_affected(fixed, release_in_cell("cornerstone", "cornerstone@5.6.8", versions))
+    assert not version_affected(fixed, release_in_cell("cornerstone", "cornerstone", versions))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,6 +33,7 @@ __all__ = [
     "explained_errors",
     "load_known_issues",
     "matches",
+    "release_in_cell",
     "schema_text",
     "version_affected",
 ]
@@ -202,6 +203,15 @@ def load_known_issues(
             continue
         good.append(issue)
     return good, bad
+
+
+def release_in_cell(at_fault: str, column: str, versions: Mapping[str, str | None]) -> str | None:
+    """The release of the tool at fault that a cell ran: the column's own where the column is a release of that tool
+    (``cornerstone@5.6.8`` for a cornerstone issue), else that tool's version in the run (a dcmjs issue seen through
+    another column), else the column's."""
+    if column.partition("@")[0] == at_fault:
+        return versions.get(column, versions.get(at_fault))
+    return versions.get(at_fault, versions.get(column))
 
 
 def version_affected(issue: KnownIssue, version: str | None) -> bool:

@@ -10,7 +10,15 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from dicom4qi.judge.known import Explained, error_texts, explained_errors, in_scope, load_known_issues, matches
+from dicom4qi.judge.known import (
+    Explained,
+    error_texts,
+    explained_errors,
+    in_scope,
+    load_known_issues,
+    matches,
+    release_in_cell,
+)
 from dicom4qi.model.results import GRADED_NOTE, Record, ResultsDocument, RunInfo, Status, ToolInfo
 from dicom4qi.site.files import _run_root, _slug
 from dicom4qi.site.view import GROUPS, PROBLEM, TRIED, WRITE, CaseInfo, Cell, Row, SiteOptions
@@ -151,11 +159,7 @@ class _Site:
             for cell in self.cells.values():
                 rec = cell.rec
                 own = rec.producer if rec.step == "write" else rec.consumer or ""
-                # a release column of the tool at fault (cornerstone@5.6.8) is judged by its own release
-                if own.partition("@")[0] == issue.tool:
-                    version = version_of.get(own, version_of.get(issue.tool))
-                else:
-                    version = version_of.get(issue.tool, version_of.get(own))
+                version = release_in_cell(issue.tool, own, version_of)
                 if matches(issue, rec, version):
                     cell.known.append(issue)
                     explained.append(rec)
