@@ -54,6 +54,19 @@ from dicom4qi.run.steps import (
 __all__ = ["CellSteps", "finding_kinds"]
 
 
+def validator_checks(errors: list[Finding], warnings: list[Finding]) -> list[Check]:
+    """A validator's checks of an object: the IOD (no error), and the warnings (advisory)."""
+    return [
+        Check(name="iod", status=CheckStatus.FAIL if errors else CheckStatus.PASS, message=f"{len(errors)} error(s)"),
+        Check(
+            name="warnings",
+            status=CheckStatus.FAIL if warnings else CheckStatus.PASS,
+            message=f"{len(warnings)} warning(s)",
+            advisory=True,
+        ),
+    ]
+
+
 def finding_kinds(findings: list[Finding]) -> list[tuple[str, int]]:
     """Findings grouped by kind (the same message at the same attribute, whatever the item), with their counts,
     in the order first met: a per-frame error repeated on 300 frames is one kind."""
@@ -440,17 +453,7 @@ class CellSteps:
             return Record(**base, **common, status=Status.ERROR, message=which + result.message)
         errors = [f for f in findings if f.severity == "error"]
         warnings = [f for f in findings if f.severity == "warning"]
-        checks = [
-            Check(
-                name="iod", status=CheckStatus.FAIL if errors else CheckStatus.PASS, message=f"{len(errors)} error(s)"
-            ),
-            Check(
-                name="warnings",
-                status=CheckStatus.FAIL if warnings else CheckStatus.PASS,
-                message=f"{len(warnings)} warning(s)",
-                advisory=True,
-            ),
-        ]
+        checks = validator_checks(errors, warnings)
         if errors:
             shown = "; ".join(f"{f.path + ': ' if f.path else ''}{f.message}" for f in errors[:3])
             more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
@@ -541,17 +544,7 @@ class CellSteps:
             ]
         errors = [f for f in findings if f.severity == "error"]
         warnings = [f for f in findings if f.severity == "warning"]
-        checks = [
-            Check(
-                name="iod", status=CheckStatus.FAIL if errors else CheckStatus.PASS, message=f"{len(errors)} error(s)"
-            ),
-            Check(
-                name="warnings",
-                status=CheckStatus.FAIL if warnings else CheckStatus.PASS,
-                message=f"{len(warnings)} warning(s)",
-                advisory=True,
-            ),
-        ]
+        checks = validator_checks(errors, warnings)
         common = {"seg": seg, "wall_s": round(seconds, 3), "artifacts": artifacts, "findings": findings}
         if errors:
             kinds = finding_kinds(errors)
