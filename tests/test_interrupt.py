@@ -49,7 +49,14 @@ def test_interrupt_keeps_results_and_kills_children(tmp_path: Path) -> None:
     assert hanging, "the hanging consumer never started"
     proc.send_signal(signal.SIGINT)
     start = time.monotonic()
-    proc.wait(timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # every thread's stack, to say where it hangs
+        time.sleep(1)
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"the harness did not stop after Ctrl-C; its threads:\n{err.decode()[-6000:]}") from None
     assert time.monotonic() - start < 10
     assert proc.returncode == 130
     doc = json.loads(latest.read_text())
@@ -58,6 +65,22 @@ def test_interrupt_keeps_results_and_kills_children(tmp_path: Path) -> None:
     assert doc["run"]["finished"] is None  # and the run is marked unfinished
     time.sleep(0.5)
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in hanging)
+
+
+def test_a_child_started_as_the_harness_stops_is_killed_at_once() -> None:
+    """The window between a child's start and its registration: kill_all ran in it, the child must not live on."""
+    from dicom4qi.process import sandbox
+
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        sandbox.kill_all()  # Ctrl-C lands here: the list of children is taken before this one is in it
+        sandbox.track(child.pid)
+        assert child.wait(timeout=5) == -signal.SIGKILL
+    finally:
+        sandbox.untrack(child.pid)
+        sandbox._stopping.clear()
+        child.kill()
+        child.wait()
 
 
 def _cmdline(p: psutil.Process) -> list[str]:

@@ -3,6 +3,8 @@
 Each command lives in the module of its group (``corpus``, ``run``, ``results``, ``report``, ``vendors``), which
 adds its subparser; the options several commands share are defined once, in ``options``.
 
+A run that seems stuck prints every thread's stack to standard error on SIGUSR1 (``kill -USR1 PID``).
+
 Exit codes: 0 success; 1 the command ran but found problems (bad case files,
 cases that could not be built, an outdated schema); 2 wrong usage or missing
 input.
@@ -11,6 +13,7 @@ input.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import signal
 import sys
 import threading
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

@@ -95,9 +95,17 @@ def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
 
 
 def track(pid: int) -> None:
-    """Count a long-lived child the harness started itself (a validator's JVM) among those :func:`kill_all` kills."""
+    """Count a child among those :func:`kill_all` kills (every call's child, a validator's JVM).
+
+    A child started while the harness was already stopping is killed at once: :func:`kill_all` sets the
+    stopping mark before it takes its list, so a pid is either in that list or sees the mark here (a child
+    whose ``Popen`` returned just after Ctrl-C would otherwise run on to its timeout).
+    """
     with _live_lock:
         _live.add(pid)
+        stopping = _stopping.is_set()
+    if stopping:
+        kill_group(pid)
 
 
 def untrack(pid: int) -> None:
@@ -227,8 +235,7 @@ def run_child(
             )
         except OSError as exc:
             return ChildOutcome(kind="error", message=f"cannot start {python or sys.executable}: {exc}")
-        with _live_lock:
-            _live.add(proc.pid)
+        track(proc.pid)
         timed_out = False
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
