@@ -13,7 +13,9 @@ input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
+import io
 import signal
 import sys
 import threading
@@ -57,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        # Not where standard error is no real file (the command called in-process, under a test's capture).
+        with contextlib.suppress(io.UnsupportedOperation, AttributeError, ValueError):
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
