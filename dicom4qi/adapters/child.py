@@ -114,6 +114,7 @@ def _run(call: Call) -> Reply:
             features=sorted(cls.features),
             unsupported_combinations=[sorted(c) for c in cls.unsupported_combinations],
             homepage=cls.homepage,
+            summary=cls.summary,
             family=cls.family,
         )
     if isinstance(call, WriteCall):

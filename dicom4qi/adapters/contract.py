@@ -130,6 +130,8 @@ class Adapter(ABC):
     #: Feature combinations the tool declares it cannot handle, e.g. {binary, ts-rle}.
     unsupported_combinations: ClassVar[tuple[frozenset[str], ...]] = ()
     homepage: ClassVar[str | None] = None
+    #: What the column is, in one line, where its name could mislead (the dashboard shows it with the name).
+    summary: ClassVar[str | None] = None
     #: Adapters that share their decoding code (releases of one viewer, one binary called two ways) declare one
     #: family: where there is no truth they count as one vote (:mod:`dicom4qi.judge.consensus`). None: the name.
     family: ClassVar[str | None] = None
@@ -209,6 +211,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "pydicom-seg": "dicom4qi.tools.pydicom_seg.consumer:PydicomSegConsumer",
         "pydicom-seg-rb": "dicom4qi.tools.pydicom_seg.fork_consumer:PydicomSegRbConsumer",
         "slicer": "dicom4qi.tools.slicer.consumer:SlicerConsumer",
+        "slicer-core": "dicom4qi.tools.slicer.core:SlicerCoreConsumer",
         "simpleitk": "dicom4qi.tools.simpleitk.consumer:SimpleItkConsumer",
         "itkwasm": "dicom4qi.tools.itkwasm.consumer:ItkWasmConsumer",
         "dcmjs": "exec:tools/dcmjs",

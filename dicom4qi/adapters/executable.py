@@ -298,6 +298,7 @@ class ExecAdapterMixin:
             features=sorted(info.features),
             unsupported_combinations=[sorted(c) for c in info.unsupported_combinations],
             homepage=info.homepage,
+            summary=info.summary,
             family=info.family,
         )
 

@@ -130,6 +130,7 @@ class InfoResponse(BaseModel):
     features: list[FeatureName] = Field(default_factory=list, max_length=256)
     unsupported_combinations: list[list[FeatureName]] = Field(default_factory=list, max_length=256)
     homepage: HttpUrl | None = None
+    summary: Long | None = None
     family: SafeName | None = None
 
     @model_validator(mode="after")

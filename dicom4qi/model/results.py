@@ -247,6 +247,7 @@ class ToolInfo(_Model):
     features: list[str] = Field(default_factory=list)
     unsupported_combinations: list[list[str]] = Field(default_factory=list)
     homepage: str | None = None
+    summary: str | None = Field(None, description="What the column is, in one line, where its name could mislead.")
     service: bool = Field(False, description="The adapter runs a long-lived service (a server, a browser).")
     family: str | None = Field(
         None,

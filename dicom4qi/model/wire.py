@@ -224,6 +224,7 @@ class InfoReply:
     features: list[str] = field(default_factory=list)
     unsupported_combinations: list[list[str]] = field(default_factory=list)
     homepage: str | None = None
+    summary: str | None = None
     family: str | None = None
     service: bool = False
     #: Why the adapter cannot run although it should (a broken handshake of an executable adapter).

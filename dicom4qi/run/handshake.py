@@ -38,6 +38,7 @@ def handshake(
             features=r.features,
             unsupported_combinations=r.unsupported_combinations,
             homepage=r.homepage,
+            summary=r.summary,
             service=r.service,
             family=family_of(name, r.family),
             error=r.error,

@@ -132,6 +132,8 @@ class _Site:
                 (validators if rec.step == "validate" else consumers).append(rec.consumer)
         self.columns = consumers + validators  # the consumer columns, validators last
         self.validators = set(validators)
+        #: What a column is, where its name could mislead (ToolInfo.summary), by name.
+        self.summaries = {t.name: t.summary for t in self.tools if t.summary}
         producers = [t.name for t in self.tools if t.role == "producer"]
         for rec, _ in current.values():
             if rec.producer not in producers:

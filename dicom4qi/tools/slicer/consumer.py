@@ -43,6 +43,7 @@ class SlicerConsumer(Consumer):
     family = "dcmqi"
     tool = "3D Slicer"
     homepage = "https://github.com/Slicer/Slicer"
+    summary = "3D Slicer, the application, headless, through its own DICOM database and SEG plugin"
     features = EVERY_FEATURE  # it claims to read any SEG
 
     def available(self) -> tuple[bool, str]:
