@@ -105,7 +105,9 @@ def test_progress_in_a_pipe_is_plain_lines_as_the_phase_goes(capsys) -> None:
     progress.stop()
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "[read] 3 to do"
-    assert lines[1].startswith("[read] 1/3 in ") and lines[1].endswith("(PASS 1); last: quick/a highdicom → dcmqi: PASS")
+    assert lines[1].startswith("[read] 1/3 in ") and lines[1].endswith(
+        "(PASS 1); last: quick/a highdicom → dcmqi: PASS"
+    )
     assert "[read] the JVM started once" in lines
     assert lines[-1].startswith("[read] done: 3/3 in ") and lines[-1].endswith("(PASS 2, FAIL 1)")
 
