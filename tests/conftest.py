@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from dicom4qi.adapters.envs import ENVS_ENV
 from dicom4qi.corpus.synth import build_case
 from dicom4qi.model.case import LoadedCase, load_case, load_features
 from dicom4qi.model.truth import Truth
@@ -13,6 +15,10 @@ from dicom4qi.model.truth import Truth
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "corpus" / "cases"
 FEATURES = ROOT / "corpus" / "features.txt"
+
+# The tools' own Python environments are built once, in the checkout's build/envs (which `make run` uses too), not
+# again in every test's build folder; test_envs.py, which tests building them, takes its own folders.
+os.environ.setdefault(ENVS_ENV, str(ROOT / "build" / "envs"))
 
 
 @pytest.fixture(scope="session")

@@ -91,3 +91,34 @@ def test_the_limits_are_bounded() -> None:
         with pytest.raises(SystemExit) as exc:
             parser.parse_args(args)
         assert exc.value.code == 2
+
+
+def test_progress_in_a_pipe_is_plain_lines_as_the_phase_goes(capsys) -> None:
+    from dicom4qi.cli.progress import RichProgress
+
+    progress = RichProgress(plain=True, every_s=0.0)  # a line at every item: the interval is what is tested apart
+    progress.start("read", 3)
+    progress.advance("quick/a highdicom → dcmqi: PASS")
+    progress.note("the JVM started once")
+    progress.advance("quick/b highdicom → dcmqi: FAIL")
+    progress.advance("quick/c highdicom → dcmqi: PASS")
+    progress.stop()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "[read] 3 to do"
+    assert lines[1].startswith("[read] 1/3 in ") and lines[1].endswith(
+        "(PASS 1); last: quick/a highdicom → dcmqi: PASS"
+    )
+    assert "[read] the JVM started once" in lines
+    assert lines[-1].startswith("[read] done: 3/3 in ") and lines[-1].endswith("(PASS 2, FAIL 1)")
+
+
+def test_plain_progress_lines_are_spaced_in_time(capsys) -> None:
+    from dicom4qi.cli.progress import RichProgress
+
+    progress = RichProgress(plain=True, every_s=3600.0)
+    progress.start("write", 100)
+    for i in range(100):
+        progress.advance(f"case {i}: PASS")
+    progress.stop()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[-1].startswith("[write] done: 100/100")  # start and end, nothing between

@@ -6,11 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from dicom4qi.adapters.envs import EnvError, EnvSpec, ensure_env, env_state
+from dicom4qi.adapters.envs import ENVS_ENV, EnvError, EnvSpec, ensure_env, env_state
 from dicom4qi.model.results import ResultsDocument, Status
 from dicom4qi.run.runner import RunConfig, run
 
 from .conftest import CASES, FEATURES
+
+
+@pytest.fixture(autouse=True)
+def _own_environments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests build environments in their own folders, not in the shared one (conftest.py)."""
+    monkeypatch.delenv(ENVS_ENV, raising=False)
 
 
 @pytest.mark.slow

@@ -112,7 +112,9 @@ def test_dcmqi_metadata_validates_against_dcmqi_schema(doc) -> None:
     from referencing import Registry, Resource
 
     run_dir = Path(doc.run.run_dir)
-    env = run_dir.parent.parent / "envs" / "pydicom-seg"
+    from dicom4qi.adapters.envs import EnvSpec
+
+    env = EnvSpec("pydicom-seg", Path()).directory(run_dir.parent.parent)
     schemas = next(env.glob("lib/python*/site-packages/pydicom_seg/externals/dcmqi/doc/schemas"))
     seg_schema = json.loads((schemas / "seg-schema.json").read_text())
     common = json.loads((schemas / "common-schema.json").read_text())

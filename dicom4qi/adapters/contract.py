@@ -202,6 +202,7 @@ BUILTIN: dict[Role, dict[str, str]] = {
         "pydicom-seg-rb": "dicom4qi.tools.pydicom_seg.fork_producer:PydicomSegRbProducer",
         "reference": "dicom4qi.tools.reference.producer:ReferenceProducer",
         "dwv": "exec:tools/dwv-writer",
+        "cornerstone": "exec:tools/cornerstone-writer",
     },
     "consumer": {
         "highdicom": "dicom4qi.tools.highdicom.consumer:HighdicomConsumer",

@@ -4,7 +4,9 @@ An adapter declares ``requirements``: a pinned requirements file beside its
 module. The suite creates a virtual environment for it under
 ``build/envs/<name>`` on first use, reuses it afterwards and rebuilds it when
 the requirements file changes (its hash is kept in the environment's marker
-file). The harness then runs that adapter's child processes with the
+file). ``DICOM4QI_ENVS`` names another folder for them (the tests share the checkout's ``build/envs`` with
+``make run`` that way, instead of building each environment again in every test's build folder): an environment is
+rebuilt there, as anywhere, when its requirements change. The harness then runs that adapter's child processes with the
 environment's Python; the suite's own packages reach it through
 ``PYTHONPATH``, so the environment needs only the tool and the few libraries
 the harness's child code imports (numpy, scipy, pydantic, pydicom).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["EnvError", "EnvSpec", "EnvState", "ensure_env", "env_spec", "env_state"]
+__all__ = ["ENVS_ENV", "EnvError", "EnvSpec", "EnvState", "ensure_env", "env_spec", "env_state"]
 
 MARKER = ".dicom4qi-env.json"
+#: Environment variable naming the folder of the environments, instead of ``BUILD/envs``.
+ENVS_ENV = "DICOM4QI_ENVS"
 EnvState = Literal["ready", "missing", "stale", "broken"]
 
 
@@ -44,7 +49,8 @@ class EnvSpec:
         return hashlib.sha256(self.requirements.read_bytes()).hexdigest()[:16]
 
     def directory(self, build: Path) -> Path:
-        return build.resolve() / "envs" / self.name
+        shared = os.environ.get(ENVS_ENV)
+        return (Path(shared).resolve() if shared else build.resolve() / "envs") / self.name
 
     def python(self, build: Path) -> Path:
         return self.directory(build) / "bin" / "python"
