@@ -111,6 +111,7 @@ class OhifConsumer(Consumer):
 
     # ------------------------------------------------------------------ one object
     def read(self, request: ReadRequest) -> DecodedWriter:
+        t_imports = time.monotonic()
         import pydicom
         from playwright.sync_api import sync_playwright
 
@@ -130,7 +131,7 @@ class OhifConsumer(Consumer):
             for h in headers
             for n in (range(1, int(h.NumberOfFrames) + 1) if str(h.SOPInstanceUID) in multiframe else [None])
         ]
-        timings: dict[str, float] = {}
+        timings: dict[str, float] = {"imports": time.monotonic() - t_imports}
         t0 = time.monotonic()
         for study in _http("GET", ep["orthanc"] + "/studies") or []:
             _http("DELETE", f"{ep['orthanc']}/studies/{study}")
@@ -140,9 +141,13 @@ class OhifConsumer(Consumer):
 
         console: list[str] = []
         workdir = request.workdir or Path(".")
+        t_pw = time.monotonic()
         with sync_playwright() as pw:
+            timings["driver"] = time.monotonic() - t_pw
+            t_cdp = time.monotonic()
             browser = pw.chromium.connect_over_cdp(ep["cdp"])
             context = browser.new_context(viewport={"width": 1280, "height": 900})
+            timings["connect"] = time.monotonic() - t_cdp
             try:
                 context.add_init_script(INIT_SCRIPT)
                 page = context.new_page()
@@ -173,12 +178,20 @@ class OhifConsumer(Consumer):
                 if not state.get("ok"):
                     self._screenshot(page, workdir)
                     raise RuntimeError(f"OHIF did not load the SEG: {state.get('error')}" + _console_tail(console))
+                t3 = time.monotonic()
                 back = page.evaluate(PROBE, {"op": "readBack", "segId": seg_ds})
+                timings["read back"] = time.monotonic() - t3
+                t4 = time.monotonic()
                 page.wait_for_timeout(300)
                 self._screenshot(page, workdir)
+                timings["screenshot"] = time.monotonic() - t4
             finally:
+                t5 = time.monotonic()
                 context.close()
                 browser.close()
+            timings["close"] = time.monotonic() - t5
+            t6 = time.monotonic()
+        timings["driver stop"] = time.monotonic() - t6
         writer = self._decoded(back, keys, multiframe, int(seg_hdr.Rows), int(seg_hdr.Columns))
         writer.notes.append(f"loaded by {state.get('path')}")
         if state.get("firstError"):
@@ -189,8 +202,15 @@ class OhifConsumer(Consumer):
 
     @staticmethod
     def _screenshot(page: Any, workdir: Path) -> None:
+        """The viewer as shown, by DevTools' own capture: Playwright's ``page.screenshot`` first waits for the page's
+        web fonts, which never arrive on a machine without the network (about 5 s lost on every read)."""
         try:
-            page.screenshot(path=str(workdir / "screenshot.png"))
+            cdp = page.context.new_cdp_session(page)
+            try:
+                shot = cdp.send("Page.captureScreenshot", {"format": "png", "optimizeForSpeed": True})
+            finally:
+                cdp.detach()
+            (workdir / "screenshot.png").write_bytes(base64.b64decode(shot["data"]))
         except Exception:  # a missing screenshot must not hide the real outcome
             pass
 
