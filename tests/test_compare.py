@@ -164,6 +164,27 @@ def test_wrong_code_and_tracking_fail(truth_of, tmp_path: Path) -> None:
     assert "segment 3: tracking" in failed["tracking"]
 
 
+def test_a_description_and_tracking_an_object_lacks_fail_only_for_a_complete_decoder(truth_of, tmp_path: Path) -> None:
+    """A reader that reports no description is not checked on it; a check decoder, which reports every description
+    and tracking identifier an object holds, finds them missing (the producer dropped them)."""
+    truth = truth_of("quick/segment-metadata")
+
+    def drop(w: DecodedWriter, t: Truth) -> None:
+        for seg in w.segments:
+            seg.description = None
+            seg.tracking_id = seg.tracking_uid = None
+
+    decoded = decode_truth(truth, tmp_path / "d.npz", drop)
+    try:
+        as_reader = _failed(compare(truth, decoded, labelmap=False))
+        as_check = _failed(compare(truth, decoded, labelmap=False, complete=True))
+    finally:
+        decoded.close()
+    assert as_reader == {}
+    assert "segment 2: description none, expected 'Left kidney including the renal pelvis'" in as_check["descriptions"]
+    assert "tracking" in as_check
+
+
 def test_mirrored_orientation_fails(truth_of, tmp_path: Path) -> None:
     truth = truth_of("quick/oblique")
 

@@ -93,7 +93,7 @@ def _is_background(seg: Segment, labelmap: bool) -> bool:
     return labelmap and seg.number == 0
 
 
-def _check_segments(truth: Expected, segs: list[Segment]) -> list[Check]:
+def _check_segments(truth: Expected, segs: list[Segment], complete: bool = False) -> list[Check]:
     checks: list[Check] = []
     expected = {s.number: s for s in truth.segments}
     got = {s.number: s for s in segs}
@@ -120,7 +120,7 @@ def _check_segments(truth: Expected, segs: list[Segment]) -> list[Check]:
     checks.append(_check_codes(expected, got, common))
     described = [n for n in common if expected[n].description]
     if described:
-        if all(got[n].description is None for n in described):
+        if not complete and all(got[n].description is None for n in described):
             checks.append(_not_checked("descriptions", "the consumer reports no segment descriptions"))
         else:
             dp = [
@@ -132,7 +132,7 @@ def _check_segments(truth: Expected, segs: list[Segment]) -> list[Check]:
     checks.append(_check_algorithms(expected, got, common))
     tracked = [n for n in common if expected[n].tracking_id or expected[n].tracking_uid]
     if tracked:
-        if all(got[n].tracking_id is None and got[n].tracking_uid is None for n in tracked):
+        if not complete and all(got[n].tracking_id is None and got[n].tracking_uid is None for n in tracked):
             checks.append(_not_checked("tracking", "the consumer reports no tracking identifiers"))
         else:
             tp = [
@@ -470,15 +470,18 @@ def first_voxel_difference(truth: Expected, decoded: Decoded, *, labelmap: bool)
     return None
 
 
-def compare(truth: Expected, decoded: Decoded, *, labelmap: bool) -> list[Check]:
+def compare(truth: Expected, decoded: Decoded, *, labelmap: bool, complete: bool = False) -> list[Check]:
     """All subchecks of one decoded object against the truth.
 
     ``labelmap`` says that the object is a LABELMAP segmentation, whose segment
-    0 (if reported) is the background and not compared.
+    0 (if reported) is the background and not compared. ``complete`` says that the
+    decoder reports every segment description and tracking identifier the object
+    holds (the write step's check decoders): one it reports as absent is then missing
+    from the object, a fault of its producer, not a reader that reports none.
     """
     segs = [s for s in decoded.segments if not _is_background(s, labelmap)]
     checks = [_pass("opened")]
-    checks += _check_segments(truth, segs)
+    checks += _check_segments(truth, segs, complete)
     checks.append(_check_geometry(truth, decoded))
     checks.append(_check_voxels(truth, decoded, labelmap))
     return checks

@@ -94,8 +94,9 @@ const FEATURES = [
 //   (number, label, description, algorithm type and name, colour, category and type codes, the type's modifier
 //   inside it) and drops the rest: Anatomic Region Sequence (with its modifier), Tracking ID and UID, Segmentation
 //   Algorithm Identification (the algorithm version). Tracking identifiers and versions are part of
-//   segment-metadata and multiple-algorithms, which are claimed for the rest; the write's notes list what was
-//   dropped, since a check decoder reports an absent attribute as not checked, not as a difference.
+//   segment-metadata and multiple-algorithms, which stay claimed (the library claims them): the write's notes
+//   list what was dropped, and the write step's check decoders find the dropped tracking identifiers missing
+//   (known issue cornerstone-writer-binary-drops-tracking).
 const UNSUPPORTED_COMBINATIONS = [
   ["labelmap", "overlap"],
   ["binary", "partial-references"],
