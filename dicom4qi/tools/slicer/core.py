@@ -291,15 +291,20 @@ class SlicerCoreConsumer(Consumer):
             number = match[0]
             codes = _parse_terminology(_tag(segment, segment.GetTerminologyEntryTagName()) or "")
             description = _tag(segment, "Description")
+            r, g, b = (int(round(c * 255)) for c in segment.GetColor())
             writer.add_segment(
                 Segment(
                     number=number,
                     label=name,
-                    color_rgb=tuple(int(round(c * 255)) for c in segment.GetColor()),
+                    color_rgb=(r, g, b),
                     description=description or None,
                     algorithm_name=_tag(segment, "DICOM.SegmentAlgorithmName"),
                     algorithm_type=_tag(segment, "DICOM.SegmentAlgorithmType"),
-                    **codes,
+                    category=codes["category"],
+                    type=codes["type"],
+                    type_modifier=codes["type_modifier"],
+                    anatomic_region=codes["anatomic_region"],
+                    anatomic_region_modifier=codes["anatomic_region_modifier"],
                 )
             )
             layer = segmentation.GetLayerIndex(segment_id)
