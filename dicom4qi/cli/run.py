@@ -88,6 +88,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     table.add_row(*[str(n) for _, n in sorted(summary.counts.items())])
     console.print(table)
     console.print(f"results: {summary.path} (harness peak memory {summary.harness_peak_rss_mb:.0f} MiB)")
+    if args.junit is not None:
+        from dicom4qi.judge.known import load_known_issues
+        from dicom4qi.model.results import ResultsDocument
+        from dicom4qi.run.junit import write_junit
+
+        folder = args.known_issues if args.known_issues is not None else args.corpus.parent / "known-issues"
+        issues, _ = load_known_issues(folder) if folder.is_dir() else ([], [])
+        console.print(f"JUnit XML: {write_junit(ResultsDocument.load(summary.path), args.junit, issues)}")
     return 1 if summary.case_errors else 0
 
 
@@ -174,6 +182,12 @@ def add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="continue an interrupted run (default: the latest)",
     )
     run.add_argument("--keep-decoded", action="store_true", help="keep each consumer's decoded .npz")
+    run.add_argument(
+        "--junit",
+        type=Path,
+        metavar="FILE",
+        help="also write the results as JUnit XML (a test suite per tool, a test case per cell) for CI reporters",
+    )
     run.add_argument(
         "--ignore-claims",
         action="store_true",
