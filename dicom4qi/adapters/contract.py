@@ -16,6 +16,7 @@ protocol of ``docs/protocol.md`` (:mod:`dicom4qi.adapters.executable`).
 from __future__ import annotations
 
 import importlib
+import re
 import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ __all__ = [
     "Service",
     "WriteRequest",
     "family_of",
+    "is_release",
+    "missing_calls",
     "split_spec",
     "BUILTIN",
     "DEFAULTS",
@@ -139,14 +142,30 @@ class Adapter(ABC):
     #: environment built from it (see :mod:`dicom4qi.adapters.envs`). Keep tool imports inside methods,
     #: so that the harness can read these declarations without the tool installed.
     requirements: ClassVar[str | None] = None
+    #: The tool's PyPI distribution, where any of its releases can be a column or row group of its own
+    #: (``highdicom@0.26.0``): that release then runs in an environment of its own, with only it pinned
+    #: (:func:`dicom4qi.adapters.envs.release_env`). None: the adapter drives the installed release only.
+    pypi: ClassVar[str | None] = None
+    #: What of the tool the adapter calls: ``module:attribute`` paths that must exist in a release for the
+    #: adapter to drive it; a release without one is not available (said with the missing name), never forced.
+    calls: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def version(self) -> str | None:
         """The real installed version of the tool (None if it is not installed)."""
 
     def available(self) -> tuple[bool, str]:
-        """Whether the tool can run here, and why not."""
-        return (self.version() is not None, "" if self.version() else f"{self.tool} is not installed")
+        """Whether the tool can run here, and why not (a release without what the adapter calls, too)."""
+        version = self.version()
+        if version is None:
+            return False, f"{self.tool} is not installed"
+        missing = missing_calls(self.calls)
+        if missing:
+            return False, (
+                f"{self.tool} {version} has no {', '.join(dict.fromkeys(missing))}, which this adapter calls: "
+                "a release the adapter cannot drive"
+            )
+        return True, ""
 
     def warm_up(self) -> str | None:
         """One-time work before any cell (a WebAssembly module compiled into a cache the calls share), done in the
@@ -178,6 +197,47 @@ class Consumer(Adapter):
         ``workdir`` is the service's own folder; ``cache`` a folder kept across runs for downloads.
         """
         raise TypeError(f"{self.name} has no service")
+
+
+def missing_calls(calls: tuple[str, ...]) -> list[str]:
+    """Which ``module:attribute.path`` names (with ``(keyword, ...)``: and those parameters) do not exist in what is
+    installed."""
+    import inspect
+
+    missing = []
+    for path in calls:
+        target, _, params = path.partition("(")
+        module_name, _, attrs = target.partition(":")
+        try:
+            obj: object = importlib.import_module(module_name)
+        except ImportError as exc:  # the release does not import with what was installed beside it
+            missing.append(f"{module_name} (it does not import: {type(exc).__name__}: {exc})")
+            continue
+        try:
+            for attr in attrs.split(".") if attrs else []:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            missing.append(target)
+            continue
+        wanted = [p.strip() for p in params.rstrip(")").split(",") if p.strip()]
+        if wanted:
+            try:
+                have = inspect.signature(obj).parameters  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                continue
+            absent = [p for p in wanted if p not in have]
+            if absent:
+                missing.append(f"{target}({', '.join(absent)}=)")
+    return missing
+
+
+#: A release of a tool given as ``NAME@VERSION`` (PEP 440 public version), as opposed to a mode (``@strict``).
+_RELEASE = re.compile(r"\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?")
+
+
+def is_release(variant: str | None) -> bool:
+    """Whether an adapter's parameter names a release of its tool (``0.26.0``), not a mode."""
+    return bool(variant) and _RELEASE.fullmatch(variant or "") is not None
 
 
 def run_tool(cmd: list[str], notes: list[str], shown: list[str], timeout: float | None = None) -> None:

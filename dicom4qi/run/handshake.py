@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from dicom4qi.adapters.contract import Role, family_of, resolve
-from dicom4qi.adapters.envs import EnvError, ensure_env, env_spec
+from dicom4qi.adapters.contract import Role, family_of, is_release, resolve, split_spec
+from dicom4qi.adapters.envs import EnvError, ensure_env, env_spec, release_env
 from dicom4qi.model.results import (
     ToolInfo,
 )
@@ -68,6 +68,26 @@ def prepare_tool(
         except AdapterError as exc:
             return ToolInfo(name=spec, role=role, tool=cls.tool, available=False, error=str(exc)), None
     env = env_spec(cls)
+    variant = split_spec(spec)[1]
+    if is_release(variant):
+        assert variant is not None
+        if env is not None or not getattr(cls, "pypi", None):
+            why = (
+                "it runs in an environment of its own pins"
+                if env is not None
+                else "it drives the installed release only: it declares no PyPI distribution"
+            )
+            return (
+                ToolInfo(
+                    name=spec,
+                    role=role,
+                    tool=cls.tool,
+                    available=False,
+                    error=f"{spec}: this adapter cannot take another release ({why})",
+                ),
+                None,
+            )
+        env = release_env(cls, variant, build)
     python = None
     if env is not None:
         try:

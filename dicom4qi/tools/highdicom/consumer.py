@@ -40,9 +40,14 @@ CHUNK_BYTES = 256 * 1024 * 1024
 
 
 def _highdicom_rgb(lab: list[int]) -> tuple[int, int, int]:
-    """highdicom's own CIELab conversion, clipped to the RGB gamut as a display would (the colour check is advisory)."""
+    """highdicom's own CIELab conversion, clipped to the RGB gamut as a display would (the colour check is advisory);
+    the suite's where a release of highdicom has none (0.26.0 has no ``CIELabColor.from_dicom_value``; 0.27.0 has it)."""
     from highdicom.color import CIELabColor
 
+    if not hasattr(CIELabColor, "from_dicom_value"):
+        from dicom4qi.model.color import dicom_lab_to_rgb
+
+        return dicom_lab_to_rgb(lab)
     r, g, b = CIELabColor.from_dicom_value(lab).to_rgb(clip=True)
     return int(r), int(g), int(b)
 
@@ -70,6 +75,16 @@ class HighdicomConsumer(Consumer):
     tool = "highdicom"
     homepage = "https://github.com/ImagingDataCommons/highdicom"
     features = EVERY_FEATURE  # it claims to read any SEG
+    pypi = "highdicom"  # any release a column of its own: highdicom@0.26.0
+    calls = (
+        "highdicom.seg:segread",
+        "highdicom.seg:Segmentation.get_pixels_by_source_instance(assert_missing_frames_are_empty, "
+        "ignore_spatial_locations, combine_segments, segment_numbers, dtype)",
+        "highdicom.seg:Segmentation.get_pixels_by_source_frame(assert_missing_frames_are_empty, "
+        "ignore_spatial_locations, combine_segments, segment_numbers, dtype)",
+        "highdicom.seg:Segmentation.get_volume(combine_segments)",
+        "highdicom.seg:Segmentation.get_total_pixel_matrix(combine_segments)",
+    )
 
     def version(self) -> str | None:
         return package_version("highdicom")

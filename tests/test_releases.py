@@ -1,0 +1,59 @@
+"""Any release of a PyPI tool as a column (``highdicom@0.26.0``): its own environment with that release pinned,
+the real version in the handshake, the pins kept; a release the adapter cannot drive is not available (SKIPPED with
+what it lacks), never forced; an adapter without a PyPI distribution refuses a release."""
+
+from __future__ import annotations
+
+import pytest
+
+from dicom4qi.adapters.contract import is_release, missing_calls
+from dicom4qi.adapters.envs import EnvSpec
+from dicom4qi.model.results import ResultsDocument, Status
+from dicom4qi.run.runner import RunConfig, run
+
+from .conftest import CASES, FEATURES
+
+
+def test_a_release_is_told_from_a_mode() -> None:
+    assert is_release("0.26.0") and is_release("3.14.0b6") and is_release("1.0.0rc1")
+    assert not is_release("strict") and not is_release("mergeSegments") and not is_release(None)
+
+
+def test_missing_calls_name_what_a_release_lacks() -> None:
+    assert missing_calls(("json:dumps(indent, sort_keys)",)) == []
+    assert missing_calls(("json:dumps(no_such_keyword)", "json:nope")) == ["json:dumps(no_such_keyword=)", "json:nope"]
+    (why,) = missing_calls(("no_such_module_d4qi:thing",))
+    assert why.startswith("no_such_module_d4qi (it does not import: ModuleNotFoundError")
+
+
+@pytest.mark.slow
+def test_releases_of_highdicom_as_columns(tmp_path) -> None:
+    cfg = RunConfig(
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp_path / "build",
+        results=tmp_path / "results",
+        cases=["quick/binary-3-disjoint"],
+        producers=["reference"],
+        consumers=["highdicom@0.26.0", "highdicom@0.18.0", "reference@1.0.0"],
+        workers=2,
+        validate=False,
+    )
+    doc = ResultsDocument.load(run(cfg).path)
+    tools = {t.name: t for t in doc.tools if t.role == "consumer"}
+    reads = {r.consumer: r for r in doc.records if r.step == "read"}
+
+    new = tools["highdicom@0.26.0"]
+    assert new.available and new.version == "0.26.0" and new.environment == "highdicom@0.26.0"
+    assert reads["highdicom@0.26.0"].status is Status.PASS, reads["highdicom@0.26.0"].message
+    freeze = EnvSpec("highdicom@0.26.0", tmp_path).directory(tmp_path / "build") / "pip-freeze.txt"
+    assert "highdicom==0.26.0" in freeze.read_text()
+
+    # pip installs 0.18.0 today beside pydicom 3, which it cannot import: declared, not forced, not a FAIL.
+    old = tools["highdicom@0.18.0"]
+    assert not old.available and "does not import" in old.reason
+    assert reads["highdicom@0.18.0"].status is Status.SKIPPED
+
+    # The reference decoder is the suite's own: it has no releases to choose.
+    assert tools["reference@1.0.0"].error and "declares no PyPI distribution" in tools["reference@1.0.0"].error
+    assert reads["reference@1.0.0"].status is Status.ERROR
