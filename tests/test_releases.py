@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from dicom4qi.adapters.contract import is_release, missing_calls
-from dicom4qi.adapters.envs import EnvSpec
+from dicom4qi.adapters.envs import ENVS_ENV, EnvSpec
 from dicom4qi.model.results import ResultsDocument, Status
 from dicom4qi.run.runner import RunConfig, run
 
@@ -57,3 +57,59 @@ def test_releases_of_highdicom_as_columns(tmp_path) -> None:
     # The reference decoder is the suite's own: it has no releases to choose.
     assert tools["reference@1.0.0"].error and "declares no PyPI distribution" in tools["reference@1.0.0"].error
     assert reads["reference@1.0.0"].status is Status.ERROR
+
+
+def _checkout_of_installed(name: str, dest) -> str:
+    """A checkout made from an installed distribution's own files: its package and a pyproject naming its
+    requirements, with a local version (what a maintainer's unreleased change looks like to the suite)."""
+    import shutil
+    from importlib import metadata
+    from pathlib import Path
+
+    dist = metadata.distribution(name)
+    package = Path(str(dist.locate_file(name)))
+    shutil.copytree(package, dest / "src" / name, ignore=shutil.ignore_patterns("__pycache__"))
+    requires = [r for r in (dist.requires or []) if "extra ==" not in r]
+    version = f"{dist.version}+local"
+    (dest / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+        f'[project]\nname = "{name}"\nversion = "{version}"\ndependencies = {requires!r}\n'
+        '[tool.setuptools.packages.find]\nwhere = ["src"]\n'
+        f'[tool.setuptools.package-data]\n{name} = ["**/*"]\n'.replace("'", '"')
+    )
+    return version
+
+
+@pytest.mark.slow
+def test_a_local_checkout_as_a_column_and_its_change_rebuilds(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A checkout's environment is this test's own (its path is new at every run: no leftovers in build/envs).
+    monkeypatch.setenv(ENVS_ENV, str(tmp_path / "envs"))
+    checkout = tmp_path / "highdicom-checkout"
+    version = _checkout_of_installed("highdicom", checkout)
+    spec = f"highdicom@path:{checkout}"
+
+    def read() -> ResultsDocument:
+        cfg = RunConfig(
+            corpus=CASES,
+            features=FEATURES,
+            build=tmp_path / "build",
+            results=tmp_path / "results",
+            cases=["quick/binary-3-disjoint"],
+            producers=["reference"],
+            consumers=[spec],
+            workers=1,
+            validate=False,
+        )
+        return ResultsDocument.load(run(cfg).path)
+
+    doc = read()
+    (tool,) = [t for t in doc.tools if t.role == "consumer"]
+    assert tool.available and tool.version == version and (tool.environment or "").startswith("highdicom@path-")
+    (rec,) = [r for r in doc.records if r.step == "read"]
+    assert rec.status is Status.PASS, rec.message
+    # A change in the checkout: the next run installs it again (here, a change that breaks the reader).
+    init = checkout / "src" / "highdicom" / "seg" / "__init__.py"
+    init.write_text(init.read_text() + "\nraise ImportError('a change under test')\n")
+    doc = read()
+    (tool,) = [t for t in doc.tools if t.role == "consumer"]
+    assert not tool.available and "a change under test" in tool.reason

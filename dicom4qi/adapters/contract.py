@@ -236,8 +236,11 @@ _RELEASE = re.compile(r"\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?")
 
 
 def is_release(variant: str | None) -> bool:
-    """Whether an adapter's parameter names a release of its tool (``0.26.0``), not a mode."""
-    return bool(variant) and _RELEASE.fullmatch(variant or "") is not None
+    """Whether an adapter's parameter names a release of its tool (``0.26.0``) or a local checkout or built
+    wheel of it (``path:../highdicom``), not a mode."""
+    if not variant:
+        return False
+    return variant.startswith("path:") or _RELEASE.fullmatch(variant) is not None
 
 
 def run_tool(cmd: list[str], notes: list[str], shown: list[str], timeout: float | None = None) -> None:
