@@ -69,25 +69,25 @@ def prepare_tool(
             return ToolInfo(name=spec, role=role, tool=cls.tool, available=False, error=str(exc)), None
     env = env_spec(cls)
     variant = split_spec(spec)[1]
-    if is_release(variant):
+    if is_release(variant) and getattr(cls, "pypi", None):
+        # A release of a PyPI tool: its own environment. Other adapters take their variant themselves (OHIF
+        # and cornerstone install their releases from npm).
         assert variant is not None
-        if env is not None or not getattr(cls, "pypi", None):
-            why = (
-                "it runs in an environment of its own pins"
-                if env is not None
-                else "it drives the installed release only: it declares no PyPI distribution"
-            )
+        if env is not None:
             return (
                 ToolInfo(
                     name=spec,
                     role=role,
                     tool=cls.tool,
                     available=False,
-                    error=f"{spec}: this adapter cannot take another release ({why})",
+                    error=f"{spec}: this adapter runs in an environment of its own pins and takes no other release",
                 ),
                 None,
             )
-        env = release_env(cls, variant, build)
+        try:
+            env = release_env(cls, variant, build)
+        except EnvError as exc:
+            return ToolInfo(name=spec, role=role, tool=cls.tool, available=False, error=str(exc)), None
     python = None
     if env is not None:
         try:
