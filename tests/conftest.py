@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,12 @@ def truth_of(build_dir: Path):
         return cache[case_id]
 
     return get
+
+
+def need_node(adapter: str) -> None:
+    """Skip a test of a Node adapter where node or npm is missing, but fail it in CI, which installs them."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        message = f"node and npm are needed for the {adapter} adapter"
+        if os.environ.get("CI") == "true" or os.environ.get("GITHUB_ACTIONS") == "true":
+            pytest.fail(message + "; CI installs them")
+        pytest.skip(message)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from dicom4qi.model.results import CheckStatus, Record, ResultsDocument, Status
 from dicom4qi.model.truth import Truth
 from dicom4qi.run.runner import RunConfig, run
 
-from .conftest import CASES, FEATURES, ROOT, loaded
+from .conftest import CASES, FEATURES, ROOT, loaded, need_node
 
 CORNERSTONE = ROOT / "dicom4qi" / "tools" / "cornerstone"
 DEFAULT = f"exec:{CORNERSTONE}"
@@ -30,18 +28,10 @@ LABELMAP = "quick/labelmap-8bit"
 CASE_IDS = [BINARY, LABELMAP]
 
 
-def _need_node() -> None:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        message = "node and npm are needed for the cornerstone adapter"
-        if os.environ.get("CI") == "true" or os.environ.get("GITHUB_ACTIONS") == "true":
-            pytest.fail(message + "; CI installs them")
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One run: the suite's reference writer, read by both releases (the harness runs npm ci first)."""
-    _need_node()
+    need_node("cornerstone")
     root = tmp_path_factory.mktemp("cornerstone")
     cfg = RunConfig(
         corpus=CASES,
@@ -95,7 +85,7 @@ def test_the_handshake_gives_each_release_its_real_version(env: dict[str, Any]) 
 
 
 def test_an_unknown_release_fails_the_handshake() -> None:
-    _need_node()
+    need_node("cornerstone")
     answer = _call({"protocol": 1, "op": "info", "supported_protocols": [1], "variant": "9.9.9"})
     assert answer["ok"] is False and "9.9.9" in answer["error"] and "5.6.8" in answer["error"]
 

@@ -6,8 +6,6 @@ step and read back right by the reference decoder; what the writer cannot be tol
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 from dicom4qi.model.results import Record, ResultsDocument, Status
 from dicom4qi.run.runner import RunConfig, run
 
-from .conftest import CASES, FEATURES, ROOT
+from .conftest import CASES, FEATURES, ROOT, need_node
 
 pytestmark = pytest.mark.slow
 
@@ -29,18 +27,10 @@ FRACTIONAL = "quick/fractional"
 CASE_IDS = [BINARY, LABELMAP_RLE, OVERLAP, FRACTIONAL]
 
 
-def _need_node() -> None:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        message = "node and npm are needed for the cornerstone writer adapter"
-        if os.environ.get("CI") == "true" or os.environ.get("GITHUB_ACTIONS") == "true":
-            pytest.fail(message + "; CI installs them")
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def doc(tmp_path_factory: pytest.TempPathFactory) -> ResultsDocument:
     """One run: the writer on a few quick cases, read back by the reference (the harness runs npm ci first)."""
-    _need_node()
+    need_node("cornerstone writer")
     tmp = tmp_path_factory.mktemp("cornerstone-writer")
     cfg = RunConfig(
         corpus=CASES,

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -20,24 +18,16 @@ from dicom4qi.model.results import Record, ResultsDocument, Status
 from dicom4qi.model.truth import Truth
 from dicom4qi.run.runner import RunConfig, run
 
-from .conftest import CASES, FEATURES, ROOT
+from .conftest import CASES, FEATURES, ROOT, need_node
 
 DWV = ROOT / "dicom4qi" / "tools" / "dwv"
 CONSUMER = "dwv"  # the builtin name: exec:tools/dwv in dicom4qi/adapters/contract.py
 CASE_IDS = ["quick/binary-3-disjoint", "quick/binary-overlap", "quick/labelmap-8bit"]
 
 
-def _need_node() -> None:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        message = "node and npm are needed for the dwv adapter"
-        if os.environ.get("CI") == "true" or os.environ.get("GITHUB_ACTIONS") == "true":
-            pytest.fail(message + "; CI installs them")
-        pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[ResultsDocument, Path]:
-    _need_node()
+    need_node("dwv")
     tmp = tmp_path_factory.mktemp("dwv")
     cfg = RunConfig(
         corpus=CASES,
@@ -159,7 +149,7 @@ PRODUCER = f"exec:{WRITER}"  # not a builtin name (yet)
 
 def test_dwv_writer_writes_binary_the_reference_reads_right(tmp_path: Path) -> None:
     """MaskFactory.toDicom + DicomWriter, headless: the object holds the truth; overlaps are not claimed."""
-    _need_node()
+    need_node("dwv")
     cfg = RunConfig(
         corpus=CASES,
         features=FEATURES,

@@ -33,18 +33,10 @@ from dicom4qi.vendors.ingest import (
 from dicom4qi.vendors.kit import make_submission
 from dicom4qi.vendors.untrusted import Bounds
 
-from .conftest import CASES, FEATURES, ROOT
+from .conftest import CASES, FEATURES, ROOT, need_node
 
 CASE_IDS = ["quick/binary-overlap", "quick/labelmap-8bit", "quick/uneven-spacing-gap"]
 DCMJS = ROOT / "dicom4qi" / "tools" / "dcmjs"
-
-
-def _need_node() -> None:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        message = "node and npm are needed for the dcmjs adapter"
-        if os.environ.get("CI") == "true" or os.environ.get("GITHUB_ACTIONS") == "true":
-            pytest.fail(message + "; CI installs them")
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +147,7 @@ def test_export_without_a_run_is_a_clear_error(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the protocol: dcmjs in Node
 def test_round_trip_dcmjs_through_the_protocol_to_the_dashboard(env: dict[str, Any], tmp_path: Path) -> None:
     """Export, run the dcmjs adapter over the bundle, verify its outputs, see them on the dashboard."""
-    _need_node()
+    need_node("dcmjs")
     sub = tmp_path / "dcmjs-submission"
     make_submission(DCMJS, env["bundle"], sub, vendor="dcmjs-org")
     doc_json = json.loads((sub / "submission.json").read_text())
@@ -192,7 +184,7 @@ def test_round_trip_dcmjs_through_the_protocol_to_the_dashboard(env: dict[str, A
 
 
 def test_dcmjs_runs_in_the_harness_as_a_consumer(env: dict[str, Any]) -> None:
-    _need_node()
+    need_node("dcmjs")
     cfg = RunConfig(
         corpus=CASES,
         features=FEATURES,

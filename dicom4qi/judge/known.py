@@ -33,6 +33,7 @@ __all__ = [
     "explained_errors",
     "load_known_issues",
     "matches",
+    "cell_release",
     "release_in_cell",
     "schema_text",
     "version_affected",
@@ -212,6 +213,13 @@ def release_in_cell(at_fault: str, column: str, versions: Mapping[str, str | Non
     if column.partition("@")[0] == at_fault:
         return versions.get(column, versions.get(at_fault))
     return versions.get(at_fault, versions.get(column))
+
+
+def cell_release(issue: KnownIssue, rec: Record, versions: Mapping[str, str | None]) -> str | None:
+    """The release of ``issue``'s tool that the cell ``rec`` ran (its column: the producer of a write, else the
+    consumer), for :func:`matches`; ``versions`` is each tool's version by name, from the run's handshakes."""
+    own = rec.producer if rec.step == "write" else rec.consumer or ""
+    return release_in_cell(issue.tool, own, versions)
 
 
 def version_affected(issue: KnownIssue, version: str | None) -> bool:

@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
-from dicom4qi.judge.known import KnownIssue, matches, release_in_cell
+from dicom4qi.judge.known import KnownIssue, cell_release, matches
 from dicom4qi.model.results import Record, ResultsDocument, Status
 
 __all__ = ["junit_xml", "write_junit"]
@@ -48,8 +48,7 @@ def _suite_of(rec: Record, validators: set[str]) -> str:
 
 
 def _explained(rec: Record, issues: Iterable[KnownIssue], versions: dict[str, str | None]) -> list[KnownIssue]:
-    own = rec.producer if rec.step == "write" else rec.consumer or ""
-    return [i for i in issues if matches(i, rec, release_in_cell(i.tool, own, versions))]
+    return [i for i in issues if matches(i, rec, cell_release(i, rec, versions))]
 
 
 def _outcome(case: ET.Element, tag: str, rec: Record) -> None:

@@ -12,12 +12,12 @@ from typing import Any
 
 from dicom4qi.judge.known import (
     Explained,
+    cell_release,
     error_texts,
     explained_errors,
     in_scope,
     load_known_issues,
     matches,
-    release_in_cell,
 )
 from dicom4qi.model.results import GRADED_NOTE, Record, ResultsDocument, RunInfo, Status, ToolInfo
 from dicom4qi.site.files import _run_root, _slug
@@ -160,8 +160,7 @@ class _Site:
             scope = 0
             for cell in self.cells.values():
                 rec = cell.rec
-                own = rec.producer if rec.step == "write" else rec.consumer or ""
-                version = release_in_cell(issue.tool, own, version_of)
+                version = cell_release(issue, rec, version_of)
                 if matches(issue, rec, version):
                     cell.known.append(issue)
                     explained.append(rec)
