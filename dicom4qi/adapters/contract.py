@@ -146,9 +146,18 @@ class Adapter(ABC):
     #: (``highdicom@0.26.0``): that release then runs in an environment of its own, with only it pinned
     #: (:func:`dicom4qi.adapters.envs.release_env`). None: the adapter drives the installed release only.
     pypi: ClassVar[str | None] = None
+    #: The tool's npm package, where the adapter installs any of its releases itself (``ohif@3.12.10``): a sweep
+    #: (:mod:`dicom4qi.run.sweep`) asks npm which releases there are.
+    npm: ClassVar[str | None] = None
     #: What of the tool the adapter calls: ``module:attribute`` paths that must exist in a release for the
     #: adapter to drive it; a release without one is not available (said with the missing name), never forced.
+    #: A path ending in ``?`` is optional: the adapter checks for it where it uses it (a release without it
+    #: fails only the objects that need it, with its own message).
     calls: ClassVar[tuple[str, ...]] = ()
+    #: Pins a release's environment needs beside the release, by release (PEP 440 specifier, pins): what the
+    #: release's own metadata leaves open but it cannot work with (``("<0.23", ("pydicom<3",))``: highdicom before
+    #: 0.23 does not import with pydicom 3, although it does not say so).
+    release_pins: ClassVar[tuple[tuple[str, tuple[str, ...]], ...]] = ()
 
     @abstractmethod
     def version(self) -> str | None:
@@ -206,6 +215,8 @@ def missing_calls(calls: tuple[str, ...]) -> list[str]:
 
     missing = []
     for path in calls:
+        if path.endswith("?"):
+            continue
         target, _, params = path.partition("(")
         module_name, _, attrs = target.partition(":")
         try:

@@ -26,7 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["ENVS_ENV", "EnvError", "EnvSpec", "EnvState", "ensure_env", "env_spec", "env_state", "release_env"]
+__all__ = [
+    "ENVS_ENV",
+    "EnvError",
+    "EnvSpec",
+    "EnvState",
+    "ensure_env",
+    "env_spec",
+    "env_state",
+    "release_env",
+    "release_pins",
+]
 
 MARKER = ".dicom4qi-env.json"
 #: Environment variable naming the folder of the environments, instead of ``BUILD/envs``.
@@ -157,6 +167,23 @@ def _source_digest(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def release_pins(adapter: type, version: str) -> list[str]:
+    """The pins an adapter declares for this release beside it (``Adapter.release_pins``), in order."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        parsed = Version(version)
+    except InvalidVersion:
+        return []
+    return [
+        pin
+        for spec, pins in getattr(adapter, "release_pins", ())
+        if SpecifierSet(spec).contains(parsed, prereleases=True)
+        for pin in pins
+    ]
+
+
 def release_env(adapter: type, version: str, build: Path) -> EnvSpec:
     """The environment of one release of a PyPI tool (``NAME@VERSION``): that release pinned, and what the harness's
     child code needs; its requirements file is written under ``build/envs/_releases`` (the pins pip chose are in the
@@ -177,7 +204,7 @@ def release_env(adapter: type, version: str, build: Path) -> EnvSpec:
         label = "path-" + hashlib.sha256(str(source).encode()).hexdigest()[:8]
         pin = [f"# the files of {source}: {digest}", str(source)]
     else:
-        pin = [f"{dist}=={version}"]
+        pin = [f"{dist}=={version}", *release_pins(adapter, version)]
     name = f"{getattr(adapter, 'name', dist)}@{label}"
     folder = build.resolve() / "envs" / "_releases"
     folder.mkdir(parents=True, exist_ok=True)

@@ -24,12 +24,13 @@ from dicom4qi.cli.options import (
     add_tiers,
     add_timeout,
     add_validation,
+    seconds,
     unknown_adapters,
 )
 from dicom4qi.cli.progress import RichProgress, console
 from dicom4qi.paths import reports as reports_path
 
-__all__ = ["add_bench", "add_plan", "add_run"]
+__all__ = ["add_bench", "add_plan", "add_run", "add_sweep"]
 
 
 def _shared_config(
@@ -154,6 +155,106 @@ def cmd_plan(args: argparse.Namespace) -> int:
         console.print(str(exc), highlight=False, markup=False, style="red", soft_wrap=True)
         return 2
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Releases of one tool side by side: the quick tier and the benchmark for each (:mod:`dicom4qi.run.sweep`)."""
+    from dicom4qi.run.runner import RunConfig
+    from dicom4qi.run.sweep import SweepConfig, SweepError, registry_releases, roles_of, select_releases, sweep
+    from dicom4qi.site.releases import render_releases
+
+    if not roles_of(args.tool):
+        console.print(f"[red]{args.tool!r} is not a builtin adapter (see `dicom4qi tools`)")
+        return 2
+    versions = [v for item in args.versions for v in item.replace(",", " ").split()]
+    try:
+        if not versions:
+            available = registry_releases(args.tool)
+            versions = select_releases(
+                available, last=None if args.all else args.last, since=args.since, prereleases=args.prereleases
+            )
+            console.print(f"{args.tool}: the registry serves {len(available)} releases; sweeping {', '.join(versions)}")
+        cfg = SweepConfig(
+            tool=args.tool,
+            versions=versions,
+            run=RunConfig(
+                corpus=args.corpus,
+                features=args.features,
+                build=args.build,
+                tiers=args.tier or ["quick"],
+                cases=args.case,
+                workers=max(1, args.jobs),
+                timeout_s=args.timeout,
+                memory_mb=args.memory_mb,
+                validate=args.validate,
+            ),
+            roles=[args.role] if args.role else [],
+            bench=not args.no_bench,
+            repeats=args.repeats,
+            bench_timeout_s=args.bench_timeout,
+            out=args.out,
+        )
+        if args.repeats < 1:
+            console.print("[red]--repeats must be at least 1")
+            return 2
+        result = sweep(cfg, lambda label: RichProgress())
+    except (SweepError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]{exc}", soft_wrap=True)
+        return 2
+    for side, path in result.runs.items():
+        console.print(f"{side} side: {path}")
+    if result.bench is not None:
+        console.print(f"benchmark: {result.bench}")
+    console.print(f"releases page: {render_releases(args.out, args.site, known_issues=args.known_issues)}")
+    return 0
+
+
+def add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        help="releases of one tool side by side: the quick tier and the benchmark for each, for the Releases page",
+        description="Each release runs as a column (TOOL@VERSION, in its own environment) against the suite's "
+        "reference, on the quick tier (or --tier/--case), and is timed on the 104-organ body CT (BINARY, LABELMAP) "
+        "and the 1000-segment label map. Without VERSIONs: the last --last final releases the registry serves "
+        "(PyPI, npm). Results go under --out/TOOL/, the Releases page into --site.",
+    )
+    sweep.add_argument("tool", help="a builtin adapter with releases (highdicom, ohif, ...)")
+    sweep.add_argument("versions", nargs="*", metavar="VERSION", help="releases, space- or comma-separated")
+    sweep.add_argument(
+        "--last", type=int, default=3, metavar="N", help="without VERSIONs: the last N releases (default: %(default)s)"
+    )
+    sweep.add_argument("--since", metavar="VERSION", help="without VERSIONs: every release since this one")
+    sweep.add_argument("--all", action="store_true", help="without VERSIONs: every release the registry serves")
+    sweep.add_argument("--prereleases", action="store_true", help="without VERSIONs: count pre-releases too")
+    sweep.add_argument(
+        "--role", choices=("consumer", "producer"), help="sweep one side only (default: every role the tool has)"
+    )
+    add_corpus_options(sweep)
+    add_tiers(sweep)
+    add_cases(sweep)
+    add_jobs(sweep)
+    add_build(sweep, "folder for generated corpus and objects")
+    add_timeout(sweep)
+    add_memory(sweep)
+    sweep.add_argument("--validate", action="store_true", help="also run dciodvfy on the objects written")
+    sweep.add_argument("--no-bench", action="store_true", help="do not time the releases")
+    sweep.add_argument(
+        "--repeats", type=int, default=3, help="timed runs per benchmark cell after the warm-up (default: %(default)s)"
+    )
+    sweep.add_argument(
+        "--bench-timeout",
+        type=seconds,
+        default=300.0,
+        metavar="S",
+        help="time limit per benchmark call; slower is TIMEOUT, the finding (default: %(default)s)",
+    )
+    sweep.add_argument(
+        "--out", type=Path, default=reports_path("sweeps"), help="folder of the sweeps (default: %(default)s)"
+    )
+    sweep.add_argument(
+        "--site", type=Path, default=reports_path("site"), help="where the Releases page goes (default: %(default)s)"
+    )
+    sweep.set_defaults(func=cmd_sweep)
 
 
 def add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

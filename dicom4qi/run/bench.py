@@ -44,8 +44,9 @@ from dicom4qi.model.truth import Truth
 from dicom4qi.model.wire import BaselineCall, BaselineReply, Call, ReadCall
 from dicom4qi.paths import reports as reports_path
 from dicom4qi.process.sandbox import ChildOutcome, run_child
+from dicom4qi.process.services import ServicePool
 from dicom4qi.run.runner import ProgressSink, RunConfig, Runner, corpus_fingerprint, prepare_tool, select_cases
-from dicom4qi.run.steps import git_commit, now_iso, outcome_record, slug, write_call
+from dicom4qi.run.steps import ChildLimits, git_commit, now_iso, outcome_record, slug, write_call
 
 __all__ = ["BENCH_CONSUMERS", "BENCH_PRODUCERS", "BenchConfig", "bench", "machine_description"]
 
@@ -126,18 +127,25 @@ class BenchRunner(Runner):
 
     # ------------------------------------------------------------------ timed repeats
     def _repeat(
-        self, request: Call, workdir: Path, python: str | None, key: str, warmup_s: float = 0.0
+        self,
+        request: Call,
+        workdir: Path,
+        python: str | None,
+        key: str,
+        warmup_s: float = 0.0,
+        pool: ServicePool | None = None,
     ) -> list[Timing] | str:
         runs = []
         repeats = 1 if warmup_s > self.bcfg.slow_cell_s else self.bcfg.repeats
         for i in range(repeats):
-            out = run_child(
-                request,
-                workdir / f"run{i + 1}",
-                timeout_s=self.cfg.timeout_s,
-                memory_mb=self.cfg.memory_mb,
-                python=python,
-            )
+            limits: ChildLimits = {"timeout_s": self.cfg.timeout_s, "memory_mb": self.cfg.memory_mb, "python": python}
+            if pool is None:
+                out = run_child(request, workdir / f"run{i + 1}", **limits)
+            else:  # a viewer: each timed read leases the service (its server and browser) as the warm-up did
+                with pool.lease() as endpoints:
+                    if isinstance(request, ReadCall):
+                        request.service = endpoints
+                    out = run_child(request, workdir / f"run{i + 1}", **limits)
             if out.kind != "ok":
                 return f"timed run {i + 1}: {out.kind}: {out.message}"
             runs.append(_timing(out, key))
@@ -216,8 +224,16 @@ class BenchRunner(Runner):
         rec.bench = _stats(runs, warm, rec.seg.size)
         return rec
 
-    def _read_cell(self, loaded: LoadedCase, truth: Truth, write: Record, tool: ToolInfo, run_dir: Path) -> Record:
-        rec = self.read_step(loaded, truth, write, tool, run_dir)
+    def _read_cell(
+        self,
+        loaded: LoadedCase,
+        truth: Truth,
+        write: Record,
+        tool: ToolInfo,
+        run_dir: Path,
+        pool: ServicePool | None = None,
+    ) -> Record:
+        rec = self.read_step(loaded, truth, write, tool, run_dir, pool)
         if write.seg is None or rec.status not in (Status.PASS, Status.FAIL):
             return rec
         seg_path = run_dir / write.seg.path
@@ -230,7 +246,7 @@ class BenchRunner(Runner):
             output=str((work / "decoded.npz").resolve()),
         )
         warm = Timing(wall_s=rec.wall_s or 0.0, cpu_s=rec.cpu_s or 0.0, peak_rss_mb=rec.peak_rss_mb or 0.0)
-        runs = self._repeat(req, work, self.pythons.get(tool.name), "read_s", warm.wall_s)
+        runs = self._repeat(req, work, self.pythons.get(tool.name), "read_s", warm.wall_s, pool)
         if isinstance(runs, str):
             rec.status, rec.message = Status.ERROR, runs
             return rec
@@ -301,6 +317,12 @@ class BenchRunner(Runner):
         truths = self.build_corpus(cases, [str(e) for e in errors])
         producers = [t for t in tools if t.role == "producer"]
         consumers = [t for t in tools if t.role == "consumer"]
+        # A viewer's service (server, browser) is started once, as in a run, and is in no timed call.
+        pools = {
+            k.name: ServicePool(k, run_dir / "services", cfg.build / "cache", size=1, python=self.pythons.get(k.name))
+            for k in consumers
+            if k.service and k.available
+        }
         try:
             self.progress.start("bench", len(cases))
             for loaded in cases:
@@ -320,11 +342,13 @@ class BenchRunner(Runner):
                         read_done = True
                         for c in consumers:
                             self.progress.note(f"{loaded.id}: {c.name} reads {p.name}'s object")
-                            writer.add(self._read_cell(loaded, truth, w, c, run_dir))
+                            writer.add(self._read_cell(loaded, truth, w, c, run_dir, pools.get(c.name)))
                     self._drop_object(run_dir, w)
                 self.progress.advance(loaded.id)
             self.progress.stop()
         finally:
+            for pool in pools.values():
+                pool.stop()
             add_ratios(doc)
             doc.run.finished = now_iso()
             writer.flush()

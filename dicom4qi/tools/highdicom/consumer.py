@@ -22,6 +22,7 @@ most in each chunk.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +80,17 @@ class HighdicomConsumer(Consumer):
     calls = (
         "highdicom.seg:segread",
         "highdicom.seg:Segmentation.get_pixels_by_source_instance(assert_missing_frames_are_empty, "
-        "ignore_spatial_locations, combine_segments, segment_numbers, dtype)",
+        "ignore_spatial_locations, combine_segments, segment_numbers)",
         "highdicom.seg:Segmentation.get_pixels_by_source_frame(assert_missing_frames_are_empty, "
-        "ignore_spatial_locations, combine_segments, segment_numbers, dtype)",
-        "highdicom.seg:Segmentation.get_volume(combine_segments)",
-        "highdicom.seg:Segmentation.get_total_pixel_matrix(combine_segments)",
+        "ignore_spatial_locations, combine_segments, segment_numbers)",
+        # Where a release has them (dtype since 0.21, get_total_pixel_matrix since 0.22, get_volume since 0.23):
+        # the objects that need them fail on an older release with the release's own words, the rest are read.
+        "highdicom.seg:Segmentation.get_pixels_by_source_instance(dtype)?",
+        "highdicom.seg:Segmentation.get_volume(combine_segments)?",
+        "highdicom.seg:Segmentation.get_total_pixel_matrix(combine_segments)?",
     )
+    #: highdicom before 0.23 imports pydicom 2 names that pydicom 3 removed, and its metadata does not bound pydicom.
+    release_pins = (("<0.23", ("pydicom<3",)),)
 
     def version(self) -> str | None:
         return package_version("highdicom")
@@ -116,6 +122,10 @@ class HighdicomConsumer(Consumer):
                 )
             return self._read_slide(seg, headers[0])
         multiframe = len(headers) == 1 and int(headers[0].get("NumberOfFrames", 1) or 1) > 1
+        # A release before 0.21 has no dtype parameter: its arrays' own dtype (uint8, or float for FRACTIONAL).
+        no_dtype = "dtype" not in inspect.signature(seg.get_pixels_by_source_instance).parameters
+        if no_dtype:
+            notes.append(f"highdicom {hd.__version__} has no dtype parameter: its arrays' own dtype")
         if multiframe:
             uid = str(headers[0].SOPInstanceUID)
             numbers_of_frames = list(range(1, int(headers[0].NumberOfFrames) + 1))
@@ -123,6 +133,8 @@ class HighdicomConsumer(Consumer):
             call = "get_pixels_by_source_frame(assert_missing_frames_are_empty=True"
 
             def get(**kw: Any) -> np.ndarray:
+                if no_dtype:
+                    kw.pop("dtype", None)
                 return seg.get_pixels_by_source_frame(uid, numbers_of_frames, **self._options, **kw)
         else:
             uids = [str(h.SOPInstanceUID) for h in headers]
@@ -130,6 +142,8 @@ class HighdicomConsumer(Consumer):
             call = "get_pixels_by_source_instance(assert_missing_frames_are_empty=True"
 
             def get(**kw: Any) -> np.ndarray:
+                if no_dtype:
+                    kw.pop("dtype", None)
                 return seg.get_pixels_by_source_instance(uids, **self._options, **kw)
 
         self._options: dict[str, Any] = {"assert_missing_frames_are_empty": True}
@@ -179,6 +193,8 @@ class HighdicomConsumer(Consumer):
 
     def _read_volume(self, seg: Any, sources: list[Path], why: str) -> DecodedWriter:
         """A SEG whose frames name no source image: ``get_volume()``, its slices placed on the sources by position."""
+        if not hasattr(seg, "get_volume"):
+            raise RuntimeError(f"{why} (and this release of highdicom has no get_volume, which reads such frames)")
         src = SourceFrames(sources)
         fractional = seg.segmentation_type.value == "FRACTIONAL"
         writer = DecodedWriter(src.keys, src.rows, src.columns, fractional=fractional)
@@ -215,6 +231,10 @@ class HighdicomConsumer(Consumer):
     def _read_slide(self, seg: Any, source: Any) -> DecodedWriter:
         """A SEG of a whole slide image, as its total pixel matrix (one frame keyed by the slide's UID)."""
         uid = str(source.SOPInstanceUID)
+        if not hasattr(seg, "get_total_pixel_matrix"):
+            raise RuntimeError(
+                "this release of highdicom has no get_total_pixel_matrix: it cannot place a slide's tiles"
+            )
         referenced = {str(u[2]) for u in seg.get_source_image_uids()}
         if uid not in referenced:
             raise ValueError(

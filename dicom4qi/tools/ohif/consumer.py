@@ -76,6 +76,7 @@ def _http(method: str, url: str, data: bytes | None = None) -> Any:
 class OhifConsumer(Consumer):
     name = "ohif"
     tool = "@ohif/app"
+    npm = "@ohif/app"  # any release a column of its own: ohif@3.12.10 (fetched by npm pack)
     homepage = "https://github.com/OHIF/Viewers"
     needs_service = True
     features = EVERY_FEATURE  # it claims to read any SEG

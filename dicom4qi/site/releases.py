@@ -1,0 +1,372 @@
+"""The Releases page (``releases.html``): which release of each tool supports what, since when, and how fast.
+
+caniuse-style, from the sweeps (:mod:`dicom4qi.run.sweep`, ``reports/sweeps/<tool>/``). Per tool and side
+(reading, writing):
+
+- a table of features by release: passed/tried cells of the feature's cases (UNSUPPORTED and SKIPPED apart,
+  never passes), coloured by how much passes;
+- **since**: the first release from which the feature passes in every later release swept;
+- **regressed** and **fixed** marks where a release does worse, or better again, than the release before it, with
+  the cells that changed and the known issues (``corpus/known-issues``) that explain the failing side;
+- plots of the whole-process read (and write) time and peak memory against release, on the body CT's 104 organs
+  (BINARY, LABELMAP) and the 1000-segment label map, with nibabel's ``.nii.gz`` read of the same labels beside them.
+
+Releases that are not available (an adapter that cannot drive them, a release that does not install) are columns
+too, with the reason: a missing release is never a pass.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import ValidationError
+
+from dicom4qi.judge.known import KnownIssue, load_known_issues, matches, version_affected
+from dicom4qi.model.results import Record, ResultsDocument, Status, ToolInfo
+from dicom4qi.paths import FEATURES_FILE, corpus_file
+from dicom4qi.site.files import TEMPLATES
+from dicom4qi.site.study import _pyplot, _save
+
+__all__ = ["FeatureRow", "Release", "ToolReleases", "load_sweeps", "releases_of", "render_releases"]
+
+TRIED = (Status.PASS, Status.FAIL, Status.ERROR, Status.CRASH, Status.TIMEOUT)
+#: The benchmark cases plotted against release, with their legend.
+TIMED = {
+    "full/body-104-binary": "104 organs, BINARY",
+    "full/body-104-labelmap": "104 organs, LABELMAP",
+    "full/body-1000-labelmap": "1000 segments, LABELMAP",
+}
+
+
+@dataclass
+class Release:
+    """One column: a release of the tool as a run's handshake saw it."""
+
+    column: str
+    version: str
+    available: bool
+    reason: str = ""
+    passed: int = 0
+    tried: int = 0
+
+
+@dataclass
+class FeatureCell:
+    passed: int = 0
+    tried: int = 0
+    untried: int = 0
+    failing: list[Record] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        """``pass``, ``partial``, ``fail``, or ``none`` (nothing tried: unsupported, skipped, unavailable)."""
+        if not self.tried:
+            return "none"
+        return "pass" if self.passed == self.tried else "fail" if self.passed == 0 else "partial"
+
+
+@dataclass
+class Change:
+    """A release that does worse (``regressed``) or better (``fixed``) on a feature than the release before it."""
+
+    kind: str  # "regressed" | "fixed"
+    release: str
+    previous: str
+    cases: list[str]
+    known: list[KnownIssue]
+
+
+@dataclass
+class FeatureRow:
+    feature: str
+    cells: list[FeatureCell]
+    since: str | None = None
+    changes: dict[int, Change] = field(default_factory=dict)  # column index -> change
+
+
+@dataclass
+class TimingPoint:
+    release: str
+    case: str
+    operation: str
+    status: Status
+    seconds: float | None
+    peak_mb: float | None
+    ratio_nifti: float | None
+    message: str = ""
+
+
+@dataclass
+class ToolReleases:
+    """One tool's side (reading or writing) across its releases."""
+
+    tool: str
+    role: str
+    run_id: str
+    releases: list[Release]
+    rows: list[FeatureRow]
+    timings: list[TimingPoint] = field(default_factory=list)
+    nifti: dict[str, float] = field(default_factory=dict)  # case -> nibabel's .nii.gz read
+    plots: list[tuple[str, str]] = field(default_factory=list)
+    bench_run: str | None = None
+
+
+def _load(path: Path) -> ResultsDocument | None:
+    try:
+        return ResultsDocument.load(path)
+    except (ValidationError, ValueError, OSError):
+        return None
+
+
+def load_sweeps(folder: Path) -> dict[str, dict[str, ResultsDocument]]:
+    """tool -> {"consumer" | "producer" | "bench": the latest document} from ``folder`` (``reports/sweeps``)."""
+    out: dict[str, dict[str, ResultsDocument]] = {}
+    for tool_dir in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        docs = {}
+        for side in ("consumer", "producer", "bench"):
+            doc = _load(tool_dir / side / "latest.json")
+            if doc is not None:
+                docs[side] = doc
+        if docs:
+            out[tool_dir.name] = docs
+    return out
+
+
+def _version_key(v: str) -> tuple[int, object]:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return (1, Version(v))
+    except InvalidVersion:
+        return (0, v)
+
+
+def _releases(doc: ResultsDocument, tool: str, role: str) -> list[Release]:
+    out = []
+    for t in doc.tools:
+        if t.role != role or not t.name.startswith(tool + "@"):
+            continue
+        param = t.name.partition("@")[2]
+        out.append(_release(t, param))
+    return sorted(out, key=lambda r: _version_key(r.version))
+
+
+def _release(t: ToolInfo, param: str) -> Release:
+    return Release(
+        column=t.name,
+        version=param if not param.startswith("path") else (t.version or param),
+        available=t.available,
+        reason="" if t.available else (t.error or t.reason or "not available"),
+    )
+
+
+def _plain(rec: Record, tool: str, role: str) -> Record:
+    """The record as if its column were the plain tool's (known issues name ``highdicom``, not each release)."""
+    return rec.model_copy(update={"consumer": tool} if role == "consumer" else {"producer": tool})
+
+
+def _known_for(rec: Record, tool: str, role: str, version: str, issues: list[KnownIssue]) -> list[KnownIssue]:
+    plain = _plain(rec, tool, role)
+    out = []
+    for issue in issues:
+        # The issue's tool is this tool (its release is the column's), or another one (the version is unknown here).
+        v = version if issue.tool == tool else None
+        if (matches(issue, rec, v) or matches(issue, plain, v)) and version_affected(issue, v):
+            out.append(issue)
+    return out
+
+
+def releases_of(
+    doc: ResultsDocument, tool: str, role: str, issues: list[KnownIssue], feature_order: list[str]
+) -> ToolReleases:
+    """The feature-by-release table of one side of a sweep."""
+    step = "read" if role == "consumer" else "write"
+    releases = _releases(doc, tool, role)
+    index = {r.column: i for i, r in enumerate(releases)}
+    cells: dict[str, list[FeatureCell]] = defaultdict(lambda: [FeatureCell() for _ in releases])
+    for rec in doc.records:
+        column = rec.consumer if role == "consumer" else rec.producer
+        if rec.step != step or column not in index or rec.tier in ("negative", "external"):
+            continue
+        i = index[column]
+        tried = rec.status in TRIED and rec.charged
+        if tried:
+            releases[i].tried += 1
+            releases[i].passed += rec.status is Status.PASS
+        for f in rec.features:
+            c = cells[f][i]
+            if not rec.charged:
+                continue
+            if rec.status in TRIED:
+                c.tried += 1
+                if rec.status is Status.PASS:
+                    c.passed += 1
+                else:
+                    c.failing.append(rec)
+            else:
+                c.untried += 1
+    order = [f for f in feature_order if f in cells] + sorted(set(cells) - set(feature_order))
+    rows = []
+    for f in order:
+        row = FeatureRow(f, cells[f])
+        row.since = _since(releases, row.cells)
+        row.changes = _changes(releases, row.cells, tool, role, issues)
+        rows.append(row)
+    return ToolReleases(tool, role, doc.run.run_id, releases, rows)
+
+
+def _since(releases: list[Release], cells: list[FeatureCell]) -> str | None:
+    """The first release from which every later release swept passes the feature (and an earlier one did not)."""
+    states = [c.state for r, c in zip(releases, cells) if r.available]
+    names = [r.version for r in releases if r.available]
+    if not states or states[-1] != "pass":
+        return None
+    i = len(states) - 1
+    while i > 0 and states[i - 1] in ("pass",):
+        i -= 1
+    return names[i] if i > 0 else None  # passes in the oldest release swept: no "since" to tell
+
+
+def _changes(
+    releases: list[Release], cells: list[FeatureCell], tool: str, role: str, issues: list[KnownIssue]
+) -> dict[int, Change]:
+    """Where a release does worse or better than the release before it on the feature (by the cases that changed)."""
+    out: dict[int, Change] = {}
+    previous: int | None = None
+    for i, r in enumerate(releases):
+        if not r.available:
+            continue
+        if previous is not None and cells[i].tried and cells[previous].tried:
+            now_failing = {rec.case for rec in cells[i].failing}
+            was_failing = {rec.case for rec in cells[previous].failing}
+            broke = sorted(now_failing - was_failing)
+            mended = sorted(was_failing - now_failing)
+            if broke or mended:
+                kind = "regressed" if broke else "fixed"
+                failing = (
+                    [rec for rec in cells[i].failing if rec.case in broke]
+                    if broke
+                    else [rec for rec in cells[previous].failing if rec.case in mended]
+                )
+                version = r.version if broke else releases[previous].version
+                known: dict[str, KnownIssue] = {}
+                for rec in failing:
+                    for issue in _known_for(rec, tool, role, version, issues):
+                        known.setdefault(issue.id, issue)
+                out[i] = Change(kind, r.version, releases[previous].version, broke or mended, list(known.values()))
+        previous = i
+    return out
+
+
+def _timings(
+    bench: ResultsDocument, tool: str, role: str, releases: list[Release]
+) -> tuple[list[TimingPoint], dict[str, float]]:
+    step = "read" if role == "consumer" else "write"
+    versions = {r.column: r.version for r in releases}
+    points = []
+    nifti: dict[str, float] = {}
+    for rec in bench.records:
+        if rec.case not in TIMED:
+            continue
+        if rec.producer == "nifti" and rec.consumer == "nibabel" and rec.bench is not None:
+            nifti[rec.case] = rec.bench.median_wall_s
+            continue
+        column = rec.consumer if step == "read" else rec.producer
+        if rec.step != step or column not in versions:
+            continue
+        b = rec.bench
+        points.append(
+            TimingPoint(
+                versions[column],
+                rec.case,
+                step,
+                rec.status,
+                b.median_wall_s if b else None,
+                b.median_peak_rss_mb if b else None,
+                b.ratio_nifti if b else None,
+                rec.message,
+            )
+        )
+    return points, nifti
+
+
+def _timing_plot(side: ToolReleases, out: Path) -> list[tuple[str, str]]:
+    """Read (or write) time and peak memory against release, one line per timed case, as two SVG panels."""
+    names = [r.version for r in side.releases]
+    if not side.timings or not names:
+        return []
+    plt = _pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11.0, 4.0))
+    xs = {v: i for i, v in enumerate(names)}
+    markers = "os^vD"
+    for k, (case, label) in enumerate(TIMED.items()):
+        pts = sorted((xs[p.release], p) for p in side.timings if p.case == case and p.release in xs)
+        good = [(x, p) for x, p in pts if p.seconds is not None and p.status is Status.PASS]
+        if good:
+            a1.plot([x for x, _ in good], [p.seconds for _, p in good], marker=markers[k], label=label, linewidth=1.6)
+            a2.plot([x for x, _ in good], [p.peak_mb for _, p in good], marker=markers[k], label=label, linewidth=1.6)
+        for x, p in pts:
+            if p.status is not Status.PASS:  # a failed or timed-out release: marked where the line would be
+                a1.annotate(
+                    p.status.value,
+                    (x, 0.05),
+                    xycoords=("data", "axes fraction"),
+                    fontsize=7,
+                    rotation=90,
+                    color="#cf222e",
+                    ha="center",
+                )
+        if case in side.nifti and side.role == "consumer":
+            a1.axhline(side.nifti[case], linestyle=":", linewidth=1, color=f"C{k}")
+    a1.set_yscale("log")
+    a1.set_ylabel("whole-process time (s, log)")
+    a1.set_title(
+        f"{side.tool}: {'read' if side.role == 'consumer' else 'write'} time by release "
+        "(dotted: nibabel reads .nii.gz)",
+        fontsize=10,
+    )
+    a2.set_ylabel("peak memory (MiB)")
+    a2.set_title("peak memory of the process", fontsize=10)
+    for ax in (a1, a2):
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(names) - 0.5)
+        ax.grid(True, alpha=0.3)
+    a2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    path = out / "releases" / f"{side.tool}-{side.role}.svg"
+    _save(fig, path)
+    return [(f"releases/{path.name}", f"{side.tool}: whole-process time and peak memory per release on the body CT")]
+
+
+def render_releases(
+    sweeps: Path, out_dir: Path, *, known_issues: Path | None = None, features: Path | None = None
+) -> Path:
+    """Write ``releases.html`` (and its plots) from the sweeps under ``sweeps``; return its path."""
+    from dicom4qi.model.case import load_features
+
+    issues, _ = load_known_issues(known_issues or corpus_file("known-issues"))
+    feature_file = features or FEATURES_FILE
+    described = load_features(feature_file) if feature_file.is_file() else {}
+    sides: list[ToolReleases] = []
+    for tool, docs in load_sweeps(sweeps).items():
+        for role in ("consumer", "producer"):
+            doc = docs.get(role)
+            if doc is None:
+                continue
+            side = releases_of(doc, tool, role, issues, list(described))
+            if "bench" in docs:
+                side.timings, side.nifti = _timings(docs["bench"], tool, role, side.releases)
+                side.bench_run = docs["bench"].run.run_id
+                side.plots = _timing_plot(side, out_dir)
+            sides.append(side)
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
+    page = env.get_template("releases.html.j2").render(sides=sides, features=described, timed=TIMED, escape=html.escape)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "releases.html"
+    tmp = target.with_name("releases.html.part")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(target)
+    return target
