@@ -36,7 +36,7 @@ def test_releases_of_highdicom_as_columns(tmp_path) -> None:
         results=tmp_path / "results",
         cases=["quick/binary-3-disjoint"],
         producers=["reference"],
-        consumers=["highdicom@0.26.0", "highdicom@0.18.0"],
+        consumers=["highdicom@0.26.0", "highdicom@0.18.0", "highdicom@0.0.99"],
         workers=2,
         validate=False,
     )
@@ -50,10 +50,32 @@ def test_releases_of_highdicom_as_columns(tmp_path) -> None:
     freeze = EnvSpec("highdicom@0.26.0", tmp_path).directory(tmp_path / "build") / "pip-freeze.txt"
     assert "highdicom==0.26.0" in freeze.read_text()
 
-    # pip installs 0.18.0 today beside pydicom 3, which it cannot import: declared, not forced, not a FAIL.
+    # 0.18.0 does not import with pydicom 3, and its metadata does not say so: the adapter's release_pins put
+    # pydicom 2 beside it, and the release reads.
     old = tools["highdicom@0.18.0"]
-    assert not old.available and "does not import" in old.reason
-    assert reads["highdicom@0.18.0"].status is Status.SKIPPED
+    assert old.available and old.version == "0.18.0", old.reason
+    freeze = EnvSpec("highdicom@0.18.0", tmp_path).directory(tmp_path / "build") / "pip-freeze.txt"
+    assert "pydicom==2." in freeze.read_text()
+    assert reads["highdicom@0.18.0"].status is Status.PASS, reads["highdicom@0.18.0"].message
+    # A release the registry does not serve: its environment cannot be built, said with pip's words in every cell
+    # (ERROR, as for any environment that does not build), never a pass.
+    none = tools["highdicom@0.0.99"]
+    assert not none.available and "could not be built" in (none.error or "")
+    gone = reads["highdicom@0.0.99"]
+    assert gone.status is Status.ERROR and "could not be built" in gone.message
+
+
+def test_a_release_gets_the_pins_its_adapter_declares_for_it(tmp_path) -> None:
+    from dicom4qi.adapters.envs import release_env, release_pins
+    from dicom4qi.tools.highdicom.consumer import HighdicomConsumer
+
+    assert release_pins(HighdicomConsumer, "0.22.0") == ["pydicom<3"]
+    assert release_pins(HighdicomConsumer, "0.23.0") == []
+    assert release_pins(HighdicomConsumer, "not-a-version") == []
+    text = release_env(HighdicomConsumer, "0.19.0", tmp_path).requirements.read_text()
+    assert "highdicom==0.19.0\npydicom<3\n" in text
+    # An optional call (marked "?") is the adapter's to check where it uses it: its absence does not refuse a release.
+    assert missing_calls(("json:no_such_thing?", "json:dumps")) == []
 
 
 def _checkout_of_installed(name: str, dest) -> str:

@@ -134,7 +134,14 @@ def test_ci_runs_the_readme_test_command_with_caches() -> None:
 def test_nightly_matrix_comes_from_the_suite() -> None:
     text = NIGHTLY.read_text(encoding="utf-8")
     assert "\n  schedule:" in text and "\n  workflow_dispatch:" in text
-    assert set(_jobs(text)) == {"plan", "produce", "shard", "external", "merge", "deploy"}
+    assert set(_jobs(text)) == {"plan", "produce", "shard", "external", "sweep", "merge", "deploy"}
+    # The small releases sweep: its tools come from the suite too, and its results reach the Releases page.
+    sweep = _jobs(text)["sweep"]
+    assert "matrix: ${{ fromJSON(needs.plan.outputs.sweeps) }}" in sweep and "dicom4qi plan --sweeps" in text
+    assert 'dicom4qi sweep "$TOOL" --last 3' in sweep
+    assert (
+        "--sweeps sweeps" in _jobs(text)["merge"] and "sweep" in _jobs(text)["merge"].split("needs:")[1].split("\n")[0]
+    )
     external = _jobs(text)["external"]  # objects from the wild: gathered from the registries, read, reported
     assert "dicom4qi corpus wild --out wild" in external and "dicom4qi run --external wild" in external
     assert "external/latest.json" in _jobs(text)["merge"]

@@ -65,6 +65,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         links["format-study.html"] = "Format study"
         console.print(f"wrote {render_format_study(benches, args.out)}")
+    if args.sweeps.is_dir() and any(args.sweeps.glob("*/*/latest.json")):
+        from dicom4qi.site.releases import render_releases
+
+        links["releases.html"] = "Releases"
+        console.print(f"wrote {render_releases(args.sweeps, args.out, known_issues=args.known_issues)}")
     submissions = [d for d in docs if d.run.kind in ("submission", "ingest")]
     if args.submissions.is_dir():
         from dicom4qi.vendors.ingest import load_submissions
@@ -223,6 +228,12 @@ def add_report(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=Path,
         default=reports_path("bench"),
         help="folder of published benchmark JSON for the format study (default: %(default)s)",
+    )
+    report.add_argument(
+        "--sweeps",
+        type=Path,
+        default=reports_path("sweeps"),
+        help="folder of the releases sweeps (`dicom4qi sweep`) for the Releases page (default: %(default)s)",
     )
     report.add_argument(
         "--bundle-zip",

@@ -145,6 +145,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     versions = [v for item in args.include_ohif_versions for v in item.replace(",", " ").split()]
     tiers = args.tier or ["quick"]
+    if args.sweeps:
+        from dicom4qi.run.plan import sweep_tools
+
+        print(json.dumps({"tool": sweep_tools()}, separators=(",", ":")))
+        return 0
     try:
         if args.produce:
             print(produce_args(tiers, args.case, args.producer or []))
@@ -190,12 +195,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             ),
             roles=[args.role] if args.role else [],
             bench=not args.no_bench,
+            conformance=not args.bench_only,
             repeats=args.repeats,
             bench_timeout_s=args.bench_timeout,
             out=args.out,
         )
         if args.repeats < 1:
             console.print("[red]--repeats must be at least 1")
+            return 2
+        if args.no_bench and args.bench_only:
+            console.print("[red]--no-bench and --bench-only leave nothing to do")
             return 2
         result = sweep(cfg, lambda label: RichProgress())
     except (SweepError, FileNotFoundError, ValueError) as exc:
@@ -238,6 +247,11 @@ def add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_memory(sweep)
     sweep.add_argument("--validate", action="store_true", help="also run dciodvfy on the objects written")
     sweep.add_argument("--no-bench", action="store_true", help="do not time the releases")
+    sweep.add_argument(
+        "--bench-only",
+        action="store_true",
+        help="only time the releases (the conformance matrix of the last sweep stays)",
+    )
     sweep.add_argument(
         "--repeats", type=int, default=3, help="timed runs per benchmark cell after the warm-up (default: %(default)s)"
     )
@@ -359,5 +373,10 @@ def add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     plan.add_argument(
         "--produce", action="store_true", help="print the produce step's `dicom4qi run` arguments instead"
+    )
+    plan.add_argument(
+        "--sweeps",
+        action="store_true",
+        help='print the matrix of the nightly\'s releases sweeps instead ({"tool": [...]}: the tools with releases)',
     )
     plan.set_defaults(func=cmd_plan)

@@ -24,7 +24,7 @@ from typing import Any
 from dicom4qi.adapters.contract import DEFAULTS, resolve, split_spec
 from dicom4qi.adapters.envs import env_spec
 
-__all__ = ["PlanError", "Shard", "matrix", "plan", "produce_args", "selection_args"]
+__all__ = ["PlanError", "Shard", "matrix", "plan", "produce_args", "selection_args", "sweep_tools"]
 
 #: Tiers a sharded run takes (the negative tier and --external are one job each: ``dicom4qi run --tier negative``).
 SHARDABLE_TIERS = ("quick", "full", "stress")
@@ -145,3 +145,18 @@ def plan(
 def matrix(shards: list[Shard]) -> dict[str, Any]:
     """The shards as GitHub Actions' ``strategy.matrix`` takes them: ``{"include": [{...}, ...]}``."""
     return {"include": [asdict(s) for s in shards]}
+
+
+def sweep_tools() -> list[str]:
+    """The builtin tools whose releases a sweep can take from a registry (their adapter declares ``pypi`` or
+    ``npm``): the nightly's small sweep runs one job for each (``dicom4qi plan --sweeps``)."""
+    from dicom4qi.adapters.contract import BUILTIN, Role
+
+    out: list[str] = []
+    roles: tuple[Role, ...] = ("consumer", "producer")
+    for role in roles:
+        for name in BUILTIN[role]:
+            cls = resolve(role, name)
+            if (getattr(cls, "pypi", None) or getattr(cls, "npm", None)) and name not in out:
+                out.append(name)
+    return out

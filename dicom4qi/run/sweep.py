@@ -143,6 +143,8 @@ class SweepConfig:
     #: Which sides to sweep (default: every role the tool has).
     roles: list[Role] = field(default_factory=list)
     bench: bool = True
+    #: Run the conformance matrix (False: the benchmark only, beside the last sweep's matrix).
+    conformance: bool = True
     bench_cases: list[str] = field(default_factory=lambda: list(BENCH_CASES))
     repeats: int = 3
     #: Time limit per benchmark call: a release that reads the body CT slower than this is TIMEOUT there, which
@@ -193,7 +195,7 @@ def sweep(
     def sink(label: str) -> ProgressSink | None:
         return progress_for(label) if progress_for is not None else None  # type: ignore[return-value]
 
-    for role in roles:
+    for role in roles if config.conformance else []:
         side = folder / role
         cfg = replace(
             config.run,

@@ -17,7 +17,6 @@ too, with the reason: a missing release is never a pass.
 
 from __future__ import annotations
 
-import html
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,8 +269,6 @@ def _timings(
     points = []
     nifti: dict[str, float] = {}
     for rec in bench.records:
-        if rec.case not in TIMED:
-            continue
         if rec.producer == "nifti" and rec.consumer == "nibabel" and rec.bench is not None:
             nifti[rec.case] = rec.bench.median_wall_s
             continue
@@ -294,6 +291,12 @@ def _timings(
     return points, nifti
 
 
+def timed_cases(side: ToolReleases) -> dict[str, str]:
+    """The cases a side was timed on, with their legends: the body CT's first, then any other."""
+    seen = {p.case for p in side.timings}
+    return {c: TIMED[c] for c in TIMED if c in seen} | {c: c for c in sorted(seen - set(TIMED))}
+
+
 def _timing_plot(side: ToolReleases, out: Path) -> list[tuple[str, str]]:
     """Read (or write) time and peak memory against release, one line per timed case, as two SVG panels."""
     names = [r.version for r in side.releases]
@@ -302,13 +305,14 @@ def _timing_plot(side: ToolReleases, out: Path) -> list[tuple[str, str]]:
     plt = _pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11.0, 4.0))
     xs = {v: i for i, v in enumerate(names)}
-    markers = "os^vD"
-    for k, (case, label) in enumerate(TIMED.items()):
+    markers = "os^vD<>ph*"
+    for k, (case, label) in enumerate(timed_cases(side).items()):
         pts = sorted((xs[p.release], p) for p in side.timings if p.case == case and p.release in xs)
         good = [(x, p) for x, p in pts if p.seconds is not None and p.status is Status.PASS]
         if good:
-            a1.plot([x for x, _ in good], [p.seconds for _, p in good], marker=markers[k], label=label, linewidth=1.6)
-            a2.plot([x for x, _ in good], [p.peak_mb for _, p in good], marker=markers[k], label=label, linewidth=1.6)
+            m = markers[k % len(markers)]
+            a1.plot([x for x, _ in good], [p.seconds for _, p in good], marker=m, label=label, linewidth=1.6)
+            a2.plot([x for x, _ in good], [p.peak_mb for _, p in good], marker=m, label=label, linewidth=1.6)
         for x, p in pts:
             if p.status is not Status.PASS:  # a failed or timed-out release: marked where the line would be
                 a1.annotate(
@@ -363,7 +367,7 @@ def render_releases(
                 side.plots = _timing_plot(side, out_dir)
             sides.append(side)
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
-    page = env.get_template("releases.html.j2").render(sides=sides, features=described, timed=TIMED, escape=html.escape)
+    page = env.get_template("releases.html.j2").render(sides=sides, features=described, timed_cases=timed_cases)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "releases.html"
     tmp = target.with_name("releases.html.part")
