@@ -1,4 +1,4 @@
-"""cornerstone3D's SEG reader (npm @cornerstonejs/adapters, the library under OHIF), two releases side by side in
+"""cornerstone3D's SEG reader (npm @cornerstonejs/adapters, the library under OHIF), three releases side by side in
 one executable adapter (dicom4qi/tools/cornerstone), run for real: through the harness, and by hand against the
 truth."""
 
@@ -23,6 +23,7 @@ from .conftest import CASES, FEATURES, ROOT, loaded, need_node
 CORNERSTONE = ROOT / "dicom4qi" / "tools" / "cornerstone"
 DEFAULT = f"exec:{CORNERSTONE}"
 OLDER = f"exec:{CORNERSTONE}@5.6.8"
+OLDEST = f"exec:{CORNERSTONE}@4.19.0"
 BINARY = "quick/binary-3-disjoint"
 LABELMAP = "quick/labelmap-8bit"
 CASE_IDS = [BINARY, LABELMAP]
@@ -30,7 +31,7 @@ CASE_IDS = [BINARY, LABELMAP]
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One run: the suite's reference writer, read by both releases (the harness runs npm ci first)."""
+    """One run: the suite's reference writer, read by every release (the harness runs npm ci first)."""
     need_node("cornerstone")
     root = tmp_path_factory.mktemp("cornerstone")
     cfg = RunConfig(
@@ -41,7 +42,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         tiers=[],
         cases=CASE_IDS,
         producers=["reference"],
-        consumers=[DEFAULT, OLDER],
+        consumers=[DEFAULT, OLDER, OLDEST],
         validate=False,
     )
     summary = run(cfg)
@@ -72,13 +73,15 @@ def _installed_version(release: str) -> str:
 
 def test_the_handshake_gives_each_release_its_real_version(env: dict[str, Any]) -> None:
     tools = {t.name: t for t in env["doc"].tools if t.role == "consumer"}
-    new, old = tools[DEFAULT], tools[OLDER]
-    assert new.available and old.available, (new.reason, old.reason)
-    assert new.tool == old.tool == "@cornerstonejs/adapters"
+    new, old, oldest = tools[DEFAULT], tools[OLDER], tools[OLDEST]
+    assert new.available and old.available and oldest.available, (new.reason, old.reason, oldest.reason)
+    assert new.tool == old.tool == oldest.tool == "@cornerstonejs/adapters"
     assert new.version == "5.14.0" == _installed_version("5.14.0")
     assert old.version == "5.6.8" == _installed_version("5.6.8")
-    assert new.family == old.family == "cornerstone"  # one decoder family: one vote
-    for tool in (new, old):
+    # 4.x "exports" only "import" for its entry points: found by the adapter's own node_modules lookup.
+    assert oldest.version == "4.19.0" == _installed_version("4.19.0")
+    assert new.family == old.family == oldest.family == "cornerstone"  # one decoder family: one vote
+    for tool in (new, old, oldest):
         assert {"binary", "labelmap", "labelmap-16bit", "ts-rle"} <= set(tool.features)
         # Not in the library's reading path: FRACTIONAL throws, no JPEG 2000 / JPEG-LS codec, no slides.
         assert not {"fractional", "ts-jpeg2000", "ts-jpegls", "slide-source"} & set(tool.features)
@@ -90,9 +93,9 @@ def test_an_unknown_release_fails_the_handshake() -> None:
     assert answer["ok"] is False and "9.9.9" in answer["error"] and "5.6.8" in answer["error"]
 
 
-@pytest.mark.parametrize("consumer", [DEFAULT, OLDER])
+@pytest.mark.parametrize("consumer", [DEFAULT, OLDER, OLDEST])
 @pytest.mark.parametrize("case", CASE_IDS)
-def test_both_releases_decode_binary_and_labelmap_exactly(env: dict[str, Any], consumer: str, case: str) -> None:
+def test_every_release_decodes_binary_and_labelmap_exactly(env: dict[str, Any], consumer: str, case: str) -> None:
     rec = _read(env["doc"], consumer, case)
     assert rec.status is Status.PASS, rec.message
     voxels = next(c for c in rec.checks if c.name == "voxels")
@@ -110,7 +113,7 @@ def _nrrd(path: Path) -> np.ndarray:
     return np.frombuffer(gzip.decompress(raw[end + 2 :]), dtype=dtype).reshape(slices, rows, columns)
 
 
-@pytest.mark.parametrize("release", ["5.14.0", "5.6.8"])
+@pytest.mark.parametrize("release", ["5.14.0", "5.6.8", "4.19.0"])
 @pytest.mark.parametrize("case", CASE_IDS)
 def test_the_decoded_label_map_is_the_truth_voxel_for_voxel(
     env: dict[str, Any], tmp_path: Path, release: str, case: str

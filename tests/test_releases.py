@@ -132,3 +132,27 @@ def test_a_local_checkout_as_a_column_and_its_change_rebuilds(tmp_path, monkeypa
     doc = read()
     (tool,) = [t for t in doc.tools if t.role == "consumer"]
     assert not tool.available and "a change under test" in tool.reason
+
+
+@pytest.mark.slow
+def test_a_release_of_dcmqi_writes_and_reads_as_its_own_row_and_column(tmp_path) -> None:
+    cfg = RunConfig(
+        corpus=CASES,
+        features=FEATURES,
+        build=tmp_path / "build",
+        results=tmp_path / "results",
+        cases=["quick/binary-3-disjoint"],
+        producers=["dcmqi@1.5.6"],
+        consumers=["dcmqi@1.5.6", "reference"],
+        workers=2,
+        validate=False,
+    )
+    doc = ResultsDocument.load(run(cfg).path)
+    tools = {(t.role, t.name): t for t in doc.tools}
+    for role in ("producer", "consumer"):
+        info = tools[(role, "dcmqi@1.5.6")]
+        assert info.available and info.version == "1.5.6" and info.environment == "dcmqi@1.5.6", info.error
+    (write,) = [r for r in doc.records if r.step == "write"]
+    assert write.status is Status.PASS, write.message
+    reads = {r.consumer: r for r in doc.records if r.step == "read"}
+    assert reads["dcmqi@1.5.6"].status is Status.PASS and reads["reference"].status is Status.PASS

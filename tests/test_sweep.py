@@ -15,8 +15,17 @@ import pytest
 
 from dicom4qi.judge.known import KnownIssue, Match
 from dicom4qi.model.results import Record, ResultsDocument, RunInfo, Status, ToolInfo
+from dicom4qi.run.plan import sweep_tools
 from dicom4qi.run.runner import RunConfig
-from dicom4qi.run.sweep import SweepConfig, SweepError, registry_releases, select_releases, sort_versions, sweep
+from dicom4qi.run.sweep import (
+    SweepConfig,
+    SweepError,
+    registry_releases,
+    role_versions,
+    select_releases,
+    sort_versions,
+    sweep,
+)
 from dicom4qi.site.releases import releases_of, render_releases
 
 from .conftest import CASES, FEATURES, ROOT
@@ -35,6 +44,12 @@ def test_the_registry_names_the_releases() -> None:
     versions = registry_releases("highdicom")
     assert {"0.18.4", "0.22.0", "0.28.2"} <= set(versions)
     assert versions.index("0.18.4") < versions.index("0.22.0") < versions.index("0.28.2")
+    # An executable adapter lists the releases it installs; its reader and its writer may install different ones.
+    assert registry_releases("cornerstone") == ["4.19.0", "5.6.8", "5.14.0"]
+    assert role_versions("cornerstone", "producer", ["4.19.0", "5.6.8", "5.14.0"]) == ["5.6.8", "5.14.0"]
+    assert role_versions("highdicom", "consumer", ["0.1.0", "0.28.2"]) == ["0.1.0", "0.28.2"]
+    assert {"highdicom", "ohif", "dcmqi", "cornerstone"} <= set(sweep_tools())
+    assert "reference" not in sweep_tools() and "pydicom-seg" not in sweep_tools()
     with pytest.raises(SweepError, match="drives one release only"):
         registry_releases("reference")
     with pytest.raises(SweepError, match="not a builtin adapter"):

@@ -91,6 +91,12 @@ class AdapterManifest(_Doc):
     requires: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._+-]{1,64}$")]] = Field(
         default_factory=list, max_length=16, description="Programs that must be on PATH."
     )
+    releases: list[Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$")]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The releases of its tool the adapter installs and takes as its variant (NAME@RELEASE), if any: "
+        "what `dicom4qi sweep NAME` puts side by side.",
+    )
 
 
 class Request(_Doc):

@@ -148,8 +148,8 @@ def matrix(shards: list[Shard]) -> dict[str, Any]:
 
 
 def sweep_tools() -> list[str]:
-    """The builtin tools whose releases a sweep can take from a registry (their adapter declares ``pypi`` or
-    ``npm``): the nightly's small sweep runs one job for each (``dicom4qi plan --sweeps``)."""
+    """The builtin tools whose releases a sweep can take (their adapter declares ``pypi`` or ``npm``, or its manifest
+    lists the releases it installs): the nightly's small sweep runs one job for each (``dicom4qi plan --sweeps``)."""
     from dicom4qi.adapters.contract import BUILTIN, Role
 
     out: list[str] = []
@@ -157,6 +157,8 @@ def sweep_tools() -> list[str]:
     for role in roles:
         for name in BUILTIN[role]:
             cls = resolve(role, name)
-            if (getattr(cls, "pypi", None) or getattr(cls, "npm", None)) and name not in out:
+            manifest = getattr(cls, "manifest", None)
+            listed = manifest is not None and bool(manifest.releases)
+            if (getattr(cls, "pypi", None) or getattr(cls, "npm", None) or listed) and name not in out:
                 out.append(name)
     return out

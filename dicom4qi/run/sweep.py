@@ -85,12 +85,16 @@ def is_final(version: str) -> bool:
 
 
 def registry_releases(tool: str, *, timeout_s: float = 120.0) -> list[str]:
-    """Every release of the tool that its registry serves here, oldest first (PyPI for ``pypi``, npm for ``npm``)."""
+    """Every release of the tool that its registry serves here, oldest first (PyPI for ``pypi``, npm for ``npm``);
+    for an executable adapter, the releases its manifest says it installs (``releases``)."""
     roles = roles_of(tool)
     if not roles:
         raise SweepError(f"{tool!r} is not a builtin adapter")
     cls = resolve(roles[0], tool)
     dist, package = getattr(cls, "pypi", None), getattr(cls, "npm", None)
+    manifest = getattr(cls, "manifest", None)  # an executable adapter lists the releases it installs
+    if manifest is not None and manifest.releases:
+        return sort_versions(list(manifest.releases))
     if dist:
         cmd = [sys.executable, "-m", "pip", "index", "versions", dist, "--disable-pip-version-check"]
     elif package:
@@ -167,6 +171,15 @@ def columns(tool: str, versions: list[str]) -> list[str]:
     return [f"{tool}@{v}" for v in versions]
 
 
+def role_versions(tool: str, role: Role, versions: list[str]) -> list[str]:
+    """The releases of ``versions`` the tool's adapter in ``role`` takes: all of them, except where an executable
+    adapter lists the releases it installs (cornerstone's reader has three, its writer two)."""
+    manifest = getattr(resolve(role, tool), "manifest", None)
+    if manifest is None or not manifest.releases:
+        return versions
+    return [v for v in versions if v in manifest.releases]
+
+
 def _keep_latest(path: Path) -> None:
     shutil.copyfile(path, path.with_name("latest.json"))
 
@@ -197,6 +210,7 @@ def sweep(
 
     for role in roles if config.conformance else []:
         side = folder / role
+        cols = columns(config.tool, role_versions(config.tool, role, versions))
         cfg = replace(
             config.run,
             results=side,
@@ -210,6 +224,7 @@ def sweep(
         result.runs[role] = summary.path
     if config.bench:
         consumer = "consumer" in roles
+        cols = columns(config.tool, role_versions(config.tool, roles[0], versions))
         bcfg = BenchConfig(
             run=replace(
                 config.run,

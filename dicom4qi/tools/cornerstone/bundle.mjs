@@ -13,15 +13,13 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
 const esbuild = require("esbuild");
 
+// Node's lookup of node_modules folders upwards, by hand: adapters 4.x "exports" only "import", which
+// require.resolve cannot find.
 function packageDir(fromDir, name) {
-  const entry = createRequire(path.join(fromDir, "package.json")).resolve(name);
-  let dir = path.dirname(entry);
-  for (;;) {
-    const file = path.join(dir, "package.json");
-    if (fs.existsSync(file) && JSON.parse(fs.readFileSync(file, "utf8")).name === name) return dir;
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`no package.json for ${name} above ${entry}`);
-    dir = up;
+  for (let dir = fromDir; ; dir = path.dirname(dir)) {
+    const file = path.join(dir, "node_modules", name, "package.json");
+    if (fs.existsSync(file)) return path.dirname(file);
+    if (path.dirname(dir) === dir) throw new Error(`no ${name} in a node_modules folder above ${fromDir}`);
   }
 }
 

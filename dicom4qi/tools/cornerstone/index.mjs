@@ -10,12 +10,11 @@
 // the source images (parsed with the dcmjs the release depends on). The labelmap images the library returns are
 // written out as they are: nothing here corrects or completes the library's pixel output.
 //
-// Two releases are installed side by side (releases/<version>/package.json, each with the exact @cornerstonejs
+// Three releases are installed side by side (releases/<version>/package.json, each with the exact @cornerstonejs
 // core and tools it pins as peers); the request's `variant` picks one (default 5.14.0).
 import fs from "node:fs";
 import path from "node:path";
 import zlib from "node:zlib";
-import { createRequire } from "node:module";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -71,11 +70,13 @@ const COMMON_FEATURES = [
   "anatomic-region",
   "multiple-algorithms",
 ];
-// The two releases have the same reading code paths (labelmapImagesFromBuffer.js, encodePixelData.js): they claim
-// the same features; where 5.6.8 decodes wrong (see README.md) the grid says FAIL.
+// The releases have the same reading code paths and entry point (createFromDICOMSegBuffer in
+// generateToolState.js, labelmapImagesFromBuffer.js, encodePixelData.js): they claim the same features; where one
+// decodes wrong (see README.md) the grid says FAIL.
 const RELEASES = {
   "5.14.0": { dir: "releases/5.14.0", features: COMMON_FEATURES },
   "5.6.8": { dir: "releases/5.6.8", features: COMMON_FEATURES },
+  "4.19.0": { dir: "releases/4.19.0", features: COMMON_FEATURES },
 };
 
 const log = (...args) => process.stderr.write(args.map((a) => (a && a.stack ? a.stack : String(a))).join(" ") + "\n");
@@ -91,19 +92,14 @@ function readStdin() {
 
 // ---------------------------------------------------------------- the release
 
-// The package folder of `name` as the release resolves it (and its package.json).
+// The package folder of `name` as the release resolves it (and its package.json): Node's lookup of node_modules
+// folders upwards from `fromDir`, done by hand, because a package whose "exports" offer only "import" (adapters
+// 4.x) cannot be found by require.resolve.
 function packageOf(fromDir, name) {
-  const entry = createRequire(path.join(fromDir, "package.json")).resolve(name);
-  let dir = path.dirname(entry);
-  for (;;) {
-    const file = path.join(dir, "package.json");
-    if (fs.existsSync(file)) {
-      const pkg = JSON.parse(fs.readFileSync(file, "utf8"));
-      if (pkg.name === name) return { dir, pkg, entry };
-    }
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`no package.json for ${name} above ${entry}`);
-    dir = up;
+  for (let dir = fromDir; ; dir = path.dirname(dir)) {
+    const file = path.join(dir, "node_modules", name, "package.json");
+    if (fs.existsSync(file)) return { dir: path.dirname(file), pkg: JSON.parse(fs.readFileSync(file, "utf8")) };
+    if (path.dirname(dir) === dir) throw new Error(`no ${name} in a node_modules folder above ${fromDir}`);
   }
 }
 

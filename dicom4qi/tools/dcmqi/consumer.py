@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 
-from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version, run_tool
+from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, is_release, package_version, run_tool
 from dicom4qi.formats.dcmqi_io import place_volumes
 from dicom4qi.formats.nrrd import read_nrrd
 from dicom4qi.formats.source_frames import SourceFrames
@@ -30,22 +30,35 @@ class DcmqiConsumer(Consumer):
     tool = "dcmqi"
     homepage = "https://github.com/QIICR/dcmqi"
     features = EVERY_FEATURE  # it claims to read any SEG
+    pypi = "dcmqi"  # any release a column of its own: dcmqi@1.5.6 (the plain call; mergeSegments is a mode)
+    calls = ("dcmqi:__file__",)
+    release_pins = (("", ("numpy", "pydicom")),)
 
     def version(self) -> str | None:
         return package_version("dcmqi")
 
+    def available(self) -> tuple[bool, str]:
+        ok, why = super().available()
+        if not ok:
+            return ok, why
+        try:
+            dcmqi_binary("segimage2itkimage")
+        except FileNotFoundError as exc:
+            return False, str(exc)
+        return True, ""
+
     def read(self, request: ReadRequest) -> DecodedWriter:
         import pydicom
 
-        if self.variant not in (None, "mergeSegments"):
-            raise ValueError(f"unknown dcmqi variant {self.variant!r} (known: mergeSegments)")
+        if self.variant not in (None, "mergeSegments") and not is_release(self.variant):
+            raise ValueError(f"unknown dcmqi variant {self.variant!r} (known: mergeSegments, or a release)")
         header = pydicom.dcmread(request.seg, stop_before_pixels=True)
         fractional = str(header.get("SegmentationType", "")) == "FRACTIONAL"
         out_dir = (request.workdir or request.seg.parent) / "dcmqi-output"
         out_dir.mkdir(parents=True, exist_ok=True)
         notes: list[str] = []
         args = ["--inputDICOM", str(request.seg), "--outputDirectory", str(out_dir), "--outputType", "nrrd"]
-        if self.variant == "mergeSegments":
+        if self.variant == "mergeSegments":  # a release column (dcmqi@1.5.6) makes the plain call
             args.append("--mergeSegments")
         shown = ["segimage2itkimage", "--inputDICOM", "seg.dcm", "--outputDirectory", "dcmqi-output", *args[4:]]
         run_tool([str(dcmqi_binary("segimage2itkimage")), *args], notes, shown)

@@ -39,6 +39,12 @@ class DcmqiProducer(Producer):
     name = "dcmqi"
     tool = "dcmqi"
     homepage = "https://github.com/QIICR/dcmqi"
+    pypi = "dcmqi"  # any release a row group of its own: dcmqi@1.5.6
+    calls = ("dcmqi:__file__",)
+    #: The wheel holds only the binaries: the suite's child code needs numpy and pydicom beside any release.
+    release_pins = (("", ("numpy", "pydicom")),)
+    #: The wheel's binaries the adapter runs: a release without one of them is not available.
+    binaries: ClassVar[tuple[str, ...]] = ("itkimage2segimage", "bin2labelsegimage")
     features = frozenset(
         {
             "binary",
@@ -73,6 +79,20 @@ class DcmqiProducer(Producer):
 
     def version(self) -> str | None:
         return package_version("dcmqi")
+
+    def available(self) -> tuple[bool, str]:
+        ok, why = super().available()
+        if not ok:
+            return ok, why
+        missing = []
+        for name in self.binaries:
+            try:
+                dcmqi_binary(name)
+            except FileNotFoundError:
+                missing.append(name)
+        if missing:
+            return False, f"dcmqi {self.version()} has no {', '.join(missing)}, which this adapter runs"
+        return True, ""
 
     def via_bin2label(self, request: WriteRequest) -> bool:
         """Whether the label map is made by bin2labelsegimage from a BINARY SEG (dcmqi's only RLE path, and its
