@@ -263,6 +263,51 @@ class FailingServiceConsumer(_Clone):
         raise RuntimeError("the port the service needs is held by a leftover of an earlier run")
 
 
+class ServedConsumer(_Clone):
+    """Reads right, through a service of its own (a real HTTP server on 127.0.0.1, as a viewer's): a call without
+    the service's endpoint, or whose server does not answer, fails."""
+
+    name = "served"
+    needs_service = True
+
+    def start_service(self, workdir: Path, cache: Path):
+        import socket
+        import subprocess
+        import sys
+
+        from dicom4qi.adapters.contract import Service
+
+        (workdir / "ok.txt").write_text("served")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}/ok.txt"
+        for _ in range(100):
+            try:
+                import urllib.request
+
+                urllib.request.urlopen(url, timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        return Service(endpoints={"url": url}, pids=[proc.pid])
+
+    def read(self, request: ReadRequest) -> DecodedWriter:
+        import urllib.request
+
+        if not request.service or "url" not in request.service:
+            raise RuntimeError("called without its service")
+        with urllib.request.urlopen(request.service["url"], timeout=10) as resp:
+            assert resp.read() == b"served"
+        return super().read(request)
+
+
 class DiskFillingProducer(Producer):
     """Fills the disk it writes to while a marker file exists (the test's full disk), else writes with highdicom."""
 

@@ -171,3 +171,30 @@ def test_format_study_plots_size_and_read_time_against_segments(tmp_path: Path) 
     read_svg = (tmp_path / "bench" / "read.svg").read_text()
     assert "reference reads LABELMAP" in read_svg and "nibabel reads .nii.gz" in read_svg
     assert "test cpu" in html
+
+
+@pytest.mark.slow
+def test_a_viewer_is_timed_through_its_service(tmp_path: Path) -> None:
+    """A consumer with a service (a viewer's server and browser) is benchmarked like any other: its service is
+    started once, and every timed read leases it as the warm-up did (without it, each timed read would fail)."""
+    cfg = BenchConfig(
+        run=RunConfig(
+            corpus=CASES,
+            features=FEATURES,
+            build=tmp_path / "build",
+            results=tmp_path / "results",
+            tiers=[],
+            cases=["quick/binary-3-disjoint"],
+            producers=["reference"],
+            consumers=["tests.fakes:ServedConsumer"],
+            validate=False,
+            verify_writes=False,
+        ),
+        repeats=2,
+        publish=None,
+        quick_results=None,
+    )
+    doc = ResultsDocument.load(bench(cfg))
+    (rec,) = [r for r in doc.records if r.step == "read" and r.consumer == "tests.fakes:ServedConsumer"]
+    assert rec.status is Status.PASS, rec.message
+    assert rec.bench is not None and len(rec.bench.runs) == 2 and rec.bench.median_wall_s > 0
