@@ -187,6 +187,12 @@ def test_regressed_fixed_since_and_known_issues_are_marked() -> None:
     assert fixed.kind == "fixed" and fixed.cases == ["quick/b-labelmap", "quick/c-labelmap"]
     assert rows["binary"].since == "3.13.2"
     assert 1 not in lm.changes  # an unavailable release has no mark
+    # Release by release, over every case: what broke and what was mended, with what explains it.
+    first, second = side.changes
+    assert (first.release, first.previous, first.broke, first.mended) == ("3.12.10", "3.11.1", ["quick/b-labelmap"], [])
+    assert [k.id for k in first.broke_known] == ["ohif-voxels"] and first.broke_features == ["binary", "labelmap-8bit"]
+    assert (second.release, second.broke, second.mended) == ("3.13.2", [], ["quick/b-labelmap", "quick/c-labelmap"])
+    assert [k.id for k in second.mended_known] == ["ohif-voxels"]  # what 3.12.10 failed on
 
 
 def test_a_release_outside_a_known_issues_range_is_not_explained_by_it() -> None:

@@ -80,6 +80,21 @@ class Change:
 
 
 @dataclass
+class ReleaseChange:
+    """What one release changed against the release before it that ran, over every case: the cases that broke and
+    the cases that were mended, with the features they touch and the known issues that explain the failing side."""
+
+    release: str
+    previous: str
+    broke: list[str]
+    mended: list[str]
+    broke_features: list[str]
+    mended_features: list[str]
+    broke_known: list[KnownIssue]
+    mended_known: list[KnownIssue]
+
+
+@dataclass
 class FeatureRow:
     feature: str
     cells: list[FeatureCell]
@@ -112,6 +127,7 @@ class ToolReleases:
     nifti: dict[str, float] = field(default_factory=dict)  # case -> nibabel's .nii.gz read
     plots: list[tuple[str, str]] = field(default_factory=list)
     bench_run: str | None = None
+    changes: list[ReleaseChange] = field(default_factory=list)
 
 
 def _load(path: Path) -> ResultsDocument | None:
@@ -215,7 +231,56 @@ def releases_of(
         row.since = _since(releases, row.cells)
         row.changes = _changes(releases, row.cells, tool, role, issues)
         rows.append(row)
-    return ToolReleases(tool, role, doc.run.run_id, releases, rows)
+    side = ToolReleases(tool, role, doc.run.run_id, releases, rows)
+    side.changes = _release_changes(doc, side, step, issues)
+    return side
+
+
+def _release_changes(
+    doc: ResultsDocument, side: ToolReleases, step: str, issues: list[KnownIssue]
+) -> list[ReleaseChange]:
+    """Release by release, the cases it broke and mended against the release before it that ran."""
+    by_column: dict[str, dict[str, Record]] = defaultdict(dict)
+    for rec in doc.records:
+        column = rec.consumer if side.role == "consumer" else rec.producer
+        if rec.step == step and column and rec.charged and rec.status in TRIED:
+            by_column[column][rec.case] = rec
+    out = []
+    previous: Release | None = None
+    for r in side.releases:
+        if not r.available:
+            continue
+        if previous is not None:
+            now, before = by_column[r.column], by_column[previous.column]
+            both = sorted(set(now) & set(before))
+            broke = [c for c in both if now[c].status is not Status.PASS and before[c].status is Status.PASS]
+            mended = [c for c in both if now[c].status is Status.PASS and before[c].status is not Status.PASS]
+            if broke or mended:
+
+                def known(recs: list[Record], version: str) -> list[KnownIssue]:
+                    found: dict[str, KnownIssue] = {}
+                    for rec in recs:
+                        for issue in _known_for(rec, side.tool, side.role, version, issues):
+                            found.setdefault(issue.id, issue)
+                    return list(found.values())
+
+                def features(recs: list[Record]) -> list[str]:
+                    return sorted({f for rec in recs for f in rec.features})
+
+                out.append(
+                    ReleaseChange(
+                        r.version,
+                        previous.version,
+                        broke,
+                        mended,
+                        features([now[c] for c in broke]),
+                        features([before[c] for c in mended]),
+                        known([now[c] for c in broke], r.version),
+                        known([before[c] for c in mended], previous.version),
+                    )
+                )
+        previous = r
+    return out
 
 
 def _since(releases: list[Release], cells: list[FeatureCell]) -> str | None:

@@ -23,6 +23,7 @@ most in each chunk.
 from __future__ import annotations
 
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ from dicom4qi.model.uids import VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE
 
 __all__ = ["HighdicomConsumer", "geometry_from_dataset"]
 
+#: highdicom's refusal to index frames that name no (or no single) source frame, in the words of each release:
+#: "image does not contain information about source frames" (0.28), "frames do not contain ..." (0.26), "some frames
+#: in the image specify multiple source frames" (0.24, for frames that name none).
+_NO_SOURCE_FRAMES = re.compile(r"contain information about source frames|frames in the image specify multiple source")
 #: Largest dense chunk (bytes) a chunked read may allocate.
 CHUNK_BYTES = 256 * 1024 * 1024
 
@@ -150,7 +155,7 @@ class HighdicomConsumer(Consumer):
         try:
             get(segment_numbers=[n for n in seg.segment_numbers if n != 0][:1] or None)
         except RuntimeError as exc:
-            if "does not contain information about source frames" in str(exc):
+            if _NO_SOURCE_FRAMES.search(str(exc)):
                 # Frames placed by position alone: what highdicom offers for them is the volume.
                 return self._read_volume(seg, request.sources, str(exc))
             if "spatial locations are preserved" not in str(exc) or self.variant == "strict":
