@@ -24,7 +24,7 @@ from dicom4qi import __version__
 from dicom4qi.cli.corpus import add_corpus_commands
 from dicom4qi.cli.progress import console
 from dicom4qi.cli.report import add_env, add_report, add_schema, add_tools
-from dicom4qi.cli.results import add_combine, add_diff, add_summary
+from dicom4qi.cli.results import add_combine, add_diff, add_gate, add_summary
 from dicom4qi.cli.run import add_bench, add_plan, add_run, add_sweep
 from dicom4qi.cli.vendors import add_vendor_commands
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep(sub)
     add_report(sub)
     add_diff(sub)
+    add_gate(sub)
     add_summary(sub)
     add_combine(sub)
     add_plan(sub)

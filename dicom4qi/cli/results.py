@@ -1,14 +1,16 @@
-"""The commands on results documents: ``diff`` two runs, ``summary`` of one, ``combine`` several into one."""
+"""The commands on results documents: ``diff`` two runs, ``gate`` a tool's column against a baseline run,
+``summary`` of one, ``combine`` several into one."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from dicom4qi.cli.options import LATEST_RESULTS
+from dicom4qi.cli.options import LATEST_RESULTS, add_known_issues
 from dicom4qi.cli.progress import console
+from dicom4qi.paths import corpus_file
 
-__all__ = ["add_combine", "add_diff", "add_summary"]
+__all__ = ["add_combine", "add_diff", "add_gate", "add_summary"]
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -33,6 +35,53 @@ def cmd_diff(args: argparse.Namespace) -> int:
     cells = len({(r.case, r.producer, r.consumer, r.step) for r in old.records})
     print(f"{cells} cells in {args.old.name}, {len(new.records)} in {args.new.name}: {len(diffs)} difference(s)")
     return 1 if diffs else 0
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    """A tool's column against a baseline run: exit 0 without regressions, 1 with, 2 on bad input."""
+    from dicom4qi.judge.known import load_known_issues
+    from dicom4qi.run.gate import (
+        GateError,
+        baseline_column_for,
+        gate,
+        gate_json,
+        gate_markdown,
+        gate_text,
+        load_baseline,
+        load_run,
+        resolve_column,
+    )
+
+    def bad(message: str) -> int:
+        console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
+        return 2
+
+    try:
+        new = load_run(args.new)
+        column = resolve_column(new, args.tool)
+        as_name = args.baseline_column or baseline_column_for(new, column)
+        cases = {r.case for r in new.records if column in (r.producer, r.consumer)}
+        baseline, baseline_path, warnings = load_baseline(args.baseline, as_name, cases)
+        folder = args.known_issues if args.known_issues is not None else corpus_file("known-issues")
+        issues, _ = load_known_issues(folder) if folder.is_dir() else ([], [])
+        report = gate(baseline, new, column, as_name, issues, baseline_file=str(baseline_path))
+    except GateError as exc:
+        return bad(str(exc)[:1200])
+    report.warnings[:0] = warnings
+    markdown = gate_markdown(report, title=args.title)
+    try:
+        if args.summary is not None:
+            with args.summary.open("a", encoding="utf-8") as f:
+                f.write(markdown)
+        if args.json is not None:
+            args.json.write_text(gate_json(report), encoding="utf-8")
+    except OSError as exc:
+        return bad(f"cannot write the gate's output: {exc}")
+    if args.markdown:
+        print(markdown, end="")
+    else:
+        print(gate_text(report), end="")
+    return report.exit_code
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -106,6 +155,46 @@ def add_diff(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     diff.add_argument("new", type=Path, help="the later results JSON")
     diff.add_argument("--limit", type=int, default=50, help="differences printed at most (default: %(default)s)")
     diff.set_defaults(func=cmd_diff)
+
+
+def add_gate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    g = sub.add_parser(
+        "gate",
+        help="compare a tool's column with a baseline run (the nightly): exit 1 on regressions only",
+        description="Compare every cell of one column of a run (a tool's checkout, `highdicom@path:.`) with the "
+        "baseline's cell of the same tool (the nightly's `highdicom`), by case, step and the other side of the cell. "
+        "A regression is a cell that passed in the baseline and now fails (FAIL, ERROR, CRASH, TIMEOUT), or is "
+        "SKIPPED because the column is not available; fixes, cells still failing, verdicts lost (UNSUPPORTED, "
+        "SKIPPED, DISPUTED) and new cells are reported and never fail. Exit 0: no regression; 1: regressions; "
+        "2: a baseline or run that cannot be read, or a column that is not in the run. A baseline without the "
+        "column is no error: every cell is new (a warning says so). See docs/github-action.md.",
+    )
+    g.add_argument(
+        "baseline",
+        type=Path,
+        help="the baseline results JSON, or a folder of them (the newest with the column for the run's cases)",
+    )
+    g.add_argument(
+        "new", type=Path, nargs="?", default=LATEST_RESULTS, help="the run's results JSON (default: %(default)s)"
+    )
+    g.add_argument(
+        "--tool",
+        required=True,
+        metavar="COLUMN",
+        help="the column under test, as the run names it (highdicom@path:DIR, exec:DIR), or the tool's name when "
+        "the run has one checkout of it",
+    )
+    g.add_argument(
+        "--baseline-column",
+        metavar="NAME",
+        help="the baseline's name of the column (default: the name before @path:, or the tool an exec adapter names)",
+    )
+    add_known_issues(g, "folder of known-issue files, to name what explains a failure (default: the suite's)")
+    g.add_argument("--summary", type=Path, metavar="FILE", help="append the comparison as Markdown (a job summary)")
+    g.add_argument("--json", type=Path, metavar="FILE", help="write the comparison as JSON")
+    g.add_argument("--markdown", action="store_true", help="print Markdown instead of plain text")
+    g.add_argument("--title", default="dicom4qi", help="the Markdown heading's first words (default: %(default)s)")
+    g.set_defaults(func=cmd_gate)
 
 
 def add_summary(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
