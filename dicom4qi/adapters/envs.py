@@ -157,10 +157,15 @@ RELEASE_COMPANIONS = ("scipy", "pydantic>=2")
 
 
 def _source_digest(folder: Path) -> str:
-    """A digest of a checkout's files (names, sizes, modification times; not .git): it changes with the source."""
+    """A digest of a checkout's files (names, sizes, modification times): it changes with the source. Not .git, nor
+    what installing the checkout leaves in it (pip builds in the tree: ``build/``, ``*.egg-info``, ``__pycache__``),
+    else every install would make the next run build the environment again."""
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
-        if ".git" in p.parts or "__pycache__" in p.parts or not p.is_file():
+        rel = p.relative_to(folder).parts
+        if ".git" in rel or "__pycache__" in rel or rel[0] == "build" or any(x.endswith(".egg-info") for x in rel):
+            continue
+        if not p.is_file():
             continue
         st = p.stat()
         h.update(f"{p.relative_to(folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
