@@ -525,3 +525,14 @@ def test_what_installing_a_checkout_leaves_in_it_does_not_rebuild_its_environmen
     assert _source_digest(tmp_path) == before
     (tmp_path / "src" / "tool" / "__init__.py").write_text("x = 2  # a change\n")
     assert _source_digest(tmp_path) != before
+
+
+def test_a_checkout_is_refused_where_the_adapter_could_not_install_it() -> None:
+    from dicom4qi.adapters.contract import unknown_spec
+
+    # highdicom's reader declares its PyPI distribution (a checkout is installed into its own environment); its
+    # writer does not, and would write with the suite's own highdicom under the checkout's name
+    assert unknown_spec("consumer", "highdicom@path:/src/highdicom") is None
+    why = unknown_spec("producer", "highdicom@path:/src/highdicom")
+    assert why is not None and "takes no checkout" in why
+    assert "takes no checkout" in (unknown_spec("consumer", "cornerstone@path:/src/cornerstone") or "")

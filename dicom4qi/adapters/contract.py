@@ -370,18 +370,25 @@ def unknown_spec(role: Role, spec: str) -> str | None:
     """Why ``spec`` names no adapter (a usage error, before anything runs), or None.
 
     Builtin names (with ``+transcoding``) must exist and ``exec:FOLDER`` must be a folder; a
-    ``module:Class`` is only imported in its own child, where a fault of its code is its cells' ERROR.
+    ``module:Class`` is only imported in its own child, where a fault of its code is its cells' ERROR. A checkout
+    (``NAME@path:DIR``) is for an adapter that declares its PyPI distribution: any other would run its own
+    installed release under the checkout's name.
     """
-    name = split_spec(spec)[0]
+    name, param = split_spec(spec)
     if name.startswith("exec:"):
         folder = Path(name[5:])
         return None if folder.is_dir() else f"{role} {spec!r}: no such adapter folder {folder}"
     if ":" in name:
         return None
     try:
-        resolve(role, spec)
+        cls = resolve(role, spec)
     except (ValueError, TypeError) as exc:
         return str(exc)
+    if param is not None and param.startswith("path:") and not getattr(cls, "pypi", None):
+        return (
+            f"{role} {spec!r}: the {role} {name} takes no checkout (it declares no PyPI distribution to install "
+            f"from one); it would run its installed release under that name"
+        )
     return None
 
 
