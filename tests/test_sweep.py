@@ -66,9 +66,23 @@ def test_the_command_refuses_what_it_cannot_do() -> None:
     assert out.returncode == 2 and "not a builtin adapter" in out.stderr
     out = cli("highdicom", "0.24.0", "--no-bench", "--bench-only")
     assert out.returncode == 2 and "nothing to do" in out.stderr
-    assert sweep is not None
+    out = cli("highdicom", "--since", "not-a-version", "--no-bench")
+    assert out.returncode == 2 and "not a version" in out.stderr
+    out = cli("highdicom", "--last", "0", "--no-bench")
+    assert out.returncode == 2 and "at least 1" in out.stderr
     with pytest.raises(SweepError, match="no releases"):
         sweep(SweepConfig(tool="highdicom", versions=[]))
+    # A release the registry does not serve (a typo, a "v" prefix) is refused before anything runs: it would be
+    # a column of the installed release under that name.
+    with pytest.raises(SweepError, match="v0.22.0"):
+        sweep(SweepConfig(tool="highdicom", versions=["v0.22.0"]))
+    # highdicom's writer drives the installed release only: a writer sweep would show it under every release's name.
+    with pytest.raises(SweepError, match="drives the installed release only"):
+        sweep(SweepConfig(tool="highdicom", versions=["0.22.0"], roles=["producer"]))
+    with pytest.raises(SweepError, match="no releases to sweep"):
+        sweep(SweepConfig(tool="pydicom-seg", versions=["0.4.1"]))
+    with pytest.raises(SweepError, match="installs none of"):
+        sweep(SweepConfig(tool="cornerstone", versions=["4.19.0"], roles=["producer"], check_versions=False))
 
 
 @pytest.mark.slow
@@ -122,7 +136,8 @@ def _doc(statuses: dict[str, list[Status]], versions: list[str]) -> ResultsDocum
         ToolInfo(name=f"ohif@{v}", role="consumer", tool="@ohif/app", version=v, available=v != "3.12.0")
         for v in versions
     ]
-    tools[2].error = "npm pack failed"
+    if len(tools) > 2:
+        tools[2].error = "npm pack failed"
     records = []
     for case, row in statuses.items():
         for v, status in zip(versions, row):
@@ -181,10 +196,10 @@ def test_regressed_fixed_since_and_known_issues_are_marked() -> None:
     assert lm.since == "3.13.2"
     # 3.12.0 was not available: 3.12.10 is compared with 3.11.1, the release before it that ran.
     broke = lm.changes[2]
-    assert broke.kind == "regressed" and broke.previous == "3.11.1" and broke.cases == ["quick/b-labelmap"]
+    assert broke.kind == "regressed" and broke.previous == "3.11.1" and broke.broke == ["quick/b-labelmap"]
     assert [k.id for k in broke.known] == ["ohif-voxels"]  # ohif@3.12.10's cell, matched as the tool's
     fixed = lm.changes[3]
-    assert fixed.kind == "fixed" and fixed.cases == ["quick/b-labelmap", "quick/c-labelmap"]
+    assert fixed.kind == "fixed" and fixed.mended == ["quick/b-labelmap", "quick/c-labelmap"]
     assert rows["binary"].since == "3.13.2"
     assert 1 not in lm.changes  # an unavailable release has no mark
     # Release by release, over every case: what broke and what was mended, with what explains it.
@@ -208,5 +223,91 @@ def test_a_release_outside_a_known_issues_range_is_not_explained_by_it() -> None
     )
     side = releases_of(doc, "ohif", "consumer", [issue], ["binary"])
     (row,) = side.rows
-    assert row.changes[1].kind == "regressed" and row.changes[1].known == []
+    assert row.changes[1].kind == "regressed" and row.changes[1].broke == ["quick/a"] and row.changes[1].known == []
     assert row.since is None
+
+
+def test_untried_cells_are_neither_regressions_nor_fixes_and_both_marks_show() -> None:
+    P, F, U, S = Status.PASS, Status.FAIL, Status.UNSUPPORTED, Status.SKIPPED
+    versions = ["3.11.1", "3.12.0", "3.12.10", "3.13.2"]
+    doc = _doc(
+        {
+            "quick/a": [U, P, F, F],  # UNSUPPORTED, then tried: broke only from a pass
+            "quick/b": [F, P, S, P],  # a release that did not try it is neither a fix nor a break
+            "quick/c": [P, P, F, P],
+            "quick/d": [P, P, P, F],
+        },
+        versions,
+    )
+    doc.tools[2].available = True  # every release ran here
+    side = releases_of(doc, "ohif", "consumer", [], ["binary"])
+    (row,) = side.rows
+    assert 0 not in row.changes  # nothing before the first
+    assert row.changes[1].mended == ["quick/b"] and row.changes[1].broke == []  # U -> P is not a fix
+    assert row.changes[2].broke == ["quick/a", "quick/c"] and row.changes[2].mended == []  # b: P -> S is nothing
+    third = row.changes[3]
+    assert third.broke == ["quick/d"] and third.mended == ["quick/c"] and third.kind == "regressed"
+    assert [(c.release, c.broke, c.mended) for c in side.changes] == [
+        ("3.12.0", [], ["quick/b"]),
+        ("3.12.10", ["quick/a", "quick/c"], []),
+        ("3.13.2", ["quick/d"], ["quick/c"]),
+    ]
+
+
+def test_a_column_that_ran_another_release_is_not_shown_as_that_release() -> None:
+    doc = _doc({"quick/a": [Status.PASS, Status.PASS]}, ["0.22.0", "0.24.0"])
+    doc.tools[1].version = "0.28.2"  # the adapter ignored its parameter and ran the installed release
+    doc.tools[2].version = "0.24.0"
+    side = releases_of(doc, "ohif", "consumer", [], ["binary"])
+    first, second = side.releases
+    assert not first.available and "ran 0.28.2, not 0.22.0" in first.reason
+    assert second.available and (second.passed, second.tried) == (1, 1)
+    assert side.rows[0].cells[0].tried == 1  # counted, but shown as n/a: the page greys an unavailable column
+
+
+def test_the_page_draws_two_columns_of_one_version(tmp_path: Path) -> None:
+    """A release and a checkout that reports the same version: their timings are kept apart (by column)."""
+    from dicom4qi.model.results import BenchStats, Timing
+
+    def stats(wall: float) -> BenchStats:
+        t = Timing(wall_s=wall, cpu_s=wall, peak_rss_mb=100)
+        return BenchStats(
+            runs=[t], median_wall_s=wall, median_cpu_s=wall, median_peak_rss_mb=100, min_wall_s=wall, max_wall_s=wall
+        )
+
+    run = _doc({}, []).run
+    tools = [
+        ToolInfo(name="highdicom@0.28.2", role="consumer", tool="highdicom", version="0.28.2", available=True),
+        ToolInfo(name="highdicom@path-1", role="consumer", tool="highdicom", version="0.28.2", available=True),
+    ]
+    reads = [
+        Record(
+            case="quick/a",
+            tier="quick",
+            features=["binary"],
+            step="read",
+            producer="reference",
+            consumer=c.name,
+            status=Status.PASS,
+        )
+        for c in tools
+    ]
+    timed = [
+        Record(
+            case="full/body-104-binary",
+            step="read",
+            producer="reference",
+            consumer=c.name,
+            status=Status.PASS,
+            bench=stats(w),
+        )
+        for c, w in zip(tools, (2.0, 3.0))
+    ]
+    for side, records in (("consumer", reads), ("bench", timed)):
+        folder = tmp_path / "sweeps" / "highdicom" / side
+        folder.mkdir(parents=True)
+        doc = ResultsDocument(run=run, tools=tools, records=records)
+        (folder / "latest.json").write_text(doc.model_dump_json())
+    page = render_releases(tmp_path / "sweeps", tmp_path / "site").read_text()
+    assert "2.00 s" in page and "3.00 s" in page
+    assert (tmp_path / "site" / "releases" / "highdicom-consumer.svg").is_file()

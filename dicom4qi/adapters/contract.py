@@ -39,6 +39,8 @@ __all__ = [
     "WriteRequest",
     "family_of",
     "is_release",
+    "refuses_release",
+    "takes_releases",
     "missing_calls",
     "split_spec",
     "BUILTIN",
@@ -389,7 +391,29 @@ def unknown_spec(role: Role, spec: str) -> str | None:
             f"{role} {spec!r}: the {role} {name} takes no checkout (it declares no PyPI distribution to install "
             f"from one); it would run its installed release under that name"
         )
+    why = refuses_release(cls, param)
+    if why:
+        return f"{role} {spec!r}: {why}"
     return None
+
+
+def takes_releases(cls: type) -> bool:
+    """Whether an adapter runs other releases of its tool than the installed one: it declares its PyPI distribution
+    (an environment per release) or npm package (it fetches the release itself), or an executable adapter lists the
+    releases it installs."""
+    manifest = getattr(cls, "manifest", None)
+    return bool(getattr(cls, "pypi", None) or getattr(cls, "npm", None) or (manifest is not None and manifest.releases))
+
+
+def refuses_release(cls: type, param: str | None) -> str | None:
+    """Why ``NAME@param`` cannot be that release of the tool (None: it can, or param is a mode): an adapter that
+    takes no releases would run its installed release under the release's name."""
+    if not is_release(param) or takes_releases(cls):
+        return None
+    return (
+        f"{getattr(cls, 'name', cls)} drives the installed release of its tool only (its adapter declares no PyPI "
+        f"distribution, npm package or list of releases): {param} would be the installed release under another name"
+    )
 
 
 def missing_features(needed: set[str], claimed: set[str], unsupported: list[set[str]] | list[list[str]]) -> list[str]:

@@ -69,7 +69,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         from dicom4qi.site.releases import render_releases
 
         links["releases.html"] = "Releases"
-        console.print(f"wrote {render_releases(args.sweeps, args.out, known_issues=args.known_issues)}")
+        page = render_releases(args.sweeps, args.out, known_issues=args.known_issues)
+        console.print(f"wrote {page}")
     submissions = [d for d in docs if d.run.kind in ("submission", "ingest")]
     if args.submissions.is_dir():
         from dicom4qi.vendors.ingest import load_submissions

@@ -171,6 +171,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not roles_of(args.tool):
         console.print(f"[red]{args.tool!r} is not a builtin adapter (see `dicom4qi tools`)")
         return 2
+    if args.repeats < 1:
+        console.print("[red]--repeats must be at least 1")
+        return 2
+    if args.no_bench and args.bench_only:
+        console.print("[red]--no-bench and --bench-only leave nothing to do")
+        return 2
     versions = [v for item in args.versions for v in item.replace(",", " ").split()]
     try:
         if not versions:
@@ -200,12 +206,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             bench_timeout_s=args.bench_timeout,
             out=args.out,
         )
-        if args.repeats < 1:
-            console.print("[red]--repeats must be at least 1")
-            return 2
-        if args.no_bench and args.bench_only:
-            console.print("[red]--no-bench and --bench-only leave nothing to do")
-            return 2
         result = sweep(cfg, lambda label: RichProgress())
     except (SweepError, FileNotFoundError, ValueError) as exc:
         console.print(f"[red]{exc}", soft_wrap=True)
@@ -214,7 +214,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         console.print(f"{side} side: {path}")
     if result.bench is not None:
         console.print(f"benchmark: {result.bench}")
-    console.print(f"releases page: {render_releases(args.out, args.site, known_issues=args.known_issues)}")
+    page = render_releases(args.out, args.site, known_issues=args.known_issues, features=args.features)
+    console.print(f"releases page: {page}")
     return 0
 
 

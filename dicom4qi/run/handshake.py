@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from dicom4qi.adapters.contract import Role, family_of, is_release, resolve, split_spec
+from dicom4qi.adapters.contract import Role, family_of, is_release, refuses_release, resolve, split_spec
 from dicom4qi.adapters.envs import EnvError, ensure_env, env_spec, release_env
 from dicom4qi.model.results import (
     ToolInfo,
@@ -69,6 +69,9 @@ def prepare_tool(
             return ToolInfo(name=spec, role=role, tool=cls.tool, available=False, error=str(exc)), None
     env = env_spec(cls)
     variant = split_spec(spec)[1]
+    refused = refuses_release(cls, variant)
+    if refused:  # never the installed release under a release's name
+        return ToolInfo(name=spec, role=role, tool=cls.tool, available=False, error=refused), None
     if is_release(variant) and getattr(cls, "pypi", None):
         # A release of a PyPI tool: its own environment. Other adapters take their variant themselves (OHIF
         # and cornerstone install their releases from npm).

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from dicom4qi.adapters.contract import BUILTIN, Role, resolve
+from dicom4qi.adapters.contract import BUILTIN, Role, resolve, takes_releases
 from dicom4qi.paths import reports as reports_path
 from dicom4qi.run.config import RunConfig
 
@@ -40,6 +40,7 @@ __all__ = [
     "SweepError",
     "SweepResult",
     "registry_releases",
+    "release_roles",
     "roles_of",
     "select_releases",
     "sweep",
@@ -59,6 +60,12 @@ def roles_of(tool: str) -> list[Role]:
     """The roles in which ``tool`` is a builtin adapter: consumer first."""
     order: tuple[Role, ...] = ("consumer", "producer")
     return [role for role in order if tool in BUILTIN[role]]
+
+
+def release_roles(tool: str) -> list[Role]:
+    """The roles in which ``tool``'s adapter runs other releases than the installed one (highdicom's reader does, its
+    writer does not: a writer column named highdicom@0.22.0 would be the installed release under that name)."""
+    return [role for role in roles_of(tool) if takes_releases(resolve(role, tool))]
 
 
 def _version_key(v: str) -> tuple[int, object]:
@@ -84,12 +91,12 @@ def is_final(version: str) -> bool:
         return False
 
 
-def registry_releases(tool: str, *, timeout_s: float = 120.0) -> list[str]:
+def registry_releases(tool: str, *, timeout_s: float = 120.0, prereleases: bool = True) -> list[str]:
     """Every release of the tool that its registry serves here, oldest first (PyPI for ``pypi``, npm for ``npm``);
     for an executable adapter, the releases its manifest says it installs (``releases``)."""
-    roles = roles_of(tool)
-    if not roles:
+    if not roles_of(tool):
         raise SweepError(f"{tool!r} is not a builtin adapter")
+    roles = release_roles(tool) or roles_of(tool)
     cls = resolve(roles[0], tool)
     dist, package = getattr(cls, "pypi", None), getattr(cls, "npm", None)
     manifest = getattr(cls, "manifest", None)  # an executable adapter lists the releases it installs
@@ -97,6 +104,8 @@ def registry_releases(tool: str, *, timeout_s: float = 120.0) -> list[str]:
         return sort_versions(list(manifest.releases))
     if dist:
         cmd = [sys.executable, "-m", "pip", "index", "versions", dist, "--disable-pip-version-check"]
+        if prereleases:
+            cmd.append("--pre")  # pip leaves them out otherwise
     elif package:
         npm = shutil.which("npm")
         if npm is None:
@@ -132,7 +141,11 @@ def select_releases(
     pool = sort_versions([v for v in available if prereleases or is_final(v)])
     if since is not None:
         start = _version_key(since)
+        if start[0] == 0:
+            raise SweepError(f"--since {since!r} is not a version")
         return [v for v in pool if _version_key(v) >= start]
+    if last is not None and last < 1:
+        raise SweepError(f"--last must be at least 1, not {last}")
     return pool[-last:] if last else pool
 
 
@@ -155,6 +168,9 @@ class SweepConfig:
     #: is the finding (highdicom before its reading was rewritten took over 8 minutes for 98 segments).
     bench_timeout_s: float = 300.0
     out: Path = SWEEPS
+    #: Check every release against what the registry serves (or the adapter installs) before anything runs: a typo
+    #: must not become a column of the installed release.
+    check_versions: bool = True
 
 
 @dataclass
@@ -194,14 +210,26 @@ def sweep(
 
     if not config.versions:
         raise SweepError("no releases to sweep")
-    roles = config.roles or roles_of(config.tool)
-    if not roles:
+    if not roles_of(config.tool):
         raise SweepError(f"{config.tool!r} is not a builtin adapter (see `dicom4qi tools`)")
-    bad = [r for r in roles if r not in roles_of(config.tool)]
+    roles = config.roles or release_roles(config.tool)
+    if not roles:
+        raise SweepError(f"{config.tool}'s adapters drive the installed release only: there are no releases to sweep")
+    bad = [r for r in roles if r not in release_roles(config.tool)]
     if bad:
-        raise SweepError(f"{config.tool} is no {' or '.join(bad)}")
+        raise SweepError(
+            f"{config.tool} as {' and '.join(bad)} drives the installed release only (it declares no PyPI "
+            "distribution, npm package or list of releases): its columns would all be that release"
+        )
     versions = sort_versions(config.versions)
-    cols = columns(config.tool, versions)
+    if config.check_versions:
+        served = set(registry_releases(config.tool))
+        unknown = [v for v in versions if v not in served]
+        if unknown:
+            raise SweepError(f"not releases of {config.tool} its registry serves here: {', '.join(unknown)}")
+    for role in roles:
+        if not role_versions(config.tool, role, versions):
+            raise SweepError(f"the {role} {config.tool} installs none of {', '.join(versions)}")
     folder = config.out / config.tool
     result = SweepResult(config.tool, versions)
 
@@ -224,15 +252,16 @@ def sweep(
         result.runs[role] = summary.path
     if config.bench:
         consumer = "consumer" in roles
-        cols = columns(config.tool, role_versions(config.tool, roles[0], versions))
+        readers = columns(config.tool, role_versions(config.tool, "consumer", versions)) if consumer else []
+        writers = columns(config.tool, role_versions(config.tool, "producer", versions)) if "producer" in roles else []
         bcfg = BenchConfig(
             run=replace(
                 config.run,
                 results=folder / "bench",
                 tiers=[],  # the named cases, whatever their tier
                 cases=list(config.bench_cases),
-                producers=(["reference"] if consumer else []) + (cols if "producer" in roles else []),
-                consumers=cols if consumer else ["reference"],
+                producers=(["reference"] if consumer else []) + writers,
+                consumers=readers if consumer else ["reference"],
                 workers=1,
                 validate=False,
                 verify_writes=False,

@@ -24,7 +24,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 
-from dicom4qi.judge.known import KnownIssue, load_known_issues, matches, version_affected
+from dicom4qi.judge.known import KnownIssue, cell_release, load_known_issues, matches
 from dicom4qi.model.results import Record, ResultsDocument, Status, ToolInfo
 from dicom4qi.paths import FEATURES_FILE, corpus_file
 from dicom4qi.site.files import TEMPLATES
@@ -59,6 +59,8 @@ class FeatureCell:
     tried: int = 0
     untried: int = 0
     failing: list[Record] = field(default_factory=list)
+    #: case -> the cell's record, for every case tried (what a release broke or mended is read from these)
+    tried_cases: dict[str, Record] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
@@ -70,13 +72,18 @@ class FeatureCell:
 
 @dataclass
 class Change:
-    """A release that does worse (``regressed``) or better (``fixed``) on a feature than the release before it."""
+    """What a release changed on a feature against the release before it that ran: the cases it fails that the
+    earlier one passed (``broke``: regressed) and those it passes that the earlier one failed (``mended``: fixed)."""
 
-    kind: str  # "regressed" | "fixed"
     release: str
     previous: str
-    cases: list[str]
-    known: list[KnownIssue]
+    broke: list[str]
+    mended: list[str]
+    known: list[KnownIssue]  # what explains the failing side of each (this release's, or the earlier one's)
+
+    @property
+    def kind(self) -> str:
+        return "regressed" if self.broke else "fixed"
 
 
 @dataclass
@@ -104,6 +111,7 @@ class FeatureRow:
 
 @dataclass
 class TimingPoint:
+    column: str
     release: str
     case: str
     operation: str
@@ -170,10 +178,28 @@ def _releases(doc: ResultsDocument, tool: str, role: str) -> list[Release]:
     return sorted(out, key=lambda r: _version_key(r.version))
 
 
+def _same_release(asked: str, ran: str | None) -> bool:
+    """Whether the version a column ran (its handshake's, e.g. '0.28.2' or '0.1.0 (pydicom 3.0.2)') is the release it
+    is named for (PEP 440 equality: '3.14.0-beta.6' is '3.14.0b6')."""
+    from packaging.version import InvalidVersion, Version
+
+    if not ran:
+        return False
+    try:
+        return Version(asked) == Version(ran.split()[0])
+    except InvalidVersion:
+        return asked == ran.split()[0]
+
+
 def _release(t: ToolInfo, param: str) -> Release:
+    checkout = param.startswith("path")
+    version = t.version or param if checkout else param
+    if t.available and not checkout and not _same_release(param, t.version):
+        # Never shown as that release: the column ran something else (an adapter that ignored its parameter).
+        return Release(t.name, version, False, f"the column ran {t.version or 'an unknown version'}, not {param}")
     return Release(
         column=t.name,
-        version=param if not param.startswith("path") else (t.version or param),
+        version=version,
         available=t.available,
         reason="" if t.available else (t.error or t.reason or "not available"),
     )
@@ -184,13 +210,17 @@ def _plain(rec: Record, tool: str, role: str) -> Record:
     return rec.model_copy(update={"consumer": tool} if role == "consumer" else {"producer": tool})
 
 
-def _known_for(rec: Record, tool: str, role: str, version: str, issues: list[KnownIssue]) -> list[KnownIssue]:
+def _known_for(
+    rec: Record, tool: str, role: str, versions: dict[str, str | None], issues: list[KnownIssue]
+) -> list[KnownIssue]:
+    """The known issues that explain a failing cell of a release column, as the grid matches them
+    (:func:`dicom4qi.judge.known.cell_release`: the release of the issue's tool that the cell ran), whether the issue
+    names the release's column (``highdicom@*``) or the plain tool (``highdicom``)."""
     plain = _plain(rec, tool, role)
     out = []
     for issue in issues:
-        # The issue's tool is this tool (its release is the column's), or another one (the version is unknown here).
-        v = version if issue.tool == tool else None
-        if (matches(issue, rec, v) or matches(issue, plain, v)) and version_affected(issue, v):
+        version = cell_release(issue, rec, versions)
+        if matches(issue, rec, version) or matches(issue, plain, version):
             out.append(issue)
     return out
 
@@ -218,26 +248,45 @@ def releases_of(
                 continue
             if rec.status in TRIED:
                 c.tried += 1
+                c.tried_cases[rec.case] = rec
                 if rec.status is Status.PASS:
                     c.passed += 1
                 else:
                     c.failing.append(rec)
             else:
                 c.untried += 1
+    versions = _versions(doc)
     order = [f for f in feature_order if f in cells] + sorted(set(cells) - set(feature_order))
     rows = []
     for f in order:
         row = FeatureRow(f, cells[f])
         row.since = _since(releases, row.cells)
-        row.changes = _changes(releases, row.cells, tool, role, issues)
+        row.changes = _changes(releases, row.cells, tool, role, versions, issues)
         rows.append(row)
     side = ToolReleases(tool, role, doc.run.run_id, releases, rows)
-    side.changes = _release_changes(doc, side, step, issues)
+    side.changes = _release_changes(doc, side, step, versions, issues)
     return side
 
 
+def _versions(doc: ResultsDocument) -> dict[str, str | None]:
+    """Each column's version as its handshake gave it (for known issues' affected releases)."""
+    out: dict[str, str | None] = {}
+    for t in doc.tools:
+        out.setdefault(t.name, t.version)
+    return out
+
+
+def _broke_and_mended(now: dict[str, Record], before: dict[str, Record]) -> tuple[list[str], list[str]]:
+    """Cases tried by both releases: those that passed before and fail now, and those that failed before and pass
+    now (a case one of them did not try, UNSUPPORTED or SKIPPED, is neither)."""
+    both = sorted(set(now) & set(before))
+    broke = [c for c in both if now[c].status is not Status.PASS and before[c].status is Status.PASS]
+    mended = [c for c in both if now[c].status is Status.PASS and before[c].status is not Status.PASS]
+    return broke, mended
+
+
 def _release_changes(
-    doc: ResultsDocument, side: ToolReleases, step: str, issues: list[KnownIssue]
+    doc: ResultsDocument, side: ToolReleases, step: str, versions: dict[str, str | None], issues: list[KnownIssue]
 ) -> list[ReleaseChange]:
     """Release by release, the cases it broke and mended against the release before it that ran."""
     by_column: dict[str, dict[str, Record]] = defaultdict(dict)
@@ -252,15 +301,13 @@ def _release_changes(
             continue
         if previous is not None:
             now, before = by_column[r.column], by_column[previous.column]
-            both = sorted(set(now) & set(before))
-            broke = [c for c in both if now[c].status is not Status.PASS and before[c].status is Status.PASS]
-            mended = [c for c in both if now[c].status is Status.PASS and before[c].status is not Status.PASS]
+            broke, mended = _broke_and_mended(now, before)
             if broke or mended:
 
-                def known(recs: list[Record], version: str) -> list[KnownIssue]:
+                def known(recs: list[Record]) -> list[KnownIssue]:
                     found: dict[str, KnownIssue] = {}
                     for rec in recs:
-                        for issue in _known_for(rec, side.tool, side.role, version, issues):
+                        for issue in _known_for(rec, side.tool, side.role, versions, issues):
                             found.setdefault(issue.id, issue)
                     return list(found.values())
 
@@ -275,8 +322,8 @@ def _release_changes(
                         mended,
                         features([now[c] for c in broke]),
                         features([before[c] for c in mended]),
-                        known([now[c] for c in broke], r.version),
-                        known([before[c] for c in mended], previous.version),
+                        known([now[c] for c in broke]),
+                        known([before[c] for c in mended]),
                     )
                 )
         previous = r
@@ -296,32 +343,28 @@ def _since(releases: list[Release], cells: list[FeatureCell]) -> str | None:
 
 
 def _changes(
-    releases: list[Release], cells: list[FeatureCell], tool: str, role: str, issues: list[KnownIssue]
+    releases: list[Release],
+    cells: list[FeatureCell],
+    tool: str,
+    role: str,
+    versions: dict[str, str | None],
+    issues: list[KnownIssue],
 ) -> dict[int, Change]:
-    """Where a release does worse or better than the release before it on the feature (by the cases that changed)."""
+    """Where a release broke or mended cases of the feature against the release before it that ran."""
     out: dict[int, Change] = {}
     previous: int | None = None
     for i, r in enumerate(releases):
         if not r.available:
             continue
-        if previous is not None and cells[i].tried and cells[previous].tried:
-            now_failing = {rec.case for rec in cells[i].failing}
-            was_failing = {rec.case for rec in cells[previous].failing}
-            broke = sorted(now_failing - was_failing)
-            mended = sorted(was_failing - now_failing)
+        if previous is not None:
+            now, before = cells[i].tried_cases, cells[previous].tried_cases
+            broke, mended = _broke_and_mended(now, before)
             if broke or mended:
-                kind = "regressed" if broke else "fixed"
-                failing = (
-                    [rec for rec in cells[i].failing if rec.case in broke]
-                    if broke
-                    else [rec for rec in cells[previous].failing if rec.case in mended]
-                )
-                version = r.version if broke else releases[previous].version
                 known: dict[str, KnownIssue] = {}
-                for rec in failing:
-                    for issue in _known_for(rec, tool, role, version, issues):
+                for rec in [now[c] for c in broke] + [before[c] for c in mended]:
+                    for issue in _known_for(rec, tool, role, versions, issues):
                         known.setdefault(issue.id, issue)
-                out[i] = Change(kind, r.version, releases[previous].version, broke or mended, list(known.values()))
+                out[i] = Change(r.version, releases[previous].version, broke, mended, list(known.values()))
         previous = i
     return out
 
@@ -331,7 +374,7 @@ def _timings(
 ) -> tuple[list[TimingPoint], dict[str, float]]:
     step = "read" if role == "consumer" else "write"
     versions = {r.column: r.version for r in releases}
-    points = []
+    points: list[TimingPoint] = []
     nifti: dict[str, float] = {}
     for rec in bench.records:
         if rec.producer == "nifti" and rec.consumer == "nibabel" and rec.bench is not None:
@@ -343,6 +386,7 @@ def _timings(
         b = rec.bench
         points.append(
             TimingPoint(
+                column,
                 versions[column],
                 rec.case,
                 step,
@@ -369,10 +413,10 @@ def _timing_plot(side: ToolReleases, out: Path) -> list[tuple[str, str]]:
         return []
     plt = _pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11.0, 4.0))
-    xs = {v: i for i, v in enumerate(names)}
+    xs = {r.column: i for i, r in enumerate(side.releases)}  # by column: two columns may run one version
     markers = "os^vD<>ph*"
     for k, (case, label) in enumerate(timed_cases(side).items()):
-        pts = sorted((xs[p.release], p) for p in side.timings if p.case == case and p.release in xs)
+        pts = sorted(((xs[p.column], p) for p in side.timings if p.case == case and p.column in xs), key=lambda t: t[0])
         good = [(x, p) for x, p in pts if p.seconds is not None and p.status is Status.PASS]
         if good:
             m = markers[k % len(markers)]
@@ -416,7 +460,7 @@ def render_releases(
     """Write ``releases.html`` (and its plots) from the sweeps under ``sweeps``; return its path."""
     from dicom4qi.model.case import load_features
 
-    issues, _ = load_known_issues(known_issues or corpus_file("known-issues"))
+    issues, issue_errors = load_known_issues(known_issues or corpus_file("known-issues"))
     feature_file = features or FEATURES_FILE
     described = load_features(feature_file) if feature_file.is_file() else {}
     sides: list[ToolReleases] = []
@@ -432,7 +476,9 @@ def render_releases(
                 side.plots = _timing_plot(side, out_dir)
             sides.append(side)
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
-    page = env.get_template("releases.html.j2").render(sides=sides, features=described, timed_cases=timed_cases)
+    page = env.get_template("releases.html.j2").render(
+        sides=sides, features=described, timed_cases=timed_cases, issue_errors=[str(e) for e in issue_errors]
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / "releases.html"
     tmp = target.with_name("releases.html.part")
