@@ -97,3 +97,32 @@ def test_report_refuses_a_broken_results_file(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"format": "dicom4qi-results/1", "run": {}}))
     assert main(["report", str(bad), "--out", str(tmp_path / "site")]) == 2
     assert main(["report", str(tmp_path / "nothing.json")]) == 2
+
+
+def test_the_volume_fallback_is_only_for_frames_that_name_no_source() -> None:
+    """highdicom 0.24 refuses frames that name no source frame in the words it uses for frames that name several:
+    the consumer falls back to get_volume (what a user does) only for the first."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from dicom4qi.tools.highdicom.consumer import _no_source_frames
+
+    def seg(with_sources: bool) -> Dataset:
+        frame = Dataset()
+        if with_sources:
+            derivation = Dataset()
+            source = Dataset()
+            source.ReferencedSOPInstanceUID = "1.2.3"
+            derivation.SourceImageSequence = Sequence([source, source])
+            frame.DerivationImageSequence = Sequence([derivation])
+        ds = Dataset()
+        ds.PerFrameFunctionalGroupsSequence = Sequence([frame])
+        return ds
+
+    several = (
+        "Indexing via source frames is not permissible since some frames in the image specify multiple source frames."
+    )
+    assert _no_source_frames(several, seg(with_sources=False))
+    assert not _no_source_frames(several, seg(with_sources=True))  # a real refusal: kept
+    assert _no_source_frames("... because the image does not contain information about source frames.", seg(True))
+    assert not _no_source_frames("spatial locations are preserved", seg(False))

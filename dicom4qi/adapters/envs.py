@@ -172,11 +172,14 @@ def _source_digest(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def release_pins(adapter: type, version: str) -> list[str]:
-    """The pins an adapter declares for this release beside it (``Adapter.release_pins``), in order."""
+def release_pins(adapter: type, version: str | None) -> list[str]:
+    """The pins an adapter declares for this release beside it (``Adapter.release_pins``), in order. A checkout
+    (``version`` None: its version is known only once it is built) gets the pins declared for every release."""
     from packaging.specifiers import SpecifierSet
     from packaging.version import InvalidVersion, Version
 
+    if version is None:
+        return [pin for spec, pins in getattr(adapter, "release_pins", ()) if not spec.strip() for pin in pins]
     try:
         parsed = Version(version)
     except InvalidVersion:
@@ -207,7 +210,7 @@ def release_env(adapter: type, version: str, build: Path) -> EnvSpec:
             raise EnvError(f"{version}: no such checkout, wheel or sdist")
         digest = _source_digest(source) if source.is_dir() else hashlib.sha256(source.read_bytes()).hexdigest()[:16]
         label = "path-" + hashlib.sha256(str(source).encode()).hexdigest()[:8]
-        pin = [f"# the files of {source}: {digest}", str(source)]
+        pin = [f"# the files of {source}: {digest}", str(source), *release_pins(adapter, None)]
     else:
         pin = [f"{dist}=={version}", *release_pins(adapter, version)]
     name = f"{getattr(adapter, 'name', dist)}@{label}"

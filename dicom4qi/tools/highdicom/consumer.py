@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, package_version
+from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, missing_calls, package_version
 from dicom4qi.formats.segmeta import segments_from_dataset
 from dicom4qi.formats.source_frames import SourceFrames
 from dicom4qi.model.decoded import DecodedWriter, frame_key
@@ -37,10 +37,30 @@ from dicom4qi.model.uids import VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE
 
 __all__ = ["HighdicomConsumer", "geometry_from_dataset"]
 
-#: highdicom's refusal to index frames that name no (or no single) source frame, in the words of each release:
-#: "image does not contain information about source frames" (0.28), "frames do not contain ..." (0.26), "some frames
-#: in the image specify multiple source frames" (0.24, for frames that name none).
-_NO_SOURCE_FRAMES = re.compile(r"contain information about source frames|frames in the image specify multiple source")
+#: highdicom's refusal to index frames that name no source frame, in the words of each release: "image does not
+#: contain information about source frames" (0.28), "frames do not contain ..." (0.26); 0.24 says "some frames in the
+#: image specify multiple source frames" for frames that name none as for frames that name several (told apart below).
+_NO_SOURCE_INFO = re.compile(r"contain information about source frames")
+_MULTIPLE_SOURCES = re.compile(r"frames in the image specify multiple source frames")
+
+
+def _frames_name_no_source(seg: Any) -> bool:
+    """Whether no frame of the SEG names a source frame (Derivation Image Sequence absent or without sources)."""
+    for frame in seg.get("PerFrameFunctionalGroupsSequence", []):
+        for derivation in frame.get("DerivationImageSequence", []):
+            if derivation.get("SourceImageSequence"):
+                return False
+    return True
+
+
+def _no_source_frames(message: str, seg: Any) -> bool:
+    """Whether highdicom refused to index by source frames because the frames name none (then the volume, placed
+    by position, is what highdicom offers), not for another reason (frames that name several sources)."""
+    if _NO_SOURCE_INFO.search(message):
+        return True
+    return bool(_MULTIPLE_SOURCES.search(message)) and _frames_name_no_source(seg)
+
+
 #: Largest dense chunk (bytes) a chunked read may allocate.
 CHUNK_BYTES = 256 * 1024 * 1024
 
@@ -155,7 +175,7 @@ class HighdicomConsumer(Consumer):
         try:
             get(segment_numbers=[n for n in seg.segment_numbers if n != 0][:1] or None)
         except RuntimeError as exc:
-            if _NO_SOURCE_FRAMES.search(str(exc)):
+            if _no_source_frames(str(exc), seg):
                 # Frames placed by position alone: what highdicom offers for them is the volume.
                 return self._read_volume(seg, request.sources, str(exc))
             if "spatial locations are preserved" not in str(exc) or self.variant == "strict":
@@ -198,8 +218,9 @@ class HighdicomConsumer(Consumer):
 
     def _read_volume(self, seg: Any, sources: list[Path], why: str) -> DecodedWriter:
         """A SEG whose frames name no source image: ``get_volume()``, its slices placed on the sources by position."""
-        if not hasattr(seg, "get_volume"):
-            raise RuntimeError(f"{why} (and this release of highdicom has no get_volume, which reads such frames)")
+        lacking = missing_calls(("highdicom.seg:Segmentation.get_volume(combine_segments, segment_numbers, dtype)",))
+        if lacking:  # a release that cannot read such frames at all: its refusal, and what it lacks
+            raise RuntimeError(f"{why} (and this release of highdicom has no {lacking[0]}, which reads such frames)")
         src = SourceFrames(sources)
         fractional = seg.segmentation_type.value == "FRACTIONAL"
         writer = DecodedWriter(src.keys, src.rows, src.columns, fractional=fractional)
