@@ -5,7 +5,9 @@ DICOMweb, a same-origin server for the viewer build and one chromium with a
 DevTools port. Per object, the read call:
 
 1. empties Orthanc and uploads the source series and the SEG;
-2. opens the viewer on the study in a fresh browser context (clean storage);
+2. opens the viewer on the study in a new page of the worker's browser, its origin's storage emptied first
+   (local storage, IndexedDB, cache storage, service workers, cookies): a clean viewer, whose own files come
+   from the browser's cache after the first read (study data is never cached);
 3. loads the SEG as a user does, by double-clicking its thumbnail in the study
    browser; if no segmentation appears, the display set's ``load()`` is called
    as the second path, which gives OHIF's own error at once;
@@ -147,11 +149,17 @@ class OhifConsumer(Consumer):
             timings["driver"] = time.monotonic() - t_pw
             t_cdp = time.monotonic()
             browser = pw.chromium.connect_over_cdp(ep["cdp"])
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            # The browser's own context, kept by the worker's chromium between reads: its HTTP cache holds the
+            # viewer's files (parsed once, not per read); study data is never cached (the proxy says no-store),
+            # and the origin's storage is emptied before each read, so every object gets a clean viewer.
+            context = browser.contexts[0]
             timings["connect"] = time.monotonic() - t_cdp
+            page = None
             try:
+                _clear_storage(context, ep["viewer"])
                 context.add_init_script(INIT_SCRIPT)
                 page = context.new_page()
+                page.set_viewport_size({"width": 1280, "height": 900})
                 page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
                 page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
                 t1 = time.monotonic()
@@ -188,8 +196,9 @@ class OhifConsumer(Consumer):
                 timings["screenshot"] = time.monotonic() - t4
             finally:
                 t5 = time.monotonic()
-                context.close()
-                browser.close()
+                if page is not None:
+                    page.close()
+                browser.close()  # disconnects; the worker's chromium and its context stay
             timings["close"] = time.monotonic() - t5
             t6 = time.monotonic()
         timings["driver stop"] = time.monotonic() - t6
@@ -272,6 +281,20 @@ class OhifConsumer(Consumer):
                 dense[z - z0] = plane
             writer.set_pixels(number, dense, frame_offset=z0)
         return writer
+
+
+#: What is emptied for the viewer's origin before each read: everything it can keep between page loads (not the
+#: browser's HTTP cache, which holds only the viewer's files: the proxy marks study data no-store).
+_STORAGE = "cookies,file_systems,indexeddb,local_storage,shader_cache,websql,service_workers,cache_storage"
+
+
+def _clear_storage(context: Any, origin: str) -> None:
+    """Empty the origin's storage in the shared context, by DevTools (a new page has its own session storage)."""
+    cdp = context.browser.new_browser_cdp_session()
+    try:
+        cdp.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": _STORAGE})
+    finally:
+        cdp.detach()
 
 
 def _console_tail(console: list[str]) -> str:

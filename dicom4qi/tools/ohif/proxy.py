@@ -3,9 +3,10 @@
 ``python -m dicom4qi.tools.ohif.proxy --root DIST --port PORT --upstream http://127.0.0.1:ORTHANC``
 
 Orthanc 1.10 sends no CORS headers, so the viewer and its data source must share
-an origin. Paths under ``/dicom-web`` and ``/wado`` go to Orthanc; any other
-path is a file of the dist folder, and a path that is not a file (an SPA route
-such as ``/viewer``) gets ``index.html``.
+an origin. Paths under ``/dicom-web`` and ``/wado`` go to Orthanc, never cached
+(``no-store``); any other path is a file of the dist folder, cached for an hour
+(but ``index.html`` and ``app-config.js``), and a path that is not a file (an SPA
+route such as ``/viewer``) gets ``index.html``.
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ class Handler(BaseHTTPRequestHandler):
         data = resp.read()
         self.send_response(resp.status, resp.reason)
         for k, v in resp.getheaders():
-            if k.lower() not in _HOP and k.lower() != "content-length":
+            if k.lower() not in _HOP and k.lower() not in ("content-length", "cache-control", "etag", "last-modified"):
                 self.send_header(k, v)
+        # Study data is never cached: the browser's cache is shared by the reads of one worker (for the viewer's own
+        # files), and the next object may be a study with the same UIDs and another SEG.
+        self.send_header("Cache-Control", "no-store")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
