@@ -35,6 +35,7 @@ import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, Service
 from dicom4qi.model.decoded import DecodedWriter, frame_key
+from dicom4qi.model.masks import Crop
 from dicom4qi.model.segment import Segment
 
 __all__ = ["OhifConsumer", "DEFAULT_VERSION"]
@@ -42,6 +43,8 @@ __all__ = ["OhifConsumer", "DEFAULT_VERSION"]
 DEFAULT_VERSION = "3.13.2"
 PROBE = (Path(__file__).with_name("probe.js")).read_text(encoding="utf-8")
 PAGE_TIMEOUT_MS = 60_000
+#: The viewer's size: every frame is drawn in software (chromium without a GPU), so pixels cost time in every phase.
+VIEWPORT = (1024, 768)
 LOAD_TIMEOUT_MS = 30_000
 #: Before any page script: skip the onboarding tour (its overlay takes the clicks) and note logged errors.
 INIT_SCRIPT = """
@@ -156,10 +159,10 @@ class OhifConsumer(Consumer):
             timings["connect"] = time.monotonic() - t_cdp
             page = None
             try:
-                _clear_storage(context, ep["viewer"])
                 context.add_init_script(INIT_SCRIPT)
                 page = context.new_page()
-                page.set_viewport_size({"width": 1280, "height": 900})
+                _clear_storage(page, ep["viewer"])  # before the viewer is loaded
+                page.set_viewport_size({"width": VIEWPORT[0], "height": VIEWPORT[1]})
                 page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
                 page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
                 t1 = time.monotonic()
@@ -191,7 +194,8 @@ class OhifConsumer(Consumer):
                 back = page.evaluate(PROBE, {"op": "readBack", "segId": seg_ds})
                 timings["read back"] = time.monotonic() - t3
                 t4 = time.monotonic()
-                page.wait_for_timeout(300)
+                # The capture waits for a new frame of the compositor, which holds what the viewer drew for the
+                # read back (a fixed 300 ms wait before it was 300 ms of every read).
                 self._screenshot(page, workdir)
                 timings["screenshot"] = time.monotonic() - t4
             finally:
@@ -245,7 +249,13 @@ class OhifConsumer(Consumer):
                     else None,
                 )
             )
-        per_segment: dict[int, dict[int, np.ndarray]] = {}
+        # Each segment's voxels, as flat indices into the (frames, rows, columns) grid, gathered from every storage
+        # and slice OHIF holds them in (a segment in two labelmaps, or two slices on one frame, is their union),
+        # then one crop per segment: memory follows the labelled voxels, not the segments (1000 segments as a dense
+        # plane per segment and slice had taken the read over 8 GiB, the suite's fault charged to OHIF).
+        plane = rows * columns
+        flat_type = np.int32 if len(keys) * plane < 2**31 else np.int64
+        voxels: dict[int, list[np.ndarray]] = {}
         for storage in back["storages"]:
             mapping = {int(k): int(v) for k, v in (storage.get("labelToSegmentIndex") or {}).items()}
             dtypes = sorted({sl["dtype"] for sl in storage["slices"] if "dtype" in sl})
@@ -266,31 +276,40 @@ class OhifConsumer(Consumer):
                     raise RuntimeError(f"OHIF put labelmap pixels on {key}, which is not a source frame")
                 if (sl["rows"], sl["columns"]) != (rows, columns):
                     raise RuntimeError(f"OHIF labelmap slice is {sl['rows']}x{sl['columns']}, the SEG {rows}x{columns}")
-                values = np.frombuffer(base64.b64decode(sl["data"]), dtype=_DTYPES[sl["dtype"]]).reshape(rows, columns)
-                for value in np.unique(values):
-                    if value == 0:
-                        continue
-                    seg_index = mapping.get(int(value), int(value))
-                    plane = per_segment.setdefault(seg_index, {}).get(index[key])
-                    hit = values == value
-                    per_segment[seg_index][index[key]] = hit if plane is None else (plane | hit)
-        for number, planes in per_segment.items():
-            z0, z1 = min(planes), max(planes) + 1
-            dense = np.zeros((z1 - z0, rows, columns), dtype=bool)
-            for z, plane in planes.items():
-                dense[z - z0] = plane
-            writer.set_pixels(number, dense, frame_offset=z0)
+                values = np.frombuffer(base64.b64decode(sl["data"]), dtype=_DTYPES[sl["dtype"]]).reshape(-1)
+                where = np.flatnonzero(values)
+                if where.size == 0:
+                    continue
+                found = values[where]
+                order = np.argsort(found, kind="stable")
+                found, where = found[order], where[order]
+                starts = np.flatnonzero(np.r_[True, found[1:] != found[:-1]])
+                base = index[key] * plane
+                for value, part in zip(found[starts], np.split(where, starts[1:])):
+                    number = mapping.get(int(value), int(value))
+                    voxels.setdefault(number, []).append((part + base).astype(flat_type))
+        for number, parts in voxels.items():
+            flat = np.unique(np.concatenate(parts))
+            del parts[:]
+            z, rest = np.divmod(flat, plane)
+            y, x = np.divmod(rest, columns)
+            z0, y0, x0 = int(z.min()), int(y.min()), int(x.min())
+            data = np.zeros((int(z.max()) - z0 + 1, int(y.max()) - y0 + 1, int(x.max()) - x0 + 1), dtype=bool)
+            data[z - z0, y - y0, x - x0] = True
+            writer.set_crop(number, Crop((z0, y0, x0), data))
         return writer
 
 
-#: What is emptied for the viewer's origin before each read: everything it can keep between page loads (not the
-#: browser's HTTP cache, which holds only the viewer's files: the proxy marks study data no-store).
-_STORAGE = "cookies,file_systems,indexeddb,local_storage,shader_cache,websql,service_workers,cache_storage"
+#: What is emptied for the viewer's origin before each read: every storage it can keep between page loads (cookies,
+#: local storage, IndexedDB, cache storage, service workers, file systems, ...: DevTools' "all", which is not the
+#: browser's HTTP cache; that holds only the viewer's files, the proxy marks study data no-store).
+_STORAGE = "all"
 
 
-def _clear_storage(context: Any, origin: str) -> None:
-    """Empty the origin's storage in the shared context, by DevTools (a new page has its own session storage)."""
-    cdp = context.browser.new_browser_cdp_session()
+def _clear_storage(page: Any, origin: str) -> None:
+    """Empty the origin's storage in the shared context, by DevTools, from the new page (the browser's own session
+    answers "Internal error"); a new page has its own session storage."""
+    cdp = page.context.new_cdp_session(page)
     try:
         cdp.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": _STORAGE})
     finally:
