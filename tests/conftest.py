@@ -11,6 +11,7 @@ import pytest
 from dicom4qi.adapters.envs import ENVS_ENV
 from dicom4qi.corpus.synth import build_case
 from dicom4qi.model.case import LoadedCase, load_case, load_features
+from dicom4qi.model.results import RunInfo
 from dicom4qi.model.truth import Truth
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,3 +51,19 @@ def need_node(adapter: str) -> None:
         if os.environ.get("CI") == "true" or os.environ.get("GITHUB_ACTIONS") == "true":
             pytest.fail(message + "; CI installs them")
         pytest.skip(message)
+
+
+def run_info(**fields: object) -> RunInfo:
+    """A results document's run description for documents a test makes (the required fields, overridable)."""
+    base: dict[str, object] = {
+        "run_id": "r",
+        "started": "t",
+        "suite_version": "0",
+        "platform": "p",
+        "python": "3",
+        "corpus_fingerprint": "f",
+        "timeout_s": 1,
+        "memory_limit_mb": 1,
+        "workers": 1,
+    }
+    return RunInfo.model_validate(base | fields)

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-from dicom4qi.model.results import Record, ResultsDocument, RunInfo, SegObject, Status
+from dicom4qi.model.results import Record, ResultsDocument, SegObject, Status
 from dicom4qi.run.summary import by_feature, interop_score
+
+from .conftest import run_info
 
 SEG = SegObject(path="x/seg.dcm", size=1, sha256="0" * 64)
 
 
 def _doc(*records: Record) -> ResultsDocument:
-    run = RunInfo(
-        run_id="r",
-        started="t",
-        suite_version="0",
-        platform="p",
-        python="3",
-        corpus_fingerprint="f",
-        timeout_s=1,
-        memory_limit_mb=1,
-        workers=1,
-    )
-    return ResultsDocument(run=run, records=list(records))
+    return ResultsDocument(run=run_info(), records=list(records))
 
 
 def _read(case: str, consumer: str, status: Status, features: list[str], producer: str = "p") -> Record:

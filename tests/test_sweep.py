@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dicom4qi.judge.known import KnownIssue, Match
-from dicom4qi.model.results import Record, ResultsDocument, RunInfo, Status, ToolInfo
+from dicom4qi.model.results import Record, ResultsDocument, Status, ToolInfo
 from dicom4qi.run.plan import sweep_tools
 from dicom4qi.run.runner import RunConfig
 from dicom4qi.run.sweep import (
@@ -28,7 +28,7 @@ from dicom4qi.run.sweep import (
 )
 from dicom4qi.site.releases import releases_of, render_releases
 
-from .conftest import CASES, FEATURES, ROOT
+from .conftest import CASES, FEATURES, ROOT, run_info
 
 
 def test_releases_are_ordered_and_chosen_as_asked() -> None:
@@ -153,18 +153,7 @@ def _doc(statuses: dict[str, list[Status]], versions: list[str]) -> ResultsDocum
                     message="segment 2: 10 voxels differ" if status is Status.FAIL else "",
                 )
             )
-    run = RunInfo(
-        run_id="sweep-test",
-        started="t",
-        suite_version="0",
-        platform="p",
-        python="3",
-        corpus_fingerprint="f",
-        timeout_s=1,
-        memory_limit_mb=1,
-        workers=1,
-    )
-    return ResultsDocument(run=run, tools=tools, records=records)
+    return ResultsDocument(run=run_info(run_id="sweep-test"), tools=tools, records=records)
 
 
 def test_regressed_fixed_since_and_known_issues_are_marked() -> None:

