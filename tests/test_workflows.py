@@ -141,7 +141,7 @@ def test_nightly_matrix_comes_from_the_suite() -> None:
     assert set(_jobs(text)) == {"plan", "produce", "shard", "external", "sweep", "merge", "deploy"}
     # The small releases sweep: its tools come from the suite too, and its results reach the Releases page.
     sweep = _jobs(text)["sweep"]
-    assert "matrix: ${{ fromJSON(needs.plan.outputs.sweeps) }}" in sweep and "dicom4qi plan --sweeps" in text
+    assert "matrix: ${{ fromJSON(needs.plan.outputs.sweeps) }}" in sweep and "dicom4qi plan --sweep-tools" in text
     assert 'dicom4qi sweep "$TOOL" --last 3' in sweep
     assert (
         "--sweeps sweeps" in _jobs(text)["merge"] and "sweep" in _jobs(text)["merge"].split("needs:")[1].split("\n")[0]

@@ -145,7 +145,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     versions = [v for item in args.include_ohif_versions for v in item.replace(",", " ").split()]
     tiers = args.tier or ["quick"]
-    if args.sweeps:
+    if args.sweep_tools:
         from dicom4qi.run.plan import sweep_tools
 
         print(json.dumps({"tool": sweep_tools()}, separators=(",", ":")))
@@ -199,7 +199,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 memory_mb=args.memory_mb,
                 validate=args.validate,
             ),
-            roles=[args.role] if args.role else [],
+            roles=[args.side] if args.side else [],
             bench=not args.no_bench,
             conformance=not args.bench_only,
             repeats=args.repeats,
@@ -237,7 +237,9 @@ def add_sweep(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sweep.add_argument("--all", action="store_true", help="without VERSIONs: every release the registry serves")
     sweep.add_argument("--prereleases", action="store_true", help="without VERSIONs: count pre-releases too")
     sweep.add_argument(
-        "--role", choices=("consumer", "producer"), help="sweep one side only (default: every role the tool has)"
+        "--side",
+        choices=("consumer", "producer"),
+        help="sweep one side only, reading or writing (default: every side whose adapter takes releases)",
     )
     add_corpus_options(sweep)
     add_tiers(sweep)
@@ -376,7 +378,7 @@ def add_plan(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--produce", action="store_true", help="print the produce step's `dicom4qi run` arguments instead"
     )
     plan.add_argument(
-        "--sweeps",
+        "--sweep-tools",
         action="store_true",
         help='print the matrix of the nightly\'s releases sweeps instead ({"tool": [...]}: the tools with releases)',
     )

@@ -149,7 +149,7 @@ def matrix(shards: list[Shard]) -> dict[str, Any]:
 
 def sweep_tools() -> list[str]:
     """The builtin tools whose releases a sweep can take (their adapter declares ``pypi`` or ``npm``, or its manifest
-    lists the releases it installs): the nightly's small sweep runs one job for each (``dicom4qi plan --sweeps``)."""
+    lists the releases it installs): the nightly's small sweep runs one job for each (``dicom4qi plan --sweep-tools``)."""
     from dicom4qi.adapters.contract import BUILTIN, Role
 
     out: list[str] = []
