@@ -7,6 +7,7 @@ dcmqi built to WebAssembly (itk-wasm).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +63,15 @@ def dcmqi_inputs(truth: Truth, work: Path, series_description: str) -> tuple[lis
 def place_volumes(
     writer: DecodedWriter,
     src: SourceFrames,
-    volumes: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    volumes: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
     groups: list[list[dict[str, Any]]],
     *,
     fractional: bool,
     scale: float,
 ) -> None:
     """dcmqi's output (one volume per group of non-overlapping segments, and its ``segmentAttributes``) placed on
-    the source frames: each volume (slices, rows, columns) with its origin and axis steps (column, row, slice)."""
+    the source frames: each volume (slices, rows, columns) with its origin and axis steps (column, row, slice), taken
+    one at a time from ``volumes`` (give a generator: one volume in memory, however many segments)."""
     first = None
     for (data, origin, axes), group in zip(volumes, groups):
         placement = src.place(origin, axes, data.shape[0])

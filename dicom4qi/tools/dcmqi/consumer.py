@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+
+import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, is_release, package_version, run_tool
 from dicom4qi.formats.dcmqi_io import place_volumes
@@ -76,10 +79,14 @@ class DcmqiConsumer(Consumer):
             writer.notes.append(
                 f"NRRD values scaled by 1/{int(header.get('MaximumFractionalValue', 255))} (Maximum Fractional Value)"
             )
-        volumes = []
-        for path in files:
-            image = read_nrrd(path)
-            assert image.origin is not None and image.axes is not None  # read_nrrd requires a geometry by default
-            volumes.append((image.data, image.origin, image.axes))
-        place_volumes(writer, src, volumes, groups, fractional=fractional, scale=scale)
+
+        def volumes() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+            """One NRRD at a time: dcmqi writes each segment's volume at the source's full size (104 of them on the
+            body CT are 8 GB, which the suite had held at once and charged to dcmqi as a memory limit)."""
+            for path in files:
+                image = read_nrrd(path)
+                assert image.origin is not None and image.axes is not None  # read_nrrd requires a geometry
+                yield image.data, image.origin, image.axes
+
+        place_volumes(writer, src, volumes(), groups, fractional=fractional, scale=scale)
         return writer
