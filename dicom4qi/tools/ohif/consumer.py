@@ -158,6 +158,11 @@ class OhifConsumer(Consumer):
             context = browser.contexts[0]
             timings["connect"] = time.monotonic() - t_cdp
             page = None
+            # A page an earlier read left open (its call killed at a time limit) would go on running the viewer
+            # beside this one, on the same origin's storage: closed first (the browser's blank tab stays).
+            for stale in list(context.pages):
+                if stale.url != "about:blank":
+                    stale.close()
             try:
                 context.add_init_script(INIT_SCRIPT)
                 page = context.new_page()
