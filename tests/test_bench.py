@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from dicom4qi.model.results import BenchStats, Record, ResultsDocument, RunInfo, Status, Timing
+from dicom4qi.model.results import BenchStats, Record, ResultsDocument, Status, Timing
 from dicom4qi.run.bench import BenchConfig, add_ratios, bench
 from dicom4qi.run.runner import RunConfig
 from dicom4qi.site.study import render_format_study
 
-from .conftest import CASES, FEATURES
+from .conftest import CASES, FEATURES, run_info
 
 
 def _stats(wall: float) -> BenchStats:
@@ -22,18 +22,7 @@ def _stats(wall: float) -> BenchStats:
 
 
 def test_ratios_are_against_nibabel_and_the_reference_read_of_the_same_object() -> None:
-    run = RunInfo(
-        run_id="b",
-        started="t",
-        suite_version="0",
-        platform="p",
-        python="3",
-        corpus_fingerprint="f",
-        timeout_s=1,
-        memory_limit_mb=1,
-        workers=1,
-        kind="bench",
-    )
+    run = run_info(run_id="b", kind="bench")
     recs = [
         Record(case="c", producer="nifti", step="write", status=Status.PASS, bench=_stats(0.5)),
         Record(case="c", producer="nifti", consumer="nibabel", step="read", status=Status.PASS, bench=_stats(0.4)),
@@ -96,19 +85,7 @@ def test_bench_times_real_tools_and_draws_the_study(tmp_path: Path) -> None:
 
 
 def test_format_study_plots_size_and_read_time_against_segments(tmp_path: Path) -> None:
-    run = RunInfo(
-        run_id="b",
-        started="t",
-        suite_version="0",
-        platform="p",
-        python="3",
-        corpus_fingerprint="f",
-        timeout_s=1,
-        memory_limit_mb=1,
-        workers=1,
-        kind="bench",
-        machine={"cpu": "test cpu", "cores": "2"},
-    )
+    run = run_info(run_id="b", kind="bench", machine={"cpu": "test cpu", "cores": "2"})
     recs = []
     for n in (104, 1000, 2000):
         for kind in ("binary", "labelmap"):

@@ -43,7 +43,9 @@ __all__ = [
     "release_roles",
     "roles_of",
     "select_releases",
+    "sort_versions",
     "sweep",
+    "version_key",
 ]
 
 #: The benchmark of every release: the body CT's 104 organs as BINARY and LABELMAP, and 1000 segments.
@@ -68,7 +70,8 @@ def release_roles(tool: str) -> list[Role]:
     return [role for role in roles_of(tool) if takes_releases(resolve(role, tool))]
 
 
-def _version_key(v: str) -> tuple[int, object]:
+def version_key(v: str) -> tuple[int, object]:
+    """A release's sort key: (1, its PEP 440 version), or (0, the string) for what does not parse."""
     from packaging.version import InvalidVersion, Version
 
     try:
@@ -79,7 +82,7 @@ def _version_key(v: str) -> tuple[int, object]:
 
 def sort_versions(versions: list[str]) -> list[str]:
     """Oldest first, by PEP 440 (npm's ``3.14.0-beta.6`` is ``3.14.0b6``); what does not parse goes first."""
-    return sorted(dict.fromkeys(versions), key=_version_key)
+    return sorted(dict.fromkeys(versions), key=version_key)
 
 
 def is_final(version: str) -> bool:
@@ -140,10 +143,10 @@ def select_releases(
     unless ``prereleases``."""
     pool = sort_versions([v for v in available if prereleases or is_final(v)])
     if since is not None:
-        start = _version_key(since)
+        start = version_key(since)
         if start[0] == 0:
             raise SweepError(f"--since {since!r} is not a version")
-        return [v for v in pool if _version_key(v) >= start]
+        return [v for v in pool if version_key(v) >= start]
     if last is not None and last < 1:
         raise SweepError(f"--last must be at least 1, not {last}")
     return pool[-last:] if last else pool

@@ -27,12 +27,13 @@ from pydantic import ValidationError
 from dicom4qi.judge.known import KnownIssue, cell_release, load_known_issues, matches
 from dicom4qi.model.results import Record, ResultsDocument, Status, ToolInfo
 from dicom4qi.paths import FEATURES_FILE, corpus_file
+from dicom4qi.run.summary import TRIED
+from dicom4qi.run.sweep import version_key
 from dicom4qi.site.files import TEMPLATES
 from dicom4qi.site.study import _pyplot, _save
 
 __all__ = ["FeatureRow", "Release", "ToolReleases", "load_sweeps", "releases_of", "render_releases"]
 
-TRIED = (Status.PASS, Status.FAIL, Status.ERROR, Status.CRASH, Status.TIMEOUT)
 #: The benchmark cases plotted against release, with their legend.
 TIMED = {
     "full/body-104-binary": "104 organs, BINARY",
@@ -159,15 +160,6 @@ def load_sweeps(folder: Path) -> dict[str, dict[str, ResultsDocument]]:
     return out
 
 
-def _version_key(v: str) -> tuple[int, object]:
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return (1, Version(v))
-    except InvalidVersion:
-        return (0, v)
-
-
 def _releases(doc: ResultsDocument, tool: str, role: str) -> list[Release]:
     out = []
     for t in doc.tools:
@@ -175,7 +167,7 @@ def _releases(doc: ResultsDocument, tool: str, role: str) -> list[Release]:
             continue
         param = t.name.partition("@")[2]
         out.append(_release(t, param))
-    return sorted(out, key=lambda r: _version_key(r.version))
+    return sorted(out, key=lambda r: version_key(r.version))
 
 
 def _same_release(asked: str, ran: str | None) -> bool:
