@@ -329,3 +329,28 @@ class DiskFillingProducer(Producer):
         from dicom4qi.tools.highdicom.producer import HighdicomProducer
 
         return HighdicomProducer().write(request)
+
+
+#: Calls this module has seen in this process (a fork server's children must each start from zero).
+CALLS_SEEN = 0
+
+
+class StateReportingConsumer(_Fake):
+    """Changes its process's state (a module global, the environment), then fails saying what it found there
+    first: a call forked from a server must see none of an earlier call's changes."""
+
+    name = "state"
+
+    def read(self, request: ReadRequest) -> DecodedWriter:
+        import tempfile
+
+        global CALLS_SEEN
+        CALLS_SEEN += 1
+        leak = os.environ.get("DICOM4QI_TEST_LEAK")
+        os.environ["DICOM4QI_TEST_LEAK"] = "set by an earlier call"
+        delay = float(os.environ.get("DICOM4QI_TEST_DELAY", "0"))
+        time.sleep(delay)
+        raise ValueError(
+            f"pid={os.getpid()} ppid={os.getppid()} calls={CALLS_SEEN} leak={leak} "
+            f"tmp={tempfile.gettempdir()} cwd={os.getcwd()} limit={os.environ.get('DICOM4QI_MEMORY_LIMIT')}"
+        )

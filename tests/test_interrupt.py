@@ -91,12 +91,13 @@ def _cmdline(p: psutil.Process) -> list[str]:
 
 
 def _is_reader(p: psutil.Process) -> bool:
-    """A child running dicom4qi.adapters.child on the hanging consumer's read request (not the write step's check decodes)."""
+    """A call of the hanging consumer's read (not the write step's check decodes): a process of
+    dicom4qi.adapters.child, a new one or a fork server's child, working in a folder whose request is that read."""
     cmd = _cmdline(p)
     if "dicom4qi.adapters.child" not in cmd:
         return False
     try:
-        request = json.loads(Path(cmd[-1]).read_text())
-    except (IndexError, OSError, ValueError):
+        request = json.loads((Path(p.cwd()) / "request.json").read_text())
+    except (psutil.Error, OSError, ValueError):
         return False
     return request.get("op") == "read" and request.get("adapter") == "tests.fakes:HangingConsumer"

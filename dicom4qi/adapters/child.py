@@ -1,5 +1,8 @@
 """The child side of an isolated adapter call: ``python -m dicom4qi.adapters.child REQUEST.json``.
 
+(Or, with ``--fork-server MODULE...``, a fork server that imports the modules once and forks one child per call,
+which then runs as this module does: :mod:`dicom4qi.process.forkserver`.)
+
 It reads one call (:mod:`dicom4qi.model.wire`), runs one adapter operation and
 writes one reply next to the request. Operations:
 
@@ -187,9 +190,28 @@ def limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
+#: What every fork server imports before its own tool's modules: what nearly every call imports anyway.
+BASE_PRELOAD = (
+    "numpy",
+    "pydicom",
+    "dicom4qi.adapters.contract",
+    "dicom4qi.model.case",
+    "dicom4qi.model.decoded",
+    "dicom4qi.model.truth",
+    "dicom4qi.formats.headers",
+    "dicom4qi.formats.source_frames",
+    "dicom4qi.tools.reference.consumer",
+    "dicom4qi.tools.reference.producer",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    limit_memory()
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "--fork-server":  # a long-lived server forking one child per call
+        from dicom4qi.process.forkserver import serve
+
+        return serve(list(dict.fromkeys([*BASE_PRELOAD, *args[1:]])), main)
+    limit_memory()
     request_path = Path(args[0])
     response_path = request_path.with_name("response.json")
     response: Reply | Failure

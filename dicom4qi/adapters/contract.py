@@ -160,6 +160,11 @@ class Adapter(ABC):
     #: release's own metadata leaves open but it cannot work with (``("<0.23", ("pydicom<3",))``: highdicom before
     #: 0.23 does not import with pydicom 3, although it does not say so).
     release_pins: ClassVar[tuple[tuple[str, tuple[str, ...]], ...]] = ()
+    #: Modules of the tool a fork server imports once for all the adapter's calls of a run (``("highdicom",)``),
+    #: besides the adapter's own module (:mod:`dicom4qi.process.forkserver`): each call still runs in a process
+    #: of its own, forked after the imports. Only what a call would import anyway; a module that does not import
+    #: is no error (the call then imports it itself, and fails as it would in a new process).
+    preload: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def version(self) -> str | None:

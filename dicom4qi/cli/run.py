@@ -66,6 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         **_shared_config(args, ["quick"], DEFAULTS["producer"], DEFAULTS["consumer"]),
         resume=args.resume,
         keep_decoded=args.keep_decoded,
+        fork_servers=not args.fresh_processes,
         external=args.external,
         validate=not args.no_validate,
         ignore_claims=args.ignore_claims,
@@ -300,6 +301,12 @@ def add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="continue an interrupted run (default: the latest)",
     )
     run.add_argument("--keep-decoded", action="store_true", help="keep each consumer's decoded .npz")
+    run.add_argument(
+        "--fresh-processes",
+        action="store_true",
+        help="start a new interpreter for every call (slower) instead of forking it from a server that has the "
+        "tool imported; each call is its own process either way",
+    )
     run.add_argument(
         "--junit",
         type=Path,

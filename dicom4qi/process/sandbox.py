@@ -17,6 +17,7 @@ call killed because the harness is stopping is marked ``harness``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -26,6 +27,8 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -33,6 +36,8 @@ from typing import TypeVar
 from dicom4qi import paths
 from dicom4qi.model.results import DiskFull
 from dicom4qi.model.wire import Call, Failure, Reply, StartCall, WireError, dump, parse_reply
+from dicom4qi.process.forkserver import ForkServer, ForkServerError, Job, Pool
+from dicom4qi.process.lifetime import CALL_ENV, call_env, kill_call
 
 __all__ = [
     "ChildOutcome",
@@ -42,8 +47,10 @@ __all__ = [
     "kill_all",
     "kill_group",
     "run_child",
+    "stop_fork_servers",
     "track",
     "untrack",
+    "use_fork_servers",
     "wrapper",
 ]
 
@@ -182,10 +189,15 @@ def run_child(
     memory_mb: float | None,
     python: str | None = None,
     env: dict[str, str] | None = None,
+    preload: Sequence[str] = (),
+    fresh: bool = False,
 ) -> ChildOutcome:
-    """Run ``python -m dicom4qi.adapters.child`` on ``request`` inside ``workdir``."""
-    from dicom4qi.process.lifetime import CALL_ENV, call_env, kill_call
+    """Run ``python -m dicom4qi.adapters.child`` on ``request`` inside ``workdir``.
 
+    Where fork servers are on (:func:`use_fork_servers`), the call is a child forked from a server of this
+    Python that has imported ``preload`` (the tool's modules) already (:mod:`dicom4qi.process.forkserver`);
+    ``fresh`` (and an ``env`` of the caller's own, and a service start) makes it a new process all the same.
+    """
     workdir = workdir.resolve()
     tmp = workdir / "tmp"
     try:
@@ -221,47 +233,49 @@ def run_child(
     # The suite's packages, and `module:Class` adapter specs, resolve in the child as in the harness,
     # also when the child runs another environment's Python.
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [SUITE_ROOT, os.getcwd(), child_env.get("PYTHONPATH")]))
-    with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
-        start = time.monotonic()
+    command = [python or sys.executable, "-m", "dicom4qi.adapters.child", str(req_path)]
+    forked: str | None = None
+    ended: _Ended | str
+    if _forkable(request, env, fresh):
         try:
-            proc = subprocess.Popen(
-                [*_wrapper(), python or sys.executable, "-m", "dicom4qi.adapters.child", str(req_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=workdir,
-                env=child_env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            return ChildOutcome(kind="error", message=f"cannot start {python or sys.executable}: {exc}")
-        track(proc.pid)
-        timed_out = False
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() - start > timeout_s:
-                timed_out = True
-                kill_group(proc.pid)
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(_POLL_S)
-        wall = time.monotonic() - start
-        with _live_lock:
-            _live.discard(proc.pid)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+            ended = _run_forked(request, req_path, workdir, child_env, timeout_s, python or sys.executable, preload)
+        except ForkServerError as exc:  # the server's fault, never the tool's: the call is made again, fresh
+            forked = f"made again in a fresh process: its fork server failed ({exc})"
+            kill_call(marks[CALL_ENV])
+            resp_path.unlink(missing_ok=True)
+            ended = _run_fresh(command, workdir, child_env, timeout_s)
+    else:
+        ended = _run_fresh(command, workdir, child_env, timeout_s)
+    if isinstance(ended, str):
+        return ChildOutcome(kind="error", message=ended)
     # Kill anything the tool left behind in its process group, and what left the group (setsid): a
     # service start leaves its service running, on purpose (it is stopped by its pool).
-    kill_group(proc.pid)
+    kill_group(ended.pid)
     if not service_start:
         kill_call(marks[CALL_ENV])
     shutil.rmtree(tmp, ignore_errors=True)
+    outcome = _outcome(request, ended, resp_path, workdir, timeout_s, memory_mb, limit)
+    if forked and outcome.kind != "ok":
+        outcome.message += f" ({forked})"
+    return outcome
+
+
+def _outcome(
+    request: Call,
+    ended: _Ended,
+    resp_path: Path,
+    workdir: Path,
+    timeout_s: float,
+    memory_mb: float | None,
+    limit: int,
+) -> ChildOutcome:
+    """What the call's end and its reply (if any) say."""
+    usage_maxrss_kb, code, timed_out, wall = ended.maxrss_kb, ended.code, ended.timed_out, ended.wall
     outcome = ChildOutcome(
         kind="ok",
         wall_s=round(wall, 4),
-        cpu_s=round(usage.ru_utime + usage.ru_stime, 4),
-        peak_rss_mb=round(usage.ru_maxrss / 1024, 1),
+        cpu_s=round(ended.cpu_s, 4),
+        peak_rss_mb=round(usage_maxrss_kb / 1024, 1),
     )
     if timed_out:
         outcome.kind, outcome.limit = "timeout", "time"
@@ -273,7 +287,6 @@ def run_child(
             data = json.loads(resp_path.read_text(encoding="utf-8"))
         except (ValueError, OSError):
             data = None
-    code = proc.returncode
     if data is None or code != 0:
         outcome.kind = "crash"
         if code < 0:
@@ -284,7 +297,7 @@ def run_child(
         tail = _tail(workdir / "stderr.txt")
         if tail:
             outcome.message += f"; stderr: {tail[-600:]}"
-        if limit and usage.ru_maxrss * 1024 > 0.9 * limit:
+        if limit and usage_maxrss_kb * 1024 > 0.9 * limit:
             outcome.limit = "memory"
             outcome.message += f" (near the memory limit of {memory_mb:g} MiB)"
         return _harness_faults(outcome, workdir)
@@ -306,6 +319,186 @@ def run_child(
             outcome.message = f"memory limit of {memory_mb:g} MiB exceeded ({outcome.message})"
         return _harness_faults(outcome, workdir)
     return outcome
+
+
+@dataclass
+class _Ended:
+    """How a call's process ended, forked or fresh."""
+
+    pid: int
+    code: int
+    cpu_s: float
+    maxrss_kb: int
+    wall: float
+    timed_out: bool
+
+
+def _run_fresh(command: list[str], workdir: Path, child_env: dict[str, str], timeout_s: float) -> _Ended | str:
+    """The call as a new process (under ``setpriv``); a message where it cannot start."""
+    with open(workdir / "stdout.txt", "wb") as out, open(workdir / "stderr.txt", "wb") as err:
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                [*_wrapper(), *command],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=workdir,
+                env=child_env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return f"cannot start {command[0]}: {exc}"
+        track(proc.pid)
+        timed_out = False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() - start > timeout_s:
+                timed_out = True
+                kill_group(proc.pid)
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(_POLL_S)
+        wall = time.monotonic() - start
+        untrack(proc.pid)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return _Ended(
+        pid=proc.pid,
+        code=proc.returncode,
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        maxrss_kb=usage.ru_maxrss,
+        wall=wall,
+        timed_out=timed_out,
+    )
+
+
+# --------------------------------------------------------------------------- fork servers
+
+#: Whether calls go through fork servers (the runner turns them on for a run; off by default, and in benchmarks).
+_fork_servers = threading.Event()
+#: Set to any value: never use fork servers (every call a new process), whatever the runner asks.
+NO_FORK_ENV = "DICOM4QI_NO_FORK_SERVER"
+
+
+def use_fork_servers(on: bool) -> None:
+    """Make the calls from now on children of fork servers (``on``) or new processes."""
+    if on:
+        _fork_servers.set()
+    else:
+        _fork_servers.clear()
+
+
+def stop_fork_servers() -> None:
+    """Stop every fork server (the runner does at the end of a run; also at the harness's exit)."""
+    _POOL.stop_all()
+
+
+def _forkable(request: Call, env: dict[str, str] | None, fresh: bool) -> bool:
+    return (
+        _fork_servers.is_set()
+        and not fresh
+        and env is None
+        and not isinstance(request, StartCall)
+        and not os.environ.get(NO_FORK_ENV)
+    )
+
+
+def _server_env() -> dict[str, str]:
+    """A server's environment: the harness's, with marks of its own (it is no call), one thread per tool."""
+    server_env = dict(os.environ)
+    server_env.update(call_env(_build[0] if _build else paths.SUITE_ROOT, f"fork-server:{uuid.uuid4().hex}"))
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        server_env.setdefault(var, "1")
+    server_env.pop(MEMORY_ENV, None)
+    server_env["PYTHONPATH"] = os.pathsep.join(filter(None, [SUITE_ROOT, os.getcwd(), server_env.get("PYTHONPATH")]))
+    return server_env
+
+
+def _start_server(python: str, preload: tuple[str, ...]) -> ForkServer:
+    """Start a server of ``python`` with ``preload`` imported; its log goes to ``<build>/fork-servers/``."""
+    logs = (_build[0] if _build else Path(paths.SUITE_ROOT) / "build") / "fork-servers"
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        log = open(logs / f"{uuid.uuid4().hex[:12]}.log", "wb")  # noqa: SIM115 - the server holds it
+    except OSError as exc:
+        raise ForkServerError(f"cannot open the fork server's log: {exc}") from None
+    try:
+        proc = subprocess.Popen(
+            [*_wrapper(), python, "-m", "dicom4qi.adapters.child", "--fork-server", *preload],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=logs,
+            env=_server_env(),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise ForkServerError(f"cannot start {python}: {exc}") from None
+    finally:
+        log.close()
+    track(proc.pid)
+    try:
+        server = ForkServer(proc, (python, preload))
+        server.on_stop = lambda: untrack(proc.pid)
+        return server
+    except ForkServerError:
+        untrack(proc.pid)
+        kill_group(proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        raise
+
+
+_POOL = Pool(start=_start_server)
+
+
+def _run_forked(
+    request: Call,
+    req_path: Path,
+    workdir: Path,
+    child_env: dict[str, str],
+    timeout_s: float,
+    python: str,
+    preload: Sequence[str],
+) -> _Ended:
+    """The call as a child of a fork server (see :mod:`dicom4qi.process.forkserver`)."""
+    from dicom4qi.process.forkserver import REAP_S
+
+    job = Job(
+        request=req_path, cwd=workdir, env=child_env, stdout=workdir / "stdout.txt", stderr=workdir / "stderr.txt"
+    )
+    with _POOL.lease(python, tuple(preload)) as server:
+        start = time.monotonic()
+        pid = server.submit(job)
+        track(pid)
+        try:
+            ended = server.wait(pid, start + timeout_s)
+            timed_out = ended is None
+            if ended is None:
+                kill_group(pid)
+                ended = server.wait(pid, time.monotonic() + REAP_S)
+            if ended is None:
+                server.stop()
+                raise ForkServerError("the fork server did not report a killed call")
+        except ForkServerError:
+            kill_group(pid)
+            raise
+        finally:
+            untrack(pid)
+        wall = time.monotonic() - start
+    return _Ended(
+        pid=pid,
+        code=ended.status,
+        cpu_s=ended.utime + ended.stime,
+        maxrss_kb=ended.maxrss_kb,
+        wall=wall,
+        timed_out=timed_out,
+    )
+
+
+atexit.register(stop_fork_servers)
 
 
 def _harness_faults(outcome: ChildOutcome, workdir: Path) -> ChildOutcome:

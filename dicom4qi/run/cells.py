@@ -44,6 +44,7 @@ from dicom4qi.run.steps import (
     inspect_object,
     instance_checks,
     outcome_record,
+    preload_of,
     private_copy,
     sha256_of,
     slug,
@@ -130,6 +131,7 @@ class CellSteps:
             timeout_s=self.cfg.timeout_s,
             memory_mb=self.cfg.memory_mb,
             python=self.pythons.get(tool.name),
+            preload=preload_of("producer", tool.name),
         )
         if out.kind != "ok":
             return outcome_record(base, out, "write")
@@ -381,13 +383,14 @@ class CellSteps:
             output=str(decoded_path.resolve()),
         )
         limits: ChildLimits = {"timeout_s": self.cfg.timeout_s, "memory_mb": self.cfg.memory_mb, "python": python}
+        preload = preload_of("consumer", consumer)
         try:
             if pool is None:
-                out = run_child(req, work, **limits)
+                out = run_child(req, work, **limits, preload=preload)
             else:
                 with pool.lease() as endpoints:
                     req.service = endpoints
-                    out = run_child(req, work, **limits)
+                    out = run_child(req, work, **limits, preload=preload)
             note = changed_note(copy, sha256) if sha256 else None
             if note and out.kind == "ok":
                 out.expect(ReadReply).notes.append(note)

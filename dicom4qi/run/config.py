@@ -51,6 +51,9 @@ class RunConfig:
     verify_writes: bool = True
     #: Run adapters on cases they do not claim (to find out what a tool can do); never used for the grid.
     ignore_claims: bool = False
+    #: Fork each call from a long-lived server that has the tool imported (:mod:`dicom4qi.process.forkserver`)
+    #: instead of starting a new interpreter; False: every call a new process (as in the benchmark).
+    fork_servers: bool = True
 
     def __post_init__(self) -> None:
         """Limits are real: finite and positive, or the run does not start (the CLI says so as a usage error)."""

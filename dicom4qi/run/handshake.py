@@ -16,6 +16,7 @@ from dicom4qi.model.results import (
 )
 from dicom4qi.model.wire import InfoCall, InfoReply
 from dicom4qi.process.sandbox import run_child
+from dicom4qi.run.steps import preload_of
 
 __all__ = ["handshake", "prepare_tool"]
 
@@ -24,7 +25,14 @@ def handshake(
     role: Role, spec: str, workdir: Path, timeout_s: float, memory_mb: float, python: str | None = None
 ) -> ToolInfo:
     """Ask an adapter, in a child process (in its own environment, if any), who it is and what it supports."""
-    out = run_child(InfoCall(role=role, adapter=spec), workdir, timeout_s=timeout_s, memory_mb=memory_mb, python=python)
+    out = run_child(
+        InfoCall(role=role, adapter=spec),
+        workdir,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        python=python,
+        preload=preload_of(role, spec),
+    )
     if out.kind == "ok":
         r = out.expect(InfoReply)
         name = spec if ":" in spec else r.name

@@ -85,6 +85,15 @@ class Runner(CellSteps, ExternalFlow, NegativeFlow):
 
     # ------------------------------------------------------------------ the run
     def run(self) -> RunSummary:
+        """Run the matrix (see the class); its calls are children of fork servers unless told otherwise."""
+        sandbox.use_fork_servers(self.cfg.fork_servers)
+        try:
+            return self._run()
+        finally:
+            sandbox.use_fork_servers(False)
+            sandbox.stop_fork_servers()
+
+    def _run(self) -> RunSummary:
         cfg = self.cfg
         externals: list[ExternalObject] = []
         mutants: list[Mutant] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from dicom4qi.adapters.contract import Role, resolve
 from dicom4qi.model.case import LoadedCase
 from dicom4qi.model.results import (
     Check,
@@ -41,6 +43,7 @@ __all__ = [
     "instance_checks",
     "now_iso",
     "outcome_record",
+    "preload_of",
     "private_copy",
     "sha256_of",
     "slug",
@@ -55,6 +58,19 @@ class ChildLimits(TypedDict):
     timeout_s: float
     memory_mb: float | None
     python: str | None
+
+
+@functools.cache
+def preload_of(role: Role, spec: str) -> tuple[str, ...]:
+    """What a fork server imports for an adapter's calls: the adapter's own modules, then the tool's it declares
+    (:attr:`dicom4qi.adapters.contract.Adapter.preload`); nothing where the spec does not resolve (the call then
+    says why)."""
+    try:
+        cls = resolve(role, spec)
+    except Exception:  # noqa: BLE001 - a spec that does not resolve fails in its call, with its own message
+        return ()
+    own = [c.__module__ for c in reversed(cls.__mro__) if c.__module__.startswith("dicom4qi.tools.")]
+    return tuple(dict.fromkeys([*own, *cls.preload]))
 
 
 def now_iso() -> str:

@@ -98,6 +98,7 @@ def geometry_from_dataset(ds: Any, writer: DecodedWriter) -> None:
 
 class HighdicomConsumer(Consumer):
     name = "highdicom"
+    preload = ("highdicom",)
     tool = "highdicom"
     homepage = "https://github.com/ImagingDataCommons/highdicom"
     features = EVERY_FEATURE  # it claims to read any SEG

@@ -95,6 +95,7 @@ def segment_description(info: Segment, colour: bool = True) -> SegmentDescriptio
 
 class HighdicomProducer(Producer):
     name = "highdicom"
+    preload = ("highdicom",)
     tool = "highdicom"
     homepage = "https://github.com/ImagingDataCommons/highdicom"
     features = frozenset(

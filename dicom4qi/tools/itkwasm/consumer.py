@@ -40,6 +40,7 @@ def _release(module: str) -> None:
 
 class ItkWasmConsumer(Consumer):
     name = "itkwasm"
+    preload = ("itkwasm_dicom",)
     tool = "itkwasm-dicom"
     homepage = "https://github.com/InsightSoftwareConsortium/ITK-Wasm"
     family = "dcmqi"

@@ -18,6 +18,7 @@ __all__ = ["ItkWasmProducer"]
 
 class ItkWasmProducer(Producer):
     name = "itkwasm"
+    preload = ("itkwasm_dicom",)
     tool = "itkwasm-dicom"
     homepage = "https://github.com/InsightSoftwareConsortium/ITK-Wasm"
     requirements = "itkwasm_dicom.requirements.txt"

@@ -80,6 +80,7 @@ def _http(method: str, url: str, data: bytes | None = None) -> Any:
 
 class OhifConsumer(Consumer):
     name = "ohif"
+    preload = ("playwright.sync_api",)
     tool = "@ohif/app"
     npm = "@ohif/app"  # any release a column of its own: ohif@3.12.10 (fetched by npm pack)
     homepage = "https://github.com/OHIF/Viewers"

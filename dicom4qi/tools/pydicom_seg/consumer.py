@@ -25,6 +25,7 @@ __all__ = ["PydicomSegConsumer"]
 
 class PydicomSegConsumer(Consumer):
     name = "pydicom-seg"
+    preload = ("pydicom_seg", "pydicom_seg.reader")
     tool = "pydicom-seg"
     homepage = "https://github.com/razorx89/pydicom-seg"
     requirements: ClassVar[str | None] = "pydicom_seg.requirements.txt"

@@ -14,6 +14,7 @@ __all__ = ["PydicomSegRbConsumer"]
 
 class PydicomSegRbConsumer(PydicomSegConsumer):
     name = "pydicom-seg-rb"
+    preload = ("pydicom_seg_rb", "pydicom_seg_rb.reader")
     tool = "pydicom-seg-rb"
     homepage = "https://github.com/pritamrungta/pydicom-seg-rb"
     family = "pydicom-seg"

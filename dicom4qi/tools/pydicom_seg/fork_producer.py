@@ -11,6 +11,7 @@ __all__ = ["PydicomSegRbProducer"]
 
 class PydicomSegRbProducer(PydicomSegProducer):
     name = "pydicom-seg-rb"
+    preload = ("pydicom_seg_rb", "pydicom_seg_rb.template", "SimpleITK")
     tool = "pydicom-seg-rb"
     homepage = "https://github.com/pritamrungta/pydicom-seg-rb"
     requirements = None  # pydicom 3 and numpy 2: the suite's own environment

@@ -22,6 +22,7 @@ __all__ = ["PydicomSegProducer"]
 
 class PydicomSegProducer(Producer):
     name = "pydicom-seg"
+    preload = ("pydicom_seg", "pydicom_seg.template", "SimpleITK")
     tool = "pydicom-seg"
     homepage = "https://github.com/razorx89/pydicom-seg"
     requirements: ClassVar[str | None] = "pydicom_seg.requirements.txt"

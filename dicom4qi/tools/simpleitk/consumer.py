@@ -47,6 +47,7 @@ def _frame_source(fg: Any, src: SourceFrames) -> int:
 
 class SimpleItkConsumer(Consumer):
     name = "simpleitk"
+    preload = ("SimpleITK",)
     tool = "SimpleITK"
     homepage = "https://github.com/SimpleITK/SimpleITK"
     # It opens any DICOM image; a whole slide SEG is not what a volume pipeline reads.

@@ -100,6 +100,7 @@ def _tag(segment: Any, name: str) -> str | None:
 
 class SlicerCoreConsumer(Consumer):
     name = "slicer-core"
+    preload = ("vtk",)
     tool = "slicer-core"
     homepage = "https://github.com/KitwareMedical/SlicerCore"
     summary = (
