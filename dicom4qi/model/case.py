@@ -453,6 +453,11 @@ class Case(_Strict):
         description="How readers are given the object and graded, where it is not one object read whole "
         "(a segmentation in several instances: each read on its own, graded on the union).",
     )
+    bench_viewers: bool = Field(
+        False,
+        description="Time the viewers on this case too in the benchmark (dicom4qi bench): a read in a browser takes "
+        "seconds to minutes, so only on the objects people open in viewers.",
+    )
     source: Source
     segments: Segments
     encoding: Encoding

@@ -68,6 +68,11 @@ class DecodedWriter:
         self.geometry = DecodedGeometry()
         self.notes: list[str] = []
         self.info: dict[str, Any] = {}
+        #: A viewer's memory outside the call's process (its browser's peak while it read, MiB), if it measured it.
+        self.service_peak_rss_mb: float | None = None
+        #: The seconds of the tool's own work, where the adapter tells them apart from what it does around it (a
+        #: viewer: opening the viewer and showing the segmentation, not uploading the object); None: the whole read.
+        self.tool_s: float | None = None
         self._crops: dict[int, Crop] = {}
         self._labelmaps: list[tuple[np.ndarray, int]] = []
 

@@ -252,6 +252,8 @@ class ReadReply:
     #: The tool's decode alone (seconds), without the child's start-up and the canonical form.
     read_s: float | None = None
     peak_rss_mb: float | None = None
+    #: The peak memory of the service the read ran in (a viewer's browser), outside the call's process (MiB).
+    service_peak_rss_mb: float | None = None
 
 
 @dataclass(kw_only=True)

@@ -311,6 +311,10 @@ def _outcome(
     if reply.peak_rss_mb is not None:
         # The child's own figure: wait4's includes the harness's memory copied at fork (see process.usage).
         outcome.peak_rss_mb = reply.peak_rss_mb
+    service_peak = getattr(reply, "service_peak_rss_mb", None)
+    if service_peak is not None:
+        # A viewer's read: its browser's memory is the read's (the call's own process only drives it).
+        outcome.peak_rss_mb = round(outcome.peak_rss_mb + service_peak, 1)
     if isinstance(reply, Failure):
         outcome.kind = "error"
         outcome.message = f"{reply.error_type}: {reply.message}".strip()

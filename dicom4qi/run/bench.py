@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dicom4qi import __version__
-from dicom4qi.adapters.contract import Role
+from dicom4qi.adapters.contract import Role, split_spec
 from dicom4qi.formats.baselines import BASELINES
 from dicom4qi.model.case import LoadedCase, load_cases
 from dicom4qi.model.results import BenchStats, Record, ResultsDocument, ResultsWriter, RunInfo, Status, Timing, ToolInfo
@@ -48,11 +48,14 @@ from dicom4qi.process.services import ServicePool
 from dicom4qi.run.runner import ProgressSink, RunConfig, Runner, corpus_fingerprint, prepare_tool, select_cases
 from dicom4qi.run.steps import ChildLimits, git_commit, now_iso, outcome_record, slug, write_call
 
-__all__ = ["BENCH_CONSUMERS", "BENCH_PRODUCERS", "BenchConfig", "bench", "machine_description"]
+__all__ = ["BENCH_CONSUMERS", "BENCH_PRODUCERS", "BENCH_VIEWERS", "BenchConfig", "bench", "machine_description"]
 
-#: What a benchmark runs by default: the tools whose speed the mission asks about (no viewer in a browser).
+#: What a benchmark runs by default: the tools whose speed the mission asks about, and the viewers.
 BENCH_PRODUCERS = ["highdicom", "dcmqi", "pydicom-seg", "reference"]
-BENCH_CONSUMERS = ["reference", "highdicom", "dcmqi", "pydicom-seg", "dcmjs"]
+#: The viewers: OHIF in a browser, and the cornerstone adapters it decodes with, in Node. Timed only on the cases
+#: that ask for it (``bench_viewers = true``): a read there takes seconds to minutes.
+BENCH_VIEWERS = ["ohif", "cornerstone"]
+BENCH_CONSUMERS = ["reference", "highdicom", "dcmqi", "pydicom-seg", "dcmjs", *BENCH_VIEWERS]
 
 #: The operation each baseline record stands for.
 NIFTI, NIBABEL = "nifti", "nibabel"
@@ -101,6 +104,11 @@ def _timing(out: ChildOutcome, key: str) -> Timing:
         peak_rss_mb=out.peak_rss_mb,
         tool_s=round(float(tool), 4) if tool is not None else None,
     )
+
+
+def is_viewer(tool: ToolInfo) -> bool:
+    """A viewer (a browser's service, or one of :data:`BENCH_VIEWERS` at any release): timed on fewer cases."""
+    return tool.service or split_spec(tool.name)[0] in BENCH_VIEWERS
 
 
 def _stats(runs: list[Timing], warmup: Timing | None, size: int | None) -> BenchStats:
@@ -341,6 +349,8 @@ class BenchRunner(Runner):
                     if not read_done and w.status is Status.PASS:
                         read_done = True
                         for c in consumers:
+                            if is_viewer(c) and not loaded.case.bench_viewers:
+                                continue
                             self.progress.note(f"{loaded.id}: {c.name} reads {p.name}'s object")
                             writer.add(self._read_cell(loaded, truth, w, c, run_dir, pools.get(c.name)))
                     self._drop_object(run_dir, w)

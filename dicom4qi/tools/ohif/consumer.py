@@ -37,15 +37,28 @@ from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest, Ser
 from dicom4qi.model.decoded import DecodedWriter, frame_key
 from dicom4qi.model.masks import Crop
 from dicom4qi.model.segment import Segment
+from dicom4qi.process.usage import TreeSampler
 
 __all__ = ["OhifConsumer", "DEFAULT_VERSION"]
 
 DEFAULT_VERSION = "3.13.2"
 PROBE = (Path(__file__).with_name("probe.js")).read_text(encoding="utf-8")
 PAGE_TIMEOUT_MS = 60_000
+#: How often a read samples the browser's memory (seconds).
+MEMORY_SAMPLE_S = 0.25
 #: The viewer's size: every frame is drawn in software (chromium without a GPU), so pixels cost time in every phase.
 VIEWPORT = (1024, 768)
+#: How long the SEG may take to load once opened: this, and more for a larger object (see :func:`load_timeout_ms`).
 LOAD_TIMEOUT_MS = 30_000
+#: Further milliseconds of loading allowed per MiB of the object (a 160 MiB body CT SEG: 80 s more).
+LOAD_MS_PER_MIB = 500
+
+
+def load_timeout_ms(size_bytes: int) -> int:
+    """How long OHIF may take to load a SEG of this size before the read fails as not loaded."""
+    return LOAD_TIMEOUT_MS + int(LOAD_MS_PER_MIB * size_bytes / 2**20)
+
+
 #: Before any page script: skip the onboarding tour (its overlay takes the clicks) and note logged errors.
 INIT_SCRIPT = """
 localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']));
@@ -164,6 +177,9 @@ class OhifConsumer(Consumer):
             for stale in list(context.pages):
                 if stale.url != "about:blank":
                     stale.close()
+            # The browser's memory while the viewer loads and shows the object: every chromium process (browser,
+            # GPU, renderers), sampled; counted in the call's peak memory (the call's own process is small).
+            sampler = TreeSampler(int(ep.get("browser_pid") or 0), interval_s=MEMORY_SAMPLE_S)
             try:
                 context.add_init_script(INIT_SCRIPT)
                 page = context.new_page()
@@ -172,6 +188,7 @@ class OhifConsumer(Consumer):
                 page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
                 page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
                 t1 = time.monotonic()
+                sampler.start()
                 page.goto(
                     f"{ep['viewer']}/viewer?StudyInstanceUIDs={seg_hdr.StudyInstanceUID}", timeout=PAGE_TIMEOUT_MS
                 )
@@ -191,7 +208,10 @@ class OhifConsumer(Consumer):
                     raise RuntimeError("OHIF shows no display set for the SEG series" + _console_tail(console))
                 t2 = time.monotonic()
                 page.dblclick(f"#thumbnail-{seg_ds}", timeout=10_000)
-                state = page.evaluate(PROBE, {"op": "waitLoaded", "segId": seg_ds, "timeoutMs": LOAD_TIMEOUT_MS})
+                state = page.evaluate(
+                    PROBE,
+                    {"op": "waitLoaded", "segId": seg_ds, "timeoutMs": load_timeout_ms(request.seg.stat().st_size)},
+                )
                 timings["seg"] = time.monotonic() - t2
                 if not state.get("ok"):
                     self._screenshot(page, workdir)
@@ -199,12 +219,14 @@ class OhifConsumer(Consumer):
                 t3 = time.monotonic()
                 back = page.evaluate(PROBE, {"op": "readBack", "segId": seg_ds})
                 timings["read back"] = time.monotonic() - t3
+                sampler.stop()
                 t4 = time.monotonic()
                 # The capture waits for a new frame of the compositor, which holds what the viewer drew for the
                 # read back (a fixed 300 ms wait before it was 300 ms of every read).
                 self._screenshot(page, workdir)
                 timings["screenshot"] = time.monotonic() - t4
             finally:
+                sampler.stop()
                 t5 = time.monotonic()
                 if page is not None:
                     page.close()
@@ -217,6 +239,15 @@ class OhifConsumer(Consumer):
         if state.get("firstError"):
             writer.notes.append(f"loading error seen first: {state['firstError']}")
         writer.notes.append("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+        # What the viewer itself took: from opening the viewer to the segmentation shown (the upload into the
+        # archive, the browser's driver and the suite's read back of the pixels are not the viewer's).
+        writer.tool_s = timings["viewer"] + timings["seg"]
+        if sampler.peak_mb is not None:
+            writer.service_peak_rss_mb = sampler.peak_mb
+            writer.notes.append(
+                f"browser peak {sampler.peak_mb:.0f} MiB (proportional set size of chromium's processes, "
+                f"{sampler.samples} samples every {MEMORY_SAMPLE_S:g} s from page load to read back)"
+            )
         writer.notes.extend(console[:10])
         return writer
 

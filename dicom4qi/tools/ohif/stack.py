@@ -169,9 +169,17 @@ class Stack:
     pids: list[int] = field(default_factory=list)
     #: The network namespace the stack lives in (a /proc path), or "" when it shares the host's.
     netns: str = ""
+    #: The browser's process (its renderers and GPU process are its descendants): a read samples its memory.
+    browser_pid: int = 0
 
     def endpoints(self) -> dict[str, str]:
-        return {"viewer": self.viewer, "orthanc": self.orthanc, "cdp": self.cdp, "netns": self.netns}
+        return {
+            "viewer": self.viewer,
+            "orthanc": self.orthanc,
+            "cdp": self.cdp,
+            "netns": self.netns,
+            "browser_pid": str(self.browser_pid),
+        }
 
 
 _CLONE_NEWNET = 0x40000000
@@ -301,4 +309,5 @@ def start_stack(version: str, workdir: Path, cache: Path) -> Stack:
         cdp=f"http://127.0.0.1:{c_port}",
         pids=[p.pid for p in procs],
         netns=f"/proc/{orthanc.pid}/ns/net" if isolated else "",
+        browser_pid=browser.pid,
     )

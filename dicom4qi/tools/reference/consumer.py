@@ -37,7 +37,7 @@ from dicom4qi.formats.framescan import FrameRefs, scan_per_frame
 from dicom4qi.formats.segmeta import segments_from_dataset
 from dicom4qi.formats.source_frames import SourceFrames
 from dicom4qi.model.decoded import DecodedWriter, frame_key
-from dicom4qi.model.masks import crop_from_dense
+from dicom4qi.model.masks import Crop, crop_from_dense
 from dicom4qi.model.uids import LABEL_MAP_SEGMENTATION_STORAGE, RLE_LOSSLESS
 
 __all__ = ["ReferenceConsumer"]
@@ -139,9 +139,17 @@ class ReferenceConsumer(Consumer):
             writer.notes.append("label map painted frame by frame onto the source grid")
             return writer
         scale = 1.0 / float(ds.get("MaximumFractionalValue", 255)) if fractional else 1.0  # used only if fractional
+        packed_rows = frames.packed_rows()
         for number in np.unique(segment_of[target >= 0]):
             idx = np.flatnonzero((segment_of == number) & (target >= 0))
             z = target[idx]
+            if packed_rows is not None:
+                # native 1-bit frames whose rows start on a byte: the extent is found on the packed bytes, and
+                # only what lies in it is unpacked (an organ is a small part of every frame it is in)
+                crop = packed_crop(_take(packed_rows, idx), z)
+                if crop is not None:
+                    writer.set_crop(int(number), crop)
+                continue
             z0, z1 = int(z.min()), int(z.max()) + 1
             data = frames.get([int(i) for i in idx])
             if not fractional:
@@ -154,8 +162,56 @@ class ReferenceConsumer(Consumer):
                 dense = np.zeros((z1 - z0, rows, cols), dtype=np.float32 if fractional else bool)
                 dense[z - z0] = data.astype(np.float32) * scale if fractional else data
             writer.set_pixels(int(number), dense, frame_offset=z0)
-        writer.notes.append(f"{n_frames} frames, {len(np.unique(segment_of))} segments, decoded per segment")
+        how = "unpacked within each segment's extent" if packed_rows is not None else "decoded per segment"
+        writer.notes.append(f"{n_frames} frames, {len(np.unique(segment_of))} segments, {how}")
         return writer
+
+
+def _take(frames: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Frames ``idx`` of an array: a view where they are consecutive, a copy otherwise."""
+    if len(idx) and int(idx[-1]) - int(idx[0]) + 1 == len(idx) and np.all(np.diff(idx) == 1):
+        return frames[int(idx[0]) : int(idx[-1]) + 1]
+    return frames[idx]
+
+
+def _or_reduce(a: np.ndarray, axis: int) -> np.ndarray:
+    """Bitwise OR of uint8 data along an axis, eight bytes at a time where the last axis allows it."""
+    if axis != a.ndim - 1 and a.shape[-1] % 8 == 0 and a.flags.c_contiguous:
+        return np.bitwise_or.reduce(a.view(np.uint64), axis=axis).view(np.uint8)
+    return np.bitwise_or.reduce(a, axis=axis)
+
+
+def packed_crop(packed: np.ndarray, z: np.ndarray) -> Crop | None:
+    """One segment's crop from its 1-bit frames, packed least significant bit first, one row per whole bytes.
+
+    ``packed`` is (frames, rows, columns / 8) bytes, ``z`` the source frame of each. The extent is found on the
+    bytes (empty frames, then the OR of the frames: rows and bytes in use, then the bits of the edge bytes),
+    and only the bytes inside it are unpacked. Frames placed on one source frame overwrite each other in their
+    order, as when they are painted one by one; an empty segment is None.
+    """
+    k = packed.shape[0]
+    flat = packed.reshape(k, -1)
+    used = flat.view(np.uint64).any(axis=1) if flat.shape[1] % 8 == 0 and flat.flags.c_contiguous else flat.any(axis=1)
+    if not used.any():
+        return None
+    z0, z1 = int(z[used].min()), int(z[used].max()) + 1
+    inside = (z >= z0) & (z < z1)
+    if not inside.all():
+        packed, z = packed[inside], z[inside]
+    proj = _or_reduce(packed, axis=0)  # (rows, bytes): every bit set in any frame
+    ys = np.flatnonzero(proj.any(axis=1))
+    bs = np.flatnonzero(proj.any(axis=0))
+    y0, y1, b0, b1 = int(ys[0]), int(ys[-1]) + 1, int(bs[0]), int(bs[-1]) + 1
+    xbits = np.flatnonzero(np.unpackbits(np.bitwise_or.reduce(proj[y0:y1, b0:b1], axis=0), bitorder="little"))
+    xa, xb = int(xbits[0]), int(xbits[-1]) + 1
+    bits = np.unpackbits(packed[:, y0:y1, b0:b1], axis=2, bitorder="little")[:, :, xa:xb].view(bool)
+    if len(z) == z1 - z0 and np.array_equal(z, np.arange(z0, z1)):
+        return Crop((z0, y0, b0 * 8 + xa), np.ascontiguousarray(bits))
+    data = np.zeros((z1 - z0, y1 - y0, xb - xa), dtype=bool)
+    data[z - z0] = bits
+    # frames out of order, with gaps or on one source frame: what a later frame overwrote may have been the
+    # extent's edge, so the painted extent is cropped again (it is small)
+    return crop_from_dense(data, base=(z0, y0, b0 * 8 + xa))
 
 
 def frame_refs(ds: Any) -> FrameRefs | None:
@@ -269,6 +325,14 @@ class _FrameReader:
                 raise ValueError(
                     f"frame {i + 1}: the RLE header declares {count} segment(s), {self.bits}-bit data has {expected}"
                 )
+
+    def packed_rows(self) -> np.ndarray | None:
+        """Native 1-bit frames as (frames, rows, columns / 8) bytes, where each row starts on a byte; else None."""
+        if not self.native or self.bits != 1 or self.cols % 8 or self.raw is None:
+            return None
+        per_frame = self.rows * self.cols // 8
+        whole = (len(self.raw) // per_frame) * per_frame
+        return self.raw[:whole].reshape(-1, self.rows, self.cols // 8)
 
     def get(self, indices: list[int]) -> np.ndarray:
         n = self.rows * self.cols
