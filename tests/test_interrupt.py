@@ -38,7 +38,15 @@ def test_interrupt_keeps_results_and_kills_children(tmp_path: Path) -> None:
         "--timeout",
         "300",
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Ctrl-C as a terminal sends it: SIGINT at its default in the harness, also where the tests were started with
+    # it ignored (a background job of a non-interactive shell), which Python would otherwise inherit.
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     latest = results / "latest.json"
     deadline = time.monotonic() + 150
     hanging: list[psutil.Process] = []
