@@ -77,11 +77,67 @@ def test_bench_times_real_tools_and_draws_the_study(tmp_path: Path) -> None:
     assert read.bench is not None and write.seg is not None  # checked in the loop above
     assert read.bench.ratio_reference == 1.0 and read.bench.median_tool_s is not None
     assert read.bench.size == write.seg.size
+    # the format's floor on the same object: a whole process, its own work apart from its start-up
+    floor = recs[("highdicom", "floor")]
+    assert floor.status is Status.PASS and floor.bench is not None and floor.bench.size == write.seg.size
+    assert floor.bench.median_tool_s is not None and 0 < floor.bench.median_tool_s < floor.bench.median_wall_s
+    assert floor.bench.ratio_reference is not None and floor.bench.ratio_nifti is not None
     published = tmp_path / "published" / "bench-quick.json"
     assert ResultsDocument.load(published).run.run_dir is None
     page = render_format_study([doc], tmp_path / "site")
     html = page.read_text()
     assert "quick/binary-3-disjoint" in html and "× .nii.gz" in html and "nibabel" in html
+    assert "The format's limit" in html and "of which start-up s" in html
+
+
+def test_the_floor_reads_every_pixel_byte_and_places_nothing(tmp_path: Path) -> None:
+    """The floor of a native object touches all of its pixel data; of a compressed one, decodes every frame."""
+    import numpy as np
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
+
+    from dicom4qi.formats.baselines import floor_read
+
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.66.4", generate_uid()
+    ds.Rows = ds.Columns = 16
+    ds.NumberOfFrames = 3
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.SamplesPerPixel, ds.PixelRepresentation = 8, 8, 7, 1, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = np.arange(3 * 256, dtype=np.uint8).tobytes()
+    native = tmp_path / "native.dcm"
+    ds.save_as(native, enforce_file_format=True)
+    assert floor_read(native) == native.stat().st_size
+    ds.compress(RLELossless, np.arange(3 * 256, dtype=np.uint8).reshape(3, 16, 16))
+    rle = tmp_path / "rle.dcm"
+    ds.save_as(rle, enforce_file_format=True)
+    assert floor_read(rle) == rle.stat().st_size
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]  # a frame cut short cannot be decoded: no floor
+    broken = tmp_path / "broken.dcm"
+    ds.save_as(broken, enforce_file_format=True)
+    with pytest.raises(RuntimeError, match="decode"):
+        floor_read(broken)
+
+
+def test_viewers_are_timed_only_on_the_cases_that_ask_for_it() -> None:
+    from dicom4qi.model.results import ToolInfo
+    from dicom4qi.run.bench import BENCH_CONSUMERS, BENCH_VIEWERS, is_viewer
+
+    assert set(BENCH_VIEWERS) <= set(BENCH_CONSUMERS)
+    assert is_viewer(ToolInfo(name="ohif@3.12.10", role="consumer", tool="@ohif/app", available=True))
+    assert is_viewer(ToolInfo(name="cornerstone@5.6.8", role="consumer", tool="x", available=True))
+    assert is_viewer(
+        ToolInfo(name="tests.fakes:ServedConsumer", role="consumer", tool="x", service=True, available=True)
+    )
+    assert not is_viewer(ToolInfo(name="reference", role="consumer", tool="dicom4qi", available=True))
+    from dicom4qi.model.case import load_cases
+
+    cases, errors = load_cases(CASES, FEATURES)
+    flagged = sorted(c.id for c in cases if c.case.bench_viewers)
+    assert flagged == ["full/body-1000-labelmap", "full/body-104-binary", "full/body-104-labelmap"], (flagged, errors)
 
 
 def test_format_study_plots_size_and_read_time_against_segments(tmp_path: Path) -> None:

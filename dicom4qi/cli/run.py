@@ -339,7 +339,11 @@ def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_jobs(bench)
     add_build(bench, "folder for generated corpus and objects")
     add_producers(bench, "producer(s) to time (default: the builtin ones)")
-    add_consumers(bench, "consumer(s) to time (default: all but viewers)")
+    add_consumers(
+        bench,
+        "consumer(s) to time (default: the builtin readers, and the viewers ohif and cornerstone on the cases "
+        "with bench_viewers = true, or on the cases named with --case)",
+    )
     bench.add_argument(
         "--repeats", type=int, default=3, help="timed runs per cell after the warm-up (default: %(default)s)"
     )

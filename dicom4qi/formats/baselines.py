@@ -23,7 +23,7 @@ import numpy as np
 
 from dicom4qi.model.wire import BaselineCall, BaselineReply
 
-__all__ = ["BASELINES", "Baseline", "run_baseline"]
+__all__ = ["BASELINES", "Baseline", "floor_read", "run_baseline"]
 
 
 class Baseline:
@@ -75,6 +75,29 @@ def _write(fmt: str, truth: Any, path: Path) -> None:
         raise ValueError(f"unknown baseline format {fmt!r}")
 
 
+def floor_read(path: Path) -> int:
+    """The least a reader of a SEG must do, placing nothing: the file's bytes read, its header parsed (the
+    per-frame functional groups that place the frames included), every pixel byte looked at once (native
+    frames: a count of the set bytes) or every frame decoded (compressed: pydicom's decoders, one frame at a
+    time, as the reference decoder does). Returns the bytes read."""
+    import io
+
+    import pydicom
+    from pydicom.pixels import pixel_array
+
+    raw = path.read_bytes()
+    ds = pydicom.dcmread(io.BytesIO(raw))
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        for item in ds.PerFrameFunctionalGroupsSequence:
+            item.get("PlanePositionSequence")
+    if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        np.count_nonzero(np.frombuffer(ds.PixelData, dtype=np.uint8))
+    else:
+        for i in range(int(ds.get("NumberOfFrames", 1) or 1)):
+            pixel_array(ds, index=i, raw=True)
+    return len(raw)
+
+
 def _read(fmt: str, reader: str, path: Path) -> np.ndarray:
     if reader == "nibabel":
         import nibabel as nib
@@ -97,6 +120,9 @@ def run_baseline(call: BaselineCall) -> BaselineReply:
 
     path = Path(call.path)
     start = time.perf_counter()
+    if call.action == "floor":
+        size = floor_read(path)
+        return BaselineReply(seconds=time.perf_counter() - start, size=size)
     if call.action == "write":
         _write(call.format, Truth.load(Path(call.truth_dir)), path)
         return BaselineReply(seconds=time.perf_counter() - start, size=path.stat().st_size)

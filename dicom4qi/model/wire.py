@@ -169,11 +169,13 @@ class ScanCall:
 
 @dataclass(kw_only=True)
 class BaselineCall:
-    """Write the truth as a baseline file, or read one back with ``reader``."""
+    """Write the truth as a baseline file, or read one back with ``reader``; or (``floor``) do the least any
+    reader of a SEG object at ``path`` must do: read its bytes, parse its header, and look at every pixel byte
+    once (native) or decode every frame (compressed), placing nothing."""
 
     __pydantic_config__ = _FORBID
     op: Literal["baseline"] = "baseline"
-    action: Literal["write", "read"]
+    action: Literal["write", "read", "floor"]
     format: str
     truth_dir: str
     path: str

@@ -53,12 +53,14 @@ __all__ = ["BENCH_CONSUMERS", "BENCH_PRODUCERS", "BENCH_VIEWERS", "BenchConfig",
 #: What a benchmark runs by default: the tools whose speed the mission asks about, and the viewers.
 BENCH_PRODUCERS = ["highdicom", "dcmqi", "pydicom-seg", "reference"]
 #: The viewers: OHIF in a browser, and the cornerstone adapters it decodes with, in Node. Timed only on the cases
-#: that ask for it (``bench_viewers = true``): a read there takes seconds to minutes.
+#: that ask for it (``bench_viewers = true``: a read there takes seconds to minutes), or that are named (``--case``).
 BENCH_VIEWERS = ["ohif", "cornerstone"]
 BENCH_CONSUMERS = ["reference", "highdicom", "dcmqi", "pydicom-seg", "dcmjs", *BENCH_VIEWERS]
 
 #: The operation each baseline record stands for.
 NIFTI, NIBABEL = "nifti", "nibabel"
+#: The consumer name of the format's floor on an object (:func:`dicom4qi.formats.baselines.floor_read`).
+FLOOR = "floor"
 
 
 @dataclass
@@ -232,6 +234,26 @@ class BenchRunner(Runner):
         rec.bench = _stats(runs, warm, rec.seg.size)
         return rec
 
+    def _floor_cell(self, loaded: LoadedCase, write: Record, run_dir: Path) -> Record:
+        """The format's floor on an object: what any reader must do, placing nothing (``floor_read``), timed as a
+        whole process like every reader; its own seconds are the reading and unpacking, the rest the start-up."""
+        base = {**self._base(loaded, write.producer, FLOOR), "step": "read"}
+        base["notes"] = [
+            "the least a reader must do: Python with numpy and pydicom started, the file read, its header parsed, "
+            "every pixel byte looked at once (native) or every frame decoded (compressed); nothing placed"
+        ]
+        assert write.seg is not None
+        seg_path = run_dir / write.seg.path
+        work = seg_path.parent / "bench-floor"
+        req = BaselineCall(action="floor", format="dicom-seg", truth_dir="", path=str(seg_path.resolve()))
+        warm = run_child(req, work / "warm", timeout_s=self.cfg.timeout_s, memory_mb=self.cfg.memory_mb)
+        if warm.kind != "ok":
+            return outcome_record(base, warm, "read")
+        runs = self._repeat(req, work, None, "seconds", warm.wall_s)
+        if isinstance(runs, str):
+            return Record(**base, status=Status.ERROR, message=runs)
+        return Record(**base, status=Status.PASS, bench=_stats(runs, _timing(warm, "seconds"), write.seg.size))
+
     def _read_cell(
         self,
         loaded: LoadedCase,
@@ -348,8 +370,10 @@ class BenchRunner(Runner):
                     writer.add(w)
                     if not read_done and w.status is Status.PASS:
                         read_done = True
+                        self.progress.note(f"{loaded.id}: the format's floor on {p.name}'s object")
+                        writer.add(self._floor_cell(loaded, w, run_dir))
                         for c in consumers:
-                            if is_viewer(c) and not loaded.case.bench_viewers:
+                            if is_viewer(c) and not loaded.case.bench_viewers and not cfg.cases:
                                 continue
                             self.progress.note(f"{loaded.id}: {c.name} reads {p.name}'s object")
                             writer.add(self._read_cell(loaded, truth, w, c, run_dir, pools.get(c.name)))

@@ -144,6 +144,65 @@ def _encoding_bars(study: list[BenchRow], path: Path) -> bool:
     return True
 
 
+@dataclass
+class FormatLimit:
+    """One object against .nii.gz: the reference decoder, and the floor any reader of the format must pay."""
+
+    case: str
+    segments: int | None
+    encoding: str
+    nifti_s: float
+    floor_s: float
+    floor_own_s: float | None
+    size_mib: float | None
+    reference_s: float | None
+
+    @property
+    def startup_s(self) -> float | None:
+        """The floor's Python start-up (numpy and pydicom imported): its whole process less its own work."""
+        return round(self.floor_s - self.floor_own_s, 3) if self.floor_own_s is not None else None
+
+    @property
+    def floor_ratio(self) -> float:
+        return round(self.floor_s / self.nifti_s, 2)
+
+    @property
+    def reference_ratio(self) -> float | None:
+        return round(self.reference_s / self.nifti_s, 2) if self.reference_s is not None else None
+
+
+def format_limits(rows: list[BenchRow]) -> list[FormatLimit]:
+    """For every object with a floor: nibabel's .nii.gz read of the same labels, the floor, the reference read."""
+    nifti: dict[str, float] = {}
+    reference: dict[tuple[str, str], float] = {}
+    for row in rows:
+        b, r = row.record.bench, row.record
+        if b is None or r.status is not Status.PASS or r.step != "read":
+            continue
+        if r.producer == "nifti" and r.consumer == "nibabel":
+            nifti[r.case] = b.median_wall_s
+        if r.consumer == "reference":
+            reference[(r.case, r.producer)] = b.median_wall_s
+    out = []
+    for row in rows:
+        b, r = row.record.bench, row.record
+        if b is None or r.consumer != "floor" or r.status is not Status.PASS or r.case not in nifti:
+            continue
+        out.append(
+            FormatLimit(
+                case=r.case,
+                segments=r.segments,
+                encoding=row.encoding,
+                nifti_s=nifti[r.case],
+                floor_s=b.median_wall_s,
+                floor_own_s=b.median_tool_s,
+                size_mib=round(b.size / 2**20, 1) if b.size else None,
+                reference_s=reference.get((r.case, r.producer)),
+            )
+        )
+    return sorted(out, key=lambda x: x.case)
+
+
 def render_format_study(documents: list[ResultsDocument], out_dir: Path) -> Path:
     """Write ``format-study.html`` and its plots from benchmark results (the last document of each tier wins)."""
     benches = [d for d in documents if d.run.kind == "bench"]
@@ -200,6 +259,7 @@ def render_format_study(documents: list[ResultsDocument], out_dir: Path) -> Path
     by_case: dict[str, list[BenchRow]] = defaultdict(list)
     for r in rows:
         by_case[r.case].append(r)
+    limits = format_limits(rows)
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
     html = env.get_template("format-study.html.j2").render(
         run=doc.run,
@@ -207,6 +267,7 @@ def render_format_study(documents: list[ResultsDocument], out_dir: Path) -> Path
         by_case=dict(sorted(by_case.items())),
         plots=plots,
         overhead=doc.run.harness_overhead,
+        limits=limits,
         machine=doc.run.machine,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
