@@ -31,6 +31,7 @@ from dicom4qi.adapters.contract import Consumer, Producer, ReadRequest, Role, Wr
 from dicom4qi.model.decoded import DecodedWriter
 from dicom4qi.model.protocol import PROTOCOL, AdapterManifest, CallResponse, InfoResponse, Request
 from dicom4qi.model.wire import InfoReply
+from dicom4qi.process.usage import add_child_peak
 
 __all__ = ["MANIFEST", "AdapterError", "ExecAdapterMixin", "exec_adapter", "call_adapter", "load_manifest", "run_setup"]
 
@@ -114,6 +115,20 @@ def run_setup(
 
 
 _BWRAP: list[bool] = []
+#: Run inside the sandbox around the tool: runs it, then writes its peak resident memory (kB) to the file named
+#: first, and ends as it ended (its status, or its signal).
+_MEASURE = (
+    "import os, resource, signal, subprocess, sys\n"
+    "try:\n"
+    "    code = subprocess.run(sys.argv[2:]).returncode\n"
+    "except OSError as exc:\n"
+    "    sys.exit(f'cannot run {sys.argv[2]!r}: {exc}')\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "if code < 0:\n"
+    "    signal.signal(-code, signal.SIG_DFL)\n"
+    "    os.kill(os.getpid(), -code)\n"
+    "sys.exit(code)\n"
+)
 #: Said in a call's notes when the adapter ran in the sandbox.
 SANDBOX_NOTE = (
     "ran in bubblewrap: the file system read-only but its output folder, no network, its own PID and IPC namespaces"
@@ -180,9 +195,13 @@ def call_adapter(
         if manifest.transport == "files":
             (Path(tmp) / "request.json").write_bytes(payload)
             command += [str(Path(tmp) / "request.json"), str(response_file)]
+        jail = sandbox([Path(tmp), *(writable or [])])
+        peak_file = Path(tmp) / "peak-kb"
+        if jail:  # the sandbox's own init reaps the tool: its peak memory is measured inside, beside it
+            command = [sys.executable, "-I", "-S", "-c", _MEASURE, str(peak_file), *command]
         try:
             proc = subprocess.run(
-                [*sandbox([Path(tmp), *(writable or [])]), *command],
+                [*jail, *command],
                 cwd=folder,
                 input=payload if manifest.transport == "stdio" else b"",
                 capture_output=True,
@@ -192,6 +211,11 @@ def call_adapter(
             raise AdapterError(f"cannot run {command[0]!r}: not found") from None
         except subprocess.TimeoutExpired:
             raise AdapterError(f"the adapter gave no answer within {timeout_s:g} s") from None
+        if jail:
+            try:
+                add_child_peak(int(peak_file.read_text()))
+            except (OSError, ValueError):
+                pass  # killed before it could say: the call's outcome says why
         if manifest.transport == "files":
             if not response_file.is_file():
                 raise AdapterError(f"the adapter wrote no response file (exit status {proc.returncode})")

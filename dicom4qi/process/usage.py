@@ -12,7 +12,17 @@ from __future__ import annotations
 import resource
 from pathlib import Path
 
-__all__ = ["TreeSampler", "own_peak_rss_mb", "tree_pss_mb"]
+__all__ = ["TreeSampler", "add_child_peak", "own_peak_rss_mb", "tree_pss_mb"]
+
+
+#: The largest peak (kB) of a child this process could not wait for itself (a tool run in a sandbox whose own
+#: init reaps it, so its usage never reaches ``RUSAGE_CHILDREN``): measured inside the sandbox and told here.
+_unwaited: list[int] = [0]
+
+
+def add_child_peak(kb: int) -> None:
+    """Count the peak resident memory of a child measured elsewhere (inside its sandbox) among the children's."""
+    _unwaited[0] = max(_unwaited[0], int(kb))
 
 
 def own_peak_rss_mb(*, with_children: bool = False) -> float | None:
@@ -31,7 +41,7 @@ def own_peak_rss_mb(*, with_children: bool = False) -> float | None:
             return None
     except (OSError, ValueError):
         return None
-    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if with_children else 0
+    children_kb = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, _unwaited[0]) if with_children else 0
     return round(max(own_kb, children_kb) / 1024, 1)
 
 

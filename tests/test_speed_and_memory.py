@@ -1,4 +1,4 @@
-"""The reference decoder's fast paths give exactly what the plain decoding gives, and the memory sampler measures."""
+"""Fast paths give exactly what the plain decoding gives; memory is measured where the tool really runs."""
 
 from __future__ import annotations
 
@@ -78,3 +78,40 @@ def test_a_sampler_without_a_process_measures_nothing() -> None:
     with TreeSampler(0) as sampler:
         pass
     assert sampler.peak_mb is None and sampler.samples == 0
+
+
+def test_a_sandboxed_tools_memory_is_measured_inside_its_sandbox(tmp_path) -> None:
+    """bubblewrap's own init reaps the tool, so its usage never reaches the caller: the measure runs beside it."""
+    from dicom4qi.adapters.executable import _MEASURE, sandbox
+
+    jail = sandbox([tmp_path])
+    if not jail:
+        pytest.skip("bubblewrap cannot run here")
+    hog = [sys.executable, "-c", "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"]
+    plain = subprocess.run([*jail, *hog], capture_output=True)
+    assert plain.returncode == 0
+    peak = tmp_path / "peak-kb"
+    measured = subprocess.run([*jail, sys.executable, "-I", "-S", "-c", _MEASURE, str(peak), *hog])
+    assert measured.returncode == 0 and int(peak.read_text()) > 250 * 1024
+    # its end is the tool's: a status, a signal, a program that is not there
+    assert subprocess.run([*jail, sys.executable, "-I", "-S", "-c", _MEASURE, str(peak), "false"]).returncode == 1
+    killed = subprocess.run(
+        [*jail, sys.executable, "-I", "-S", "-c", _MEASURE, str(peak), sys.executable, "-c", "import os; os.abort()"]
+    )
+    assert killed.returncode != 0
+    missing = subprocess.run(
+        [*jail, sys.executable, "-I", "-S", "-c", _MEASURE, str(peak), "/no/such/tool"], capture_output=True
+    )
+    assert missing.returncode == 1 and b"cannot run '/no/such/tool'" in missing.stderr
+
+
+def test_a_peak_told_from_inside_a_sandbox_counts_among_the_childrens() -> None:
+    code = (
+        "from dicom4qi.process.usage import add_child_peak, own_peak_rss_mb\n"
+        "before = own_peak_rss_mb(with_children=True)\n"
+        "add_child_peak(900 * 1024)\n"
+        "print(before, own_peak_rss_mb(with_children=True), own_peak_rss_mb())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    before, after, own = map(float, out)
+    assert before < 900 and after == 900.0 and own < 900
