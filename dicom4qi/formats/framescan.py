@@ -22,6 +22,8 @@ __all__ = ["FrameRefs", "scan_per_frame"]
 
 _LONG_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
 _UNDEFINED = 0xFFFFFFFF
+#: Group, element, VR and 16-bit length of an Explicit VR element header; the 32-bit length of a long one.
+_SHORT_HEADER, _UINT32 = struct.Struct("<HH2sH"), struct.Struct("<I")
 _T = TypeVar("_T")
 
 _SEGMENT = (0x0062, 0x000B)  # Referenced Segment Number (US)
@@ -35,6 +37,11 @@ _WANTED = {
     _FRAME_NUMBER: (0x0008, 0x9124),
     _POSITION: (0x0020, 0x9113),  # Plane Position Sequence
 }
+
+#: The sequences a wanted attribute is read in (pydicom's path reads it there and only there): the functional
+#: groups above, and the Source Image Sequence inside the Derivation Image Sequence. Any other sequence of
+#: defined length (Frame Content, Purpose of Reference, Derivation Code, ...) is jumped over.
+_CONTAINERS = {*_WANTED.values(), (0x0008, 0x2112)}
 
 
 @dataclass
@@ -50,7 +57,8 @@ class FrameRefs:
         return len(self.segment)
 
 
-def _decode(tag: tuple[int, int], value: bytes) -> object:
+def _decode(tag: tuple[int, int], value: bytes | memoryview) -> object:
+    value = bytes(value)
     if tag == _SEGMENT:
         return struct.unpack_from("<H", value)[0] if len(value) >= 2 else None
     text = value.rstrip(b"\x00 ").decode("ascii").strip()
@@ -61,13 +69,14 @@ def _decode(tag: tuple[int, int], value: bytes) -> object:
     return tuple(float(v) for v in text.split("\\"))
 
 
-def scan_per_frame(raw: bytes) -> FrameRefs | None:
-    """The four values of every frame item in ``raw`` (the sequence's value, Explicit VR LE), or None."""
+def scan_per_frame(raw: bytes | memoryview) -> FrameRefs | None:
+    """The four values of every frame item in ``raw`` (the sequence's value, Explicit VR LE; bytes, or a view
+    of a memory-mapped file), or None."""
     found: list[dict[tuple[int, int], object]] = []
     stack: list[int | None] = []  # end offset of each open item or sequence (None: undefined length)
     seqs: list[tuple[int, int] | None] = []  # the tag of each open sequence (None for items), beside ``stack``
     pos, n = 0, len(raw)
-    unpack = struct.unpack_from
+    short_header, uint32 = _SHORT_HEADER.unpack_from, _UINT32.unpack_from
     try:
         while True:
             while stack and stack[-1] is not None and pos >= stack[-1]:
@@ -75,9 +84,9 @@ def scan_per_frame(raw: bytes) -> FrameRefs | None:
                 seqs.pop()
             if pos >= n:
                 break
-            group, elem = unpack("<HH", raw, pos)
+            group, elem, vr, length = short_header(raw, pos)
             if group == 0xFFFE:
-                length = unpack("<I", raw, pos + 4)[0]
+                length = uint32(raw, pos + 4)[0]
                 pos += 8
                 if elem == 0xE000:  # an item
                     if not stack:
@@ -94,14 +103,15 @@ def scan_per_frame(raw: bytes) -> FrameRefs | None:
                 continue
             if not stack:
                 return None  # an element outside any item
-            vr = raw[pos + 4 : pos + 6]
             if vr in _LONG_VRS:
-                length = unpack("<I", raw, pos + 8)[0]
+                length = uint32(raw, pos + 8)[0]
                 pos += 12
             else:
-                length = unpack("<H", raw, pos + 6)[0]
                 pos += 8
             if vr == b"SQ":
+                if length != _UNDEFINED and (group, elem) not in _CONTAINERS:
+                    pos += length  # holds nothing wanted where the standard places it: jumped over
+                    continue
                 stack.append(None if length == _UNDEFINED else pos + length)
                 seqs.append((group, elem))
                 continue

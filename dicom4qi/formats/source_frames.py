@@ -14,6 +14,7 @@ slide coordinate system are there for a consumer that places tiles itself.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,76 @@ def itk_axes(origin: Any, spacing: Any, direction: Any) -> tuple[np.ndarray, np.
     matrix (3 x 3, or flattened row-major) has the axis directions as columns."""
     d = np.asarray(direction, dtype=float).reshape(3, 3)
     return np.asarray(origin, dtype=float), (d * np.asarray(spacing, dtype=float)).T
+
+
+#: Top-level tags of a single-frame image that :func:`_single_frame_header` reads.
+_SOP_CLASS, _SOP_INSTANCE, _POSITION, _ORIENTATION = 0x00080016, 0x00080018, 0x00200032, 0x00200037
+_FRAMES, _ROWS, _COLUMNS, _SPACING = 0x00280008, 0x00280010, 0x00280011, 0x00280030
+_SHARED, _PER_FRAME = 0x52009229, 0x52009230
+_PLAIN_TAGS = (
+    _SOP_CLASS,
+    _SOP_INSTANCE,
+    _POSITION,
+    _ORIENTATION,
+    _FRAMES,
+    _ROWS,
+    _COLUMNS,
+    _SPACING,
+    _SHARED,
+    _PER_FRAME,
+)
+
+
+@dataclass(frozen=True)
+class FrameHeader:
+    """What a single-frame source image contributes: its key's UID, size and geometry (None where absent)."""
+
+    sop_uid: str
+    rows: int
+    columns: int
+    position: list[float] | None
+    orientation: list[float] | None
+    spacing: list[float] | None
+
+
+def _numbers(text: str | None, count: int) -> list[float] | None:
+    """A DS value of ``count`` numbers, or None when absent; refuses (ValueError) one that is not."""
+    if text is None:
+        return None
+    values = [float(v) for v in text.split("\\")]
+    if len(values) != count:
+        raise ValueError("wrong multiplicity")
+    return values
+
+
+def _single_frame_header(path: Path | str) -> FrameHeader | None:
+    """A single-frame image's header from its bytes (:func:`~dicom4qi.formats.headerscan.scan_header`), or None
+    for anything else (multi-frame, functional groups, a slide, an unusual encoding or value): pydicom reads those.
+
+    The values are those pydicom gives for a plain file; ``tests/test_framescan.py`` holds the two to each other.
+    """
+    from dicom4qi.formats.headerscan import scan_header
+
+    scan = scan_header(path, _PLAIN_TAGS)
+    if scan is None or scan.sequences:
+        return None
+    try:
+        uid, frames = scan.text(_SOP_INSTANCE), scan.text(_FRAMES)
+        if not uid or frames not in (None, "1") or scan.text(_SOP_CLASS) == VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE:
+            return None
+        if scan.vrs.get(_ROWS) != b"US" or scan.vrs.get(_COLUMNS) != b"US":
+            return None
+        rows, columns = (struct.unpack("<H", scan.values[t])[0] for t in (_ROWS, _COLUMNS))
+        return FrameHeader(
+            sop_uid=uid,
+            rows=rows,
+            columns=columns,
+            position=_numbers(scan.text(_POSITION), 3),
+            orientation=_numbers(scan.text(_ORIENTATION), 6),
+            spacing=_numbers(scan.text(_SPACING), 2),
+        )
+    except (ValueError, struct.error):
+        return None  # an empty or odd value: pydicom reads it and says what it thinks
 
 
 @dataclass
@@ -95,6 +166,14 @@ class SourceFrames:
         self.slide = False
         self.slide_info: SlideInfo | None = None
         for path in paths:
+            plain = _single_frame_header(path)
+            if plain is not None:  # the usual single-frame image, its header scanned from the bytes
+                self.rows, self.columns = plain.rows, plain.columns
+                self.keys.append(frame_key(plain.sop_uid))
+                positions.append(plain.position)
+                orientation = plain.orientation or orientation
+                spacing = plain.spacing or spacing
+                continue
             ds = pydicom.dcmread(path, stop_before_pixels=True)
             n = int(ds.get("NumberOfFrames", 1) or 1)
             if str(ds.get("SOPClassUID", "")) == VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE:

@@ -25,15 +25,16 @@ Memory: one segment's extent for BINARY and FRACTIONAL, one volume (or matrix) f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 
 from dicom4qi.adapters.contract import EVERY_FEATURE, Consumer, ReadRequest
 from dicom4qi.formats.framescan import FrameRefs, scan_per_frame
+from dicom4qi.formats.mapped import DEFER_BYTES, PIXEL_DATA, MappedFile, pixel_length
 from dicom4qi.formats.segmeta import segments_from_dataset
 from dicom4qi.formats.source_frames import SourceFrames
 from dicom4qi.model.decoded import DecodedWriter, frame_key
@@ -55,16 +56,33 @@ class ReferenceConsumer(Consumer):
     features = EVERY_FEATURE  # it claims to read any SEG
 
     def version(self) -> str | None:
+        from importlib import metadata  # here, not at the top: 20 ms of every read's start-up
+
         from dicom4qi import __version__
 
         return f"{__version__} (pydicom {metadata.version('pydicom')})"
 
     def read(self, request: ReadRequest) -> DecodedWriter:
+        from pydicom import config
+
+        # pydicom checks every value it converts against its VR (a warning at most, the values unchanged): judging
+        # the object is the validators' work, and the checks are a third of the time the Segment Sequence takes
+        mode = config.settings.reading_validation_mode
+        config.settings.reading_validation_mode = config.IGNORE
+        try:
+            return self._read(request)
+        finally:
+            config.settings.reading_validation_mode = mode
+
+    def _read(self, request: ReadRequest) -> DecodedWriter:
         import pydicom
 
-        ds = pydicom.dcmread(request.seg)
-        refs = frame_refs(ds)
-        _check_consistency(ds, refs)
+        # Values over DEFER_BYTES (the pixels, a long per-frame sequence) stay in the file, read through a
+        # memory map: native frames are viewed in place, never copied (a quarter of a 160 MB object's read time).
+        ds = pydicom.dcmread(request.seg, defer_size=DEFER_BYTES)
+        mapped = MappedFile(request.seg)
+        refs = frame_refs(ds, mapped)
+        _check_consistency(ds, refs, mapped)
         src = SourceFrames(request.sources)
         rows, cols = int(ds.Rows), int(ds.Columns)
         seg_type = str(ds.get("SegmentationType", ""))
@@ -90,6 +108,7 @@ class ReferenceConsumer(Consumer):
         segment_of = np.zeros(n_frames, dtype=np.int64)
         target = np.full(n_frames, -1, dtype=np.int64)
         unplaced = 0
+        referenced: list[int] = []  # frames placed by reference that also give a position: checked below
         if refs is None:
             raise ValueError(
                 f"no Per-frame Functional Groups (Dimension Organization Type {ds.get('DimensionOrganizationType', 'absent')}): "
@@ -111,17 +130,23 @@ class ReferenceConsumer(Consumer):
             if key is not None:
                 target[i] = src.index[key]
                 if pos is not None and src.has_geometry:
-                    off = float(np.max(np.abs(np.asarray(pos) - src.positions[target[i]])))
-                    if off > 0.01:
-                        raise ValueError(
-                            f"frame {i + 1}: its position is {off:.2f} mm from that of the source frame it refers to"
-                        )
+                    referenced.append(i)
             elif pos is not None:
                 target[i] = src.by_position(list(pos))
             if target[i] < 0:
                 unplaced += 1
             elif pos is not None:
                 writer.geometry.positions.setdefault(src.keys[target[i]], list(pos))
+        if referenced:
+            ref_idx = np.asarray(referenced)
+            given = np.asarray([refs.position[i] for i in referenced], dtype=float)
+            off = np.max(np.abs(given - src.positions[target[ref_idx]]), axis=1)
+            bad = np.flatnonzero(off > 0.01)
+            if len(bad):
+                i = int(ref_idx[bad[0]])
+                raise ValueError(
+                    f"frame {i + 1}: its position is {float(off[bad[0]]):.2f} mm from that of the source frame it refers to"
+                )
         if unplaced:
             raise ValueError(f"{unplaced} of {n_frames} frame(s) match no source frame, by reference or by position")
         declared = {s.number for s in writer.segments}
@@ -129,12 +154,13 @@ class ReferenceConsumer(Consumer):
         if undeclared:
             raise ValueError(f"frames refer to segment(s) {undeclared[:5]} that the Segment Sequence does not describe")
 
-        frames = _FrameReader(ds, rows, cols)
+        frames = _FrameReader(ds, rows, cols, mapped)
         if labelmap:
             dtype = np.uint16 if int(ds.BitsAllocated) > 8 else np.uint8
             volume = np.zeros((len(src.keys), rows, cols), dtype=dtype)
-            for f in np.flatnonzero(target >= 0):
-                volume[target[f]] = frames.get([int(f)])[0]
+            placed = [int(f) for f in np.flatnonzero(target >= 0)]
+            for f, frame in zip(placed, frames.each(placed), strict=True):
+                volume[target[f]] = frame
             writer.set_labelmap(volume)
             writer.notes.append("label map painted frame by frame onto the source grid")
             return writer
@@ -214,21 +240,17 @@ def packed_crop(packed: np.ndarray, z: np.ndarray) -> Crop | None:
     return crop_from_dense(data, base=(z0, y0, b0 * 8 + xa))
 
 
-def frame_refs(ds: Any) -> FrameRefs | None:
+def frame_refs(ds: Any, mapped: MappedFile | None = None) -> FrameRefs | None:
     """Segment, source reference and position of every frame: scanned from the raw bytes when they are
     Explicit VR Little Endian (fast), read through pydicom otherwise; None without per-frame groups."""
     from pydicom.dataelem import RawDataElement
 
     if 0x52009230 not in ds:
         return None
-    raw = ds.get_item(0x52009230)
-    if (
-        isinstance(raw, RawDataElement)
-        and isinstance(raw.value, bytes)
-        and not raw.is_implicit_VR
-        and raw.is_little_endian
-    ):
-        refs = scan_per_frame(raw.value)
+    raw = ds.get_item(0x52009230, keep_deferred=True)
+    if isinstance(raw, RawDataElement) and not raw.is_implicit_VR and raw.is_little_endian:
+        value = raw.value if isinstance(raw.value, bytes) else mapped.value(ds, 0x52009230) if mapped else None
+        refs = scan_per_frame(value) if value is not None else None
         if refs is not None:
             return refs
     out = FrameRefs([], [], [], [])
@@ -256,7 +278,7 @@ def frame_refs(ds: Any) -> FrameRefs | None:
     return out
 
 
-def _check_consistency(ds: Any, refs: FrameRefs | None) -> None:
+def _check_consistency(ds: Any, refs: FrameRefs | None, mapped: MappedFile | None = None) -> None:
     """Refuse, with the reason, an object whose header contradicts itself (the negative corpus's faults)."""
     n = int(ds.get("NumberOfFrames", 1) or 1)
     if refs is not None and len(refs) != n:
@@ -277,7 +299,8 @@ def _check_consistency(ds: Any, refs: FrameRefs | None) -> None:
         or (labelmap and bits not in (8, 16))
     ):
         raise ValueError(f"Bits Allocated {bits} does not fit Segmentation Type {seg_type}")
-    if "PixelData" not in ds or not ds.PixelData:
+    have = pixel_length(ds, mapped)
+    if not have:
         raise ValueError("there is no Pixel Data, or it is empty")
     shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None
     # Pixel Measures are required where there is a frame of reference (not for a projection image's SEG).
@@ -289,24 +312,26 @@ def _check_consistency(ds: Any, refs: FrameRefs | None) -> None:
         raise ValueError("no Pixel Measures, shared or per frame, although the object has a frame of reference")
     if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
         need = (n * int(ds.Rows) * int(ds.Columns) * bits + 7) // 8
-        have = len(ds.PixelData)
         if have not in (need, need + 1):
             raise ValueError(
                 f"Pixel Data has {have} bytes, {n} frames of {int(ds.Rows)}x{int(ds.Columns)} at {bits} bits need {need}"
             )
     for i, pos in enumerate(refs.position if refs is not None else []):
-        if pos is not None and not all(np.isfinite(pos)):
+        if pos is not None and not all(math.isfinite(v) for v in pos):
             raise ValueError(f"frame {i + 1}: Image Position (Patient) is not finite")
 
 
 class _FrameReader:
     """Frames on demand: bit-unpacked or viewed for native encodings, pydicom's decoders otherwise."""
 
-    def __init__(self, ds: Any, rows: int, cols: int) -> None:
+    def __init__(self, ds: Any, rows: int, cols: int, mapped: MappedFile | None = None) -> None:
         self.ds, self.rows, self.cols = ds, rows, cols
         self.bits = int(ds.BitsAllocated)
         self.native = not ds.file_meta.TransferSyntaxUID.is_encapsulated
-        self.raw = np.frombuffer(ds.PixelData, dtype=np.uint8) if self.native else None
+        self.raw: np.ndarray | None = None
+        if self.native:
+            view = mapped.value(ds, PIXEL_DATA) if mapped is not None else None
+            self.raw = np.frombuffer(view if view is not None else ds.PixelData, dtype=np.uint8)
         #: Explicit VR Big Endian (retired): 16-bit values big-endian; 1-bit data in an OW value packed in words.
         self.order = "<" if ds.file_meta.TransferSyntaxUID.is_little_endian else ">"
         if self.raw is not None and self.order == ">" and self.bits == 1 and ds["PixelData"].VR == "OW":
@@ -334,14 +359,23 @@ class _FrameReader:
         whole = (len(self.raw) // per_frame) * per_frame
         return self.raw[:whole].reshape(-1, self.rows, self.cols // 8)
 
+    def each(self, indices: list[int]) -> Iterator[np.ndarray]:
+        """Frames ``indices`` one at a time, in that order (compressed ones through one pydicom decoder run)."""
+        if self.native:
+            for i in indices:
+                yield self.get([i])[0]
+            return
+        from pydicom.pixels import iter_pixels
+
+        if self.ds.file_meta.TransferSyntaxUID == RLE_LOSSLESS:
+            self._check_rle(indices)
+        for frame in iter_pixels(self.ds, raw=True, indices=indices):
+            yield frame.reshape(self.rows, self.cols)
+
     def get(self, indices: list[int]) -> np.ndarray:
         n = self.rows * self.cols
         if not self.native:
-            from pydicom.pixels import pixel_array
-
-            if self.ds.file_meta.TransferSyntaxUID == RLE_LOSSLESS:
-                self._check_rle(indices)
-            return np.stack([pixel_array(self.ds, index=i, raw=True).reshape(self.rows, self.cols) for i in indices])
+            return np.stack(list(self.each(indices)))
         assert self.raw is not None
         if self.bits == 1:
             if n % 8 == 0:
