@@ -23,6 +23,7 @@ __all__ = ["DEFER_BYTES", "PIXEL_DATA", "MappedFile", "pixel_length"]
 DEFER_BYTES = 1 << 20
 PIXEL_DATA = 0x7FE00010
 _UNDEFINED = 0xFFFFFFFF
+DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 class MappedFile:
@@ -35,12 +36,17 @@ class MappedFile:
 
     def value(self, ds: Any, tag: int) -> memoryview | None:
         """The bytes of top-level element ``tag`` that pydicom left in the file, as a view of the map; None
-        when it read the value itself (short, undefined length) or the element is absent."""
+        when it read the value itself (short, undefined length), the element is absent, or the data set is not
+        the file's bytes as they stand (Deflated Explicit VR Little Endian)."""
         from pydicom.dataelem import RawDataElement
 
         elem = ds.get_item(tag, keep_deferred=True) if tag in ds else None
+        meta = getattr(ds, "file_meta", None)
         if (
             self.buf is None
+            # a deflated data set was inflated into memory before it was parsed: its offsets are not the file's
+            or meta is None
+            or meta.get("TransferSyntaxUID") == DEFLATED
             or not isinstance(elem, RawDataElement)
             or elem.value is not None
             or elem.value_tell is None
