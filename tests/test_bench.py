@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom4qi.model.results import BenchStats, Record, ResultsDocument, Status, Timing
+from dicom4qi.model.results import BenchStats, Record, ResultsDocument, Status, Timing, ToolInfo
 from dicom4qi.run.bench import BenchConfig, add_ratios, bench
 from dicom4qi.run.runner import RunConfig
 from dicom4qi.site.study import render_format_study
@@ -32,8 +32,11 @@ def test_ratios_are_against_nibabel_and_the_reference_read_of_the_same_object() 
         ),
         Record(case="c", producer="highdicom", consumer="slowtool", step="read", status=Status.FAIL, bench=_stats(8.0)),
         Record(case="d", producer="highdicom", consumer="slowtool", step="read", status=Status.PASS, bench=_stats(1.0)),
+        Record(case="c", producer="highdicom", consumer="ohif", step="read", status=Status.PASS, bench=_stats(20.0)),
     ]
-    doc = ResultsDocument(run=run, records=recs)
+    recs[-1].bench.median_tool_s = 4.0  # type: ignore[union-attr]  # the viewer's own: to the segmentation shown
+    viewer = ToolInfo(name="ohif", role="consumer", tool="OHIF Viewer", available=True, service=True)
+    doc = ResultsDocument(run=run, records=recs, tools=[viewer])
     add_ratios(doc)
     by = {(r.case, r.producer, r.consumer): r.bench for r in doc.records if r.bench is not None}
     assert by[("c", "highdicom", None)].ratio_nifti == 4.0  # write against nibabel's write
@@ -41,6 +44,8 @@ def test_ratios_are_against_nibabel_and_the_reference_read_of_the_same_object() 
     assert by[("c", "highdicom", "slowtool")].ratio_reference == 10.0
     assert by[("c", "highdicom", "reference")].ratio_reference == 1.0
     assert by[("d", "highdicom", "slowtool")].ratio_nifti is None  # no baseline for that case: no ratio
+    # a viewer is compared by its own seconds, not by its call's (upload, driver, the suite's read back)
+    assert by[("c", "highdicom", "ohif")].ratio_nifti == 10.0 and by[("c", "highdicom", "ohif")].ratio_reference == 5.0
 
 
 @pytest.mark.slow

@@ -159,10 +159,14 @@ class BenchStats(_Model):
     median_tool_s: float | None = None
     size: int | None = Field(None, description="Bytes of the file written or read.")
     ratio_nifti: float | None = Field(
-        None, description="Median wall time over that of nibabel's .nii.gz (same case, same operation)."
+        None,
+        description="Median wall time (a viewer's: its own seconds, to the segmentation shown) over that of "
+        "nibabel's .nii.gz (same case, same operation).",
     )
     ratio_reference: float | None = Field(
-        None, description="Median wall time over that of the reference decoder's read of the same object."
+        None,
+        description="Median wall time (a viewer's: its own seconds) over that of the reference decoder's read of "
+        "the same object.",
     )
 
 
