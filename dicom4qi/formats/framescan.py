@@ -18,12 +18,10 @@ import struct
 from dataclasses import dataclass
 from typing import TypeVar
 
+from dicom4qi.formats.headerscan import LONG_VRS, SHORT_HEADER, UINT32, UNDEFINED_LENGTH
+
 __all__ = ["FrameRefs", "scan_per_frame"]
 
-_LONG_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
-_UNDEFINED = 0xFFFFFFFF
-#: Group, element, VR and 16-bit length of an Explicit VR element header; the 32-bit length of a long one.
-_SHORT_HEADER, _UINT32 = struct.Struct("<HH2sH"), struct.Struct("<I")
 _T = TypeVar("_T")
 
 _SEGMENT = (0x0062, 0x000B)  # Referenced Segment Number (US)
@@ -76,7 +74,7 @@ def scan_per_frame(raw: bytes | memoryview) -> FrameRefs | None:
     stack: list[int | None] = []  # end offset of each open item or sequence (None: undefined length)
     seqs: list[tuple[int, int] | None] = []  # the tag of each open sequence (None for items), beside ``stack``
     pos, n = 0, len(raw)
-    short_header, uint32 = _SHORT_HEADER.unpack_from, _UINT32.unpack_from
+    short_header, uint32 = SHORT_HEADER.unpack_from, UINT32.unpack_from
     try:
         while True:
             while stack and stack[-1] is not None and pos >= stack[-1]:
@@ -91,7 +89,7 @@ def scan_per_frame(raw: bytes | memoryview) -> FrameRefs | None:
                 if elem == 0xE000:  # an item
                     if not stack:
                         found.append({})
-                    stack.append(None if length == _UNDEFINED else pos + length)
+                    stack.append(None if length == UNDEFINED_LENGTH else pos + length)
                     seqs.append(None)
                 elif elem in (0xE00D, 0xE0DD):  # item or sequence delimitation
                     if not stack or stack[-1] is not None:
@@ -103,19 +101,19 @@ def scan_per_frame(raw: bytes | memoryview) -> FrameRefs | None:
                 continue
             if not stack:
                 return None  # an element outside any item
-            if vr in _LONG_VRS:
+            if vr in LONG_VRS:
                 length = uint32(raw, pos + 8)[0]
                 pos += 12
             else:
                 pos += 8
             if vr == b"SQ":
-                if length != _UNDEFINED and (group, elem) not in _CONTAINERS:
+                if length != UNDEFINED_LENGTH and (group, elem) not in _CONTAINERS:
                     pos += length  # holds nothing wanted where the standard places it: jumped over
                     continue
-                stack.append(None if length == _UNDEFINED else pos + length)
+                stack.append(None if length == UNDEFINED_LENGTH else pos + length)
                 seqs.append((group, elem))
                 continue
-            if length == _UNDEFINED or pos + length > n:
+            if length == UNDEFINED_LENGTH or pos + length > n:
                 return None
             tag = (group, elem)
             if tag in _WANTED and tag not in found[-1] and _WANTED[tag] in seqs:

@@ -23,19 +23,27 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["HeaderScan", "scan_header"]
+from dicom4qi.model.uids import (
+    DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    EXPLICIT_VR_BIG_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+)
 
-_LONG_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
+__all__ = ["LONG_VRS", "SHORT_HEADER", "UINT32", "UNDEFINED_LENGTH", "HeaderScan", "scan_header"]
+
+#: VRs whose length is 32 bits after two reserved bytes (Explicit VR).
+LONG_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV", b"SV", b"UV"}
 _SHORT_VRS = {
     b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
     b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
 }  # fmt: skip
-_UNDEFINED = 0xFFFFFFFF
+UNDEFINED_LENGTH = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 #: Transfer syntaxes whose data set is not Explicit VR Little Endian.
-_NOT_EXPLICIT_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
-_SHORT_HEADER, _UINT32 = struct.Struct("<HH2sH"), struct.Struct("<I")
+_NOT_EXPLICIT_LE = {IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN, DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN}
+#: Group, element, VR and 16-bit length of an Explicit VR element header; the 32-bit length of a long one.
+SHORT_HEADER, UINT32 = struct.Struct("<HH2sH"), struct.Struct("<I")
 #: Nesting beyond this is refused (a corrupt file could otherwise recurse without end).
 _MAX_DEPTH = 32
 
@@ -73,20 +81,20 @@ class _Walker:
         """Tag, VR, value length and value offset of the element at ``pos`` (Explicit VR Little Endian)."""
         if pos + 8 > self.n:
             raise _Refused("truncated element header")
-        group, elem, vr, length = _SHORT_HEADER.unpack_from(self.buf, pos)
+        group, elem, vr, length = SHORT_HEADER.unpack_from(self.buf, pos)
         if group == 0xFFFE:
-            return group << 16 | elem, b"", _UINT32.unpack_from(self.buf, pos + 4)[0], pos + 8
-        if vr in _LONG_VRS:
+            return group << 16 | elem, b"", UINT32.unpack_from(self.buf, pos + 4)[0], pos + 8
+        if vr in LONG_VRS:
             if pos + 12 > self.n:
                 raise _Refused("truncated element header")
-            return group << 16 | elem, vr, _UINT32.unpack_from(self.buf, pos + 8)[0], pos + 12
+            return group << 16 | elem, vr, UINT32.unpack_from(self.buf, pos + 8)[0], pos + 12
         if vr not in _SHORT_VRS:
             raise _Refused(f"unknown VR {vr!r}")
         return group << 16 | elem, vr, length, pos + 8
 
     def skip_value(self, vr: bytes, length: int, start: int, depth: int) -> int:
         """The offset after an element's value; a sequence of undefined length is walked to its delimiter."""
-        if length != _UNDEFINED:
+        if length != UNDEFINED_LENGTH:
             end = start + length
             if end > self.n:
                 raise _Refused("a value runs past the end of the file")
@@ -105,7 +113,7 @@ class _Walker:
                 return start
             if tag != _ITEM:
                 raise _Refused("a sequence holds something other than items")
-            if length != _UNDEFINED:
+            if length != UNDEFINED_LENGTH:
                 pos = start + length
                 if pos > self.n:
                     raise _Refused("an item runs past the end of the file")
@@ -144,7 +152,7 @@ def _scan(buf: mmap.mmap, wanted: set[int]) -> HeaderScan | None:
         tag, vr, length, start = walker.header(pos)
         if tag >> 16 != 0x0002:
             break
-        if length == _UNDEFINED:
+        if length == UNDEFINED_LENGTH:
             return None
         if tag == 0x00020010:
             syntax = bytes(buf[start : start + length]).rstrip(b"\x00 ").decode("ascii").strip()
@@ -163,7 +171,7 @@ def _scan(buf: mmap.mmap, wanted: set[int]) -> HeaderScan | None:
         if tag in wanted:
             if vr == b"SQ":
                 out.sequences.add(tag)
-            elif length == _UNDEFINED or start + length > walker.n:
+            elif length == UNDEFINED_LENGTH or start + length > walker.n:
                 return None
             else:
                 out.values[tag] = bytes(buf[start : start + length])

@@ -17,13 +17,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dicom4qi.formats.headerscan import UNDEFINED_LENGTH
+from dicom4qi.model.uids import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+
 __all__ = ["DEFER_BYTES", "PIXEL_DATA", "MappedFile", "pixel_length"]
 
 #: Values longer than this are left in the file by pydicom (``defer_size``) and read through the map.
 DEFER_BYTES = 1 << 20
 PIXEL_DATA = 0x7FE00010
-_UNDEFINED = 0xFFFFFFFF
-DEFLATED = "1.2.840.10008.1.2.1.99"
 
 
 class MappedFile:
@@ -46,11 +47,11 @@ class MappedFile:
             self.buf is None
             # a deflated data set was inflated into memory before it was parsed: its offsets are not the file's
             or meta is None
-            or meta.get("TransferSyntaxUID") == DEFLATED
+            or meta.get("TransferSyntaxUID") == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
             or not isinstance(elem, RawDataElement)
             or elem.value is not None
             or elem.value_tell is None
-            or elem.length == _UNDEFINED
+            or elem.length == UNDEFINED_LENGTH
             or elem.value_tell + elem.length > len(self.buf)
         ):
             return None

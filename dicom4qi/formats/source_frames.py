@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from dicom4qi.formats.headerscan import scan_header
 from dicom4qi.model.decoded import frame_key
 from dicom4qi.model.uids import VL_WHOLE_SLIDE_MICROSCOPY_IMAGE_STORAGE
 
@@ -81,8 +82,6 @@ def _single_frame_header(path: Path | str) -> FrameHeader | None:
 
     The values are those pydicom gives for a plain file; ``tests/test_framescan.py`` holds the two to each other.
     """
-    from dicom4qi.formats.headerscan import scan_header
-
     scan = scan_header(path, _PLAIN_TAGS)
     if scan is None or scan.sequences:
         return None
