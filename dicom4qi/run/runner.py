@@ -17,7 +17,7 @@ import platform
 import resource
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
@@ -307,18 +307,24 @@ class Runner(CellSteps, ExternalFlow, NegativeFlow):
             lambda c, p: self.write_step(c, truths[c.id], p, run_dir),
             written,
         )
+        todo_r = [(c, p, k) for c in cases for p in producers for k in consumers if (c.id, p.name, k.name) not in kept]
+        beside: _Beside | None = None
         if cfg.validate:
             todo_v = [(c, p) for c in cases for p in producers if (c.id, p.name, VALIDATOR) not in kept]
             self._parallel(
                 "validate", todo_v, lambda c, p: self.validate_step(c, writes[(c.id, p.name)], run_dir), writer.add
             )
             todo_p = [(c, p) for c in cases for p in producers if (c.id, p.name, PIXELMED) not in kept]
-            self._pixelmed_phase(
-                todo_p,
-                lambda c, p, server, why: self.pixelmed_step(c, writes[(c.id, p.name)], run_dir, server, why),
-                writer.add,
-            )
-        todo_r = [(c, p, k) for c in cases for p in producers for k in consumers if (c.id, p.name, k.name) not in kept]
+
+            def pixelmed(c: LoadedCase, p: ToolInfo, server: PixelmedServer | None, why: str) -> Record:
+                return self.pixelmed_step(c, writes[(c.id, p.name)], run_dir, server, why)
+
+            if todo_r and todo_p:
+                # PixelMed's one JVM validates beside the reads, not before them: no read needs its findings, and
+                # its 1.5 minutes of the quick tier were the whole machine's while the JVM used one core.
+                beside = _Beside(self.cfg.build, todo_p, pixelmed, writer.add)
+            else:
+                self._pixelmed_phase(todo_p, pixelmed, writer.add)
         pools = {
             k.name: ServicePool(
                 k, run_dir / "services", cfg.build / "cache", size=cfg.workers, python=self.pythons.get(k.name)
@@ -333,9 +339,15 @@ class Runner(CellSteps, ExternalFlow, NegativeFlow):
                 lambda c, p, k: self.read_step(c, truths[c.id], writes[(c.id, p.name)], k, run_dir, pools.get(k.name)),
                 writer.add,
             )
+        except BaseException:
+            if beside is not None:
+                beside.cancel()
+            raise
         finally:
             for pool in pools.values():
                 pool.stop()
+        if beside is not None:
+            self._finish_beside(beside)
 
     def _pixelmed_phase(
         self,
@@ -360,6 +372,24 @@ class Runner(CellSteps, ExternalFlow, NegativeFlow):
                         f"PixelMed's JVM started {server.starts} time(s), "
                         f"{', '.join(f'{s:.1f} s' for s in server.start_seconds)} (in no cell)"
                     )
+        finally:
+            self.progress.stop()
+
+    def _finish_beside(self, beside: _Beside) -> None:
+        """Wait for PixelMed's validation beside the reads to end, showing what is left of it."""
+        self.progress.start("pixelmed", beside.total)
+        try:
+            for _ in range(beside.total - beside.left()):
+                self.progress.advance("validated beside the reads")
+            for rec in beside.finished():
+                self.progress.advance(f"{rec.case} {rec.producer}: {rec.status.value}")
+            if beside.error is not None:
+                raise beside.error
+            if beside.start_seconds:
+                self.progress.note(
+                    f"PixelMed's JVM started {len(beside.start_seconds)} time(s), "
+                    f"{', '.join(f'{s:.1f} s' for s in beside.start_seconds)} (in no cell), beside the reads"
+                )
         finally:
             self.progress.stop()
 
@@ -445,6 +475,71 @@ class Runner(CellSteps, ExternalFlow, NegativeFlow):
         finally:
             pool.shutdown(wait=True)
             self.progress.stop()
+
+
+class _Beside:
+    """PixelMed's validation of every object in a thread of its own, through one JVM, while the reads run.
+
+    Its records go to the results as they come (the writer is thread-safe); :meth:`cancel` stops it between two
+    objects (the JVM is then stopped with the server's context); :meth:`finished` yields the records still to come.
+    """
+
+    def __init__(
+        self,
+        build: Path,
+        items: list[tuple[Any, ...]],
+        fn: Callable[..., Record],
+        done: Callable[[Record], Any],
+    ) -> None:
+        import queue
+        import threading
+
+        self.total = len(items)
+        self.error: BaseException | None = None
+        self.start_seconds: list[float] = []
+        self._items, self._fn, self._done, self._build = items, fn, done, build
+        self._count = 0
+        self._stop = threading.Event()
+        self._late: queue.Queue[Record | None] = queue.Queue()
+        self._watching = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._work, name="pixelmed", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            ok, why = pixelmed_available()
+            with PixelmedServer(self._build / "cache", self._build) as server:
+                for item in self._items:
+                    if self._stop.is_set():
+                        return
+                    rec = self._fn(*item, server if ok else None, why)
+                    self._done(rec)
+                    with self._lock:
+                        self._count += 1
+                        if self._watching:
+                            self._late.put(rec)
+                self.start_seconds = list(server.start_seconds)
+        except BaseException as exc:  # noqa: BLE001 - raised in the harness's thread, by _finish_beside
+            self.error = exc
+        finally:
+            self._late.put(None)
+
+    def left(self) -> int:
+        """How many objects are still to validate; from now on each that ends is also yielded by :meth:`finished`."""
+        with self._lock:
+            self._watching = True
+            return self.total - self._count
+
+    def finished(self) -> Iterator[Record]:
+        """The records that end after :meth:`left` was asked, as they come, until the thread ends."""
+        while (rec := self._late.get()) is not None:
+            yield rec
+        self._thread.join()
+
+    def cancel(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
 
 
 def run(config: RunConfig, progress: ProgressSink | None = None) -> RunSummary:
