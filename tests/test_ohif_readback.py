@@ -102,3 +102,17 @@ def test_a_thousand_segments_stay_small() -> None:
     # the crops alone may reach several hundred MB here; what is bounded is the conversion on top of them.
     kept = sum(c.data.nbytes for c in crops.values())
     assert peak - kept < 64 * 2**20, (peak, kept)
+
+
+def test_the_pages_delay_in_running_the_read_back_is_the_viewers_not_the_suites() -> None:
+    from dicom4qi.tools.ohif.consumer import split_read_back
+
+    # Asked at t=100; the page, busy with the segmentation it had just loaded, began 7 s later; 7.2 s in all.
+    busy, own = split_read_back(100.0, 107.0, 7.2)
+    assert busy == pytest.approx(7.0) and own == pytest.approx(0.2)
+    # A page that began at once leaves it all to the suite; a clock that stepped cannot make the delay negative,
+    # nor more than the whole call.
+    assert split_read_back(100.0, 100.0, 0.3) == (0.0, 0.3)
+    assert split_read_back(100.0, 99.0, 0.3) == (0.0, 0.3)
+    busy, own = split_read_back(100.0, 150.0, 0.3)
+    assert busy == pytest.approx(0.3) and own == pytest.approx(0.0)

@@ -190,3 +190,15 @@ def test_a_segmentation_in_two_instances_is_checked_whole_and_read_instance_by_i
     assert one.status is Status.FAIL
     assert any(c.name == "instances" and c.status.value == "FAIL" for c in one.checks)
     assert "1 instance(s) written, the case asks for 2" in one.message
+
+
+@pytest.mark.slow
+def test_pixelmed_validates_every_object_beside_the_reads(faulty_run) -> None:
+    from dicom4qi.judge.pixelmed import pixelmed_available
+
+    _, doc = faulty_run
+    objects = {(r.case, r.producer) for r in doc.records if r.step == "write" and r.seg is not None}
+    validated = {(r.case, r.producer): r for r in doc.records if r.step == "validate" and r.consumer == "pixelmed"}
+    assert objects and objects <= set(validated), "an object PixelMed never got to"
+    if pixelmed_available()[0]:
+        assert all(validated[o].status is not Status.SKIPPED for o in objects)

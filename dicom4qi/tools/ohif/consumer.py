@@ -39,7 +39,7 @@ from dicom4qi.model.masks import Crop
 from dicom4qi.model.segment import Segment
 from dicom4qi.process.usage import TreeSampler
 
-__all__ = ["OhifConsumer", "DEFAULT_VERSION"]
+__all__ = ["OhifConsumer", "DEFAULT_VERSION", "split_read_back"]
 
 DEFAULT_VERSION = "3.13.2"
 PROBE = (Path(__file__).with_name("probe.js")).read_text(encoding="utf-8")
@@ -59,6 +59,14 @@ LOAD_MS_PER_MIB = 500
 def load_timeout_ms(size_bytes: int) -> int:
     """How long OHIF may take to load a SEG of this size before the read fails as not loaded."""
     return LOAD_TIMEOUT_MS + int(LOAD_MS_PER_MIB * size_bytes / 2**20)
+
+
+def split_read_back(asked: float, begun: float, elapsed: float) -> tuple[float, float]:
+    """The read back's seconds as (the viewer still busy, the suite's own): ``asked`` is when the suite asked the page
+    to run it and ``begun`` when the page began to (both on the machine's clock, in seconds), ``elapsed`` how long the
+    call took in all. The page's delay is at most the whole call (a clock step cannot make it more)."""
+    busy = min(max(0.0, begun - asked), elapsed)
+    return busy, elapsed - busy
 
 
 #: Before any page script: skip the onboarding tour (its overlay takes the clicks) and note logged errors.
@@ -226,9 +234,9 @@ class OhifConsumer(Consumer):
                 # The segmentation is in OHIF's state before the viewer is done with it (its panel, its rendering):
                 # the page runs nothing else until then (7 s on 300 segments, 0.2 s on 3). That wait is the
                 # viewer's, counted in its own seconds; the rest of the read back is the suite's.
-                busy = min(max(0.0, back["begun"] / 1000 - asked), time.monotonic() - t3)
-                timings["viewer busy"] = busy
-                timings["read back"] = time.monotonic() - t3 - busy
+                timings["viewer busy"], timings["read back"] = split_read_back(
+                    asked, float(back["begun"]) / 1000, time.monotonic() - t3
+                )
                 sampler.stop()
                 t4 = time.monotonic()
                 # The capture waits for a new frame of the compositor, which holds what the viewer drew for the

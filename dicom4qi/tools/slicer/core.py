@@ -100,7 +100,10 @@ def _tag(segment: Any, name: str) -> str | None:
 
 class SlicerCoreConsumer(Consumer):
     name = "slicer-core"
-    preload = ("vtk", "slicer")  # slicer-core's own import is 0.8 s of every call after vtk's 0.6 s; one thread after both
+    preload = (
+        "vtk",
+        "slicer",
+    )  # slicer-core's own import is 0.8 s of every call after vtk's 0.6 s; one thread after both
     tool = "slicer-core"
     homepage = "https://github.com/KitwareMedical/SlicerCore"
     summary = (
