@@ -146,3 +146,100 @@ def test_the_decoded_label_map_is_the_truth_voxel_for_voxel(
     assert placed.any()
     assert np.array_equal(placed, expected)
     assert {s["number"] for s in doc["segments"]} == {s.number for s in truth.segments}
+
+
+def _launch(request: dict[str, Any], *, snapshot: bool) -> tuple[dict[str, Any], str]:
+    """The adapter's own command (launch.sh), from the release's startup snapshot or not."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "DICOM4QI_NO_SNAPSHOT"} | (
+        {} if snapshot else {"DICOM4QI_NO_SNAPSHOT": "1"}
+    )
+    proc = subprocess.run(
+        ["sh", "launch.sh"],
+        cwd=CORNERSTONE,
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, f"one request, one response: {proc.stdout[:400]!r}"
+    return json.loads(lines[0]), proc.stderr
+
+
+def _without_timings(value: Any) -> Any:
+    """A response or segments.json without what may differ between two runs of one read: the milliseconds a call
+    took, and the note that says the snapshot was used."""
+    import re
+
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value if not (isinstance(v, str) and v.startswith("node started from"))]
+    return re.sub(r" in \d+ ms", "", value) if isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("release", ["5.14.0", "5.6.8", "4.19.0"])
+def test_a_read_from_the_startup_snapshot_is_the_read_without_it(
+    env: dict[str, Any], tmp_path: Path, release: str
+) -> None:
+    """The setup step's V8 startup snapshot of each release (bundle.mjs) only spares the libraries' evaluation: the
+    response and the files written are those of index.mjs run as a module, byte for byte but the call's timings."""
+    blob = CORNERSTONE / "node_modules" / f".dicom4qi-snapshot-{release}.blob"
+    assert blob.is_file(), "the setup step built no startup snapshot"
+    for case in CASE_IDS:
+        truth: Truth = build_case(loaded(case), env["build"])
+        rec = _read(env["doc"], DEFAULT, case)
+        assert rec.seg is not None and env["doc"].run.run_dir is not None
+        seg = Path(env["doc"].run.run_dir) / rec.seg.path
+        outputs = {}
+        for snapshot in (True, False):
+            out = tmp_path / f"{case.replace('/', '_')}-{snapshot}"
+            out.mkdir()
+            request = {
+                "protocol": 1,
+                "op": "read",
+                "variant": release,
+                "seg": str(seg),
+                "sources": [str(p) for p in truth.reader_source_paths],
+                "output": str(out),
+            }
+            answer, _ = _launch(request, snapshot=snapshot)
+            assert answer["ok"], answer.get("error")
+            said = any(n.startswith("node started from") for n in answer["notes"])
+            assert said is snapshot, "the response says whether the snapshot was used"
+            files = {
+                p.name: _without_timings(json.loads(p.read_text())) if p.suffix == ".json" else p.read_bytes()
+                for p in out.iterdir()
+            }
+            outputs[snapshot] = (_without_timings(answer), files)
+        assert outputs[True] == outputs[False]
+
+
+def test_a_snapshot_whose_key_is_stale_is_not_used(tmp_path: Path) -> None:
+    """A snapshot holds index.mjs as it was when built: once index.mjs (or the folder) is not what its key says,
+    launch.sh runs index.mjs itself. Which one ran shows in the stack of the error logged on standard error."""
+    need_node("cornerstone")
+    key = CORNERSTONE / "node_modules" / ".dicom4qi-snapshot-5.6.8.key"
+    assert key.is_file()
+    kept = key.read_text()
+    request = {
+        "protocol": 1,
+        "op": "read",
+        "variant": "5.6.8",
+        "seg": str(tmp_path / "missing.dcm"),
+        "sources": [],
+        "output": str(tmp_path),
+    }
+    fresh, fresh_log = _launch(request, snapshot=True)
+    try:
+        key.write_text(kept.replace(kept.split()[-1], "0" * 64))
+        stale, stale_log = _launch(request, snapshot=True)
+    finally:
+        key.write_text(kept)
+    assert fresh["ok"] is False and stale["ok"] is False and stale["error"] == fresh["error"]
+    assert ".dicom4qi-snapshot-5.6.8" in fresh_log and "index.mjs" not in fresh_log
+    assert "index.mjs" in stale_log and ".dicom4qi-snapshot-" not in stale_log

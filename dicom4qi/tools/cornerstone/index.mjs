@@ -17,7 +17,10 @@ import path from "node:path";
 import zlib from "node:zlib";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
+// In a startup snapshot (bundle.mjs) this module runs inside one bundled script that has the release's libraries
+// loaded already: its folder, release and libraries are then in globalThis.__dicom4qiPreloaded.
+const PRELOADED = globalThis.__dicom4qiPreloaded || null;
+const HERE = PRELOADED ? PRELOADED.here : path.dirname(fileURLToPath(import.meta.url));
 const PROTOCOL = 1;
 const TOOL = "@cornerstonejs/adapters";
 const HOMEPAGE = "https://github.com/cornerstonejs/cornerstone3D";
@@ -121,6 +124,11 @@ function locateRelease(variant) {
 }
 
 async function importRelease(rel) {
+  if (PRELOADED) {
+    // launch.sh starts the snapshot of the release asked for: any other is a fault of the launcher, said as one
+    if (PRELOADED.release !== rel.release) throw new Error(`the startup snapshot holds release ${PRELOADED.release}, not ${rel.release}`);
+    return PRELOADED.libs;
+  }
   // The ESM entry points, each resolved from the library itself so that the library and this adapter share one
   // @cornerstonejs/core instance (its metadata registry and cache) and one dcmjs.
   const url = (p) => pathToFileURL(p).href;
@@ -470,6 +478,7 @@ async function read(rel, req) {
     throw new Error("read needs seg, sources and output");
   }
   const { core, adapters, dcmjs } = await importRelease(rel);
+  if (PRELOADED) notes.add("node started from the setup step's startup snapshot of the release (its libraries' code, evaluated once when the snapshot was built)");
   const Segmentation = adapters.adaptersSEG && adapters.adaptersSEG.Cornerstone3D && adapters.adaptersSEG.Cornerstone3D.Segmentation;
   if (!Segmentation || typeof Segmentation.createFromDICOMSegBuffer !== "function") {
     throw new Error(`${TOOL} ${rel.adapters.pkg.version} has no adaptersSEG.Cornerstone3D.Segmentation.createFromDICOMSegBuffer`);
@@ -621,4 +630,6 @@ async function main() {
 // The library logs through loglevel/console: keep stdout for the one JSON answer.
 console.log = console.info = console.warn = console.debug = console.error = (...args) => log(...args);
 
-main();
+// Building a startup snapshot, main runs when the snapshot starts, not now.
+if (globalThis.__dicom4qiSnapshot) globalThis.__dicom4qiSnapshot(main);
+else main();
