@@ -160,8 +160,8 @@ class BenchStats(_Model):
     size: int | None = Field(None, description="Bytes of the file written or read.")
     ratio_nifti: float | None = Field(
         None,
-        description="Median wall time (a viewer's: its own seconds, to the segmentation shown) over that of "
-        "nibabel's .nii.gz (same case, same operation).",
+        description="Median wall time (a viewer's: its own seconds, to the segmentation shown and the page answering "
+        "again) over that of nibabel's .nii.gz (same case, same operation).",
     )
     ratio_reference: float | None = Field(
         None,
