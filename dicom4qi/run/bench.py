@@ -419,7 +419,7 @@ def add_ratios(doc: ResultsDocument) -> None:
     """Fill each bench record's ratios: against nibabel's .nii.gz (same case and operation) and the reference read.
 
     A viewer's ratios are of its own seconds (from opening the viewer to the segmentation shown): its call's wall
-    time also holds the upload into its archive, the browser's driver and the suite's read back of what it shows,
+    time also holds the upload into its archive, the DevTools connection and the suite's read back of what it shows,
     which are not the viewer's (for 1000 segments OHIF's own 16 s sat in a 262 s call).
     """
     viewers = {t.name for t in doc.tools if is_viewer(t)}

@@ -38,6 +38,7 @@ from dicom4qi.model.decoded import DecodedWriter, frame_key
 from dicom4qi.model.masks import Crop
 from dicom4qi.model.segment import Segment
 from dicom4qi.process.usage import TreeSampler
+from dicom4qi.tools.ohif import cdp
 
 __all__ = ["OhifConsumer", "DEFAULT_VERSION", "split_read_back"]
 
@@ -50,6 +51,8 @@ MEMORY_SAMPLE_S = 0.25
 #: (1024x768 took 0.8 s to capture and 0.3 s to close a page; 800x600, which still shows the study browser and
 #: the image whole, 0.45 s and 0.15 s).
 VIEWPORT = (800, 600)
+#: The read back's own bound: the call's time limit is the real one (the viewer may still be busy with the SEG).
+READ_BACK_LIMIT_S = 3600.0
 #: How long the SEG may take to load once opened: this, and more for a larger object (see :func:`load_timeout_ms`).
 LOAD_TIMEOUT_MS = 30_000
 #: Further milliseconds of loading allowed per MiB of the object (a 160 MiB body CT SEG: 80 s more).
@@ -106,7 +109,7 @@ def _http(method: str, url: str, data: bytes | None = None) -> Any:
 
 class OhifConsumer(Consumer):
     name = "ohif"
-    preload = ("playwright.sync_api",)
+    preload = ("websocket", "pydicom")
     tool = "@ohif/app"
     npm = "@ohif/app"  # any release a column of its own: ohif@3.12.10 (fetched by npm pack)
     homepage = "https://github.com/OHIF/Viewers"
@@ -131,9 +134,9 @@ class OhifConsumer(Consumer):
         if shutil.which("npm") is None:
             missing.append("npm (to fetch @ohif/app)")
         try:
-            metadata.version("playwright")
+            metadata.version("websocket-client")
         except metadata.PackageNotFoundError:
-            missing.append("playwright (PyPI)")
+            missing.append("websocket-client (PyPI)")
         return (not missing, "missing: " + ", ".join(missing) if missing else "")
 
     def start_service(self, workdir: Path, cache: Path) -> Service:
@@ -146,7 +149,6 @@ class OhifConsumer(Consumer):
     def read(self, request: ReadRequest) -> DecodedWriter:
         t_imports = time.monotonic()
         import pydicom
-        from playwright.sync_api import sync_playwright
 
         if not request.service:
             raise RuntimeError("the OHIF consumer needs its service (viewer, Orthanc, chromium)")
@@ -172,93 +174,91 @@ class OhifConsumer(Consumer):
             _http("POST", ep["orthanc"] + "/instances", path.read_bytes())
         timings["upload"] = time.monotonic() - t0
 
-        console: list[str] = []
         workdir = request.workdir or Path(".")
-        t_pw = time.monotonic()
-        with sync_playwright() as pw:
-            timings["driver"] = time.monotonic() - t_pw
-            t_cdp = time.monotonic()
-            browser = pw.chromium.connect_over_cdp(ep["cdp"])
-            # The browser's own context, kept by the worker's chromium between reads: its HTTP cache holds the
-            # viewer's files (parsed once, not per read); study data is never cached (the proxy says no-store),
-            # and the origin's storage is emptied before each read, so every object gets a clean viewer.
-            context = browser.contexts[0]
-            timings["connect"] = time.monotonic() - t_cdp
-            page = None
+        t_cdp = time.monotonic()
+        # DevTools straight over the browser's websocket (see :mod:`dicom4qi.tools.ohif.cdp`): Playwright's Node
+        # driver had cost 0.55 s of every read to start and 0.3 s to close the page through.
+        browser = cdp.Browser(ep["cdp"], timeout_s=PAGE_TIMEOUT_MS / 1000)
+        page: cdp.Page | None = None
+        # The browser's memory while the viewer loads and shows the object: every chromium process (browser,
+        # GPU, renderers), sampled; counted in the call's peak memory (the call's own process is small).
+        sampler = TreeSampler(int(ep.get("browser_pid") or 0), interval_s=MEMORY_SAMPLE_S)
+        try:
             # A page an earlier read left open (its call killed at a time limit) would go on running the viewer
-            # beside this one, on the same origin's storage: closed first (the browser's blank tab stays).
-            for stale in list(context.pages):
-                if stale.url != "about:blank":
-                    stale.close()
-            # The browser's memory while the viewer loads and shows the object: every chromium process (browser,
-            # GPU, renderers), sampled; counted in the call's peak memory (the call's own process is small).
-            sampler = TreeSampler(int(ep.get("browser_pid") or 0), interval_s=MEMORY_SAMPLE_S)
-            try:
-                context.add_init_script(INIT_SCRIPT)
-                page = context.new_page()
-                _clear_storage(page, ep["viewer"])  # before the viewer is loaded
-                page.set_viewport_size({"width": VIEWPORT[0], "height": VIEWPORT[1]})
-                page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type == "error" else None)
-                page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
-                t1 = time.monotonic()
-                sampler.start()
-                page.goto(
-                    f"{ep['viewer']}/viewer?StudyInstanceUIDs={seg_hdr.StudyInstanceUID}", timeout=PAGE_TIMEOUT_MS
-                )
-                page.wait_for_function(
-                    "() => window.services && window.cornerstone && window.cornerstone.getRenderingEngines().length > 0"
-                    " && window.cornerstone.getRenderingEngines()[0].getViewports().some(v => v.getCurrentImageId && v.getCurrentImageId())",
-                    timeout=PAGE_TIMEOUT_MS,
-                )
-                timings["viewer"] = time.monotonic() - t1
-                seg_ds = page.evaluate(
-                    "(series) => { const d = window.services.displaySetService.getActiveDisplaySets()"
-                    ".find(x => x.SeriesInstanceUID === series); return d ? d.displaySetInstanceUID : null; }",
-                    str(seg_hdr.SeriesInstanceUID),
-                )
-                if not seg_ds:
-                    self._screenshot(page, workdir)
-                    raise RuntimeError("OHIF shows no display set for the SEG series" + _console_tail(console))
-                t2 = time.monotonic()
-                page.dblclick(f"#thumbnail-{seg_ds}", timeout=10_000)
-                state = page.evaluate(
-                    PROBE,
-                    {"op": "waitLoaded", "segId": seg_ds, "timeoutMs": load_timeout_ms(request.seg.stat().st_size)},
-                )
-                timings["seg"] = time.monotonic() - t2
-                if not state.get("ok"):
-                    self._screenshot(page, workdir)
-                    raise RuntimeError(f"OHIF did not load the SEG: {state.get('error')}" + _console_tail(console))
-                t3, asked = time.monotonic(), time.time()
-                back = json.loads(page.evaluate(PROBE, {"op": "readBack", "segId": seg_ds}))
-                # The segmentation is in OHIF's state before the viewer is done with it (its panel, its rendering):
-                # the page runs nothing else until then (7 s on 300 segments, 0.2 s on 3). That wait is the
-                # viewer's, counted in its own seconds; the rest of the read back is the suite's.
-                timings["viewer busy"], timings["read back"] = split_read_back(
-                    asked, float(back["begun"]) / 1000, time.monotonic() - t3
-                )
-                sampler.stop()
-                t4 = time.monotonic()
-                # The capture waits for a new frame of the compositor, which holds what the viewer drew for the
-                # read back (a fixed 300 ms wait before it was 300 ms of every read).
+            # beside this one, on the same origin's storage: closed first, and gone before the storage is emptied
+            # (the browser's blank tab stays).
+            browser.close_stale_pages()  # and the page of the read before, closed without waiting
+            # A new page in the browser's own context, kept by the worker's chromium between reads: its HTTP
+            # cache holds the viewer's files (parsed once, not per read); study data is never cached (the proxy
+            # says no-store), and the origin's storage is emptied before each read, so every object gets a clean
+            # viewer.
+            page = browser.new_page()
+            page.start(INIT_SCRIPT, VIEWPORT)
+            _clear_storage(page, ep["viewer"])  # before the viewer is loaded
+            timings["connect"] = time.monotonic() - t_cdp
+            t1 = time.monotonic()
+            sampler.start()
+            page.goto(f"{ep['viewer']}/viewer?StudyInstanceUIDs={seg_hdr.StudyInstanceUID}", PAGE_TIMEOUT_MS / 1000)
+            page.wait_for(
+                "window.services && window.cornerstone && window.cornerstone.getRenderingEngines().length > 0"
+                " && window.cornerstone.getRenderingEngines()[0].getViewports().some(v => v.getCurrentImageId && v.getCurrentImageId())",
+                PAGE_TIMEOUT_MS / 1000,
+            )
+            timings["viewer"] = time.monotonic() - t1
+            seg_ds = page.evaluate(
+                "(series) => { const d = window.services.displaySetService.getActiveDisplaySets()"
+                ".find(x => x.SeriesInstanceUID === series); return d ? d.displaySetInstanceUID : null; }",
+                str(seg_hdr.SeriesInstanceUID),
+                function=True,
+            )
+            if not seg_ds:
                 self._screenshot(page, workdir)
-                timings["screenshot"] = time.monotonic() - t4
-            finally:
-                sampler.stop()
-                t5 = time.monotonic()
-                if page is not None:
-                    page.close()
-                browser.close()  # disconnects; the worker's chromium and its context stay
+                raise RuntimeError("OHIF shows no display set for the SEG series" + _console_tail(page.console))
+            t2 = time.monotonic()
+            page.dblclick(f"#thumbnail-{seg_ds}", timeout_s=10)
+            load_ms = load_timeout_ms(request.seg.stat().st_size)
+            state = page.evaluate(
+                PROBE,
+                {"op": "waitLoaded", "segId": seg_ds, "timeoutMs": load_ms},
+                function=True,
+                timeout_s=load_ms / 1000 + PAGE_TIMEOUT_MS / 1000,
+            )
+            timings["seg"] = time.monotonic() - t2
+            if not state.get("ok"):
+                self._screenshot(page, workdir)
+                raise RuntimeError(f"OHIF did not load the SEG: {state.get('error')}" + _console_tail(page.console))
+            t3, asked = time.monotonic(), time.time()
+            back = json.loads(
+                # no limit of its own beyond the call's: a viewer still busy is measured, not cut short
+                page.evaluate(PROBE, {"op": "readBack", "segId": seg_ds}, function=True, timeout_s=READ_BACK_LIMIT_S)
+            )
+            # The segmentation is in OHIF's state before the viewer is done with it (its panel, its rendering):
+            # the page runs nothing else until then (7 s on 300 segments, 0.2 s on 3). That wait is the
+            # viewer's, counted in its own seconds; the rest of the read back is the suite's.
+            timings["viewer busy"], timings["read back"] = split_read_back(
+                asked, float(back["begun"]) / 1000, time.monotonic() - t3
+            )
+            sampler.stop()
+            t4 = time.monotonic()
+            # The capture waits for a new frame of the compositor, which holds what the viewer drew for the
+            # read back (a fixed 300 ms wait before it was 300 ms of every read).
+            self._screenshot(page, workdir)
+            timings["screenshot"] = time.monotonic() - t4
+        finally:
+            sampler.stop()
+            t5 = time.monotonic()
+            console = page.console if page is not None else []
+            if page is not None:
+                page.close()
+            browser.close()  # disconnects; the worker's chromium and its context stay
             timings["close"] = time.monotonic() - t5
-            t6 = time.monotonic()
-        timings["driver stop"] = time.monotonic() - t6
         writer = self._decoded(back, keys, multiframe, int(seg_hdr.Rows), int(seg_hdr.Columns))
         writer.notes.append(f"loaded by {state.get('path')}")
         if state.get("firstError"):
             writer.notes.append(f"loading error seen first: {state['firstError']}")
         writer.notes.append("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
         # What the viewer itself took: from opening the viewer to the segmentation shown and the page answering
-        # again (the upload into the archive, the browser's driver and the suite's read back are not the viewer's).
+        # again (the upload into the archive, the DevTools connection and the suite's read back are not the viewer's).
         writer.tool_s = timings["viewer"] + timings["seg"] + timings["viewer busy"]
         if sampler.peak_mb is not None:
             writer.service_peak_rss_mb = sampler.peak_mb
@@ -270,16 +270,11 @@ class OhifConsumer(Consumer):
         return writer
 
     @staticmethod
-    def _screenshot(page: Any, workdir: Path) -> None:
-        """The viewer as shown, by DevTools' own capture: Playwright's ``page.screenshot`` first waits for the page's
-        web fonts, which never arrive on a machine without the network (about 5 s lost on every read)."""
+    def _screenshot(page: cdp.Page, workdir: Path) -> None:
+        """The viewer as shown, by DevTools' own capture (Playwright's ``page.screenshot`` had first waited for the
+        page's web fonts, which never arrive on a machine without the network: about 5 s lost on every read)."""
         try:
-            cdp = page.context.new_cdp_session(page)
-            try:
-                shot = cdp.send("Page.captureScreenshot", {"format": "png", "optimizeForSpeed": True})
-            finally:
-                cdp.detach()
-            (workdir / "screenshot.png").write_bytes(base64.b64decode(shot["data"]))
+            (workdir / "screenshot.png").write_bytes(page.screenshot_png())
         except Exception:  # a missing screenshot must not hide the real outcome
             pass
 
@@ -361,14 +356,10 @@ class OhifConsumer(Consumer):
 _STORAGE = "all"
 
 
-def _clear_storage(page: Any, origin: str) -> None:
-    """Empty the origin's storage in the shared context, by DevTools, from the new page (the browser's own session
-    answers "Internal error"); a new page has its own session storage."""
-    cdp = page.context.new_cdp_session(page)
-    try:
-        cdp.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": _STORAGE})
-    finally:
-        cdp.detach()
+def _clear_storage(page: cdp.Page, origin: str) -> None:
+    """Empty the origin's storage in the shared context, by DevTools, from the new page's session (the browser's
+    own session answers "Internal error"); a new page has its own session storage."""
+    page.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": _STORAGE})
 
 
 def _console_tail(console: list[str]) -> str:
