@@ -420,7 +420,8 @@ def add_ratios(doc: ResultsDocument) -> None:
 
     A viewer's ratios are of its own seconds (from opening the viewer to the segmentation shown): its call's wall
     time also holds the upload into its archive, the DevTools connection and the suite's read back of what it shows,
-    which are not the viewer's (for 1000 segments OHIF's own 16 s sat in a 262 s call).
+    which are not the viewer's. OHIF's wait to answer again once it holds the segmentation is its own (on 1000
+    segments most of a 262 s call); records measured before that was counted are marked in the format study.
     """
     viewers = {t.name for t in doc.tools if is_viewer(t)}
     nifti: dict[tuple[str, str], float] = {}
