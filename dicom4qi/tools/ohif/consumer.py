@@ -45,8 +45,11 @@ __all__ = ["OhifConsumer", "DEFAULT_VERSION", "split_read_back"]
 DEFAULT_VERSION = "3.13.2"
 PROBE = (Path(__file__).with_name("probe.js")).read_text(encoding="utf-8")
 PAGE_TIMEOUT_MS = 60_000
-#: How often a read samples the browser's memory (seconds).
-MEMORY_SAMPLE_S = 0.25
+#: How often a read samples the browser's memory (seconds). A sample reads every chromium process's smaps_rollup
+#: and /proc's process table: 75 to 90 ms of CPU on a loaded 2-core machine, so every 0.25 s it took a third of a core
+#: from the viewer it measured and from the other workers; the last sample, once the SEG is shown and read back, is
+#: taken whatever the interval.
+MEMORY_SAMPLE_S = 1.0
 #: The viewer's size: every frame is drawn in software (chromium without a GPU), so pixels cost time in every phase
 #: (1024x768 took 0.8 s to capture and 0.3 s to close a page; 800x600, which still shows the study browser and
 #: the image whole, 0.45 s and 0.15 s).
@@ -153,6 +156,7 @@ class OhifConsumer(Consumer):
         if not request.service:
             raise RuntimeError("the OHIF consumer needs its service (viewer, Orthanc, chromium)")
         ep = request.service
+        t_headers = time.monotonic()
         seg_hdr = pydicom.dcmread(request.seg, stop_before_pixels=True)
         headers = [
             pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "NumberOfFrames"])
@@ -166,8 +170,8 @@ class OhifConsumer(Consumer):
             for h in headers
             for n in (range(1, int(h.NumberOfFrames) + 1) if str(h.SOPInstanceUID) in multiframe else [None])
         ]
-        timings: dict[str, float] = {"imports": time.monotonic() - t_imports}
         t0 = time.monotonic()
+        timings: dict[str, float] = {"imports": t_headers - t_imports, "headers": t0 - t_headers}
         for study in _http("GET", ep["orthanc"] + "/studies") or []:
             _http("DELETE", f"{ep['orthanc']}/studies/{study}")
         for path in [*request.sources, request.seg]:
@@ -252,7 +256,9 @@ class OhifConsumer(Consumer):
                 page.close()
             browser.close()  # disconnects; the worker's chromium and its context stay
             timings["close"] = time.monotonic() - t5
+        t7 = time.monotonic()
         writer = self._decoded(back, keys, multiframe, int(seg_hdr.Rows), int(seg_hdr.Columns))
+        timings["decode"] = time.monotonic() - t7
         writer.notes.append(f"loaded by {state.get('path')}")
         if state.get("firstError"):
             writer.notes.append(f"loading error seen first: {state['firstError']}")
