@@ -139,3 +139,14 @@ def test_a_crashed_page_ends_the_wait_at_once(chromium: str) -> None:
             page.wait_for("false", timeout_s=20)
         assert time.monotonic() - started < 15
         page.close()
+
+
+def test_a_large_answer_comes_back_whole(chromium: str) -> None:
+    """A read back of many MB (base64 slices in JSON) arrives whole, non-ASCII included."""
+    endpoint, _ = chromium.split("|")
+    with cdp.Browser(endpoint) as browser:
+        page = browser.new_page()
+        page.start("", (320, 240))
+        text = page.evaluate("'é'.repeat(10) + 'A'.repeat(8 * 1024 * 1024)")
+        assert text[:10] == "é" * 10 and len(text) == 10 + 8 * 1024 * 1024
+        page.close()
