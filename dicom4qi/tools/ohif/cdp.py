@@ -131,38 +131,32 @@ class Browser:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise PageTimeout(f"{method}: no answer from the browser in {timeout_s:g} s")
-            self._ws.settimeout(left)
-            try:
-                raw = self._ws.recv()
-            except websocket.WebSocketTimeoutException:
-                continue
-            except (OSError, websocket.WebSocketException) as exc:
-                raise DevToolsError(f"{method}: the browser's DevTools connection failed: {exc}") from exc
-            reply = json.loads(raw)
-            if reply.get("id") == msg_id:
+            reply = self._receive(left, session, method)
+            if reply is not None and reply.get("id") == msg_id:
                 if "error" in reply:
                     err = reply["error"]
                     raise DevToolsError(f"{method}: {err.get('message')} {err.get('data', '')}".rstrip())
                 return dict(reply.get("result") or {})
-            if "method" in reply:
-                self._event(reply)
-                if session is not None and session in self._gone:
-                    raise PageCrashed(self._gone[session])
 
     def pump(self, timeout_s: float, session: str | None = None) -> None:
         """Take in what the browser sends within ``timeout_s`` (at most one message), handing events on."""
+        self._receive(timeout_s, session, "waiting")
+
+    def _receive(self, timeout_s: float, session: str | None, what: str) -> dict[str, Any] | None:
+        """One message from the browser within ``timeout_s`` (None if none came), an event handed on; the session's
+        page gone (crashed or closed) is raised."""
         self._ws.settimeout(max(timeout_s, 0.001))
         try:
-            raw = self._ws.recv()
+            msg: dict[str, Any] = json.loads(self._ws.recv())
         except websocket.WebSocketTimeoutException:
-            return
+            return None
         except (OSError, websocket.WebSocketException) as exc:
-            raise DevToolsError(f"the browser's DevTools connection failed: {exc}") from exc
-        msg = json.loads(raw)
+            raise DevToolsError(f"{what}: the browser's DevTools connection failed: {exc}") from exc
         if "method" in msg:
             self._event(msg)
         if session is not None and session in self._gone:
             raise PageCrashed(self._gone[session])
+        return msg
 
     def _event(self, msg: dict[str, Any]) -> None:
         method, params, session = msg["method"], msg.get("params") or {}, msg.get("sessionId")
