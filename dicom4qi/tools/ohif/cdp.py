@@ -27,7 +27,16 @@ from typing import Any
 
 import websocket  # websocket-client
 
-__all__ = ["Browser", "Page", "DevToolsError", "PageError", "PageCrashed", "PageTimeout", "preview"]
+__all__ = [
+    "Browser",
+    "Page",
+    "DevToolsError",
+    "PageError",
+    "PageCrashed",
+    "PageTimeout",
+    "exception_message",
+    "preview",
+]
 
 
 class DevToolsError(RuntimeError):
@@ -174,10 +183,12 @@ class Browser:
         return [t for t in self.send("Target.getTargets")["targetInfos"] if t.get("type") == "page"]
 
     def close_target(self, target_id: str) -> None:
+        """Ask the browser to close a page, without waiting for it to go. A refusal (the page already gone) is not
+        raised: :meth:`close_stale_pages` checks that it went, before the next read uses the origin's storage."""
         try:
             self.send("Target.closeTarget", {"targetId": target_id})
         except DevToolsError:
-            pass  # already gone
+            pass
 
     def close_stale_pages(self, wait_s: float = 5.0) -> int:
         """Close every page but blank ones and wait (at most ``wait_s``) until they are gone; how many there were.
@@ -215,7 +226,6 @@ class Page:
         #: Console errors and uncaught exceptions, in Playwright's words (see the module's docstring).
         self.console: list[str] = []
         self._loaded = False
-        self._contexts: set[int] = set()
 
     def send(self, method: str, params: dict[str, Any] | None = None, *, timeout_s: float = 30.0) -> dict[str, Any]:
         return self.browser.send(method, params, self.session, timeout_s=timeout_s)
