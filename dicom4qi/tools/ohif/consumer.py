@@ -10,7 +10,8 @@ DevTools port. Per object, the read call:
    from the browser's cache after the first read (study data is never cached);
 3. loads the SEG as a user does, by double-clicking its thumbnail in the study
    browser; if no segmentation appears, the display set's ``load()`` is called
-   as the second path, which gives OHIF's own error at once;
+   as the second path, which gives OHIF's own error at once (a ``load()`` that never settles is given up on
+   when the page threw and then did nothing for 5 s: no request, no long task; else at the time limit);
 4. reads back from OHIF's own state (``segmentationService``, the cornerstone
    cache) the segments and every labelmap slice with the source image it
    belongs to, and saves a screenshot of the viewer with the SEG shown.
@@ -79,13 +80,32 @@ def split_read_back(asked: float, begun: float, elapsed: float) -> tuple[float, 
 INIT_SCRIPT = """
 localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']));
 window.__d4qiErrors = [];
+// Uncaught exceptions and rejections, counted apart from logged errors; and the page's last sign of work (a task
+// over 50 ms, a request ending) with its requests in flight: the probe tells a load that died from a slow one.
+window.__d4qiThrown = 0;
+window.__d4qiWork = { last: Date.now(), inflight: 0 };
 (() => {
   const original = console.error;
   console.error = function (...args) { window.__d4qiErrors.push(args.map(String).join(' ')); return original.apply(this, args); };
-  window.addEventListener('unhandledrejection', (e) => window.__d4qiErrors.push(String((e.reason && e.reason.message) || e.reason)));
+  const thrown = (text) => { window.__d4qiThrown += 1; window.__d4qiErrors.push(text); };
+  window.addEventListener('unhandledrejection', (e) => thrown(String((e.reason && e.reason.message) || e.reason)));
   // An uncaught exception (DevTools' "pageerror") is an error seen too: without it a load that threw waited out
   // its whole time limit before the second path was tried.
-  window.addEventListener('error', (e) => window.__d4qiErrors.push(String((e.error && e.error.message) || e.message)));
+  window.addEventListener('error', (e) => thrown(String((e.error && e.error.message) || e.message)));
+  const work = window.__d4qiWork;
+  const begin = () => { work.inflight += 1; work.last = Date.now(); };
+  const end = () => { work.inflight = Math.max(0, work.inflight - 1); work.last = Date.now(); };
+  const send = XMLHttpRequest.prototype.send;
+  XMLHttpRequest.prototype.send = function (...args) {
+    begin();
+    this.addEventListener('loadend', end, { once: true });
+    return send.apply(this, args);
+  };
+  const fetch = window.fetch;
+  window.fetch = function (...args) { begin(); return fetch.apply(this, args).finally(end); };
+  try {
+    new PerformanceObserver(() => { work.last = Date.now(); }).observe({ type: 'longtask' });
+  } catch (e) { /* no long-task timing: requests and the probe's own timer still say it */ }
 })();
 """
 _DTYPES = {
@@ -209,9 +229,11 @@ class OhifConsumer(Consumer):
                 PAGE_TIMEOUT_MS / 1000,
             )
             timings["viewer"] = time.monotonic() - t1
-            seg_ds = page.evaluate(
+            # the display set, and how many uncaught exceptions the page has had before the double-click
+            seg_ds, thrown = page.evaluate(
                 "(series) => { const d = window.services.displaySetService.getActiveDisplaySets()"
-                ".find(x => x.SeriesInstanceUID === series); return d ? d.displaySetInstanceUID : null; }",
+                ".find(x => x.SeriesInstanceUID === series); return [d ? d.displaySetInstanceUID : null,"
+                " window.__d4qiThrown || 0]; }",
                 str(seg_hdr.SeriesInstanceUID),
                 function=True,
             )
@@ -223,7 +245,7 @@ class OhifConsumer(Consumer):
             load_ms = load_timeout_ms(request.seg.stat().st_size)
             state = page.evaluate(
                 PROBE,
-                {"op": "waitLoaded", "segId": seg_ds, "timeoutMs": load_ms},
+                {"op": "waitLoaded", "segId": seg_ds, "timeoutMs": load_ms, "thrownBefore": thrown},
                 function=True,
                 timeout_s=load_ms / 1000 + PAGE_TIMEOUT_MS / 1000,
             )

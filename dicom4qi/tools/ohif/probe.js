@@ -3,7 +3,7 @@
 //   readBack:   what OHIF holds: segments (index, label, colour, codes) and every non-empty labelmap slice,
 //               as one JSON string.
 // Nothing here changes OHIF's state beyond what a user's double-click did.
-async ({ op, segId, timeoutMs }) => {
+async ({ op, segId, timeoutMs, thrownBefore: thrownSeen }) => {
   const svc = window.services;
   const cs = window.cornerstone;
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -26,23 +26,51 @@ async ({ op, segId, timeoutMs }) => {
     // Errors OHIF logs while loading (caught by the init script) end the wait early:
     // the load() call below then says whether they were about this SEG.
     const errorsBefore = (window.__d4qiErrors || []).length;
-    while (Date.now() - start < timeoutMs) {
+    // uncaught exceptions since the double-click (the caller counted those before it)
+    const thrownBefore = typeof thrownSeen === 'number' ? thrownSeen : window.__d4qiThrown || 0;
+    // A display set without a load() of its own is none OHIF made a segmentation of (seen when it logged
+    // 'ReferencedSeriesSequence is missing'): 5 s on the double-click path, not the whole limit, then asked.
+    const firstPathMs = typeof ds.load === 'function' ? timeoutMs : Math.min(timeoutMs, 5000);
+    while (Date.now() - start < firstPathMs) {
       if (ready()) return { ok: true, path: 'double-click', ms: Date.now() - start };
       if (rejected || (window.__d4qiErrors || []).length > errorsBefore) break;
       await sleep(100);
     }
     // The second path: the display set's own load call, which gives OHIF's error at once.
-    // load() itself may never settle (seen with 16-bit label maps of 256 segments): bounded by what is left of
-    // the time limit, and at least SECOND_PATH_MS (a load() that rejects does so at once).
+    // load() itself may never settle (seen with 16-bit label maps of 256 segments, after the page threw 'Invalid
+    // typed array length'): bounded by what is left of the time limit, and at least SECOND_PATH_MS (a load() that
+    // rejects does so at once); and given up on once the page has thrown since the double-click and then done
+    // nothing for IDLE_MS (no request in flight or ending, no task over 50 ms, the probe's own timer on time):
+    // nothing is left running that could settle it. A slow load that threw keeps its whole time limit.
     const SECOND_PATH_MS = 5000;
+    const IDLE_MS = 5000;
     const left = Math.max(SECOND_PATH_MS, timeoutMs - (Date.now() - start));
+    const secondPath = Date.now();
+    let settledOrFailed = false;
+    const idle = async () => {
+      let lastLate = secondPath;
+      while (!settledOrFailed) {
+        const before = Date.now();
+        await sleep(100);
+        const now = Date.now();
+        if (now - before > 150) lastLate = now; // the page ran something long enough to hold the timer up
+        const work = window.__d4qiWork || { last: 0, inflight: 0 };
+        const quietSince = Math.max(secondPath, lastLate, work.last);
+        if ((window.__d4qiThrown || 0) > thrownBefore && !work.inflight && now - quietSince >= IDLE_MS) {
+          throw new Error(`did not settle: the page threw, then did nothing for ${IDLE_MS / 1000} s (no request, no task over 50 ms; ${Math.round((now - start) / 1000)} s after the double-click)`);
+        }
+      }
+    };
     try {
       await Promise.race([
         ds.load({ headers: {} }),
         sleep(left).then(() => { throw new Error(`did not settle within ${left} ms (${Math.round((Date.now() - start) / 1000)} s after the double-click)`); }),
+        idle(),
       ]);
     } catch (e) {
       return { ok: false, error: `load() rejected: ${errText(e)}`, firstError: rejected };
+    } finally {
+      settledOrFailed = true;
     }
     const settled = Date.now();
     while (Date.now() - settled < 5000) {
