@@ -150,3 +150,32 @@ def test_a_large_answer_comes_back_whole(chromium: str) -> None:
         text = page.evaluate("'é'.repeat(10) + 'A'.repeat(8 * 1024 * 1024)")
         assert text[:10] == "é" * 10 and len(text) == 10 + 8 * 1024 * 1024
         page.close()
+
+
+def test_a_page_handed_over_gets_the_next_connections_script_only(chromium: str) -> None:
+    """The OHIF read's page handed to the worker's next read: found by its URL, kept by the stale-page sweep, and
+    its next document runs the new session's init script once (the old session's went with it)."""
+    endpoint, url = chromium.split("|")
+    with cdp.Browser(endpoint) as browser:
+        page = browser.new_page()
+        page.start("window.__runs = (window.__runs || 0) + 1; window.__by = 'first'; localStorage.length;", (320, 240))
+        page.goto(url, timeout_s=30)
+        target = page.target_id
+        page.hand_over("about:blank#handed-over")
+    with cdp.Browser(endpoint) as browser:
+        deadline = time.monotonic() + 10
+        while not any(t.get("url") == "about:blank#handed-over" for t in browser.pages()):
+            assert time.monotonic() < deadline, browser.pages()
+            time.sleep(0.02)
+        stale = browser.pages()
+        browser.close_stale_pages(keep=target)
+        assert target in {t["targetId"] for t in browser.pages()}
+        page = browser.attach(target)
+        page.start("window.__runs = (window.__runs || 0) + 1; window.__by = 'second';", (320, 240))
+        # the first session's script did not run in the handed-over blank document (whose storage it cannot use)
+        assert not [c for c in page.console if "localStorage" in c], page.console
+        page.goto(url, timeout_s=30)
+        assert page.evaluate("[window.__runs, window.__by, innerWidth]") == [1, "second", 320]
+        page.close()
+        browser.close_stale_pages(wait_s=5)
+        assert all(p.get("url") != url for p in browser.pages()), stale
