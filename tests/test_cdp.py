@@ -179,3 +179,39 @@ def test_a_page_handed_over_gets_the_next_connections_script_only(chromium: str)
         page.close()
         browser.close_stale_pages(wait_s=5)
         assert all(p.get("url") != url for p in browser.pages()), stale
+
+
+def test_a_page_handed_over_keeps_no_storage_of_the_origin_once_emptied(chromium: str, tmp_path: Path) -> None:
+    """Session storage belongs to the tab and outlives its documents: the OHIF read's storage clear empties it too,
+    as it does local storage, for the next document of a page handed over."""
+    import functools
+    import http.server
+    import threading
+
+    from dicom4qi.tools.ohif.consumer import _clear_storage
+
+    (tmp_path / "index.html").write_text("<title>origin</title>", encoding="utf-8")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    endpoint, _ = chromium.split("|")
+    try:
+        with cdp.Browser(endpoint) as browser:
+            page = browser.new_page()
+            page.start("", (320, 240))
+            page.goto(origin + "/index.html", timeout_s=30)
+            page.evaluate("sessionStorage.setItem('s', '1'); localStorage.setItem('l', '2')")
+            target = page.target_id
+            assert page.hand_over("about:blank#handed-over")
+        with cdp.Browser(endpoint) as browser:
+            page = browser.attach(target)
+            page.start("", (320, 240))
+            _clear_storage(page, origin)
+            page.goto(origin + "/index.html", timeout_s=30)
+            assert page.evaluate("[sessionStorage.length, localStorage.length]") == [0, 0]
+            page.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -14,10 +14,10 @@ from dicom4qi.tools.ohif.consumer import INIT_SCRIPT, PROBE
 
 from .test_cdp import chromium  # noqa: F401  (the fixture: a headless chromium of this machine)
 
-#: The viewer's services as far as waitLoaded uses them. ``window.scenario`` is set before the wait: ``threw`` (the
-#: page throws 0.2 s in, load() never settles), ``busy`` (it throws, then works in 80 ms tasks for 7 s and the
-#: segmentation is there), ``logged`` (it only logs an error; load() never settles), ``noload``
-#: (a display set without a load() of its own).
+#: The viewer's services as far as waitLoaded uses them. ``window.start(scenario)`` begins a load: ``threw`` (the
+#: page throws 0.2 s in, load() never settles); ``busy``, ``chunks``, ``worker`` (it throws, then works for 7 s in
+#: 80 ms tasks, in 5 ms timer callbacks, in a worker, and the segmentation is there); ``logged`` (it only logs an
+#: error, load() never settles); ``noload`` (a display set without a load() of its own).
 FAKE_VIEWER = """
 window.segReady = false;
 window.services = {
@@ -27,16 +27,23 @@ window.services = {
 };
 window.cornerstone = { cache: { getImage: () => ({}) } };
 window.start = (scenario) => {
-  window.loadPromise = new Promise((resolve) => {
-    if (scenario === 'busy') setTimeout(() => { window.segReady = true; resolve(); }, 7000);
-  });
+  let finish;
+  window.loadPromise = new Promise((resolve) => { finish = () => { window.segReady = true; resolve(); }; });
   if (scenario === 'noload') { window.noLoad = true; return; }
   if (scenario === 'logged') { setTimeout(() => console.error('a thumbnail failed'), 200); return; }
   setTimeout(() => { throw new Error('Invalid typed array length: 4096'); }, 200);
-  if (scenario === 'busy') {
-    const until = Date.now() + 7000;
-    const work = () => { const t = Date.now(); while (Date.now() - t < 80) {} if (Date.now() < until) setTimeout(work, 300); };
+  if (scenario === 'threw') return;
+  const until = Date.now() + 7000;
+  if (scenario === 'busy') {  // 80 ms tasks every 300 ms
+    const work = () => { const t = Date.now(); while (Date.now() - t < 80) {} if (Date.now() < until) setTimeout(work, 300); else finish(); };
     setTimeout(work, 300);
+  } else if (scenario === 'chunks') {  // 5 ms of work every 100 ms, in timer callbacks
+    const chunk = () => { const t = Date.now(); while (Date.now() - t < 5) {} if (Date.now() < until) setTimeout(chunk, 100); else finish(); };
+    setTimeout(chunk, 100);
+  } else if (scenario === 'worker') {  // a worker's answer every 300 ms, the main thread idle between
+    const w = new Worker(URL.createObjectURL(new Blob(["onmessage = () => setTimeout(() => postMessage(1), 300);"])));
+    w.onmessage = () => { if (Date.now() < until) w.postMessage(0); else finish(); };
+    w.postMessage(0);
   }
 };
 """
@@ -74,8 +81,14 @@ def test_a_load_that_died_after_the_page_threw_ends_when_the_page_is_idle(chromi
 
 
 @pytest.mark.slow
-def test_a_slow_load_that_threw_but_kept_working_is_waited_for(chromium: str, tmp_path: Path) -> None:  # noqa: F811
-    state, seconds = _wait(chromium.split("|")[0], "busy", 30_000, tmp_path)
+@pytest.mark.parametrize("scenario", ["busy", "chunks", "worker"])
+def test_a_slow_load_that_threw_but_kept_working_is_waited_for(
+    chromium: str,  # noqa: F811
+    tmp_path: Path,
+    scenario: str,
+) -> None:
+    """Long tasks, short timer callbacks, a worker's messages: each is work the wait sees."""
+    state, seconds = _wait(chromium.split("|")[0], scenario, 30_000, tmp_path)
     assert state["ok"] is True, state
     assert state["path"] == "load()"
     assert seconds >= 7

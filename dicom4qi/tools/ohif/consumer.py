@@ -5,13 +5,15 @@ DICOMweb, a same-origin server for the viewer build and one chromium with a
 DevTools port. Per object, the read call:
 
 1. empties Orthanc and uploads the source series and the SEG;
-2. opens the viewer on the study in a new page of the worker's browser, its origin's storage emptied first
-   (local storage, IndexedDB, cache storage, service workers, cookies): a clean viewer, whose own files come
-   from the browser's cache after the first read (study data is never cached);
+2. opens the viewer on the study in a new document of the worker's browser, its origin's storage emptied first
+   (local storage, session storage, IndexedDB, cache storage, service workers, cookies): a clean viewer, whose
+   own files come from the browser's cache after the first read (study data is never cached); in the page the
+   worker's read before ended well in (handed over), else in a new page (after a read that failed or was killed,
+   and for every timed read of the benchmark);
 3. loads the SEG as a user does, by double-clicking its thumbnail in the study
    browser; if no segmentation appears, the display set's ``load()`` is called
    as the second path, which gives OHIF's own error at once (a ``load()`` that never settles is given up on
-   when the page threw and then did nothing for 5 s: no request, no long task; else at the time limit);
+   when the page threw and then did nothing for 5 s: no request, long task, timer, worker message; else at the limit);
 4. reads back from OHIF's own state (``segmentationService``, the cornerstone
    cache) the segments and every labelmap slice with the source image it
    belongs to, and saves a screenshot of the viewer with the SEG shown.
@@ -106,6 +108,21 @@ window.__d4qiWork = { last: Date.now(), inflight: 0 };
   try {
     new PerformanceObserver(() => { work.last = Date.now(); }).observe({ type: 'longtask' });
   } catch (e) { /* no long-task timing: requests and the probe's own timer still say it */ }
+  // Work the main thread hardly sees: frames decoded in web workers (a message either way), and work cut into
+  // short timer callbacks (the probe's own sleeps use the timer kept here, which marks nothing).
+  const seen = () => { work.last = Date.now(); };
+  const NativeWorker = window.Worker;
+  if (NativeWorker) {
+    window.Worker = class extends NativeWorker {
+      constructor(...args) { super(...args); this.addEventListener('message', seen); }
+      postMessage(...args) { seen(); return super.postMessage(...args); }
+    };
+  }
+  const timer = window.setTimeout;
+  window.__d4qiTimer = timer;
+  window.setTimeout = function (fn, ...rest) {
+    return typeof fn === 'function' ? timer.call(this, function (...a) { seen(); return fn.apply(this, a); }, ...rest) : timer.call(this, fn, ...rest);
+  };
 })();
 """
 _DTYPES = {
@@ -221,11 +238,23 @@ class OhifConsumer(Consumer):
             browser.close_stale_pages(keep=kept)  # and a page the read before closed without waiting
             # A page in the browser's own context, kept by the worker's chromium between reads: its HTTP
             # cache holds the viewer's files (parsed once, not per read); study data is never cached (the proxy
-            # says no-store), and the origin's storage is emptied before each read, so every object gets a clean
-            # viewer.
-            page = browser.attach(kept) if kept else browser.new_page()
-            page.start(INIT_SCRIPT, VIEWPORT)
-            _clear_storage(page, ep["viewer"])  # before the viewer is loaded
+            # says no-store), and the origin's storage is emptied before each read (session storage too), so
+            # every object gets a clean viewer.
+            if kept:
+                try:
+                    page = browser.attach(kept)
+                    page.start(INIT_SCRIPT, VIEWPORT)
+                    _clear_storage(page, ep["viewer"])  # before the viewer is loaded
+                except (cdp.DevToolsError, cdp.PageError, cdp.PageCrashed, cdp.PageTimeout):
+                    # the page went in between: not OHIF's doing, a new page instead
+                    if page is not None:
+                        page.close()
+                    browser.close_stale_pages()
+                    page, kept = None, None
+            if page is None:
+                page = browser.new_page()
+                page.start(INIT_SCRIPT, VIEWPORT)
+                _clear_storage(page, ep["viewer"])  # before the viewer is loaded
             page.console.clear()  # what the blank document said (DevTools repeats it to a new session) is not OHIF's
             timings["connect"] = time.monotonic() - t_cdp
             t1 = time.monotonic()
@@ -282,14 +311,14 @@ class OhifConsumer(Consumer):
         finally:
             sampler.stop()
             t5 = time.monotonic()
-            console = page.console if page is not None else []
-            if page is not None and ended_well and not request.bench:
-                try:
+            console = list(page.console) if page is not None else []  # not what the page says after this
+            try:
+                if page is not None and ended_well and not request.bench:
                     page.hand_over(HANDED_OVER)  # else closed: the next read gets a new page
-                except Exception:  # noqa: BLE001  the read stands; the next read closes the page as stale
-                    pass
-            elif page is not None:
-                page.close()
+                elif page is not None:
+                    page.close()
+            except Exception:  # noqa: BLE001  the read's outcome stands; the next read closes the page as stale
+                pass
             browser.close()  # disconnects; the worker's chromium and its context stay
             timings["close"] = time.monotonic() - t5
         t7 = time.monotonic()
@@ -416,8 +445,8 @@ def _handed_over(browser: cdp.Browser) -> str | None:
 
 
 def _clear_storage(page: cdp.Page, origin: str) -> None:
-    """Empty the origin's storage in the shared context, by DevTools, from the new page's session (the browser's
-    own session answers "Internal error"); a new page has its own session storage."""
+    """Empty the origin's storage in the shared context, by DevTools, from the page's session (the browser's own
+    session answers "Internal error"); session storage too, which a page handed over keeps between documents."""
     page.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": _STORAGE})
 
 

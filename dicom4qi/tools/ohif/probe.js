@@ -6,7 +6,9 @@
 async ({ op, segId, timeoutMs, thrownBefore: thrownSeen }) => {
   const svc = window.services;
   const cs = window.cornerstone;
-  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  // the page's own timer, which the init script's wrapper (it counts page callbacks as work) is not
+  const timer = window.__d4qiTimer || setTimeout;
+  const sleep = (ms) => new Promise((r) => timer(r, ms));
   const errText = (e) => (e && (e.message || e.toString())) || String(e);
 
   if (op === 'waitLoaded') {
@@ -40,24 +42,28 @@ async ({ op, segId, timeoutMs, thrownBefore: thrownSeen }) => {
     // load() itself may never settle (seen with 16-bit label maps of 256 segments, after the page threw 'Invalid
     // typed array length'): bounded by what is left of the time limit, and at least SECOND_PATH_MS (a load() that
     // rejects does so at once); and given up on once the page has thrown since the double-click and then done
-    // nothing for IDLE_MS (no request in flight or ending, no task over 50 ms, the probe's own timer on time):
-    // nothing is left running that could settle it. A slow load that threw keeps its whole time limit.
+    // nothing for IDLE_MS (no request in flight or ending, no task over 50 ms, no timer callback of the page's,
+    // no message to or from a worker, no change in cornerstone's cache, the probe's own timer on time): nothing
+    // is left running that could settle it. A slow load that threw keeps its whole time limit.
     const SECOND_PATH_MS = 5000;
     const IDLE_MS = 5000;
     const left = Math.max(SECOND_PATH_MS, timeoutMs - (Date.now() - start));
     const secondPath = Date.now();
     let settledOrFailed = false;
+    const cacheSize = () => { try { return cs.cache.getCacheSize(); } catch (e) { return 0; } };
     const idle = async () => {
       let lastLate = secondPath;
+      let size = cacheSize();
       while (!settledOrFailed) {
         const before = Date.now();
         await sleep(100);
         const now = Date.now();
         if (now - before > 150) lastLate = now; // the page ran something long enough to hold the timer up
+        if (cacheSize() !== size) { size = cacheSize(); lastLate = now; } // images (labelmap slices) came in
         const work = window.__d4qiWork || { last: 0, inflight: 0 };
         const quietSince = Math.max(secondPath, lastLate, work.last);
         if ((window.__d4qiThrown || 0) > thrownBefore && !work.inflight && now - quietSince >= IDLE_MS) {
-          throw new Error(`did not settle: the page threw, then did nothing for ${IDLE_MS / 1000} s (no request, no task over 50 ms; ${Math.round((now - start) / 1000)} s after the double-click)`);
+          throw new Error(`did not settle: the page threw, then did nothing for ${IDLE_MS / 1000} s (no request, long task, timer callback, worker message or new image; ${Math.round((now - start) / 1000)} s after the double-click)`);
         }
       }
     };
