@@ -244,6 +244,8 @@ class OhifConsumer(Consumer):
                 try:
                     page = browser.attach(kept)
                     page.start(INIT_SCRIPT, VIEWPORT)
+                    # the last viewer's heap, garbage once its document went, is not this read's memory
+                    page.send("HeapProfiler.collectGarbage")
                     _clear_storage(page, ep["viewer"])  # before the viewer is loaded
                 except (cdp.DevToolsError, cdp.PageError, cdp.PageCrashed, cdp.PageTimeout):
                     # the page went in between: not OHIF's doing, a new page instead
