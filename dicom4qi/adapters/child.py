@@ -148,7 +148,6 @@ def _run(call: Call) -> Reply:
                 sources=[Path(p) for p in call.sources],
                 workdir=output.parent,
                 service=call.service,
-                bench=call.bench,
             )
         )
         read_s = time.perf_counter() - start

@@ -100,9 +100,6 @@ class ReadRequest:
     workdir: Path | None = None
     #: Endpoints of the adapter's running service (see :meth:`Consumer.start_service`), if it has one.
     service: dict[str, str] | None = None
-    #: A timed read of the benchmark: an adapter that carries anything over from a read before (the OHIF
-    #: consumer's page) starts afresh, as the benchmark times every read in a process of its own.
-    bench: bool = False
 
 
 @dataclass(frozen=True)

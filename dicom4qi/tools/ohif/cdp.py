@@ -190,13 +190,12 @@ class Browser:
         except DevToolsError:
             pass
 
-    def close_stale_pages(self, wait_s: float = 5.0, keep: str | None = None) -> int:
-        """Close every page but blank ones (and ``keep``) and wait (at most ``wait_s``) until they are gone; how many
-        there were.
+    def close_stale_pages(self, wait_s: float = 5.0) -> int:
+        """Close every page but blank ones and wait (at most ``wait_s``) until they are gone; how many there were.
 
         A read closes its page without waiting for it to go (Playwright's wait was 0.3 s of every read); the next
         read, on the same origin's storage, starts here, when it is long gone or is made to be."""
-        stale = [str(t["targetId"]) for t in self.pages() if t.get("url") != "about:blank" and t["targetId"] != keep]
+        stale = [str(t["targetId"]) for t in self.pages() if t.get("url") != "about:blank"]
         count = len(stale)
         for target in stale:
             self.close_target(target)
@@ -212,11 +211,7 @@ class Browser:
 
     def new_page(self) -> Page:
         """A new blank page in the browser's own context (the one whose HTTP cache the worker keeps)."""
-        return self.attach(self.send("Target.createTarget", {"url": "about:blank"})["targetId"])
-
-    def attach(self, target: str) -> Page:
-        """A page target of the browser (new, or handed over by an earlier connection), through a new session: the
-        scripts and settings an earlier session gave it went with that session."""
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         page = Page(self, target, session)
         self._handlers[session] = page._on_event
@@ -231,7 +226,6 @@ class Page:
         #: Console errors and uncaught exceptions, in Playwright's words (see the module's docstring).
         self.console: list[str] = []
         self._loaded = False
-        self._scripts: list[str] = []
 
     def send(self, method: str, params: dict[str, Any] | None = None, *, timeout_s: float = 30.0) -> dict[str, Any]:
         return self.browser.send(method, params, self.session, timeout_s=timeout_s)
@@ -253,9 +247,7 @@ class Page:
         """Events on, ``init_script`` before every document's own scripts, the viewport's size."""
         for domain in ("Page.enable", "Runtime.enable", "Log.enable", "Inspector.enable"):
             self.send(domain)
-        self._scripts.append(
-            str(self.send("Page.addScriptToEvaluateOnNewDocument", {"source": init_script})["identifier"])
-        )
+        self.send("Page.addScriptToEvaluateOnNewDocument", {"source": init_script})
         width, height = viewport
         self.send(
             "Emulation.setDeviceMetricsOverride",
@@ -357,23 +349,3 @@ class Page:
     def close(self) -> None:
         self.browser._handlers.pop(self.session, None)
         self.browser.close_target(self.target_id)
-
-    def hand_over(self, url: str, timeout_s: float = 5.0) -> bool:
-        """Leave the page for the next connection: navigated to ``url`` (which names it as handed over: its
-        document, the viewer's, is gone once that has loaded) and detached; whether it was. A page that does not
-        get there within ``timeout_s`` is closed instead. This session's init scripts are taken off first: they
-        are not for that document (nor would its storage let them run)."""
-        try:
-            for identifier in self._scripts:
-                self.send("Page.removeScriptToEvaluateOnNewDocument", {"identifier": identifier})
-            self._scripts.clear()
-            self.goto(url, timeout_s)
-        except (DevToolsError, PageError, PageTimeout, PageCrashed):
-            self.close()
-            return False
-        self.browser._handlers.pop(self.session, None)
-        try:
-            self.browser.send("Target.detachFromTarget", {"sessionId": self.session})
-        except DevToolsError:
-            pass
-        return True

@@ -5,11 +5,9 @@ DICOMweb, a same-origin server for the viewer build and one chromium with a
 DevTools port. Per object, the read call:
 
 1. empties Orthanc and uploads the source series and the SEG;
-2. opens the viewer on the study in a new document of the worker's browser, its origin's storage emptied first
-   (local storage, session storage, IndexedDB, cache storage, service workers, cookies): a clean viewer, whose
-   own files come from the browser's cache after the first read (study data is never cached); in the page the
-   worker's read before ended well in (handed over), else in a new page (after a read that failed or was killed,
-   and for every timed read of the benchmark);
+2. opens the viewer on the study in a new page of the worker's browser, its origin's storage emptied first
+   (local storage, IndexedDB, cache storage, service workers, cookies): a clean viewer, whose own files come
+   from the browser's cache after the first read (study data is never cached);
 3. loads the SEG as a user does, by double-clicking its thumbnail in the study
    browser; if no segmentation appears, the display set's ``load()`` is called
    as the second path, which gives OHIF's own error at once (a ``load()`` that never settles is given up on
@@ -221,8 +219,6 @@ class OhifConsumer(Consumer):
         # driver had cost 0.55 s of every read to start and 0.3 s to close the page through.
         browser = cdp.Browser(ep["cdp"], timeout_s=PAGE_TIMEOUT_MS / 1000)
         page: cdp.Page | None = None
-        ended_well = False
-        kept: str | None = None
         # The browser's memory while the viewer loads and shows the object: every chromium process (browser,
         # GPU, renderers), sampled; counted in the call's peak memory (the call's own process is small).
         sampler = TreeSampler(int(ep.get("browser_pid") or 0), interval_s=MEMORY_SAMPLE_S)
@@ -230,34 +226,14 @@ class OhifConsumer(Consumer):
             # A page an earlier read left open (its call killed at a time limit) would go on running the viewer
             # beside this one, on the same origin's storage: closed first, and gone before the storage is emptied
             # (the browser's blank tab stays).
-            # The page of the read before, where that read ended as it should (it left the viewer for HANDED_OVER):
-            # the object gets a new document in it, so the renderer's compiled viewer code is not built again
-            # (0.4 s of every page load). A read that failed or was killed handed nothing over: its page is
-            # closed below and the next object gets a new one, as the benchmark's every timed read does.
-            kept = None if request.bench else _handed_over(browser)
-            browser.close_stale_pages(keep=kept)  # and a page the read before closed without waiting
-            # A page in the browser's own context, kept by the worker's chromium between reads: its HTTP
+            browser.close_stale_pages()  # and the page of the read before, closed without waiting
+            # A new page in the browser's own context, kept by the worker's chromium between reads: its HTTP
             # cache holds the viewer's files (parsed once, not per read); study data is never cached (the proxy
-            # says no-store), and the origin's storage is emptied before each read (session storage too), so
-            # every object gets a clean viewer.
-            if kept:
-                try:
-                    page = browser.attach(kept)
-                    page.start(INIT_SCRIPT, VIEWPORT)
-                    # the last viewer's heap, garbage once its document went, is not this read's memory
-                    page.send("HeapProfiler.collectGarbage")
-                    _clear_storage(page, ep["viewer"])  # before the viewer is loaded
-                except (cdp.DevToolsError, cdp.PageError, cdp.PageCrashed, cdp.PageTimeout):
-                    # the page went in between: not OHIF's doing, a new page instead
-                    if page is not None:
-                        page.close()
-                    browser.close_stale_pages()
-                    page, kept = None, None
-            if page is None:
-                page = browser.new_page()
-                page.start(INIT_SCRIPT, VIEWPORT)
-                _clear_storage(page, ep["viewer"])  # before the viewer is loaded
-            page.console.clear()  # what the blank document said (DevTools repeats it to a new session) is not OHIF's
+            # says no-store), and the origin's storage is emptied before each read, so every object gets a clean
+            # viewer.
+            page = browser.new_page()
+            page.start(INIT_SCRIPT, VIEWPORT)
+            _clear_storage(page, ep["viewer"])  # before the viewer is loaded
             timings["connect"] = time.monotonic() - t_cdp
             t1 = time.monotonic()
             sampler.start()
@@ -309,15 +285,12 @@ class OhifConsumer(Consumer):
             # read back (a fixed 300 ms wait before it was 300 ms of every read).
             self._screenshot(page, workdir)
             timings["screenshot"] = time.monotonic() - t4
-            ended_well = True
         finally:
             sampler.stop()
             t5 = time.monotonic()
-            console = list(page.console) if page is not None else []  # not what the page says after this
+            console = list(page.console) if page is not None else []
             try:
-                if page is not None and ended_well and not request.bench:
-                    page.hand_over(HANDED_OVER)  # else closed: the next read gets a new page
-                elif page is not None:
+                if page is not None:
                     page.close()
             except Exception:  # noqa: BLE001  the read's outcome stands; the next read closes the page as stale
                 pass
@@ -327,11 +300,6 @@ class OhifConsumer(Consumer):
         writer = self._decoded(back, keys, multiframe, int(seg_hdr.Rows), int(seg_hdr.Columns))
         timings["decode"] = time.monotonic() - t7
         writer.notes.append(f"loaded by {state.get('path')}")
-        writer.notes.append(
-            "page: the one an earlier read of this worker ended well in, with a new document and emptied storage"
-            if kept
-            else "page: a new one"
-        )
         if state.get("firstError"):
             writer.notes.append(f"loading error seen first: {state['firstError']}")
         writer.notes.append("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
@@ -434,21 +402,9 @@ class OhifConsumer(Consumer):
 _STORAGE = "all"
 
 
-#: Where a read that ended as it should leaves its page: the next read of the worker takes the page over.
-HANDED_OVER = "about:blank#dicom4qi-handed-over"
-
-
-def _handed_over(browser: cdp.Browser) -> str | None:
-    """The page a read of this browser handed over (its target id), if one did and it is still there."""
-    for target in browser.pages():
-        if target.get("url") == HANDED_OVER:
-            return str(target["targetId"])
-    return None
-
-
 def _clear_storage(page: cdp.Page, origin: str) -> None:
-    """Empty the origin's storage in the shared context, by DevTools, from the page's session (the browser's own
-    session answers "Internal error"); session storage too, which a page handed over keeps between documents."""
+    """Empty the origin's storage in the shared context, by DevTools, from the new page's session (the browser's
+    own session answers "Internal error"); a new page has its own session storage."""
     page.send("Storage.clearDataForOrigin", {"origin": origin, "storageTypes": _STORAGE})
 
 

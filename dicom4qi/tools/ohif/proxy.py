@@ -64,8 +64,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", mimetypes.guess_type(target.name)[0] or "application/octet-stream")
         self.send_header("Content-Length", str(len(data)))
-        # index.html no-store also keeps the viewer of a read out of the back/forward cache: the OHIF read hands its
-        # page to the next read, whose new document must not find the last one's viewer still alive.
         self.send_header(
             "Cache-Control", "no-store" if target.name in ("index.html", "app-config.js") else "max-age=3600"
         )
