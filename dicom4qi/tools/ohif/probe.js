@@ -6,8 +6,8 @@
 async ({ op, segId, timeoutMs, thrownBefore: thrownSeen }) => {
   const svc = window.services;
   const cs = window.cornerstone;
-  // the page's own timer, which the init script's wrapper (it counts page callbacks as work) is not
-  const timer = window.__d4qiTimer || setTimeout;
+  // the page's own timer, before the second path's watch below wraps it
+  const timer = window.setTimeout.bind(window);
   const sleep = (ms) => new Promise((r) => timer(r, ms));
   const errText = (e) => (e && (e.message || e.toString())) || String(e);
 
@@ -51,6 +51,26 @@ async ({ op, segId, timeoutMs, thrownBefore: thrownSeen }) => {
     const secondPath = Date.now();
     let settledOrFailed = false;
     const cacheSize = () => { try { return cs.cache.getCacheSize(); } catch (e) { return 0; } };
+    // Watched from here on (and put back as it was when the wait ends): tasks over 50 ms, the page's timer
+    // callbacks, messages posted to workers (frames decoded there are answered with the next task).
+    const work = window.__d4qiWork || (window.__d4qiWork = { last: 0, inflight: 0 });
+    const seen = () => { work.last = Date.now(); };
+    const pageTimeout = window.setTimeout;
+    const post = window.Worker ? Worker.prototype.postMessage : null;
+    let observer = null;
+    try {
+      observer = new PerformanceObserver(seen);
+      observer.observe({ type: 'longtask' });
+    } catch (e) { observer = null; }
+    window.setTimeout = function (fn, ...rest) {
+      return pageTimeout.call(this, typeof fn === 'function' ? function (...a) { seen(); return fn.apply(this, a); } : fn, ...rest);
+    };
+    if (post) Worker.prototype.postMessage = function (...a) { seen(); return post.apply(this, a); };
+    const unwatch = () => {
+      window.setTimeout = pageTimeout;
+      if (post) Worker.prototype.postMessage = post;
+      if (observer) observer.disconnect();
+    };
     const idle = async () => {
       let lastLate = secondPath;
       let size = cacheSize();
@@ -60,7 +80,6 @@ async ({ op, segId, timeoutMs, thrownBefore: thrownSeen }) => {
         const now = Date.now();
         if (now - before > 150) lastLate = now; // the page ran something long enough to hold the timer up
         if (cacheSize() !== size) { size = cacheSize(); lastLate = now; } // images (labelmap slices) came in
-        const work = window.__d4qiWork || { last: 0, inflight: 0 };
         const quietSince = Math.max(secondPath, lastLate, work.last);
         if ((window.__d4qiThrown || 0) > thrownBefore && !work.inflight && now - quietSince >= IDLE_MS) {
           throw new Error(`did not settle: the page threw, then did nothing for ${IDLE_MS / 1000} s (no request, long task, timer callback, worker message or new image; ${Math.round((now - start) / 1000)} s after the double-click)`);
@@ -77,6 +96,7 @@ async ({ op, segId, timeoutMs, thrownBefore: thrownSeen }) => {
       return { ok: false, error: `load() rejected: ${errText(e)}`, firstError: rejected };
     } finally {
       settledOrFailed = true;
+      unwatch();
     }
     const settled = Date.now();
     while (Date.now() - settled < 5000) {
