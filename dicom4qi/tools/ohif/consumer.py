@@ -81,7 +81,8 @@ INIT_SCRIPT = """
 localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']));
 window.__d4qiErrors = [];
 // Uncaught exceptions and rejections, counted apart from logged errors; and the page's last sign of work with its
-// requests in flight (from the first request on): the probe tells a load that died from a slow one.
+// requests in flight (from the first request on; a fetch until its answer's headers): the probe tells a load that
+// died from a slow one.
 window.__d4qiThrown = 0;
 window.__d4qiWork = { last: Date.now(), inflight: 0 };
 (() => {

@@ -32,7 +32,8 @@ async ({ op, segId, timeoutMs, thrownBefore: thrownSeen }) => {
     const thrownBefore = typeof thrownSeen === 'number' ? thrownSeen : window.__d4qiThrown || 0;
     // A display set without a load() of its own is none OHIF made a segmentation of (seen when it logged
     // 'ReferencedSeriesSequence is missing'): 5 s on the double-click path, not the whole limit, then asked.
-    const firstPathMs = typeof ds.load === 'function' ? timeoutMs : Math.min(timeoutMs, 5000);
+    const SECOND_PATH_MS = 5000;
+    const firstPathMs = typeof ds.load === 'function' ? timeoutMs : Math.min(timeoutMs, SECOND_PATH_MS);
     while (Date.now() - start < firstPathMs) {
       if (ready()) return { ok: true, path: 'double-click', ms: Date.now() - start };
       if (rejected || (window.__d4qiErrors || []).length > errorsBefore) break;
@@ -42,10 +43,9 @@ async ({ op, segId, timeoutMs, thrownBefore: thrownSeen }) => {
     // load() itself may never settle (seen with 16-bit label maps of 256 segments, after the page threw 'Invalid
     // typed array length'): bounded by what is left of the time limit, and at least SECOND_PATH_MS (a load() that
     // rejects does so at once); and given up on once the page has thrown since the double-click and then done
-    // nothing for IDLE_MS (no request in flight or ending, no task over 50 ms, no timer callback of the page's,
-    // no message to or from a worker, no change in cornerstone's cache, the probe's own timer on time): nothing
-    // is left running that could settle it. A slow load that threw keeps its whole time limit.
-    const SECOND_PATH_MS = 5000;
+    // nothing for IDLE_MS (no XHR in flight or ending, no fetch before its answer, no task over 50 ms, no timer
+    // callback of the page's, no message posted to a worker, no change in cornerstone's cache, the probe's own
+    // timer on time): nothing is left running that could settle it. A slow load that threw keeps its whole limit.
     const IDLE_MS = 5000;
     const left = Math.max(SECOND_PATH_MS, timeoutMs - (Date.now() - start));
     const secondPath = Date.now();
@@ -79,7 +79,8 @@ async ({ op, segId, timeoutMs, thrownBefore: thrownSeen }) => {
         await sleep(100);
         const now = Date.now();
         if (now - before > 150) lastLate = now; // the page ran something long enough to hold the timer up
-        if (cacheSize() !== size) { size = cacheSize(); lastLate = now; } // images (labelmap slices) came in
+        const sizeNow = cacheSize();
+        if (sizeNow !== size) { size = sizeNow; lastLate = now; } // images (labelmap slices) came in
         const quietSince = Math.max(secondPath, lastLate, work.last);
         if ((window.__d4qiThrown || 0) > thrownBefore && !work.inflight && now - quietSince >= IDLE_MS) {
           throw new Error(`did not settle: the page threw, then did nothing for ${IDLE_MS / 1000} s (no request, long task, timer callback, worker message or new image; ${Math.round((now - start) / 1000)} s after the double-click)`);
